@@ -1,0 +1,184 @@
+r"""Cartpole swing-up with the full nonlinear dynamics (report §4.3).
+
+Description
+    A pole of mass :math:`m` and length :math:`L` (a point mass at its tip) is hinged on a
+    cart of mass :math:`M` that a horizontal force :math:`f` pushes along a frictionless
+    track. The pole starts hanging (:math:`\phi = \pi`) and must be upright and still at
+    :math:`T`. The Euler--Lagrange equations of the Lagrangian (4.9) are
+
+    .. math::
+        \ddot x = \frac{f + m \sin\phi\,(L\dot\phi^2 - g\cos\phi)}{M + m\sin^2\phi}, \qquad
+        \ddot\phi = \frac{-f\cos\phi - mL\dot\phi^2\sin\phi\cos\phi + (M+m)g\sin\phi}{L\,(M + m\sin^2\phi)},
+
+    with :math:`\phi = 0` upright.
+
+Action Space
+    ``Box(-1, 1, (1,), float32)``: the force :math:`f = a \cdot` ``max_force`` (N),
+    actions outside ``[-1, 1]`` are clipped. Physical control bounds ``±max_force``.
+
+Observation Space
+    ``Box((6,), float32)``:
+
+    ===  =================  ======  ============
+    idx  observation        unit    range
+    ===  =================  ======  ============
+    0    cart position x    m       (-inf, inf)
+    1    cart velocity ẋ    m/s     (-inf, inf)
+    2    cos φ              --      [-1, 1]
+    3    sin φ              --      [-1, 1]
+    4    pole velocity φ̇    rad/s   (-inf, inf)
+    5    time t / T         --      [0, 1]
+    ===  =================  ======  ============
+
+    The physical state ``env.unwrapped.state`` is ``(x, ẋ, φ, φ̇)`` in (m, m/s, rad, rad/s).
+
+Rewards
+    ``cost="terminal"`` (default, the report's objective (4.10)): zero until the last step,
+    then :math:`-(\bar\phi(T)^2 + \dot\phi(T)^2)` with :math:`\bar\phi` the angle wrapped to
+    :math:`(-\pi, \pi]`. ``cost="quadratic"``: each step pays
+    :math:`-\int (s^\top Q s + R f^2)\,dt` over the step with :math:`s = (x, \dot x, \bar\phi, \dot\phi)`,
+    :math:`Q = \mathrm{diag}(10^{-4}, 0, 100, 0)`, :math:`R = 10^{-2}` (the report's LQR weights).
+
+Starting State
+    :math:`(x, \dot x, \phi, \dot\phi) = (0, 0, \phi_0, 0) + \mathcal U(-\epsilon, \epsilon)^4`
+    with ``initial_angle`` :math:`\phi_0 = \pi` and ``initial_noise`` :math:`\epsilon = 0.05`;
+    or any state through ``reset(options={"state": ...})``.
+
+Episode End
+    Terminates at :math:`T` = ``horizon`` (2 s, 100 steps of ``dt`` = 0.02 s): the objective
+    is defined there. Truncates early if the state becomes non-finite.
+
+Arguments
+    ``gymnasium.make("DiffCartpole-v0", params=CartpoleParams(), cost="terminal",
+    max_force=50.0, horizon=2.0, dt=0.02, initial_angle=math.pi, initial_noise=0.05)``
+
+Version History
+    v0: first release.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import numpy as np
+
+from diffenvs.core.gym_face import DiffEnv
+from diffenvs.core.numerics import Components, columns, wrap_angle
+from diffenvs.core.problem import OdeProblem, check_choice, check_positive
+from diffenvs.core.render import Canvas
+from diffenvs.core.vector_face import DiffVectorEnv
+
+
+@dataclass(frozen=True)
+class CartpoleParams:
+    """Physical constants (SI units)."""
+
+    cart_mass: float = 1.0  #: M, kg
+    pole_mass: float = 1.0  #: m, kg (a point mass at the tip)
+    pole_length: float = 1.0  #: L, m
+    gravity: float = 9.8  #: g, m/s²
+
+
+#: the report's LQR weights on (x, ẋ, φ, φ̇) and on the force
+STATE_WEIGHTS = (1e-4, 0.0, 100.0, 0.0)
+FORCE_WEIGHT = 1e-2
+
+
+@dataclass(frozen=True)
+class Cartpole(OdeProblem):
+    """The cartpole definition; see the module docstring."""
+
+    params: CartpoleParams = field(default_factory=CartpoleParams)
+    cost: str = "terminal"
+    max_force: float = 50.0
+    horizon: float = 2.0
+    dt: float = 0.02
+    initial_angle: float = math.pi
+    initial_noise: float = 0.05
+
+    state_names: ClassVar = ("cart_position", "cart_velocity", "pole_angle", "pole_angle_velocity")
+    state_units: ClassVar = ("m", "m/s", "rad", "rad/s")
+    observation_names: ClassVar = ("cart_position", "cart_velocity", "cos_pole_angle", "sin_pole_angle",
+                                   "pole_angle_velocity", "time_fraction")
+    observation_low: ClassVar = (-np.inf, -np.inf, -1.0, -1.0, -np.inf, 0.0)
+    observation_high: ClassVar = (np.inf, np.inf, 1.0, 1.0, np.inf, 1.0)
+    control_names: ClassVar = ("force",)
+    control_units: ClassVar = ("N",)
+    initial_draws: ClassVar = ("uniform", 4)
+
+    def __post_init__(self) -> None:
+        check_choice("cost", self.cost, ("terminal", "quadratic"))
+        for name in ("max_force", "horizon", "dt"):
+            check_positive(name, getattr(self, name))
+        if not math.isfinite(self.initial_angle) or not (math.isfinite(self.initial_noise) and self.initial_noise >= 0):
+            raise ValueError("initial_angle must be finite and initial_noise finite and non-negative, "
+                             f"got {self.initial_angle!r} and {self.initial_noise!r}")
+
+    @property
+    def max_steps(self) -> int:
+        return round(self.horizon / self.dt)
+
+    @property
+    def control_low(self) -> tuple[float, ...]:
+        return (-self.max_force,)
+
+    @property
+    def control_high(self) -> tuple[float, ...]:
+        return (self.max_force,)
+
+    def vector_field(self, t: Any, x: Components, u: Components, params: CartpoleParams, ns: SimpleNamespace) -> Components:
+        _, cart_velocity, phi, phi_dot = x
+        (force,) = u
+        m, big_m, length, g = params.pole_mass, params.cart_mass, params.pole_length, params.gravity
+        sin, cos = ns.sin(phi), ns.cos(phi)
+        denominator = big_m + m * sin * sin
+        x_acceleration = (force + m * sin * (length * phi_dot * phi_dot - g * cos)) / denominator
+        phi_acceleration = (-force * cos - m * length * phi_dot * phi_dot * sin * cos
+                            + (big_m + m) * g * sin) / (length * denominator)
+        return cart_velocity, x_acceleration, phi_dot, phi_acceleration
+
+    @property
+    def has_running_cost(self) -> bool:  # type: ignore[override]
+        return self.cost == "quadratic"
+
+    def running_cost(self, t, x, u, params, ns):
+        s = (x[0], x[1], wrap_angle(x[2], ns), x[3])
+        return sum(q * si * si for q, si in zip(STATE_WEIGHTS, s) if q) + FORCE_WEIGHT * u[0] * u[0]
+
+    def terminal_cost(self, x, x0, params, ns):
+        if self.cost != "terminal":
+            return None
+        phi = wrap_angle(x[2], ns)
+        return phi * phi + x[3] * x[3]
+
+    def initial_state(self, draws: Any, params: Any, ns: SimpleNamespace) -> Components:
+        base = (0.0, 0.0, self.initial_angle, 0.0)
+        return tuple(b + self.initial_noise * (2.0 * d - 1.0) for b, d in zip(base, columns(draws)))
+
+    def observation(self, t, x, params, ns):
+        return x[0], x[1], ns.cos(x[2]), ns.sin(x[2]), x[3], t / self.horizon
+
+    def render(self, state: np.ndarray) -> np.ndarray:
+        x, _, phi, _ = (float(v) for v in state)
+        length = self.params.pole_length
+        span = 2.5 * length + 0.5
+        canvas = Canvas(480, 320, (x - span, x + span), (-1.6 * length, 1.6 * length))
+        canvas.rect(x - span, -0.02, x + span, 0.02, (120, 120, 120))
+        canvas.rect(x - 0.3, -0.15, x + 0.3, 0.15, (40, 40, 40))
+        tip = (x + length * math.sin(phi), length * math.cos(phi))
+        canvas.line(x, 0.0, *tip, 0.06, (200, 120, 60))
+        canvas.disc(*tip, 0.08, (160, 60, 30))
+        return canvas.image
+
+
+class CartpoleEnv(DiffEnv):
+    __doc__ = __doc__
+    problem_type = Cartpole
+
+
+class CartpoleVectorEnv(DiffVectorEnv):
+    __doc__ = DiffVectorEnv.__doc__
+    problem_type = Cartpole

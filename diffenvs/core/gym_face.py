@@ -1,0 +1,168 @@
+"""The Gymnasium face: one environment, numpy in and out, stepping on Python floats.
+
+A single environment is four numbers: torch's per-call overhead would dominate, so the
+definition's component-wise physics runs here on Python floats (:data:`SCALAR`), the same
+code and step rule the batched torch faces run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+
+from diffenvs.core import random
+from diffenvs.core.numerics import SCALAR
+from diffenvs.core.problem import Problem
+from diffenvs.core.validation import as_finite_array, check_options
+
+
+def observation_space(problem: Problem) -> spaces.Box:
+    return spaces.Box(np.array(problem.observation_low, np.float32), np.array(problem.observation_high, np.float32),
+                      dtype=np.float32)
+
+
+def action_space(problem: Problem) -> spaces.Box:
+    return spaces.Box(-1.0, 1.0, (problem.control_dim,), np.float32)
+
+
+def horizon_flags(problem: Problem, last: Any) -> tuple[Any, Any]:
+    """(terminated, truncated) contributions of reaching the horizon."""
+    if problem.horizon_ends == "terminated":
+        return last, False & last
+    return False & last, last
+
+
+def initial_draws(problem: Problem, key: Any, episode: Any) -> np.ndarray:
+    kind, count = problem.initial_draws
+    draw = random.uniform if kind == "uniform" else random.normal
+    return draw(key, episode, 0, count)
+
+
+class DiffEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Gymnasium environment built from a :class:`~diffenvs.core.problem.Problem`.
+
+    Subclasses set :attr:`problem_type`; keyword arguments build the problem. The current
+    physical state is :attr:`state` (numpy, the order of ``problem.state_names``), the
+    seconds per step :attr:`dt`, the constants :attr:`params`.
+    ``reset(options={"state": s})`` starts from the physical state ``s``.
+    """
+
+    problem_type: ClassVar[type[Problem]]
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array", "human"], "render_fps": 50}
+
+    def __init__(self, render_mode: str | None = None, **problem_kwargs: Any):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.problem = self.problem_type(**problem_kwargs)
+        self.render_mode = render_mode
+        self.observation_space = observation_space(self.problem)
+        self.action_space = action_space(self.problem)
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.problem.dt)}
+        self._key: np.uint64 | None = None
+        self._episode = 0
+        self._x: tuple[float, ...] | None = None
+        self._x0: tuple[float, ...] = ()
+        self._steps = 0
+        self._done = False
+        self._figure: Any = None
+
+    # ---- documented attributes ---------------------------------------------------------
+    @property
+    def state(self) -> np.ndarray:
+        """The physical state, float64, in the order of ``problem.state_names``."""
+        if self._x is None:
+            raise ResetNeeded("the environment has no state before reset()")
+        return np.array(self.problem.state_to_physical(self._x), dtype=np.float64)
+
+    @property
+    def dt(self) -> float:
+        """Seconds per step."""
+        return self.problem.dt
+
+    @property
+    def params(self) -> Any:
+        """The physical constants."""
+        return self.problem.params
+
+    # ---- Gymnasium API -----------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        options = check_options(options, ("state",))
+        if seed is not None or self._key is None:
+            self._key, self._episode = random.key_from_generator(self.np_random), 0
+        else:
+            self._episode += 1
+        problem = self.problem
+        if "state" in options:
+            state = as_finite_array('options["state"]', options["state"], (problem.state_dim,))
+            problem.check_state(state)
+            x = problem.state_from_physical(tuple(state.tolist()), problem.params, SCALAR)
+        else:
+            draws = initial_draws(problem, self._key, np.uint64(self._episode)).tolist()
+            x = problem.initial_state(draws, problem.params, SCALAR)
+        self._x, self._x0, self._steps, self._done = x, x, 0, False
+        if self.render_mode == "human":
+            self.render()
+        return self._observation(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._x is None:
+            raise ResetNeeded("call reset() before step()")
+        if self._done:
+            raise ResetNeeded("the episode has ended; call reset() before step()")
+        problem = self.problem
+        a = as_finite_array("action", action, self.action_space.shape)
+        u = problem.control_from_action(tuple(a.tolist()), SCALAR)
+        noise = None
+        if problem.step_noise:
+            noise = random.normal(self._key, np.uint64(self._episode), self._steps + 1, problem.step_noise).tolist()
+        last = self._steps + 1 == problem.max_steps
+        terminal_due = last and problem.horizon_ends == "terminated"
+        x, reward, event = problem.step(self._steps * problem.dt, self._x, self._x0, u, problem.params, SCALAR,
+                                        noise, terminal_due)
+        self._steps += 1
+        info: dict[str, Any] = {}
+        if not (math.isfinite(reward) and all(map(math.isfinite, problem.state_to_physical(x)))):
+            self._done = True
+            info["nonfinite_state"] = True
+            return self._observation(), 0.0, False, True, info
+        self._x = x
+        terminated, truncated = horizon_flags(problem, last)
+        terminated = bool(event or terminated)
+        self._done = terminated or truncated
+        if self.render_mode == "human":
+            self.render()
+        return self._observation(), float(reward), terminated, bool(truncated), info
+
+    def _observation(self) -> np.ndarray:
+        obs = self.problem.observation(self._steps * self.problem.dt, self._x, self.problem.params, SCALAR)
+        return np.array(obs, dtype=np.float32)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' to make()")
+            return None
+        frame = self.problem.render(self.state)
+        if self.render_mode == "rgb_array":
+            return frame
+        import matplotlib.pyplot as plt
+
+        if self._figure is None:
+            self._figure = plt.figure()
+            self._image = plt.imshow(frame)
+            plt.axis("off")
+        self._image.set_data(frame)
+        plt.pause(1.0 / self.metadata["render_fps"])
+        return None
+
+    def close(self) -> None:
+        if self._figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self._figure)
+            self._figure = None

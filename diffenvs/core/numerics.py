@@ -1,0 +1,109 @@
+"""Array namespaces and the one step rule shared by every face.
+
+A definition writes its physics once, component-wise, against a small namespace ``ns``
+(``ns.sin``, ``ns.cos``, ...). The Gymnasium face runs it on Python floats with
+:data:`SCALAR` (a single environment is far too small for tensors to pay off); the
+vector face and the gradient path run the *same* code on batched torch tensors with
+:data:`TORCH`. The explicit Runge--Kutta step :func:`rk4_step` is likewise written once
+over tuples of components, so every face integrates with the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+Components = tuple[Any, ...]
+#: a one-step integrator ``(f, t, x, h, args) -> x(t + h)`` of ``dx/dt = f(t, x, args)``
+Integrator = Callable[[Callable[[Any, Components, Any], Components], Any, Components, Any, Any], Components]
+
+
+def _scalar_where(condition: bool, a: Any, b: Any) -> Any:
+    return a if condition else b
+
+
+SCALAR = SimpleNamespace(
+    name="scalar",
+    eager=True,  # Python control flow on values is allowed (and cheaper than computing both branches)
+    sin=math.sin,
+    cos=math.cos,
+    exp=math.exp,
+    sqrt=math.sqrt,
+    atan2=math.atan2,
+    tanh=math.tanh,
+    where=_scalar_where,
+    clip=lambda v, lo, hi: min(max(v, lo), hi),
+)
+"""Python floats: the fast path of a single Gymnasium environment."""
+
+TORCH = SimpleNamespace(
+    name="torch",
+    eager=False,  # no branches on tensor values: batched, differentiable, torch.func-friendly
+    sin=torch.sin,
+    cos=torch.cos,
+    exp=torch.exp,
+    sqrt=torch.sqrt,
+    atan2=torch.atan2,
+    tanh=torch.tanh,
+    where=lambda c, a, b: (a if c else b) if isinstance(c, bool) else torch.where(c, a, b),
+    clip=torch.clamp,
+)
+"""Batched torch tensors: the vector face and the gradient path."""
+
+
+def wrap_angle(phi: Any, ns: SimpleNamespace) -> Any:
+    r"""Angle wrapped to :math:`(-\pi, \pi]`, differentiably: ``atan2(sin phi, cos phi)``."""
+    return ns.atan2(ns.sin(phi), ns.cos(phi))
+
+
+def columns(array: Any) -> Components:
+    """The last-axis columns of a batch of draws: a tensor's ``unbind(-1)``, or a list as it is."""
+    return array.unbind(-1) if isinstance(array, torch.Tensor) else tuple(array)
+
+
+def axpy(a: Any, x: Components, y: Components) -> Components:
+    """``y + a * x`` component-wise."""
+    return tuple(yi + a * xi for xi, yi in zip(x, y))
+
+
+def rk4_step(f: Callable[[Any, Components, Any], Components], t: Any, x: Components, h: Any, args: Any = None) -> Components:
+    r"""One classical Runge--Kutta step of :math:`\dot x = f(t, x, \text{args})` over a step ``h``.
+
+    ``x`` is a tuple of components (floats or tensors); ``t`` and ``h`` are floats or
+    tensors broadcasting against them (a per-environment step size is allowed); ``args``
+    is held constant (e.g. the control). The update is
+    :math:`x + \tfrac{h}{6}(k_1 + 2k_2 + 2k_3 + k_4)`.
+    """
+    half = 0.5 * h
+    k1 = f(t, x, args)
+    k2 = f(t + half, axpy(half, k1, x), args)
+    k3 = f(t + half, axpy(half, k2, x), args)
+    k4 = f(t + h, axpy(h, k3, x), args)
+    sixth = h / 6.0
+    return tuple(
+        xi + sixth * (a + 2.0 * b + 2.0 * c + d) for xi, a, b, c, d in zip(x, k1, k2, k3, k4)
+    )
+
+
+def stack(components: Sequence[Any], like: torch.Tensor | None = None) -> torch.Tensor:
+    """Stack torch components along a new last axis, broadcasting scalars and shapes."""
+    tensors = [c if isinstance(c, torch.Tensor) else None for c in components]
+    ref = like if like is not None else next(t for t in tensors if t is not None)
+    parts = [
+        c if isinstance(c, torch.Tensor) else torch.as_tensor(c, dtype=ref.dtype, device=ref.device)
+        for c in components
+    ]
+    parts = torch.broadcast_tensors(*parts)
+    return torch.stack(parts, dim=-1)
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A torch tensor, array or float as a numpy array (detached, on the CPU)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)

@@ -1,0 +1,268 @@
+"""The one definition of an environment, and the step every face takes with it.
+
+A definition is a frozen dataclass holding only constants (its ``params``, the step
+``dt`` and the horizon ``max_steps``) plus pure functions of an explicit state. Faces
+(Gymnasium, vector, gradient path) never reach past this interface.
+
+The state is a tuple of components, each a Python float (one environment) or a torch
+tensor of shape ``(batch,)`` (many environments, differentiable). Controls ``u`` are in
+physical units; the Gymnasium action ``a`` in ``[-1, 1]`` maps to them affinely
+(:meth:`Problem.control_from_action`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from diffenvs.core.numerics import TORCH, Components, Integrator, rk4_step, stack
+
+
+class Problem(ABC):
+    """Interface shared by every environment definition.
+
+    Subclasses are frozen dataclasses with at least the fields ``params``, ``dt`` (seconds
+    per step) and ``max_steps``, and set the class-level descriptions below.
+    """
+
+    params: Any
+    dt: float
+    max_steps: int
+
+    #: names and units of the physical state, in the order of ``env.unwrapped.state``
+    state_names: ClassVar[tuple[str, ...]]
+    state_units: ClassVar[tuple[str, ...]]
+    #: names of the observation components and the bounds of the observation box
+    observation_names: ClassVar[tuple[str, ...]]
+    observation_low: ClassVar[tuple[float, ...]]
+    observation_high: ClassVar[tuple[float, ...]]
+    #: names and units of the physical control
+    control_names: ClassVar[tuple[str, ...]]
+    control_units: ClassVar[tuple[str, ...]]
+    #: what reaching ``max_steps`` means: "terminated" (the objective is defined at the
+    #: horizon) or "truncated" (a time limit outside the problem)
+    horizon_ends: ClassVar[str] = "terminated"
+    #: random draws of a start, (kind, count) with kind "uniform" on [0, 1) or "normal"
+    initial_draws: ClassVar[tuple[str, int]] = ("uniform", 0)
+    #: standard normal draws per step (process noise)
+    step_noise: ClassVar[int] = 0
+
+    # ---- bounds and the Gymnasium action ---------------------------------------------
+    @property
+    @abstractmethod
+    def control_low(self) -> tuple[float, ...]:
+        """Lower bound of each control component (physical units)."""
+
+    @property
+    @abstractmethod
+    def control_high(self) -> tuple[float, ...]:
+        """Upper bound of each control component (physical units)."""
+
+    @property
+    def control_dim(self) -> int:
+        return len(self.control_names)
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.state_names)
+
+    def control_from_action(self, action: Components, ns: SimpleNamespace) -> Components:
+        """Physical control from a Gymnasium action in ``[-1, 1]`` (clipped to it first)."""
+        return tuple(
+            lo + 0.5 * (ns.clip(a, -1.0, 1.0) + 1.0) * (hi - lo)
+            for a, lo, hi in zip(action, self.control_low, self.control_high)
+        )
+
+    def action_from_control(self, control: np.ndarray) -> np.ndarray:
+        """Gymnasium action in ``[-1, 1]`` from a physical control (numpy, inverse map)."""
+        low, high = np.asarray(self.control_low), np.asarray(self.control_high)
+        return np.clip(2.0 * (np.asarray(control) - low) / (high - low) - 1.0, -1.0, 1.0)
+
+    # ---- pure functions of the state ---------------------------------------------------
+    @abstractmethod
+    def initial_state(self, draws: Any, params: Any, ns: SimpleNamespace) -> Components:
+        """Start state from the random ``draws`` declared in :attr:`initial_draws`.
+
+        ``draws`` is a list of floats (one environment) or a tensor ``(batch, count)``;
+        :func:`~diffenvs.core.numerics.columns` gives its components either way.
+        """
+
+    @abstractmethod
+    def observation(self, t: Any, x: Components, params: Any, ns: SimpleNamespace) -> Components:
+        """Observation components at time ``t`` in state ``x``."""
+
+    @abstractmethod
+    def step(
+        self,
+        t: Any,
+        x: Components,
+        x0: Components,
+        u: Components,
+        params: Any,
+        ns: SimpleNamespace,
+        noise: Components | None,
+        last: Any,
+        integrate: Integrator = rk4_step,
+    ) -> tuple[Components, Any, Any]:
+        """Advance one step: ``(x_next, reward, event)``.
+
+        ``x0`` is the episode's start, ``last`` says the step ends the horizon (its
+        terminal cost is due), ``event`` says the episode terminated inside the step.
+        ``u`` is the control held over the step, or a callable ``u(t, x)`` evaluated
+        inside the ODE right-hand side (continuous feedback). ``integrate`` is the
+        one-step integrator (the faces' RK4 unless the gradient path asks for another).
+        """
+
+    def state_to_physical(self, x: Components) -> Components:
+        """The documented physical state (``env.unwrapped.state``) from the internal one."""
+        return x
+
+    def state_from_physical(self, state: Components, params: Any, ns: SimpleNamespace) -> Components:
+        """The internal state from a physical one (``reset(options={"state": ...})``)."""
+        return tuple(state)
+
+    def check_state(self, state: np.ndarray) -> None:
+        """Raise ``ValueError`` if a user-given physical state is not allowed."""
+
+    def params_like(self, params: Any, like: torch.Tensor) -> Any:
+        """``params`` with array fields as tensors of ``like``'s dtype and device."""
+        if not dataclasses.is_dataclass(params):
+            return params
+        changes = {
+            f.name: torch.as_tensor(getattr(params, f.name), dtype=like.dtype, device=like.device)
+            for f in dataclasses.fields(params)
+            if isinstance(getattr(params, f.name), np.ndarray)
+        }
+        return dataclasses.replace(params, **changes) if changes else params
+
+    def render(self, state: np.ndarray) -> np.ndarray:
+        """An RGB frame (``uint8``, height x width x 3) of a physical state."""
+        raise NotImplementedError(f"{type(self).__name__} has no rendering")
+
+
+def check_positive(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite positive number."""
+    if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+class OdeProblem(Problem):
+    r"""A continuous-time problem :math:`\dot x = f(t, x, u; p)` with the control held over each step.
+
+    The step integrates with :func:`~diffenvs.core.numerics.rk4_step` and returns the reward
+
+    .. math:: r_k = -[\Phi(x_{k+1}) - \Phi(x_k)] - \int_{t_k}^{t_{k+1}} c(t, x, u)\,dt
+                    - \mathbb{1}[\text{end}]\, \ell(x_{k+1}, x_0)
+
+    with the potential :math:`\Phi` (:meth:`potential`), the running cost :math:`c`
+    (:meth:`running_cost`, integrated by the same RK4 step as a quadrature component)
+    and the terminal cost :math:`\ell` (:meth:`terminal_cost`). If :meth:`event` is
+    defined the episode terminates when it becomes non-negative, and the returned state is
+    the state *at* the event, located inside the step by secant iterations on the step
+    length (differentiable: the located step length is a function of the state).
+    """
+
+    #: secant iterations that refine the event time inside a step
+    event_iterations: ClassVar[int] = 2
+
+    @abstractmethod
+    def vector_field(self, t: Any, x: Components, u: Components, params: Any, ns: SimpleNamespace) -> Components:
+        r"""The time derivative :math:`\dot x` of each state component."""
+
+    #: whether :meth:`running_cost` is in use (a definition with one sets this)
+    has_running_cost: ClassVar[bool] = False
+
+    def running_cost(self, t: Any, x: Components, u: Components, params: Any, ns: SimpleNamespace) -> Any:
+        """Running cost per second (used when :attr:`has_running_cost`)."""
+        raise NotImplementedError
+
+    def terminal_cost(self, x: Components, x0: Components, params: Any, ns: SimpleNamespace) -> Any:
+        """Cost at the end of the episode, or ``None`` for none."""
+        return None
+
+    def potential(self, x: Components, params: Any, ns: SimpleNamespace) -> Any:
+        """Potential whose decrease is paid as reward each step, or ``None`` for none."""
+        return None
+
+    def event(self, x: Components, params: Any, ns: SimpleNamespace) -> Any:
+        """Event function: the episode terminates where it crosses zero upwards; ``None`` for none."""
+        return None
+
+    def dynamics(self, t: Any, x: torch.Tensor, u: torch.Tensor, params: Any = None) -> torch.Tensor:
+        r"""Batched torch :math:`\dot x = f(t, x, u; p)`: ``x`` of shape ``(..., n)``, ``u`` of shape ``(..., m)``."""
+        params = self.params if params is None else params
+        return stack(self.vector_field(t, x.unbind(-1), u.unbind(-1), params, TORCH), like=x)
+
+    def advance(self, t: Any, x: Components, u: Any, params: Any, ns: SimpleNamespace, h: Any,
+                integrate: Integrator = rk4_step) -> Components:
+        """Integrate over a step ``h``; the running cost rides along as a last component."""
+        has_cost = self.has_running_cost
+
+        def f(s: Any, z: Components, held: Components | None) -> Components:
+            state = z[:-1] if has_cost else z
+            v = u(s, state) if held is None else held
+            derivative = self.vector_field(s, state, v, params, ns)
+            if has_cost:
+                return (*derivative, self.running_cost(s, state, v, params, ns))
+            return derivative
+
+        z0 = (*x, 0.0 * x[0]) if has_cost else x
+        return integrate(f, t, z0, h, None if callable(u) else u)
+
+    def step(self, t, x, x0, u, params, ns, noise, last, integrate=rk4_step):  # noqa: D102 (see Problem.step)
+        has_cost = self.has_running_cost
+        z1 = self.advance(t, x, u, params, ns, self.dt, integrate)
+        event = False
+        g0 = self.event(x, params, ns)
+        if g0 is not None:
+            z1, event = self._locate_event(t, x, u, params, ns, g0, z1, has_cost, integrate)
+        x1 = z1[:-1] if has_cost else z1
+
+        reward = 0.0 * x1[0]
+        potential0 = self.potential(x, params, ns)
+        if potential0 is not None:
+            reward = reward - (self.potential(x1, params, ns) - potential0)
+        if has_cost:
+            reward = reward - z1[-1]
+        terminal = self.terminal_cost(x1, x0, params, ns)
+        if terminal is not None:
+            reward = reward - ns.where(event | last, terminal, 0.0 * terminal)
+        return x1, reward, event
+
+    def _locate_event(self, t, x, u, params, ns, g0, z1, has_cost, integrate):
+        """Replace the end of a step that crossed the event surface by the state at the crossing."""
+        state1 = z1[:-1] if has_cost else z1
+        g1 = self.event(state1, params, ns)
+        crossed = g1 >= 0.0
+        if ns.eager and not crossed:
+            return z1, False
+        one = 1.0 + 0.0 * g1
+        # secant iterations on the step length tau, starting from the bracket (0, g0), (dt, g1)
+        tau_prev, g_prev = 0.0 * g1, g0
+        tau, g = self.dt * one, g1
+        z = z1
+        for _ in range(self.event_iterations + 1):
+            slope = g - g_prev
+            ok = slope != 0.0
+            safe = ns.where(ok, slope, one)
+            # environments that did not cross keep the full step (and finite values)
+            secant = ns.clip(tau - g * (tau - tau_prev) / safe, 0.0, self.dt)
+            tau_next = ns.where(ok & crossed, secant, tau)
+            tau_prev, g_prev, tau = tau, g, tau_next
+            z = self.advance(t, x, u, params, ns, tau, integrate)
+            g = self.event(z[:-1] if has_cost else z, params, ns)
+        if ns.eager:
+            return z, True
+        return tuple(ns.where(crossed, a, b) for a, b in zip(z, z1)), crossed

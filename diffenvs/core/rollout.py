@@ -1,0 +1,234 @@
+r"""The gradient path: a batched, differentiable torch rollout of any definition.
+
+``rollout(problem, policy, x0)`` integrates a batch of trajectories and returns states,
+controls and rewards with autograd, differentiable with respect to the policy's parameters,
+the initial state ``x0`` and tensor fields of ``params``. Two control modes:
+
+* ``control="sampled"``: the control :math:`u_k = \pi(o(t_k, x_k))` is held over each step,
+  exactly what the Gymnasium and vector faces do (the rollout agrees with ``env.step``);
+* ``control="feedback"``: :math:`u(t) = \pi(o(t, x(t)))` is evaluated inside the ODE
+  right-hand side (continuous-time neural-ODE control).
+
+Solvers are small objects: :class:`RK4` (the faces' own fixed step; fast, works under
+``torch.func``), :class:`Adaptive` (torchdiffeq ``odeint``, e.g. dopri5 with rtol/atol) and
+:class:`Adjoint` (torchdiffeq ``odeint_adjoint``: gradients by the adjoint ODE, memory free
+of solver stages and network activations). Each step is integrated on a rescaled clock
+:math:`s \in [0, 1]`, :math:`t = t_k + s h`, so a batch with per-trajectory step lengths
+(event location) shares one solver call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torchdiffeq
+
+from diffenvs.core.numerics import TORCH, Components, Integrator, rk4_step, stack
+from diffenvs.core.problem import OdeProblem, Problem
+
+_METHODS = tuple(importlib.import_module("torchdiffeq._impl.odeint").SOLVERS)  # the names odeint accepts
+
+
+@dataclass(frozen=True)
+class RK4:
+    """Fixed-step classical Runge--Kutta, one stage set per environment step (the default)."""
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """torchdiffeq's ``odeint`` over each step; gradients by backpropagating through the solver.
+
+    ``method`` is a torchdiffeq method name (``"dopri5"``, ``"bosh3"``, ``"rk4"``, ...),
+    ``rtol``/``atol`` the relative and absolute error tolerances of adaptive methods.
+    """
+
+    method: str = "dopri5"
+    rtol: float = 1e-7
+    atol: float = 1e-9
+
+    def __post_init__(self) -> None:
+        if self.method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Adjoint(Adaptive):
+    """torchdiffeq's ``odeint_adjoint``: gradients from the adjoint ODE solved backwards in time.
+
+    The autograd graph keeps each step's start state, not the solver's stages or the
+    policy's activations. The adjoint is not twice differentiable: do not put its gradients
+    inside another loss.
+    """
+
+
+Solver = RK4 | Adaptive | Adjoint
+
+
+@dataclass
+class Trajectory:
+    """A batch of trajectories (time first).
+
+    ``states`` ``(steps + 1, batch, n)`` physical states, ``controls`` ``(steps, batch, m)``
+    physical controls held over each step (for ``"feedback"`` the control at the step's
+    start), ``rewards`` ``(steps, batch)``, ``done`` ``(steps + 1, batch)``: the episode had
+    ended by then (states are frozen and rewards zero afterwards), ``times`` ``(steps + 1,)``.
+    """
+
+    states: torch.Tensor
+    controls: torch.Tensor
+    rewards: torch.Tensor
+    done: torch.Tensor
+    times: torch.Tensor
+
+    @property
+    def returns(self) -> torch.Tensor:
+        """Sum of rewards per trajectory, shape ``(batch,)``."""
+        return self.rewards.sum(0)
+
+    @property
+    def costs(self) -> torch.Tensor:
+        """Minus the returns: the objective a controller minimises, shape ``(batch,)``."""
+        return -self.returns
+
+
+def _odeint_integrator(solver: Adaptive, leaves: list[torch.Tensor]) -> Integrator:
+    """One step of torchdiffeq on the clock ``s in [0, 1]``.
+
+    The held control and the step length ride in the ODE state with zero derivative, so
+    the adjoint returns their gradients through its state; ``leaves`` (policy and physical
+    parameters) are the adjoint's parameters.
+    """
+    adjoint = isinstance(solver, Adjoint)
+
+    def integrate(f: Callable, t: Any, z: Components, h: Any, held: Components | None) -> Components:
+        like = next(c for c in z if isinstance(c, torch.Tensor))
+        n = len(z)
+        extra = [] if held is None else list(held)
+        packed = stack([*z, *extra, h], like=like)
+        m = len(extra)
+
+        def rhs(s: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+            columns = state.unbind(-1)
+            step = columns[-1]
+            control = None if held is None else columns[n:n + m]
+            derivative = stack(f(t + s * step, columns[:n], control), like=state) * step.unsqueeze(-1)
+            return torch.cat([derivative, torch.zeros_like(state[..., n:])], dim=-1)
+
+        clock = torch.tensor([0.0, 1.0], dtype=packed.dtype, device=packed.device)
+        options = dict(rtol=solver.rtol, atol=solver.atol, method=solver.method)
+        if adjoint:
+            out = torchdiffeq.odeint_adjoint(rhs, packed, clock, adjoint_params=tuple(leaves), **options)
+        else:
+            out = torchdiffeq.odeint(rhs, packed, clock, **options)
+        return out[-1].unbind(-1)[:n]
+
+    return integrate
+
+
+def _param_tensors(params: Any) -> list[torch.Tensor]:
+    if not dataclasses.is_dataclass(params):
+        return []
+    return [v for f in dataclasses.fields(params) if isinstance(v := getattr(params, f.name), torch.Tensor)]
+
+
+def rollout(
+    problem: Problem,
+    policy: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor,
+    x0: torch.Tensor,
+    *,
+    steps: int | None = None,
+    params: Any = None,
+    control: str = "sampled",
+    solver: Solver = RK4(),
+    noise: torch.Tensor | None = None,
+) -> Trajectory:
+    """Roll a batch of trajectories out of ``problem`` under ``policy``.
+
+    Args:
+        problem: the definition (e.g. ``diffenvs.cartpole.Cartpole()``, or
+            ``gymnasium.make(id).unwrapped.problem``).
+        policy: a callable from observations ``(batch, obs_dim)`` to physical controls
+            ``(batch, m)`` (any torch module), or an open-loop tensor of controls
+            ``(steps, batch, m)``.
+        x0: physical start states ``(batch, n)``; its dtype and device are used throughout.
+        steps: number of steps (default ``problem.max_steps``).
+        params: physical constants (default ``problem.params``); tensor fields get gradients.
+        control: ``"sampled"`` (held over each step, as ``env.step``) or ``"feedback"``.
+        solver: :class:`RK4` (default), :class:`Adaptive` or :class:`Adjoint`.
+        noise: process noise ``(steps, batch, problem.step_noise)`` for stochastic
+            definitions (reparametrisation: fixed draws); ``None`` means none.
+    """
+    if control not in ("sampled", "feedback"):
+        raise ValueError(f"control must be 'sampled' or 'feedback', got {control!r}")
+    if not isinstance(solver, (RK4, Adaptive)):
+        raise TypeError(f"solver must be RK4(), Adaptive(...) or Adjoint(...), got {solver!r}")
+    if not isinstance(x0, torch.Tensor) or x0.dim() != 2 or x0.shape[-1] != problem.state_dim:
+        raise ValueError(f"x0 must be a tensor of shape (batch, {problem.state_dim}), got "
+                         f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
+    if not x0.is_floating_point():
+        raise ValueError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
+    steps = problem.max_steps if steps is None else steps
+    if not (isinstance(steps, int) and steps > 0):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    batch, m = x0.shape[0], problem.control_dim
+    open_loop = isinstance(policy, torch.Tensor)
+    if open_loop:
+        if policy.dim() == 2:
+            policy = policy.unsqueeze(1).expand(-1, batch, -1)
+        if tuple(policy.shape) != (steps, batch, m):
+            raise ValueError(f"policy as a tensor of controls must have shape ({steps}, {batch}, {m}), got {tuple(policy.shape)}")
+        if control == "feedback":
+            raise ValueError("control='feedback' needs a callable policy, not a tensor of controls")
+    elif not callable(policy):
+        raise TypeError(f"policy must be callable or a tensor of controls, got {type(policy).__name__}")
+    if problem.step_noise and noise is not None and tuple(noise.shape) != (steps, batch, problem.step_noise):
+        raise ValueError(f"noise must have shape ({steps}, {batch}, {problem.step_noise}), got {tuple(noise.shape)}")
+    ode = isinstance(problem, OdeProblem)
+    if not ode and (control == "feedback" or not isinstance(solver, RK4)):
+        raise ValueError(f"{type(problem).__name__} is a discrete-time map: it takes control='sampled' and solver=RK4()")
+    if isinstance(solver, Adjoint) and control == "feedback" and not isinstance(policy, torch.nn.Module):
+        raise TypeError("the adjoint solver with control='feedback' needs the policy to be a torch.nn.Module "
+                        "(its parameters are the adjoint's parameters)")
+
+    params = problem.params_like(problem.params if params is None else params, x0)
+    policy_parameters = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
+    leaves = [p for p in (*policy_parameters, *_param_tensors(params)) if p.requires_grad]
+    if isinstance(solver, Adjoint) and any(not p.is_leaf for p in leaves):
+        raise ValueError("with the Adjoint solver, tensors in params and the policy's parameters must be leaf tensors")
+    integrate = rk4_step if isinstance(solver, RK4) else _odeint_integrator(solver, leaves)
+
+    def observe(t: Any, x: Components) -> torch.Tensor:
+        return stack(problem.observation(t, x, params, TORCH), like=x0)
+
+    def feedback(t: Any, x: Components) -> Components:
+        return policy(observe(t, x)).unbind(-1)
+
+    x = problem.state_from_physical(x0.unbind(-1), params, TORCH)
+    start = x
+    done = torch.zeros(batch, dtype=torch.bool, device=x0.device)
+    states, controls, rewards, dones = [stack(problem.state_to_physical(x), like=x0)], [], [], [done]
+    for k in range(steps):
+        t = k * problem.dt
+        u = policy[k] if open_loop else policy(observe(t, x))
+        last = k + 1 == steps and problem.horizon_ends == "terminated"
+        step_control = feedback if control == "feedback" else u.unbind(-1)
+        step_noise = None if noise is None else noise[k].unbind(-1)
+        x1, reward, event = problem.step(t, x, start, step_control, params, TORCH, step_noise,
+                                         torch.full_like(done, last), integrate)
+        x = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, x1))
+        rewards.append(torch.where(done, torch.zeros_like(reward), reward))
+        done = done | event
+        states.append(stack(problem.state_to_physical(x), like=x0))
+        controls.append(u)
+        dones.append(done)
+    times = torch.arange(steps + 1, dtype=x0.dtype, device=x0.device) * problem.dt
+    return Trajectory(torch.stack(states), torch.stack(controls), torch.stack(rewards), torch.stack(dones), times)

@@ -1,0 +1,132 @@
+r"""Isochronism: learn a force field whose every trajectory has period T (report §3).
+
+Description
+    A unit mass on a line moves under a force that depends on its position only,
+    :math:`\ddot x = f(x)`. Which fields make *every* trajectory :math:`T`-periodic,
+    :math:`X(T) = X(0)` with :math:`X = (x, \dot x)`? The symmetric answer is the harmonic
+    field :math:`f(x) = -(2\pi/T)^2 x` (report §3.3). The state is :math:`(x, \dot x)` and
+
+    .. math:: \dot x = v, \qquad \dot v = f.
+
+Action Space
+    ``Box(-1, 1, (1,), float32)``: the force :math:`f = a \cdot` ``max_force`` (N, unit
+    mass); actions outside ``[-1, 1]`` are clipped.
+
+Observation Space
+    ``Box((1,), float32)``: the position :math:`x` (m) alone, so a policy is a force field
+    :math:`f(x)`. The physical state ``env.unwrapped.state`` is ``(x, v)`` in (m, m/s).
+
+Rewards
+    Zero before the end, then :math:`-\|X(T) - X(0)\|^2` at :math:`T`.
+
+Starting State
+    :math:`X(0) \sim \mathcal N(0, I)` (seeded), or any state through
+    ``reset(options={"state": ...})``.
+
+Episode End
+    Terminates at :math:`T` = ``params.period`` (2π s, ``steps`` = 100 steps); truncates
+    early if the state becomes non-finite.
+
+Arguments
+    ``gymnasium.make("DiffIsochronism-v0", params=IsochronismParams(), steps=100, max_force=10.0)``
+
+Version History
+    v0: first release.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from diffenvs.core.gym_face import DiffEnv
+from diffenvs.core.numerics import columns
+from diffenvs.core.problem import OdeProblem, check_positive
+from diffenvs.core.render import Canvas
+from diffenvs.core.vector_face import DiffVectorEnv
+
+
+@dataclass(frozen=True)
+class IsochronismParams:
+    """Constants (SI units)."""
+
+    period: float = 2 * math.pi  #: T, s: the horizon and the period asked of every trajectory
+
+
+@dataclass(frozen=True)
+class Isochronism(OdeProblem):
+    """The isochronism definition; see the module docstring."""
+
+    params: IsochronismParams = field(default_factory=IsochronismParams)
+    steps: int = 100
+    max_force: float = 10.0
+
+    state_names: ClassVar = ("position", "velocity")
+    state_units: ClassVar = ("m", "m/s")
+    observation_names: ClassVar = ("position",)
+    observation_low: ClassVar = (-np.inf,)
+    observation_high: ClassVar = (np.inf,)
+    control_names: ClassVar = ("force",)
+    control_units: ClassVar = ("N",)
+    initial_draws: ClassVar = ("normal", 2)
+
+    def __post_init__(self) -> None:
+        check_positive("params.period", self.params.period)
+        check_positive("max_force", self.max_force)
+        if not (isinstance(self.steps, int) and self.steps > 0):
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+
+    @property
+    def dt(self) -> float:
+        return self.params.period / self.steps
+
+    @property
+    def max_steps(self) -> int:
+        return self.steps
+
+    @property
+    def control_low(self) -> tuple[float, ...]:
+        return (-self.max_force,)
+
+    @property
+    def control_high(self) -> tuple[float, ...]:
+        return (self.max_force,)
+
+    def vector_field(self, t, x, u, params, ns):
+        return x[1], u[0]
+
+    def terminal_cost(self, x, x0, params, ns):
+        return sum((a - b) * (a - b) for a, b in zip(x, x0))
+
+    def initial_state(self, draws, params, ns):
+        return columns(draws)
+
+    def observation(self, t, x, params, ns):
+        return (x[0],)
+
+    def render(self, state: np.ndarray) -> np.ndarray:
+        x, v = (float(s) for s in state)
+        radius = max(3.0, 1.2 * math.hypot(x, v))
+        canvas = Canvas(320, 320, (-radius, radius), (-radius, radius))
+        canvas.line(-radius, 0.0, radius, 0.0, canvas.pixel, (180, 180, 180))
+        canvas.line(0.0, -radius, 0.0, radius, canvas.pixel, (180, 180, 180))
+        canvas.disc(x, v, 4 * canvas.pixel, (40, 90, 200))
+        return canvas.image
+
+
+def harmonic_force(x: Any, params: IsochronismParams = IsochronismParams()) -> Any:
+    r"""The isochronous field :math:`f(x) = -(2\pi/T)^2 x` (N per unit mass)."""
+    return -((2 * math.pi / params.period) ** 2) * x
+
+
+class IsochronismEnv(DiffEnv):
+    __doc__ = __doc__
+    problem_type = Isochronism
+
+
+class IsochronismVectorEnv(DiffVectorEnv):
+    __doc__ = DiffVectorEnv.__doc__
+    problem_type = Isochronism

@@ -1,0 +1,258 @@
+r"""Active identification of a linear system (report §5).
+
+Description
+    An unknown matrix :math:`A \in \mathbb R^{d\times d}` drives
+
+    .. math:: x_{t+1} = A x_t + B u_t + w_t, \qquad w_t \sim \mathcal N(0, \sigma^2 I), \qquad x_0 = 0,
+
+    and the agent chooses inputs :math:`\|u_t\| \le \gamma` so that the least-squares
+    estimate :math:`\hat A = \arg\min_\beta \sum_t \|x_{t+1} - B u_t - \beta x_t\|^2` is
+    close to :math:`A`. The error of :math:`\hat A` is governed by the singular values of
+    the design matrix :math:`G = \sum_t x_t x_t^\top`; the optimality criteria
+    (:func:`information`) are differentiable functions of them.
+
+Action Space
+    ``Box(-1, 1, (d,), float32)``: :math:`u = \gamma a / \max(1, \|a\|)`, the action
+    scaled by :math:`\gamma` and projected onto the ball :math:`\|u\| \le \gamma`.
+
+Observation Space
+    ``Box((d + 1,), float32)``: the state :math:`x_t` and the time fraction :math:`t/T`.
+    :math:`A` is hidden. ``env.unwrapped.state`` is :math:`x_t`.
+
+Rewards
+    Zero before the end, then :math:`-\|\hat A - A\|_F` from the episode's data.
+
+Starting State
+    :math:`x_0 = 0`. ``matrix="jordan"`` (default): the fixed Jordan block, 0.9 on the
+    diagonal and 1 above it; ``matrix="random"``: a standard Gaussian matrix drawn at each
+    reset and scaled to spectral radius 1; or an explicit ``d x d`` array (fixed).
+
+Episode End
+    Terminates after ``steps`` (100) samples; truncates early if the state becomes
+    non-finite. ``dt`` is 1 (one sample per step).
+
+Arguments
+    ``gymnasium.make("DiffLinearSysID-v0", d=4, matrix="jordan", noise_std=0.1, gamma=1.0, steps=100)``
+
+Version History
+    v0: first release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from diffenvs.core.gym_face import DiffEnv
+from diffenvs.core.numerics import Components
+from diffenvs.core.problem import Problem, check_choice, check_positive
+from diffenvs.core.render import Canvas
+from diffenvs.core.vector_face import DiffVectorEnv
+
+
+def jordan_matrix(d: int, diagonal: float = 0.9) -> np.ndarray:
+    """The Jordan block with ``diagonal`` on the diagonal and 1 just above it."""
+    return diagonal * np.eye(d) + np.eye(d, k=1)
+
+
+def random_matrix(normal_draws: Any, d: int) -> Any:
+    """Gaussian matrices from standard normal draws ``(..., d*d)``, scaled to spectral radius 1."""
+    lib = torch if isinstance(normal_draws, torch.Tensor) else np
+    g = normal_draws.reshape(*normal_draws.shape[:-1], d, d)
+    radius = lib.abs(lib.linalg.eigvals(g)).max(-1)
+    radius = radius.values if lib is torch else radius
+    return g / radius[..., None, None].to(g.dtype) if lib is torch else g / radius[..., None, None]
+
+
+def least_squares(gram: Any, cross: Any) -> Any:
+    r"""OLS estimate :math:`\hat A = C G^{-1}` from :math:`G = \sum x_t x_t^\top` and :math:`C = \sum (x_{t+1} - Bu_t) x_t^\top`."""
+    lib = torch if isinstance(gram, torch.Tensor) else np
+    return lib.linalg.solve(gram, cross.swapaxes(-1, -2)).swapaxes(-1, -2)
+
+
+def information(gram: torch.Tensor, criterion: str = "E") -> torch.Tensor:
+    r"""Information of a design matrix :math:`G` (larger is better), from its singular values alone.
+
+    ``"E"``: :math:`s_{\min}(G)`; ``"A"``: :math:`-\sum_i 1/s_i^2`; ``"D"``:
+    :math:`\log\det G = \sum_i \log s_i`. Singular values (``torch.linalg.svdvals``) have
+    gradients even where they coincide, unlike singular vectors.
+    """
+    check_choice("criterion", criterion, ("E", "A", "D"))
+    s = torch.linalg.svdvals(gram)
+    if criterion == "E":
+        return s[..., -1]
+    if criterion == "A":
+        return -(1.0 / s.square()).sum(-1)
+    return torch.log(s).sum(-1)
+
+
+@dataclass(frozen=True)
+class LinearSysIDParams:
+    """Constants: ``A`` (the true matrix when fixed), ``B``, noise ``sigma`` and input bound ``gamma``."""
+
+    A: np.ndarray
+    B: np.ndarray
+    noise_std: float = 0.1  #: σ, standard deviation of w_t
+    gamma: float = 1.0  #: γ, bound on ‖u_t‖
+
+
+@dataclass(frozen=True, eq=False)
+class LinearSysID(Problem):
+    """The system-identification definition; see the module docstring."""
+
+    d: int = 4
+    matrix: Any = "jordan"
+    noise_std: float = 0.1
+    gamma: float = 1.0
+    steps: int = 100
+    params: LinearSysIDParams = field(init=False)
+
+    state_units: ClassVar = ()
+    dt: ClassVar[float] = 1.0
+    step_noise: ClassVar[int] = 0  # set per instance to d in __post_init__
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.d, int) and self.d > 0):
+            raise ValueError(f"d must be a positive integer, got {self.d!r}")
+        if not (isinstance(self.steps, int) and self.steps >= self.d):
+            raise ValueError(f"steps must be an integer >= d = {self.d} (OLS needs d samples), got {self.steps!r}")
+        check_positive("gamma", self.gamma)
+        if not (np.isfinite(self.noise_std) and self.noise_std >= 0):
+            raise ValueError(f"noise_std must be finite and non-negative, got {self.noise_std!r}")
+        if isinstance(self.matrix, str):
+            check_choice("matrix", self.matrix, ("jordan", "random"))
+            a = jordan_matrix(self.d) if self.matrix == "jordan" else np.full((self.d, self.d), np.nan)
+        else:
+            a = np.asarray(self.matrix, dtype=np.float64)
+            if a.shape != (self.d, self.d) or not np.isfinite(a).all():
+                raise ValueError(f"matrix must be 'jordan', 'random' or a finite array of shape ({self.d}, {self.d}), "
+                                 f"got shape {a.shape}")
+        object.__setattr__(self, "params", LinearSysIDParams(a, np.eye(self.d), self.noise_std, self.gamma))
+        object.__setattr__(self, "step_noise", self.d)
+
+    # ---- descriptions ------------------------------------------------------------------
+    @property
+    def state_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(f"x{i}" for i in range(self.d))
+
+    @property
+    def observation_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (*self.state_names, "time_fraction")
+
+    @property
+    def observation_low(self) -> tuple[float, ...]:  # type: ignore[override]
+        return (-np.inf,) * self.d + (0.0,)
+
+    @property
+    def observation_high(self) -> tuple[float, ...]:  # type: ignore[override]
+        return (np.inf,) * self.d + (1.0,)
+
+    @property
+    def control_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(f"u{i}" for i in range(self.d))
+
+    @property
+    def initial_draws(self) -> tuple[str, int]:  # type: ignore[override]
+        return ("normal", self.d * self.d if self.matrix == "random" else 0)
+
+    @property
+    def max_steps(self) -> int:
+        return self.steps
+
+    @property
+    def control_low(self) -> tuple[float, ...]:
+        return (-self.gamma,) * self.d
+
+    @property
+    def control_high(self) -> tuple[float, ...]:
+        return (self.gamma,) * self.d
+
+    def control_from_action(self, action: Components, ns: SimpleNamespace) -> Components:
+        """``u = gamma a / max(1, |a|)``: the ball ``|u| <= gamma``."""
+        norm = ns.sqrt(sum(a * a for a in action))
+        scale = self.gamma / ns.clip(norm, 1.0, float("inf"))
+        return tuple(a * scale for a in action)
+
+    def action_from_control(self, control: np.ndarray) -> np.ndarray:
+        return np.asarray(control) / self.gamma
+
+    # ---- state: (x, A, G = sum x x^T, C = sum (x' - B u) x^T) ------------------------
+    def initial_state(self, draws: Any, params: Any, ns: SimpleNamespace) -> Components:
+        if isinstance(draws, torch.Tensor):
+            x = torch.zeros(draws.shape[0], self.d, dtype=draws.dtype, device=draws.device)
+            a = random_matrix(draws, self.d) if self.matrix == "random" else None
+            return self.state_from_physical(x.unbind(-1), params, ns, a)
+        a = random_matrix(np.asarray(draws), self.d) if self.matrix == "random" else None
+        return self.state_from_physical([0.0] * self.d, params, ns, a)
+
+    def state_from_physical(self, state: Components, params: Any, ns: SimpleNamespace, matrix: Any = None) -> Components:
+        """Internal state ``(x, A, G, C)``: the true matrix rides in the state (hidden), the statistics start at zero."""
+        if ns.name == "torch":
+            x = torch.stack(tuple(state), -1)
+            a = torch.as_tensor(params.A if matrix is None else matrix, dtype=x.dtype, device=x.device)
+            a = a.expand(x.shape[:-1] + a.shape[-2:])
+            zeros = torch.zeros(x.shape + (self.d,), dtype=x.dtype, device=x.device)
+        else:
+            x = np.asarray(state, dtype=np.float64)
+            a = params.A if matrix is None else matrix
+            zeros = np.zeros((self.d, self.d))
+        return x, a, zeros, zeros
+
+    def state_to_physical(self, x: Components) -> Components:
+        state = x[0]
+        return tuple(state.unbind(-1)) if isinstance(state, torch.Tensor) else tuple(state.tolist())
+
+    def observation(self, t, x, params, ns):
+        return (*self.state_to_physical(x), t / self.steps)
+
+    def step(self, t, x, x0, u, params, ns, noise, last, integrate=None):
+        state, a, gram, cross = x
+        if isinstance(state, torch.Tensor):
+            control = torch.stack(tuple(u), -1)
+            w = torch.zeros_like(state) if noise is None else torch.stack(tuple(noise), -1)
+            b = torch.as_tensor(params.B, dtype=state.dtype, device=state.device)
+        else:
+            control, w, b = np.asarray(u), np.zeros(self.d) if noise is None else np.asarray(noise), params.B
+        driven = (control[..., None, :] * b).sum(-1)  # B u
+        response = (a * state[..., None, :]).sum(-1) + params.noise_std * w  # A x + w
+        state1 = response + driven
+        outer = state[..., :, None] * state[..., None, :]
+        gram1 = gram + outer
+        cross1 = cross + response[..., :, None] * state[..., None, :]
+        if ns.eager:
+            reward = -estimation_error(gram1, cross1, a) if last else 0.0
+        else:  # the estimate exists only once G is invertible: evaluate it where due, identity elsewhere
+            due = last.reshape(last.shape + (1, 1))
+            eye = torch.eye(self.d, dtype=gram1.dtype, device=gram1.device)
+            error = estimation_error(torch.where(due, gram1, eye), torch.where(due, cross1, eye), torch.where(due, a, eye))
+            reward = torch.where(last, -error, torch.zeros_like(error))
+        return (state1, a, gram1, cross1), reward, False
+
+    def render(self, state: np.ndarray) -> np.ndarray:
+        radius = max(2.0, 1.2 * float(np.abs(state[:2]).max()))
+        canvas = Canvas(320, 320, (-radius, radius), (-radius, radius))
+        canvas.line(-radius, 0.0, radius, 0.0, canvas.pixel, (180, 180, 180))
+        canvas.line(0.0, -radius, 0.0, radius, canvas.pixel, (180, 180, 180))
+        canvas.disc(float(state[0]), float(state[1]) if self.d > 1 else 0.0, 4 * canvas.pixel, (40, 90, 200))
+        return canvas.image
+
+
+def estimation_error(gram: Any, cross: Any, a: Any) -> Any:
+    r""":math:`\|\hat A - A\|_F` of the least-squares estimate from the statistics :math:`G, C`."""
+    lib = torch if isinstance(gram, torch.Tensor) else np
+    difference = least_squares(gram, cross) - a
+    return lib.sqrt((difference * difference).sum((-2, -1)))
+
+
+class LinearSysIDEnv(DiffEnv):
+    __doc__ = __doc__
+    problem_type = LinearSysID
+
+
+class LinearSysIDVectorEnv(DiffVectorEnv):
+    __doc__ = DiffVectorEnv.__doc__
+    problem_type = LinearSysID

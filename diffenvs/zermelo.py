@@ -1,0 +1,157 @@
+r"""Zermelo's river crossing with minimum deviation (report §4.2).
+
+Description
+    A boat of speed :math:`v` in still water crosses a river of width :math:`\ell` from
+    :math:`(0, 0)`. The wind (current) :math:`w(y) > v` pushes it downstream; the pilot
+    chooses the heading :math:`u` (angle to the shore):
+
+    .. math::
+        \dot x = v\cos u + w(y), \qquad \dot y = v \sin u, \qquad
+        w(y) = w_{\min} + (w_{\max} - w_{\min})\exp\!\Big(-\frac{(y - \ell/2)^2}{(\ell/10)^2}\Big).
+
+    The objective is the downstream deviation :math:`x` when the far bank :math:`y = \ell`
+    is reached. Pontryagin's principle gives :math:`\cos u = -v / w(y)` (see
+    ``agents.analytic``).
+
+Action Space
+    ``Box(-1, 1, (1,), float32)``: heading :math:`u = \tfrac{\pi}{2}(a + 1) \in [0, \pi]`
+    (rad); actions outside ``[-1, 1]`` are clipped.
+
+Observation Space
+    ``Box((2,), float32)``: ``(x, y)`` in metres, unbounded. The physical state
+    ``env.unwrapped.state`` is the same ``(x, y)``.
+
+Rewards
+    :math:`-(x_{k+1} - x_k)` per step, so the return is :math:`-x` at the crossing.
+
+Starting State
+    :math:`(0, 0)` (deterministic), or any state through ``reset(options={"state": ...})``
+    with :math:`y < \ell`.
+
+Episode End
+    Terminates when the boat reaches :math:`y = \ell`; the final state is the state *at*
+    the crossing, located inside the step (with the heading held, :math:`y` is linear in
+    time, so one secant iteration is exact). Truncates at ``time_limit`` (10 s, 500 steps
+    of ``dt`` = 0.02 s), or if the state becomes non-finite.
+
+Arguments
+    ``gymnasium.make("DiffZermelo-v0", params=ZermeloParams(), dt=0.02, time_limit=10.0)``
+
+Version History
+    v0: first release.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import numpy as np
+
+from diffenvs.core.gym_face import DiffEnv
+from diffenvs.core.numerics import Components
+from diffenvs.core.problem import OdeProblem, check_positive
+from diffenvs.core.render import Canvas
+from diffenvs.core.vector_face import DiffVectorEnv
+
+
+@dataclass(frozen=True)
+class ZermeloParams:
+    """Physical constants (SI units); the wind profile's centre and width are derived from the width."""
+
+    boat_speed: float = 1.0  #: v, m/s
+    river_width: float = 2.0  #: ℓ, m
+    wind_min: float = 1.1  #: w_min, m/s (must exceed v)
+    wind_max: float = 2.0  #: w_max, m/s
+
+    @property
+    def wind_centre(self) -> Any:
+        return self.river_width / 2
+
+    @property
+    def wind_width(self) -> Any:
+        return self.river_width / 10
+
+
+def wind(y: Any, params: ZermeloParams, ns: SimpleNamespace) -> Any:
+    r""":math:`w(y)` in m/s."""
+    z = (y - params.wind_centre) / params.wind_width
+    return params.wind_min + (params.wind_max - params.wind_min) * ns.exp(-z * z)
+
+
+@dataclass(frozen=True)
+class Zermelo(OdeProblem):
+    """The river-crossing definition; see the module docstring."""
+
+    params: ZermeloParams = field(default_factory=ZermeloParams)
+    dt: float = 0.02
+    time_limit: float = 10.0
+
+    state_names: ClassVar = ("x", "y")
+    state_units: ClassVar = ("m", "m")
+    observation_names: ClassVar = ("x", "y")
+    observation_low: ClassVar = (-np.inf, -np.inf)
+    observation_high: ClassVar = (np.inf, np.inf)
+    control_names: ClassVar = ("heading",)
+    control_units: ClassVar = ("rad",)
+    horizon_ends: ClassVar = "truncated"
+
+    def __post_init__(self) -> None:
+        check_positive("dt", self.dt)
+        check_positive("time_limit", self.time_limit)
+
+    @property
+    def max_steps(self) -> int:
+        return round(self.time_limit / self.dt)
+
+    @property
+    def control_low(self) -> tuple[float, ...]:
+        return (0.0,)
+
+    @property
+    def control_high(self) -> tuple[float, ...]:
+        return (math.pi,)
+
+    def vector_field(self, t: Any, x: Components, u: Components, params: ZermeloParams, ns: SimpleNamespace) -> Components:
+        (heading,) = u
+        return params.boat_speed * ns.cos(heading) + wind(x[1], params, ns), params.boat_speed * ns.sin(heading)
+
+    def potential(self, x, params, ns):
+        return x[0]
+
+    def event(self, x, params, ns):
+        return x[1] - params.river_width
+
+    def initial_state(self, draws, params, ns):
+        return 0.0, 0.0
+
+    def observation(self, t, x, params, ns):
+        return x
+
+    def check_state(self, state: np.ndarray) -> None:
+        if not state[1] < self.params.river_width:
+            raise ValueError(f"state y must be below the far bank y = {self.params.river_width}, got {state[1]}")
+
+    def render(self, state: np.ndarray) -> np.ndarray:
+        p = self.params
+        x, y = (float(v) for v in state)
+        canvas = Canvas(480, 240, (min(-0.5, x - 2.0), max(4.0, x + 1.0)), (-0.3, p.river_width + 0.3))
+        ys = np.linspace(0.0, p.river_width, 80)
+        strength = (wind(ys, p, np) - p.wind_min) / (p.wind_max - p.wind_min)
+        for yi, s in zip(ys, strength):
+            canvas.rect(canvas.xlim[0], yi, canvas.xlim[1], yi + p.river_width / 80,
+                        (int(200 - 120 * s), int(220 - 80 * s), 255))
+        canvas.disc(x, y, 0.08, (200, 40, 40))
+        return canvas.image
+
+
+class ZermeloEnv(DiffEnv):
+    __doc__ = __doc__
+    problem_type = Zermelo
+
+
+class ZermeloVectorEnv(DiffVectorEnv):
+    __doc__ = DiffVectorEnv.__doc__
+    problem_type = Zermelo
