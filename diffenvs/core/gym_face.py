@@ -21,9 +21,15 @@ from diffenvs.core.problem import Problem
 from diffenvs.core.validation import as_finite_array, check_options
 
 
+#: the largest float32: unbounded observation components are bounded by it (a Box with
+#: infinite bounds draws warnings from the checkers), and exceeding it ends the episode
+OBSERVATION_LIMIT = float(np.finfo(np.float32).max)
+
+
 def observation_space(problem: Problem) -> spaces.Box:
-    return spaces.Box(np.array(problem.observation_low, np.float32), np.array(problem.observation_high, np.float32),
-                      dtype=np.float32)
+    low = np.clip(np.array(problem.observation_low, np.float64), -OBSERVATION_LIMIT, OBSERVATION_LIMIT)
+    high = np.clip(np.array(problem.observation_high, np.float64), -OBSERVATION_LIMIT, OBSERVATION_LIMIT)
+    return spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
 
 
 def action_space(problem: Problem) -> spaces.Box:
@@ -89,6 +95,19 @@ class DiffEnv(gym.Env[np.ndarray, np.ndarray]):
         """The physical constants."""
         return self.problem.params
 
+    def episode_noise(self, steps: int | None = None) -> np.ndarray:
+        """The standard normal process-noise draws of this episode, shape ``(steps, problem.step_noise)``.
+
+        Row ``k`` is what step ``k`` uses: pass it as ``rollout(..., noise=...)`` to replay the
+        episode on the gradient path.
+        """
+        if self._key is None:
+            raise ResetNeeded("the episode's noise is fixed by reset(); call it first")
+        steps = self.problem.max_steps if steps is None else steps
+        counters = np.arange(1, steps + 1, dtype=np.uint64)
+        return random.normal(np.full(steps, self._key), np.full(steps, self._episode, np.uint64), counters,
+                             self.problem.step_noise)
+
     # ---- Gymnasium API -----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -105,10 +124,13 @@ class DiffEnv(gym.Env[np.ndarray, np.ndarray]):
         else:
             draws = initial_draws(problem, self._key, np.uint64(self._episode)).tolist()
             x = problem.initial_state(draws, problem.params, SCALAR)
+        observation = problem.observation(0.0, x, problem.params, SCALAR)
+        if not all(-OBSERVATION_LIMIT <= o <= OBSERVATION_LIMIT for o in observation):
+            raise ValueError(f'options["state"] gives an observation outside the float32 range: {observation}')
         self._x, self._x0, self._steps, self._done = x, x, 0, False
         if self.render_mode == "human":
             self.render()
-        return self._observation(), {}
+        return np.array(observation, dtype=np.float32), {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._x is None:
@@ -125,19 +147,20 @@ class DiffEnv(gym.Env[np.ndarray, np.ndarray]):
         terminal_due = last and problem.horizon_ends == "terminated"
         x, reward, event = problem.step(self._steps * problem.dt, self._x, self._x0, u, problem.params, SCALAR,
                                         noise, terminal_due)
-        self._steps += 1
         info: dict[str, Any] = {}
-        if not (math.isfinite(reward) and all(map(math.isfinite, problem.state_to_physical(x)))):
+        observation = problem.observation((self._steps + 1) * problem.dt, x, problem.params, SCALAR)
+        if not (math.isfinite(reward) and all(map(math.isfinite, problem.state_to_physical(x)))
+                and all(-OBSERVATION_LIMIT <= o <= OBSERVATION_LIMIT for o in observation)):
             self._done = True
-            info["nonfinite_state"] = True
+            info["nonfinite_state"] = True  # the state left the representable range: keep the last good one
             return self._observation(), 0.0, False, True, info
-        self._x = x
+        self._x, self._steps = x, self._steps + 1
         terminated, truncated = horizon_flags(problem, last)
         terminated = bool(event or terminated)
         self._done = terminated or truncated
         if self.render_mode == "human":
             self.render()
-        return self._observation(), float(reward), terminated, bool(truncated), info
+        return np.array(observation, dtype=np.float32), float(reward), terminated, bool(truncated), info
 
     def _observation(self) -> np.ndarray:
         obs = self.problem.observation(self._steps * self.problem.dt, self._x, self.problem.params, SCALAR)

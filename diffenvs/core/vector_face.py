@@ -17,7 +17,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from diffenvs.core import random
-from diffenvs.core.gym_face import action_space, horizon_flags, initial_draws, observation_space
+from diffenvs.core.gym_face import OBSERVATION_LIMIT, action_space, horizon_flags, initial_draws, observation_space
 from diffenvs.core.numerics import TORCH, stack
 from diffenvs.core.problem import Problem
 from diffenvs.core.validation import as_finite_array, check_options
@@ -97,7 +97,11 @@ class DiffVectorEnv(VectorEnv):
             states = as_finite_array('options["state"]', options["state"], (n, self.problem.state_dim))
             for state in states:
                 self.problem.check_state(state)
-            self._x = self.problem.state_from_physical(self._tensor(states).unbind(-1), self._tensor_params, TORCH)
+            states_tensor = self._tensor(states)
+            self._x = self.problem.state_from_physical(states_tensor.unbind(-1), self._tensor_params, TORCH)
+            observation = stack(self.problem.observation(0.0, self._x, self._tensor_params, TORCH), like=states_tensor)
+            if not bool((observation.abs() <= OBSERVATION_LIMIT).all()):
+                raise ValueError('options["state"] gives observations outside the float32 range')
         else:
             self._x = self._initial(np.arange(n))
         self._x0 = self._x
@@ -116,6 +120,8 @@ class DiffVectorEnv(VectorEnv):
         finite = torch.isfinite(reward)
         for c in problem.state_to_physical(x1):
             finite = finite & torch.isfinite(c).reshape(finite.shape[0], -1).all(-1)
+        for c in problem.observation((steps + 1) * problem.dt, x1, params, TORCH):
+            finite = finite & (torch.as_tensor(c).abs() <= OBSERVATION_LIMIT)
         return x1, reward, event | terminated, truncated | torch.zeros_like(last), finite
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
