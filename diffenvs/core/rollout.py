@@ -160,7 +160,9 @@ def rollout(
             ``(batch, m)`` (any torch module), or an open-loop tensor of controls
             ``(steps, batch, m)``.
         x0: physical start states ``(batch, n)``; its dtype and device are used throughout.
-        steps: number of steps (default ``problem.max_steps``).
+        steps: number of steps (default ``problem.max_steps``). The terminal cost is paid at
+            step ``problem.max_steps`` as on the Gymnasium face; for a shorter objective build
+            the problem with a shorter horizon.
         params: physical constants (default ``problem.params``); tensor fields get gradients.
         control: ``"sampled"`` (held over each step, as ``env.step``) or ``"feedback"``.
         solver: :class:`RK4` (default), :class:`Adaptive` or :class:`Adjoint`.
@@ -219,14 +221,14 @@ def rollout(
     for k in range(steps):
         t = k * problem.dt
         u = policy[k] if open_loop else policy(observe(t, x))
-        last = k + 1 == steps and problem.horizon_ends == "terminated"
+        last = k + 1 == problem.max_steps and problem.horizon_ends == "terminated"  # the terminal cost is due
         step_control = feedback if control == "feedback" else u.unbind(-1)
         step_noise = None if noise is None else noise[k].unbind(-1)
         x1, reward, event = problem.step(t, x, start, step_control, params, TORCH, step_noise,
                                          torch.full_like(done, last), integrate)
         x = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, x1))
         rewards.append(torch.where(done, torch.zeros_like(reward), reward))
-        done = done | event
+        done = done | event | last
         states.append(stack(problem.state_to_physical(x), like=x0))
         controls.append(u)
         dones.append(done)
