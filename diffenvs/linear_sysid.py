@@ -69,7 +69,10 @@ def random_matrix(normal_draws: Any, d: int) -> Any:
 
 
 def least_squares(gram: Any, cross: Any) -> Any:
-    r"""OLS estimate :math:`\hat A = C G^{-1}` from :math:`G = \sum x_t x_t^\top` and :math:`C = \sum (x_{t+1} - Bu_t) x_t^\top`."""
+    r"""OLS estimate :math:`\hat A = C G^{-1}`.
+
+    From the design matrix :math:`G = \sum x_t x_t^\top` and :math:`C = \sum (x_{t+1} - Bu_t) x_t^\top`.
+    """
     lib = torch if isinstance(gram, torch.Tensor) else np
     return lib.linalg.solve(gram, cross.swapaxes(-1, -2)).swapaxes(-1, -2)
 

@@ -20,7 +20,6 @@ from diffenvs.core.numerics import SCALAR
 from diffenvs.core.problem import Problem
 from diffenvs.core.validation import as_finite_array, check_options
 
-
 #: the largest float32: unbounded observation components are bounded by it (a Box with
 #: infinite bounds draws warnings from the checkers), and exceeding it ends the episode
 OBSERVATION_LIMIT = float(np.finfo(np.float32).max)

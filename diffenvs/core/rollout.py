@@ -79,7 +79,7 @@ class Trajectory:
 
     ``states`` ``(steps + 1, batch, n)`` physical states, ``controls`` ``(steps, batch, m)``
     physical controls held over each step (for ``"feedback"`` the control at the step's
-    start), ``rewards`` ``(steps, batch)``, ``done`` ``(steps + 1, batch)``: the episode had
+    start, recorded without gradient), ``rewards`` ``(steps, batch)``, ``done`` ``(steps + 1, batch)``: the episode had
     ended by then (states are frozen and rewards zero afterwards), ``times`` ``(steps + 1,)``.
     """
 
@@ -220,7 +220,13 @@ def rollout(
     states, controls, rewards, dones = [stack(problem.state_to_physical(x), like=x0)], [], [], [done]
     for k in range(steps):
         t = k * problem.dt
-        u = policy[k] if open_loop else policy(observe(t, x))
+        if open_loop:
+            u = policy[k]
+        elif control == "feedback":  # recorded for inspection only: the dynamics evaluate the policy themselves
+            with torch.no_grad():
+                u = policy(observe(t, x))
+        else:
+            u = policy(observe(t, x))
         last = k + 1 == problem.max_steps and problem.horizon_ends == "terminated"  # the terminal cost is due
         step_control = feedback if control == "feedback" else u.unbind(-1)
         step_noise = None if noise is None else noise[k].unbind(-1)

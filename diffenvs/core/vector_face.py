@@ -110,6 +110,7 @@ class DiffVectorEnv(VectorEnv):
         return self._observation(), {}
 
     def _batched_step(self, steps, x, x0, action, noise):
+        """Everything per step that is arithmetic on the batch, in one function (fused when compiled)."""
         problem, params = self.problem, self._tensor_params
         u = problem.control_from_action(action.unbind(-1), TORCH)
         last = steps + 1 == problem.max_steps
@@ -117,33 +118,39 @@ class DiffVectorEnv(VectorEnv):
         noise = None if noise is None else noise.unbind(-1)
         x1, reward, event = problem.step(steps * problem.dt, x, x0, u, params, TORCH, noise, terminal_due)
         terminated, truncated = horizon_flags(problem, last)
-        finite = torch.isfinite(reward)
+        observation = stack(problem.observation((steps + 1) * problem.dt, x1, params, TORCH), like=reward)
+        finite = torch.isfinite(reward) & (observation.abs() <= OBSERVATION_LIMIT).all(-1)
         for c in problem.state_to_physical(x1):
-            finite = finite & torch.isfinite(c).reshape(finite.shape[0], -1).all(-1)
-        for c in problem.observation((steps + 1) * problem.dt, x1, params, TORCH):
-            finite = finite & (torch.as_tensor(c).abs() <= OBSERVATION_LIMIT)
-        return x1, reward, event | terminated, truncated | torch.zeros_like(last), finite
+            finite = finite & torch.isfinite(c)
+        # a state that left the representable range ends that episode (truncated) and keeps its last good state
+        x1 = tuple(torch.where(finite.reshape((-1,) + (1,) * (c.dim() - 1)), c, old) for c, old in zip(x1, x))
+        observation = torch.where(finite[:, None], observation, self._observe(steps, x))
+        reward = torch.where(finite, reward, torch.zeros_like(reward))
+        terminated = (event | terminated) & finite
+        truncated = truncated | torch.zeros_like(last) | ~finite
+        return x1, observation.to(torch.float32), reward, terminated, truncated, finite
+
+    def _observe(self, steps: torch.Tensor, x: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        t = steps.to(self.dtype) * self.problem.dt
+        return stack(self.problem.observation(t, x, self._tensor_params, TORCH), like=t)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         if self._x is None:
             raise ResetNeeded("call reset() before step()")
-        problem, n = self.problem, self.num_envs
+        problem = self.problem
         a = as_finite_array("actions", actions, self.action_space.shape)
         noise = None
         if problem.step_noise:
             steps = self._steps.cpu().numpy().astype(np.uint64) + np.uint64(1)
             noise = self._tensor(random.normal(self._keys, self._episodes, steps, problem.step_noise))
-        x1, reward, terminated, truncated, finite = self._step_fn(self._steps, self._x, self._x0, self._tensor(a), noise)
-        # a non-finite state ends that episode (truncated) and keeps its last finite state
-        x1 = tuple(torch.where(finite.reshape((-1,) + (1,) * (c.dim() - 1)), c, old) for c, old in zip(x1, self._x))
-        reward = torch.where(finite, reward, torch.zeros_like(reward))
-        terminated, truncated = terminated & finite, truncated | ~finite
-        self._x, self._steps = x1, self._steps + 1
+        self._x, observation, reward, terminated, truncated, finite = self._step_fn(
+            self._steps, self._x, self._x0, self._tensor(a), noise)
+        self._steps = self._steps + 1
+        observation = observation.cpu().numpy()
+        reward, terminated, truncated = reward.double().cpu().numpy(), terminated.cpu().numpy(), truncated.cpu().numpy()
         info: dict[str, Any] = {}
         if not bool(finite.all()):
             info["nonfinite_state"] = (~finite).cpu().numpy()
-        reward_np = reward.double().cpu().numpy()
-        terminated_np, truncated_np = terminated.cpu().numpy(), truncated.cpu().numpy()
         # next-step autoreset: environments whose episode ended at the previous step restart now
         reset = np.flatnonzero(self._autoreset)
         if len(reset):
@@ -153,14 +160,13 @@ class DiffVectorEnv(VectorEnv):
             self._x = tuple(c.index_copy(0, index, f) for c, f in zip(self._x, fresh))
             self._x0 = tuple(c.index_copy(0, index, f) for c, f in zip(self._x0, fresh))
             self._steps = self._steps.index_fill(0, index, 0)
-            reward_np[reset], terminated_np[reset], truncated_np[reset] = 0.0, False, False
-        self._autoreset = terminated_np | truncated_np
-        return self._observation(), reward_np, terminated_np, truncated_np, info
+            observation[reset] = self._observe(self._steps[index], fresh).to(torch.float32).cpu().numpy()
+            reward[reset], terminated[reset], truncated[reset] = 0.0, False, False
+        self._autoreset = terminated | truncated
+        return observation, reward, terminated, truncated, info
 
     def _observation(self) -> np.ndarray:
-        t = self._steps.to(self.dtype) * self.problem.dt
-        obs = stack(self.problem.observation(t, self._x, self._tensor_params, TORCH), like=t)
-        return obs.to(torch.float32).cpu().numpy()
+        return self._observe(self._steps, self._x).to(torch.float32).cpu().numpy()
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode is None:

@@ -1,0 +1,186 @@
+"""Speed of the three faces, side by side with gymnasium's own CartPole, in one run.
+
+Prints (and writes as markdown with ``--out``):
+
+1. the Gymnasium face: microseconds per ``env.step`` of ``CartPole-v1`` and of every diffenvs id;
+2. the vector face: env-steps per second of gymnasium's ``CartPoleVectorEnv`` and of
+   ``DiffCartpole-v0`` (float64 eager, float32 eager, float32 ``torch.compile``) at each N;
+3. the gradient path: forward and forward+backward time of a 100-step cartpole rollout of a
+   batch of 256 under a 2x16 tanh policy, and their ratio;
+4. memory: bytes the autograd graph keeps for the backward pass (every tensor saved for
+   backward, counted once) of direct backpropagation against the adjoint, at horizons 100
+   and 1000 (continuous feedback, dopri5).
+
+Compare ratios within one run: the machines are shared and noisy.
+
+    python scripts/bench_envs.py            # full: about five minutes on a 2-core CPU
+    python scripts/bench_envs.py --quick    # seconds, smaller N and fewer repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+
+import diffenvs
+from diffenvs.cartpole import Cartpole
+
+
+def best_time(run: Callable[[], None], repeats: int) -> float:
+    """The fastest of ``repeats`` timings of ``run`` (seconds): the least disturbed by other load."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def single_step_microseconds(env_id: str, steps: int, repeats: int) -> float:
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    action = 1 if env_id == "CartPole-v1" else env.action_space.sample()
+
+    def run() -> None:
+        for _ in range(steps):
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+
+    return best_time(run, repeats) / steps * 1e6
+
+
+def vector_steps_per_second(make: Callable[[int], gym.vector.VectorEnv], num_envs: int, steps: int, repeats: int) -> float:
+    envs = make(num_envs)
+    envs.reset(seed=0)
+    actions = envs.action_space.sample()
+    for _ in range(3):  # warm up (and compile)
+        envs.step(actions)
+
+    def run() -> None:
+        for _ in range(steps):
+            envs.step(actions)
+
+    return num_envs * steps / best_time(run, repeats)
+
+
+class TanhPolicy(torch.nn.Module):
+    """2 hidden layers of 16 tanh units, output scaled to the force bound."""
+
+    def __init__(self, problem: Cartpole) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
+                                       torch.nn.Linear(16, 1))
+        self.scale = problem.max_force
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.tanh(self.net(observation))
+
+
+def gradient_cost(batch: int, steps: int, repeats: int) -> tuple[float, float]:
+    problem = Cartpole()
+    policy = TanhPolicy(problem)
+    x0 = torch.zeros(batch, 4)
+    x0[:, 2] = torch.pi
+
+    def forward() -> None:
+        with torch.no_grad():
+            diffenvs.rollout(problem, policy, x0, steps=steps)
+
+    def forward_backward() -> None:
+        diffenvs.rollout(problem, policy, x0, steps=steps).costs.mean().backward()
+
+    return best_time(forward, repeats), best_time(forward_backward, repeats)
+
+
+def saved_bytes(solver: diffenvs.Solver, horizon: int, batch: int) -> int:
+    """Bytes of all tensors the autograd graph saves for backward (each storage once)."""
+    problem = Cartpole(horizon=horizon * 0.02)
+    policy = TanhPolicy(problem).double()
+    x0 = torch.zeros(batch, 4, dtype=torch.float64)
+    x0[:, 2] = 0.1
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        costs = diffenvs.rollout(problem, policy, x0, control="feedback", solver=solver).costs.mean()
+    costs.backward()
+    return sum(storages.values())
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small N and few repeats (a smoke run)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column (compiling takes ~30 s)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the report as markdown to this file")
+    args = parser.parse_args(argv)
+    repeats = 2 if args.quick else 5
+    sizes = (1, 64, 1024) if args.quick else (1, 64, 1024, 16384)
+    lines = [f"torch {torch.__version__}, gymnasium {gym.__version__}, {torch.get_num_threads()} torch threads, "
+             f"{platform.processor() or platform.machine()}", ""]
+
+    def emit(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    emit("## Gymnasium face: one env.step")
+    emit("| env | µs / step | × CartPole-v1 |")
+    emit("|---|---:|---:|")
+    steps = 2000 if args.quick else 20000
+    reference = single_step_microseconds("CartPole-v1", steps, repeats)
+    emit(f"| CartPole-v1 (gymnasium, Euler, discrete action) | {reference:.1f} | 1.0 |")
+    for env_id in diffenvs.ENV_IDS:
+        cost = single_step_microseconds(env_id, steps, repeats)
+        emit(f"| {env_id} | {cost:.1f} | {cost / reference:.1f} |")
+
+    emit()
+    emit("## Vector face: env-steps per second (millions)")
+    columns = {"CartPoleVectorEnv (gymnasium)": lambda n: gym.make_vec("CartPole-v1", num_envs=n,
+                                                                     vectorization_mode="vector_entry_point"),
+               "DiffCartpole float64": lambda n: gym.make_vec("DiffCartpole-v0", num_envs=n,
+                                                             vectorization_mode="vector_entry_point"),
+               "DiffCartpole float32": lambda n: gym.make_vec("DiffCartpole-v0", num_envs=n, dtype=torch.float32,
+                                                             vectorization_mode="vector_entry_point")}
+    if not args.no_compile:
+        columns["DiffCartpole float32 compiled"] = lambda n: gym.make_vec(
+            "DiffCartpole-v0", num_envs=n, dtype=torch.float32, compile=True, vectorization_mode="vector_entry_point")
+    emit("| N | " + " | ".join(columns) + " | best diffenvs / gymnasium |")
+    emit("|---:|" + "---:|" * (len(columns) + 1))
+    for n in sizes:
+        steps = max(20, min(2000, 400_000 // n)) // (4 if args.quick else 1)
+        rates = [vector_steps_per_second(make, n, steps, repeats) for make in columns.values()]
+        emit(f"| {n} | " + " | ".join(f"{r / 1e6:.3f}" for r in rates) + f" | {max(rates[1:]) / rates[0]:.2f} |")
+
+    emit()
+    emit("## Gradient path: 100-step cartpole rollout, batch 256, 2x16 tanh policy, RK4, float32")
+    forward, both = gradient_cost(256, 100, repeats)
+    emit(f"forward {forward * 1e3:.1f} ms, forward+backward {both * 1e3:.1f} ms, ratio {both / forward:.2f}")
+
+    emit()
+    emit("## Memory kept for backward, continuous feedback, batch 256, float64 (MB)")
+    emit("| horizon (steps) | direct (RK4 backprop) | direct (dopri5 backprop) | adjoint (dopri5) |")
+    emit("|---:|---:|---:|---:|")
+    for horizon in ((20, 100) if args.quick else (100, 1000)):
+        tolerance = dict(rtol=1e-6, atol=1e-8)
+        sizes_mb = [saved_bytes(solver, horizon, 256) / 2**20
+                    for solver in (diffenvs.RK4(), diffenvs.Adaptive(**tolerance), diffenvs.Adjoint(**tolerance))]
+        emit(f"| {horizon} | " + " | ".join(f"{m:.1f}" for m in sizes_mb) + " |")
+    report = "\n".join(lines)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
