@@ -65,11 +65,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diffenvs.core.gym_face import DiffEnv
+from diffenvs.core import faces
 from diffenvs.core.numerics import Components, columns, wrap_angle
 from diffenvs.core.problem import OdeProblem, check_choice, check_positive
 from diffenvs.core.render import Canvas
-from diffenvs.core.vector_face import DiffVectorEnv
 
 
 @dataclass(frozen=True)
@@ -174,11 +173,4 @@ class Cartpole(OdeProblem):
         return canvas.image
 
 
-class CartpoleEnv(DiffEnv):
-    __doc__ = __doc__
-    problem_type = Cartpole
-
-
-class CartpoleVectorEnv(DiffVectorEnv):
-    __doc__ = DiffVectorEnv.__doc__
-    problem_type = Cartpole
+CartpoleEnv, CartpoleVectorEnv = faces(Cartpole, __doc__)

@@ -47,11 +47,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diffenvs.core.gym_face import DiffEnv
+from diffenvs.core import faces
 from diffenvs.core.numerics import columns
 from diffenvs.core.problem import OdeProblem, check_positive
 from diffenvs.core.render import Canvas
-from diffenvs.core.vector_face import DiffVectorEnv
 
 
 @dataclass(frozen=True)
@@ -127,11 +126,4 @@ def harmonic_force(x: Any, params: IsochronismParams = IsochronismParams()) -> A
     return -((2 * math.pi / params.period) ** 2) * x
 
 
-class IsochronismEnv(DiffEnv):
-    __doc__ = __doc__
-    problem_type = Isochronism
-
-
-class IsochronismVectorEnv(DiffVectorEnv):
-    __doc__ = DiffVectorEnv.__doc__
-    problem_type = Isochronism
+IsochronismEnv, IsochronismVectorEnv = faces(Isochronism, __doc__)

@@ -47,11 +47,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from diffenvs.core.gym_face import DiffEnv
+from diffenvs.core import faces
 from diffenvs.core.numerics import Components
 from diffenvs.core.problem import Problem, check_choice, check_positive
 from diffenvs.core.render import Canvas
-from diffenvs.core.vector_face import DiffVectorEnv
 
 
 def jordan_matrix(d: int, diagonal: float = 0.9) -> np.ndarray:
@@ -251,11 +250,4 @@ def estimation_error(gram: Any, cross: Any, a: Any) -> Any:
     return lib.sqrt((difference * difference).sum((-2, -1)))
 
 
-class LinearSysIDEnv(DiffEnv):
-    __doc__ = __doc__
-    problem_type = LinearSysID
-
-
-class LinearSysIDVectorEnv(DiffVectorEnv):
-    __doc__ = DiffVectorEnv.__doc__
-    problem_type = LinearSysID
+LinearSysIDEnv, LinearSysIDVectorEnv = faces(LinearSysID, __doc__)

@@ -50,11 +50,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diffenvs.core.gym_face import DiffEnv
+from diffenvs.core import faces
 from diffenvs.core.numerics import Components
 from diffenvs.core.problem import OdeProblem, check_positive
 from diffenvs.core.render import Canvas
-from diffenvs.core.vector_face import DiffVectorEnv
 
 
 @dataclass(frozen=True)
@@ -147,11 +146,4 @@ class Zermelo(OdeProblem):
         return canvas.image
 
 
-class ZermeloEnv(DiffEnv):
-    __doc__ = __doc__
-    problem_type = Zermelo
-
-
-class ZermeloVectorEnv(DiffVectorEnv):
-    __doc__ = DiffVectorEnv.__doc__
-    problem_type = Zermelo
+ZermeloEnv, ZermeloVectorEnv = faces(Zermelo, __doc__)

@@ -17,7 +17,7 @@ from gymnasium.error import ResetNeeded
 
 from diffenvs.core import random
 from diffenvs.core.numerics import SCALAR
-from diffenvs.core.problem import Problem
+from diffenvs.core.problem import Problem, ProblemAttributes
 from diffenvs.core.validation import as_finite_array, check_options
 
 #: the largest float32: unbounded observation components are bounded by it (a Box with
@@ -48,7 +48,7 @@ def initial_draws(problem: Problem, key: Any, episode: Any) -> np.ndarray:
     return draw(key, episode, 0, count)
 
 
-class DiffEnv(gym.Env[np.ndarray, np.ndarray]):
+class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
     """Gymnasium environment built from a :class:`~diffenvs.core.problem.Problem`.
 
     Subclasses set :attr:`problem_type`; keyword arguments build the problem. The current
@@ -83,16 +83,6 @@ class DiffEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._x is None:
             raise ResetNeeded("the environment has no state before reset()")
         return np.array(self.problem.state_to_physical(self._x), dtype=np.float64)
-
-    @property
-    def dt(self) -> float:
-        """Seconds per step."""
-        return self.problem.dt
-
-    @property
-    def params(self) -> Any:
-        """The physical constants."""
-        return self.problem.params
 
     def episode_noise(self, steps: int | None = None) -> np.ndarray:
         """The standard normal process-noise draws of this episode, shape ``(steps, problem.step_noise)``.

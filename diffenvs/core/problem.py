@@ -146,6 +146,22 @@ class Problem(ABC):
         raise NotImplementedError(f"{type(self).__name__} has no rendering")
 
 
+class ProblemAttributes:
+    """The documented attributes every face exposes from its ``problem``."""
+
+    problem: Problem
+
+    @property
+    def dt(self) -> float:
+        """Seconds per step."""
+        return self.problem.dt
+
+    @property
+    def params(self) -> Any:
+        """The physical constants."""
+        return self.problem.params
+
+
 def check_positive(name: str, value: float) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite positive number."""
     if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):

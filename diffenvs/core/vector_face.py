@@ -19,11 +19,11 @@ from gymnasium.vector.utils import batch_space
 from diffenvs.core import random
 from diffenvs.core.gym_face import OBSERVATION_LIMIT, action_space, horizon_flags, initial_draws, observation_space
 from diffenvs.core.numerics import TORCH, stack
-from diffenvs.core.problem import Problem
+from diffenvs.core.problem import Problem, ProblemAttributes
 from diffenvs.core.validation import as_finite_array, check_options
 
 
-class DiffVectorEnv(VectorEnv):
+class DiffVectorEnv(ProblemAttributes, VectorEnv):
     """Batched Gymnasium vector environment of a :class:`~diffenvs.core.problem.Problem`.
 
     Arguments: ``num_envs``; ``dtype`` (``torch.float64`` by default, the single
@@ -62,14 +62,6 @@ class DiffVectorEnv(VectorEnv):
         if self._x is None:
             raise ResetNeeded("the environment has no state before reset()")
         return stack(self.problem.state_to_physical(self._x)).double().cpu().numpy()
-
-    @property
-    def dt(self) -> float:
-        return self.problem.dt
-
-    @property
-    def params(self) -> Any:
-        return self.problem.params
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=self.dtype, device=self.device)
@@ -172,3 +164,4 @@ class DiffVectorEnv(VectorEnv):
         if self.render_mode is None:
             return None
         return tuple(self.problem.render(s) for s in self.state)
+
