@@ -195,7 +195,8 @@ def gradcheck_start(env_id: str) -> torch.Tensor:
 
 
 #: short horizons, so that a few checked steps include the terminal cost
-SHORT = {"DiffCartpole-v0": {"horizon": 0.06}, "DiffIsochronism-v0": {"steps": 3}, "DiffLinearSysID-v0": {"steps": 6}}
+SHORT = {"DiffCartpole-v0": {"horizon": 0.06}, "DiffIsochronism-v0": {"steps": 3}, "DiffLinearSysID-v0": {"steps": 6},
+         "DiffDecayDesign-v0": {"measurements": 3}}
 
 
 @pytest.mark.parametrize("env_id", IDS)

@@ -131,7 +131,7 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         u = problem.control_from_action(tuple(a.tolist()), SCALAR)
         noise = None
         if problem.step_noise:
-            noise = random.normal(self._key, np.uint64(self._episode), self._steps + 1, problem.step_noise).tolist()
+            noise = random.normal_scalar(self._key, self._episode, self._steps + 1, problem.step_noise)
         last = self._steps + 1 == problem.max_steps
         terminal_due = last and problem.horizon_ends == "terminated"
         x, reward, event = problem.step(self._steps * problem.dt, self._x, self._x0, u, problem.params, SCALAR,
