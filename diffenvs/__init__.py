@@ -11,12 +11,13 @@ from diffenvs.core.rollout import RK4, Adaptive, Adjoint, Trajectory, rollout
 
 __all__ = ["RK4", "Adaptive", "Adjoint", "Trajectory", "rollout", "ENV_IDS", "problem_of"]
 
-ENV_IDS = ("DiffZermelo-v0", "DiffCartpole-v0", "DiffIsochronism-v0", "DiffLinearSysID-v0")
+ENV_IDS = ("DiffZermelo-v0", "DiffCartpole-v0", "DiffIsochronism-v0", "DiffLinearSysID-v0", "DiffDecayDesign-v0")
 _MODULES = {
     "DiffZermelo-v0": ("zermelo", "Zermelo"),
     "DiffCartpole-v0": ("cartpole", "Cartpole"),
     "DiffIsochronism-v0": ("isochronism", "Isochronism"),
     "DiffLinearSysID-v0": ("linear_sysid", "LinearSysID"),
+    "DiffDecayDesign-v0": ("decay_design", "DecayDesign"),
 }
 for _id, (_module, _name) in _MODULES.items():
     register(

@@ -1,0 +1,207 @@
+r"""Sequential Bayesian design of measurement times for an exponential decay (report §6).
+
+Description
+    A quantity decays as
+
+    .. math:: \frac{du}{dt} = -\theta u, \qquad u(0) = 1, \qquad u(t; \theta) = e^{-\theta t},
+
+    with an unknown rate :math:`\theta_*` (``params.theta_true``). Each step the agent
+    chooses a measurement time :math:`t` and the environment measures
+
+    .. math:: y = u(t; \theta_*) + \sigma \varepsilon, \qquad \varepsilon \sim \mathcal N(0, 1),
+
+    then updates a Gaussian belief :math:`\theta \sim \mathcal N(\hat\theta_n, C_n)` by the
+    linearised Gaussian update (report eq. 6.15) around the current mean, with the model
+    sensitivity :math:`g = \partial u / \partial \theta\,(t; \hat\theta_n) = -t e^{-\hat\theta_n t}`:
+
+    .. math::
+        C_{n+1} = C_n - \frac{C_n g g C_n}{\sigma^2 + g C_n g}, \qquad
+        \hat\theta_{n+1} = \hat\theta_n + \frac{C_{n+1} g}{\sigma^2}\,\big(y - u(t; \hat\theta_n)\big).
+
+    This is the exact conjugate posterior of the model linearised at :math:`\hat\theta_n`
+    (the gain :math:`C_{n+1} g / \sigma^2 = C_n g / (\sigma^2 + g C_n g)`; the report prints
+    :math:`C_n` in 6.15b, a typo that overshoots by the factor :math:`1 + g C_n g / \sigma^2`).
+    The environment is the experiment: it uses the closed-form solution of the ODE; an agent
+    (``agents.design``) computes the sensitivity through an ODE solver. The information of a
+    measurement at :math:`t` is largest where :math:`g^2` is, at :math:`t = 1/\hat\theta_n`.
+
+Action Space
+    ``Box(-1, 1, (1,), float32)``: the measurement time :math:`t = \tfrac{t_{\max}}{2}(a + 1)
+    \in [0, t_{\max}]` (s); actions outside ``[-1, 1]`` are clipped.
+
+Observation Space
+    ``Box((2,), float32)``, the current belief (also ``env.unwrapped.state``):
+
+    =====  ======================  ============  ======  =====
+    index  name                    unit          low     high
+    =====  ======================  ============  ======  =====
+    0      ``posterior_mean``      1/s           -inf    inf
+    1      ``posterior_variance``  1/s\ :sup:`2`  0       inf
+    =====  ======================  ============  ======  =====
+
+Rewards
+    The information gain of the measurement, the entropy reduction of the belief,
+    :math:`r_n = \tfrac12 \log(C_n / C_{n+1}) = \tfrac12 \log(1 + g^2 C_n / \sigma^2)`; it
+    does not depend on the measured value, and the return is :math:`\tfrac12\log(C_0/C_N)`.
+
+Starting State
+    The prior :math:`(\hat\theta_0, C_0)` = (``params.prior_mean``, ``params.prior_variance``)
+    = (2.0 1/s, 1.0 1/s²), deterministic; or any belief with positive variance through
+    ``reset(options={"state": ...})``. The measurement noise is drawn per step from the
+    seeded counter-based generator (one standard normal per step).
+
+Episode End
+    Terminates after ``measurements`` (10) steps; ``dt`` = 1 counts measurements, it is not
+    physical time. Truncates early if the belief becomes non-finite.
+
+Arguments
+    ``gymnasium.make("DiffDecayDesign-v0", params=DecayDesignParams(), measurements=10, t_max=5.0)``
+
+Version History
+    v0: first release.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from diffenvs.core import faces
+from diffenvs.core.numerics import Components
+from diffenvs.core.problem import Problem, check_positive
+from diffenvs.core.render import Canvas
+
+_LARGEST_EXPONENT = 709.0  # math.exp overflows above ~709.78; torch returns inf there, so does _exp
+
+
+def _exp(v: Any, ns: SimpleNamespace) -> Any:
+    """``exp`` on either namespace, ``inf`` (not ``OverflowError``) for huge floats."""
+    if ns.eager:
+        return math.exp(v) if v < _LARGEST_EXPONENT else math.inf
+    return torch.exp(v)
+
+
+def _log1p(v: Any, ns: SimpleNamespace) -> Any:
+    return math.log1p(v) if ns.eager else torch.log1p(v)
+
+
+@dataclass(frozen=True)
+class DecayDesignParams:
+    """Constants: the true rate, the measurement noise and the prior belief."""
+
+    theta_true: float = 1.7  #: θ*, 1/s, the rate the experiment measures
+    noise_std: float = 0.05  #: σ, standard deviation of a measurement of u (dimensionless, u(0) = 1)
+    prior_mean: float = 2.0  #: θ̂₀, 1/s
+    prior_variance: float = 1.0  #: C₀, 1/s²
+
+
+def rate(t: Any, u: Any, theta: Any) -> Any:
+    r"""The vector field :math:`f(t, u; \theta) = -\theta u` (batched, any array type)."""
+    return -theta * u
+
+
+def solution(t: Any, theta: Any, ns: SimpleNamespace) -> Any:
+    r"""The closed-form solution :math:`u(t; \theta) = e^{-\theta t}`."""
+    return _exp(-theta * t, ns)
+
+
+def solution_sensitivity(t: Any, theta: Any, ns: SimpleNamespace) -> Any:
+    r"""The closed-form sensitivity :math:`g = \partial u/\partial\theta = -t e^{-\theta t}`."""
+    return -t * _exp(-theta * t, ns)
+
+
+def linearised_update(mean: Any, variance: Any, g: Any, innovation: Any, noise_std: Any) -> tuple[Any, Any, Any]:
+    r"""Gaussian update of the belief on a model linear in :math:`\theta` with slope ``g`` (eq. 6.15).
+
+    Returns :math:`(\hat\theta_{n+1}, C_{n+1}, \tfrac12\log(C_n/C_{n+1}))` from the prior
+    :math:`(\hat\theta_n, C_n)` = (``mean``, ``variance``), the sensitivity :math:`g`, the
+    innovation :math:`y - u(t; \hat\theta_n)` and :math:`\sigma` = ``noise_std``:
+    :math:`s = \sigma^2 + g^2 C_n`, :math:`C_{n+1} = C_n \sigma^2 / s`,
+    :math:`\hat\theta_{n+1} = \hat\theta_n + C_n g\,(y - u)/s`. Works on floats and tensors.
+    """
+    noise_variance = noise_std * noise_std
+    information = g * g * variance / noise_variance  # g^2 C_n / sigma^2
+    gain = variance * g / (noise_variance + g * g * variance)
+    next_variance = variance / (1.0 + information)
+    return mean + gain * innovation, next_variance, information
+
+
+@dataclass(frozen=True)
+class DecayDesign(Problem):
+    """The decay-design definition; see the module docstring."""
+
+    params: DecayDesignParams = field(default_factory=DecayDesignParams)
+    measurements: int = 10
+    t_max: float = 5.0
+
+    state_names: ClassVar = ("posterior_mean", "posterior_variance")
+    state_units: ClassVar = ("1/s", "1/s^2")
+    observation_names: ClassVar = ("posterior_mean", "posterior_variance")
+    observation_low: ClassVar = (-np.inf, 0.0)
+    observation_high: ClassVar = (np.inf, np.inf)
+    control_names: ClassVar = ("measurement_time",)
+    control_units: ClassVar = ("s",)
+    dt: ClassVar[float] = 1.0
+    step_noise: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.measurements, int) and self.measurements > 0):
+            raise ValueError(f"measurements must be a positive integer, got {self.measurements!r}")
+        check_positive("t_max", self.t_max)
+        check_positive("params.noise_std", self.params.noise_std)
+        check_positive("params.prior_variance", self.params.prior_variance)
+        if not np.isfinite(self.params.prior_mean) or not np.isfinite(self.params.theta_true):
+            raise ValueError(f"params.prior_mean and params.theta_true must be finite, got {self.params!r}")
+
+    @property
+    def max_steps(self) -> int:
+        return self.measurements
+
+    @property
+    def control_low(self) -> tuple[float, ...]:
+        return (0.0,)
+
+    @property
+    def control_high(self) -> tuple[float, ...]:
+        return (self.t_max,)
+
+    def initial_state(self, draws: Any, params: DecayDesignParams, ns: SimpleNamespace) -> Components:
+        return params.prior_mean, params.prior_variance
+
+    def observation(self, t: Any, x: Components, params: Any, ns: SimpleNamespace) -> Components:
+        return x
+
+    def check_state(self, state: np.ndarray) -> None:
+        if not state[1] > 0.0:
+            raise ValueError(f"state posterior_variance must be positive, got {state[1]}")
+
+    def step(self, t, x, x0, u, params, ns, noise, last, integrate=None):  # noqa: D102 (see Problem.step)
+        mean, variance = x
+        (time,) = u
+        epsilon = 0.0 if noise is None else noise[0]
+        y = solution(time, params.theta_true, ns) + params.noise_std * epsilon
+        innovation = y - solution(time, mean, ns)
+        g = solution_sensitivity(time, mean, ns)
+        mean1, variance1, information = linearised_update(mean, variance, g, innovation, params.noise_std)
+        return (mean1, variance1), 0.5 * _log1p(information, ns), False
+
+    def render(self, state: np.ndarray) -> np.ndarray:
+        mean, variance = (float(v) for v in state)
+        std = math.sqrt(max(variance, 1e-12))
+        low, high = min(0.0, mean - 4 * std), max(4.0, mean + 4 * std)
+        thetas = np.linspace(low, high, 120)
+        density = np.exp(-0.5 * ((thetas - mean) / std) ** 2)  # peak scaled to 1
+        canvas = Canvas(360, 200, (low, high), (-0.1, 1.1))
+        canvas.line(low, 0.0, high, 0.0, canvas.pixel, (150, 150, 150))
+        truth = self.params.theta_true
+        canvas.line(truth, 0.0, truth, 1.05, 2 * canvas.pixel, (200, 40, 40))
+        canvas.polyline(thetas, density, 2 * canvas.pixel, (40, 90, 200))
+        return canvas.image
+
+
+DecayDesignEnv, DecayDesignVectorEnv = faces(DecayDesign, __doc__)

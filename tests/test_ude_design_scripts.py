@@ -1,0 +1,58 @@
+"""The two scripts end to end on tiny budgets, into a temporary folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ude_script_checks_times_and_trains(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ude = load("ude")
+    results = ude.main(["--out", str(tmp_path), "--iterations", "3", "--repeats", "1", "--steps", "1"])
+    check = results["gradient_check"]
+    scale = check["gradient_max_abs"]
+    assert check["weights"] == 87 and scale > 0
+    assert check["forward_vs_reverse"] < 1e-12 * scale and check["forward_vs_loop"] < 1e-12 * scale
+    assert check["forward_vs_weight_differences"] < 1e-6 * scale  # central differences, step 1e-6
+    assert check["regulariser_forward"] == pytest.approx(check["regulariser_reverse"], rel=1e-12)
+    assert set(results["seconds_per_evaluation"]) == {"regulariser", "loss"}
+    assert all(s > 0 for part in results["seconds_per_evaluation"].values() for s in part.values())
+    history = results["history"]
+    assert len(history) == 3 and history[-1]["loss"] < history[0]["loss"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["gradient_check"]["weights"] == 87 and (tmp_path / "ude.png").stat().st_size > 0
+    assert "forward-over-reverse" in capsys.readouterr().out
+
+
+def test_ude_script_refuses_unknown_modes() -> None:
+    ude = load("ude")
+    with pytest.raises(ValueError, match="reg_mode"):
+        ude.main(["--reg-mode", "sideways", "--iterations", "0"])
+
+
+def test_design_script_runs_algorithm_2_and_writes_figure_17(tmp_path: Path) -> None:
+    design = load("design")
+    results = design.main(["--out", str(tmp_path), "--measurements", "2", "--episodes", "2", "--derivative", "schwarz",
+                           "--tolerance", "0.001", "--patience", "5"])
+    checks = results["derivative_checks"]
+    assert checks["sensitivity"] < 1e-4 and checks["dgdt_autograd_vs_schwarz"] < 1e-4
+    assert results["max_relative_design_error"] < 0.01
+    assert results["calibration"]["max_relative_design_error"] < 0.01
+    episode = results["episode"]
+    assert len(episode["designs"]) == 2 and len(episode["means"]) == 3
+    assert episode["variances"][-1] < episode["variances"][0]
+    assert (tmp_path / "design.png").stat().st_size > 0 and (tmp_path / "results.json").exists()
