@@ -123,7 +123,13 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true", help="small N and few repeats (a smoke run)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column (compiling takes ~30 s)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report as markdown to this file")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own choice, one per core)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else 5
     sizes = (1, 64, 1024) if args.quick else (1, 64, 1024, 16384)
     lines = [f"torch {torch.__version__}, gymnasium {gym.__version__}, {torch.get_num_threads()} torch threads, "
