@@ -1,0 +1,486 @@
+"""Shared training utilities: the command line from a config, checkpoints, results and plots.
+
+Nothing here knows a particular agent or environment. An agent writes a frozen config
+dataclass with a docstring under each field; :func:`add_config_arguments` turns it into
+command-line options and :func:`config_from_arguments` back into a config. A finished run
+(any agent that gives a Gymnasium policy, gradient-based or not) goes through
+:func:`finish_run`: evaluation on the Gymnasium face with :func:`agents.evaluation.evaluate`,
+comparison with an analytic :class:`Reference`, ``results.json`` and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import math
+import os
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.evaluation import EVAL_SEED, GymPolicy, evaluate
+from diffenvs.core.numerics import SCALAR
+
+#: named environment settings (``--preset``): the id they apply to and the keyword arguments
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "swingup": ("DiffCartpole-v0", {"initial_noise": 0.0}),
+    "upright": ("DiffCartpole-v0", {"initial_angle": 0.1, "initial_noise": 0.0, "cost": "quadratic"}),
+}
+
+RESULTS_FILE = "results.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+# ---- the command line from a config dataclass ------------------------------------------
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of dataclass ``cls`` (``""`` where none)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):  # no source available (e.g. built interactively)
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, following in zip(body, body[1:] + [None]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                text = ""
+                if (isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                        and isinstance(following.value.value, str)):
+                    text = " ".join(following.value.value.split())
+                docs[node.target.id] = text
+    return docs
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str | None = None,
+                         description: str | None = None) -> None:
+    """Add one ``--field-name`` option per field of the frozen config dataclass ``cls``.
+
+    The help text is the field's docstring and its default. Options not given on the command
+    line are absent from the parsed namespace (``argparse.SUPPRESS``), so
+    :func:`config_from_arguments` overrides only what the user wrote.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"cls must be a dataclass, got {cls!r}")
+    group = parser.add_argument_group(title or f"{cls.__name__} options", description)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{docs.get(f.name, '')} (default: {f.default!r})".replace("%", "%%")
+        if kind == "bool":
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=help_text)
+        elif kind in _PARSERS:
+            group.add_argument(flag, dest=f.name, type=_PARSERS[kind], default=argparse.SUPPRESS, help=help_text,
+                               metavar=kind.upper())
+        else:
+            raise TypeError(f"field {f.name!r} of {cls.__name__} has type {kind!r}; the command line takes "
+                            f"bool, int, float or str")
+
+
+def config_from_arguments(namespace: argparse.Namespace, base: Any) -> Any:
+    """``base`` (a config instance) with the fields given on the command line replaced."""
+    names = {f.name for f in dataclasses.fields(base)}
+    given = {k: v for k, v in vars(namespace).items() if k in names}
+    return dataclasses.replace(base, **given)
+
+
+def parse_env_kwargs(text: str | None, preset: str | None, env_id: str) -> dict[str, Any]:
+    """Environment keyword arguments from a named ``preset`` and a JSON object ``text`` (which wins)."""
+    kwargs: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        preset_env, preset_kwargs = PRESETS[preset]
+        if preset_env != env_id:
+            raise ValueError(f"preset {preset!r} is for {preset_env}, got env_id {env_id!r}")
+        kwargs.update(preset_kwargs)
+    if text:
+        try:
+            given = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"env_kwargs must be a JSON object, got {text!r} ({error})") from error
+        if not isinstance(given, dict):
+            raise ValueError(f"env_kwargs must be a JSON object, got {text!r}")
+        kwargs.update(given)
+    return kwargs
+
+
+# ---- checkpoints and results -----------------------------------------------------------
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` with :func:`torch.save`, atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (it holds RNG states, so not weights-only)."""
+    return torch.load(Path(path), map_location="cpu", weights_only=False)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with dataclasses, numpy and torch values turned into JSON types (``repr`` otherwise)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # JSON has no nan/inf
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def write_results(out: str | os.PathLike, results: dict[str, Any]) -> Path:
+    """Write ``results`` as ``results.json`` in the folder ``out``; returns the file's path."""
+    path = Path(out) / RESULTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(jsonable(results), indent=2) + "\n")
+    return path
+
+
+# ---- policies and episodes on the Gymnasium face ---------------------------------------
+def gym_policy(policy: Callable[[torch.Tensor], torch.Tensor], problem: Any, dtype: torch.dtype | None = None) -> GymPolicy:
+    """A Gymnasium policy from a torch-path policy (observations ``(B, obs)`` -> physical controls ``(B, m)``).
+
+    The float32 observation is cast to the policy's dtype (its parameters', else
+    ``dtype``, else float64), the physical control mapped to an action in ``[-1, 1]`` by
+    ``problem.action_from_control``.
+    """
+    if dtype is None:
+        parameters = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
+        dtype = parameters[0].dtype if parameters else torch.float64
+
+    def act(observation: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            obs = torch.as_tensor(np.asarray(observation), dtype=dtype).reshape(1, -1)
+            control = policy(obs)[0].cpu().numpy().astype(np.float64)
+        return np.asarray(problem.action_from_control(control), dtype=np.float32)
+
+    return act
+
+
+def physical_control(problem: Any, action: np.ndarray) -> np.ndarray:
+    """The physical control the Gymnasium face applies for ``action`` (its own map, clipping included)."""
+    return np.array(problem.control_from_action(tuple(np.asarray(action, np.float64).tolist()), SCALAR))
+
+
+@dataclass
+class Episode:
+    """One Gymnasium-face episode: ``times`` (T+1,), ``states`` (T+1, n) physical,
+    ``observations`` (T+1, obs), ``controls`` (T, m) physical, ``cost`` (minus the return)."""
+
+    times: np.ndarray
+    states: np.ndarray
+    observations: np.ndarray
+    controls: np.ndarray
+    cost: float
+
+
+def record_episode(env_id: str, policy: GymPolicy, env_kwargs: dict[str, Any] | None = None, seed: int = EVAL_SEED,
+                   state: np.ndarray | None = None) -> Episode:
+    """Run ``policy`` for one episode from ``reset(seed=seed)`` (or ``state``) and record it."""
+    env = gym.make(env_id, **(env_kwargs or {}))
+    problem = env.unwrapped.problem
+    observation, _ = env.reset(seed=seed, options=None if state is None else {"state": state})
+    states, observations, controls, total, done = [env.unwrapped.state], [observation], [], 0.0, False
+    while not done:
+        action = policy(observation)
+        observation, reward, terminated, truncated, _ = env.step(action)
+        controls.append(physical_control(problem, action))
+        states.append(env.unwrapped.state)
+        observations.append(observation)
+        total += reward
+        done = terminated or truncated
+    env.close()
+    times = np.arange(len(states)) * problem.dt
+    m = problem.control_dim
+    return Episode(times, np.array(states), np.array(observations), np.array(controls).reshape(-1, m), -total)
+
+
+def start_states(env_id: str, env_kwargs: dict[str, Any] | None, episodes: int, seed: int = EVAL_SEED) -> np.ndarray:
+    """The physical start states of the evaluation episodes ``reset(seed=seed + i)``."""
+    env = gym.make(env_id, **(env_kwargs or {}))
+    states = []
+    for i in range(episodes):
+        env.reset(seed=seed + i)
+        states.append(env.unwrapped.state)
+    env.close()
+    return np.array(states)
+
+
+# ---- the analytic reference a run is compared with -------------------------------------
+@dataclass
+class Reference:
+    """The analytic answer beside an environment, in the form a run is compared with.
+
+    ``name`` names the reference agent; ``description`` says what the optimum is and how it
+    is obtained; ``policy`` is the reference controller on the torch path (observations ->
+    physical controls) or ``None`` where there is no closed form; ``analytic(states)`` gives
+    the analytic numbers for the evaluation starts ``states`` (physical, ``(episodes, n)``),
+    with at least ``"optimum"`` (the optimal cost, averaged over the starts; ``None`` if
+    unknown); ``probe(episode)`` gives ``(label, coordinates, observations)`` on which the
+    learned and the reference controls are compared (``episode`` is the reference's own
+    Gymnasium episode from the first start, ``None`` without a policy); ``plane`` names two
+    state indices drawn against each other.
+    """
+
+    name: str
+    description: str
+    problem: Any
+    policy: torch.nn.Module | None
+    analytic: Callable[[np.ndarray], dict[str, float | None]]
+    probe: Callable[[Episode | None], tuple[str, np.ndarray, np.ndarray]] | None = None
+    plane: tuple[int, int] | None = None
+
+    @property
+    def gym_policy(self) -> GymPolicy | None:
+        return None if self.policy is None else gym_policy(self.policy, self.problem)
+
+
+def controls_on(problem: Any, policy: GymPolicy, observations: np.ndarray) -> np.ndarray:
+    """Physical controls ``(k, m)`` a Gymnasium policy applies at each of ``observations``."""
+    return np.array([physical_control(problem, policy(np.asarray(o, np.float32))) for o in observations])
+
+
+# ---- plots -------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_learning_curve(history: Sequence[dict[str, float]], path: str | os.PathLike, optimum: float | None = None,
+                        title: str = "") -> Path:
+    """Training loss (the batch's mean cost) against iterations; against its gap to ``optimum`` if given."""
+    plt = _pyplot()
+    iterations = np.array([h["iteration"] for h in history])
+    loss = np.array([h["loss"] for h in history])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if optimum is not None and np.all(loss - optimum > 0):
+        ax.semilogy(iterations, loss - optimum, lw=1)
+        ax.set_ylabel(f"loss − optimum ({optimum:.5g})")
+    else:
+        if np.all(loss > 0):
+            ax.set_yscale("log")
+        ax.plot(iterations, loss, lw=1)
+        ax.set_ylabel("loss (mean cost of the batch)")
+        if optimum is not None:
+            ax.axhline(optimum, color="k", ls="--", lw=1, label=f"optimum {optimum:.5g}")
+            ax.legend()
+    ax.set_xlabel("iteration")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_trajectories(episodes: dict[str, list[Episode]], state_names: Sequence[str], state_units: Sequence[str],
+                      path: str | os.PathLike, plane: tuple[int, int] | None = None, title: str = "") -> Path:
+    """Each state component against time (first episode of each label), and the ``plane`` of two components
+    (every episode), one colour per label (e.g. the learned controller and the optimal one)."""
+    plt = _pyplot()
+    n = len(state_names)
+    panels = n + (plane is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels, 3.2), squeeze=False)
+    axes = axes[0]
+    styles = ["-", "--", ":", "-."]
+    for (label, runs), style in zip(episodes.items(), styles):
+        first = runs[0]
+        for i in range(n):
+            axes[i].plot(first.times, first.states[:, i], style, lw=1.5, label=label)
+        if plane is not None:
+            a, b = plane
+            for j, run in enumerate(runs):
+                axes[-1].plot(run.states[:, a], run.states[:, b], style, lw=1,
+                              color=axes[0].lines[-1].get_color(), label=label if j == 0 else None)
+    for i in range(n):
+        axes[i].set_xlabel("t (s)")
+        axes[i].set_ylabel(f"{state_names[i]} ({state_units[i]})")
+        axes[i].grid(alpha=0.3)
+    if plane is not None:
+        a, b = plane
+        axes[-1].set_xlabel(f"{state_names[a]} ({state_units[a]})")
+        axes[-1].set_ylabel(f"{state_names[b]} ({state_units[b]})")
+        axes[-1].grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_controls(episodes: dict[str, Episode], control_names: Sequence[str], control_units: Sequence[str],
+                  path: str | os.PathLike, probe: tuple[str, np.ndarray, dict[str, np.ndarray]] | None = None,
+                  title: str = "") -> Path:
+    """Controls against time along each labelled episode; with ``probe`` = (label, coordinates,
+    {label: controls}) a second panel compares the controls at the same observations."""
+    plt = _pyplot()
+    panels = 1 + (probe is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.5), squeeze=False)
+    axes = axes[0]
+    styles = ["-", "--", ":", "-."]
+    unit = ", ".join(f"{c} ({u})" for c, u in zip(control_names, control_units))
+    for (label, episode), style in zip(episodes.items(), styles):
+        axes[0].step(episode.times[:-1], episode.controls, style, where="post", lw=1.2, label=label)
+    axes[0].set_xlabel("t (s)")
+    axes[0].set_ylabel(unit)
+    axes[0].set_title("along each controller's own episode", fontsize=9)
+    axes[0].legend(fontsize=8)
+    axes[0].grid(alpha=0.3)
+    if probe is not None:
+        coordinate, xs, controls = probe
+        order = np.argsort(xs, kind="stable")
+        for (label, values), style in zip(controls.items(), styles):
+            axes[1].plot(xs[order], values[order], style, lw=1.5, label=label)
+        axes[1].set_xlabel(coordinate)
+        axes[1].set_ylabel(unit)
+        axes[1].set_title("at the same observations", fontsize=9)
+        axes[1].legend(fontsize=8)
+        axes[1].grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+# ---- a finished run: evaluate, compare, write, plot --------------------------------------
+def finish_run(out: str | os.PathLike, *, env_id: str, agent: str, policy: GymPolicy, env_kwargs: dict[str, Any] | None = None,
+               seed: int | None = None, reference: Reference | None = None, history: Sequence[dict[str, float]] = (),
+               env_steps: int = 0, train_seconds: float = 0.0, config: Any = None, episodes: int = 10,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate ``policy`` on the Gymnasium face, compare it with ``reference``, write ``results.json`` and plots.
+
+    The final cost is the mean over ``episodes`` episodes of :func:`agents.evaluation.evaluate`
+    (starts ``reset(seed=EVAL_SEED + i)``); the reference controller, if any, runs the same
+    episodes. ``gap`` is ``final_cost - optimum`` and ``relative_gap`` divides it by
+    ``|optimum|`` (absent when the optimum is 0 or unknown); ``reference_gap`` and
+    ``reference_relative_gap`` compare with the reference controller's cost instead.
+    ``control_rms`` is the RMS difference of the physical controls at the reference's probe
+    observations. Returns the results dictionary.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    began = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    env_kwargs = dict(env_kwargs or {})
+    env = gym.make(env_id, **env_kwargs)
+    problem = env.unwrapped.problem
+    env.close()
+
+    costs = evaluate(env_id, policy, episodes, env_kwargs)
+    results: dict[str, Any] = {
+        "env": env_id, "env_kwargs": env_kwargs, "agent": agent, "seed": seed,
+        "final_cost": float(costs.mean()), "final_cost_std": float(costs.std()), "costs": costs,
+        "episodes": episodes, "eval_seed": EVAL_SEED,
+    }
+    starts = start_states(env_id, env_kwargs, episodes)
+    reference_policy = None if reference is None else reference.gym_policy
+    probe_plot = None
+    if reference is not None:
+        analytic = reference.analytic(starts)
+        optimum = analytic.get("optimum")
+        results.update(reference=reference.name, reference_description=reference.description, analytic=analytic,
+                       optimum=optimum)
+        if optimum is not None:
+            results["gap"] = results["final_cost"] - optimum
+            if optimum != 0:
+                results["relative_gap"] = results["gap"] / abs(optimum)
+        if reference_policy is not None:
+            reference_costs = evaluate(env_id, reference_policy, episodes, env_kwargs)
+            reference_cost = float(reference_costs.mean())
+            results.update(reference_cost=reference_cost, reference_gap=results["final_cost"] - reference_cost)
+            if reference_cost != 0:
+                results["reference_relative_gap"] = results["reference_gap"] / abs(reference_cost)
+    else:
+        results.update(reference=None, optimum=None)
+
+    # episodes from the first evaluation starts, for the plots
+    shown = min(episodes, 5)
+    runs = {agent: [record_episode(env_id, policy, env_kwargs, EVAL_SEED + i) for i in range(shown)]}
+    if reference_policy is not None and reference is not None and reference.name != agent:
+        runs[f"{reference.name} (analytic)"] = [record_episode(env_id, reference_policy, env_kwargs, EVAL_SEED + i)
+                                                for i in range(shown)]
+    if reference is not None and reference.probe is not None:
+        reference_episode = runs[agent][0] if reference.name == agent else (
+            runs[f"{reference.name} (analytic)"][0] if reference_policy is not None else None)
+        label, coordinates, observations = reference.probe(reference_episode)
+        learned = controls_on(problem, policy, observations)
+        probe_controls = {agent: learned}
+        if reference_policy is not None:
+            optimal = controls_on(problem, reference_policy, observations)
+            probe_controls[f"{reference.name} (analytic)"] = optimal
+            results["control_rms"] = float(np.sqrt(np.mean((learned - optimal) ** 2)))
+            results["control_probe"] = label
+        probe_plot = (label, coordinates, probe_controls)
+
+    plots = []
+    title = f"{env_id} — {agent}"
+    if history:
+        plots.append(plot_learning_curve(history, out / "loss.png", results.get("optimum"), title))
+    plots.append(plot_trajectories(runs, problem.state_names, problem.state_units, out / "trajectory.png",
+                                   None if reference is None else reference.plane, title))
+    plots.append(plot_controls({label: episodes_[0] for label, episodes_ in runs.items()}, problem.control_names,
+                               problem.control_units, out / "control.png", probe_plot, title))
+    results.update(
+        env_steps=int(env_steps), iterations=len(history), train_seconds=float(train_seconds),
+        evaluation_seconds=time.perf_counter() - began, wall_time=float(train_seconds) + time.perf_counter() - began,
+        config=config, plots=[p.name for p in plots], **(extra or {}),
+    )
+    write_results(out, results)
+    return results
+
+
+def summary(results: dict[str, Any]) -> str:
+    """A few lines saying how the run did."""
+    lines = [f"{results['env']} {json.dumps(jsonable(results['env_kwargs']))}  agent={results['agent']}  seed={results['seed']}",
+             f"  final cost {results['final_cost']:.6g} (± {results['final_cost_std']:.2g} over {results['episodes']} "
+             f"Gymnasium episodes)"]
+    if results.get("optimum") is not None:
+        relative = results.get("relative_gap")
+        lines.append(f"  analytic optimum {results['optimum']:.6g}  gap {results['gap']:.3g}"
+                     + ("" if relative is None else f" ({100 * relative:.3g}%)"))
+    if results.get("reference_cost") is not None:
+        relative = results.get("reference_relative_gap")
+        lines.append(f"  {results['reference']} controller {results['reference_cost']:.6g}  gap {results['reference_gap']:.3g}"
+                     + ("" if relative is None else f" ({100 * relative:.3g}%)"))
+    if results.get("control_rms") is not None:
+        lines.append(f"  control RMS difference to {results['reference']}: {results['control_rms']:.3g} "
+                     f"(at observations along {results['control_probe']})")
+    lines.append(f"  {results['env_steps']} environment steps, {results['iterations']} iterations, "
+                 f"wall time {results['wall_time']:.1f} s")
+    return "\n".join(lines)
