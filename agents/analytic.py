@@ -1,0 +1,277 @@
+r"""The analytic answer beside every environment: optimal controllers and optimal costs.
+
+Each controller is a :class:`torch.nn.Module` from observations ``(B, obs)`` to physical
+controls ``(B, m)``, clamped to the control bounds, so it runs on the gradient path
+(:func:`diffenvs.rollout`) and, through :func:`agents.training.gym_policy`, on the
+Gymnasium face. :func:`reference` gives the :class:`~agents.training.Reference` a run on an
+environment is compared with; :func:`analytic_agent` the controller behind an agent name.
+
+* Zermelo (report §4.2): Pontryagin's heading :math:`\cos u = -v/w(y)`,
+  :math:`u \in (\pi/2, \pi]`, and the minimum deviation by quadrature
+  :math:`x(\ell) = x_0 + \int_{y_0}^{\ell} \frac{v\cos u + w(y)}{v \sin u}\,dy`.
+* Cartpole near upright (report §4.3): the linearisation :math:`\dot s = As + Bf` about
+  :math:`\phi = 0`, the LQR gain :math:`K = R^{-1}B^\top P` from the continuous algebraic
+  Riccati equation :math:`A^\top P + PA - PBR^{-1}B^\top P + Q = 0` with the report's
+  :math:`Q = \mathrm{diag}(10^{-4}, 0, 100, 0)`, :math:`R = 10^{-2}`, its infinite-horizon
+  cost :math:`s_0^\top P s_0`, and the finite-horizon cost :math:`s_0^\top P(0) s_0` of the
+  Riccati ODE :math:`-\dot P = A^\top P + PA - PBR^{-1}B^\top P + Q`, :math:`P(T) = 0`
+  (the optimum of the linear system with continuous control over :math:`T`).
+* Cartpole swing-up from hanging: no closed form. The cost
+  :math:`\phi(T)^2 + \dot\phi(T)^2 \ge 0` and the report's swing-up reaches ~0, so the
+  reference optimum is 0 (a lower bound) and there is no reference controller.
+* Isochronism (report §3): the harmonic field :math:`f(x) = -(2\pi/T)^2 x`, whose every
+  trajectory is :math:`T`-periodic: optimal cost 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import scipy.integrate
+import scipy.linalg
+import torch
+
+from agents.training import Episode, Reference
+from diffenvs.cartpole import FORCE_WEIGHT, STATE_WEIGHTS, Cartpole, CartpoleParams
+from diffenvs.core.numerics import TORCH, wrap_angle
+from diffenvs.isochronism import Isochronism, harmonic_force
+from diffenvs.zermelo import Zermelo, ZermeloParams, wind
+
+#: analytic agents and the environment each one answers
+ANALYTIC_AGENTS = {"pontryagin": "DiffZermelo-v0", "lqr": "DiffCartpole-v0", "harmonic": "DiffIsochronism-v0"}
+
+
+def _problem(env_id: str, env_kwargs: dict[str, Any] | None) -> Any:
+    env = gym.make(env_id, **(env_kwargs or {}))
+    problem = env.unwrapped.problem
+    env.close()
+    return problem
+
+
+# ---- Zermelo: Pontryagin ---------------------------------------------------------------
+def pontryagin_heading(y: Any, params: ZermeloParams, ns: Any) -> Any:
+    r"""Pontryagin's heading :math:`u = \arccos(-v/w(y)) \in (\pi/2, \pi)` (rad), as ``atan2(sqrt(w² - v²), -v)``."""
+    v, w = params.boat_speed, wind(y, params, ns)
+    return ns.atan2(ns.sqrt(w * w - v * v), -v + 0.0 * w)
+
+
+def pontryagin_deviation(params: ZermeloParams | None = None, y0: float = 0.0) -> float:
+    r"""Minimum downstream travel (m) from height ``y0`` to the far bank, by quadrature.
+
+    :math:`\int_{y_0}^{\ell} \frac{v\cos u(y) + w(y)}{v \sin u(y)}\,dy` with Pontryagin's
+    heading (``scipy.integrate.quad``, the wind's peak given as a break point); ``params``
+    defaults to ``ZermeloParams()``.
+    """
+    params = ZermeloParams() if params is None else params
+    if not y0 < params.river_width:
+        raise ValueError(f"y0 must be below the far bank {params.river_width}, got {y0}")
+
+    def slope(y: float) -> float:
+        u = pontryagin_heading(y, params, math)
+        return (params.boat_speed * math.cos(u) + wind(y, params, math)) / (params.boat_speed * math.sin(u))
+
+    points = [params.wind_centre] if y0 < params.wind_centre < params.river_width else None
+    value, _ = scipy.integrate.quad(slope, y0, params.river_width, points=points, epsabs=1e-12, epsrel=1e-12, limit=200)
+    return value
+
+
+class PontryaginPolicy(torch.nn.Module):
+    """Zermelo's optimal heading as a policy: observations ``(x, y)`` -> heading ``(B, 1)`` in rad."""
+
+    def __init__(self, problem: Zermelo):
+        super().__init__()
+        self.problem = problem
+        self.y_index = problem.observation_names.index("y")
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        y = observation[..., self.y_index]
+        heading = pontryagin_heading(y, self.problem.params, TORCH)
+        return heading.clamp(self.problem.control_low[0], self.problem.control_high[0]).unsqueeze(-1)
+
+
+# ---- Cartpole: LQR ---------------------------------------------------------------------
+def cartpole_linearisation(params: CartpoleParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+    r""":math:`(A, B)` of the cartpole linearised about upright, state :math:`s = (x, \dot x, \phi, \dot\phi)`.
+
+    With :math:`\sin\phi \approx \phi`, :math:`\cos\phi \approx 1` and second-order terms
+    dropped, equations (4.9) become :math:`\ddot x = (f - mg\phi)/M` and
+    :math:`\ddot\phi = ((M + m)g\phi - f)/(LM)`; ``params`` defaults to ``CartpoleParams()``.
+    """
+    params = CartpoleParams() if params is None else params
+    m, big_m, length, g = params.pole_mass, params.cart_mass, params.pole_length, params.gravity
+    a = np.array([[0.0, 1.0, 0.0, 0.0],
+                  [0.0, 0.0, -m * g / big_m, 0.0],
+                  [0.0, 0.0, 0.0, 1.0],
+                  [0.0, 0.0, (big_m + m) * g / (length * big_m), 0.0]])
+    b = np.array([[0.0], [1.0 / big_m], [0.0], [-1.0 / (length * big_m)]])
+    return a, b
+
+
+def lqr_weights() -> tuple[np.ndarray, np.ndarray]:
+    """The report's LQR weights :math:`Q` (4 x 4) and :math:`R` (1 x 1), the cartpole's quadratic cost."""
+    return np.diag(STATE_WEIGHTS), np.array([[FORCE_WEIGHT]])
+
+
+def lqr(a: np.ndarray, b: np.ndarray, q: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Infinite-horizon LQR: the gain :math:`K = R^{-1}B^\top P` and the Riccati solution :math:`P`."""
+    p = scipy.linalg.solve_continuous_are(a, b, q, r)
+    return np.linalg.solve(r, b.T @ p), p
+
+
+def finite_horizon_riccati(a: np.ndarray, b: np.ndarray, q: np.ndarray, r: np.ndarray, horizon: float,
+                           times: np.ndarray | None = None) -> np.ndarray:
+    r""":math:`P(t)` of the Riccati ODE :math:`-\dot P = A^\top P + PA - PBR^{-1}B^\top P + Q`, :math:`P(T) = 0`.
+
+    Integrated backwards with ``scipy.integrate.solve_ivp`` (rtol 1e-10) and returned at
+    ``times`` (default ``[0]``) as an array ``(len(times), n, n)``. The optimal cost of the
+    linear system over :math:`[t, T]` from :math:`s` is :math:`s^\top P(t) s`.
+    """
+    n = a.shape[0]
+    times = np.array([0.0]) if times is None else np.asarray(times, dtype=np.float64)
+    r_inv = np.linalg.inv(r)
+
+    def rhs(t: float, flat: np.ndarray) -> np.ndarray:
+        p = flat.reshape(n, n)
+        return -(a.T @ p + p @ a - p @ b @ r_inv @ b.T @ p + q).ravel()
+
+    if np.any((times < 0) | (times > horizon)):
+        raise ValueError(f"times must lie in [0, horizon = {horizon}], got {times}")
+    start = float(times.min())
+    if start == horizon:
+        return np.zeros((len(times), n, n))
+    solution = scipy.integrate.solve_ivp(rhs, (horizon, start), np.zeros(n * n), method="DOP853", dense_output=True,
+                                         rtol=1e-10, atol=1e-12)
+    if not solution.success:
+        raise RuntimeError(f"the Riccati ODE failed: {solution.message}")
+    p = solution.sol(times).T.reshape(-1, n, n)
+    return 0.5 * (p + p.transpose(0, 2, 1))
+
+
+def cartpole_state(observation: Any, ns: Any = TORCH) -> tuple[Any, Any, Any, Any]:
+    r"""The state :math:`(x, \dot x, \phi, \dot\phi)` (wrapped angle) from a cartpole observation ``(..., 6)``."""
+    return (observation[..., 0], observation[..., 1], ns.atan2(observation[..., 3], observation[..., 2]),
+            observation[..., 4])
+
+
+class LinearFeedback(torch.nn.Module):
+    r"""The cartpole's LQR controller :math:`f = -Ks` on the observed state, clamped to ``±max_force``."""
+
+    def __init__(self, problem: Cartpole, gain: np.ndarray):
+        super().__init__()
+        self.problem = problem
+        self.register_buffer("gain", torch.as_tensor(np.asarray(gain, np.float64).reshape(1, -1)))
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        state = torch.stack(cartpole_state(observation), -1)
+        force = -(state * self.gain.to(state.dtype)).sum(-1, keepdim=True)
+        return force.clamp(self.problem.control_low[0], self.problem.control_high[0])
+
+
+def cartpole_lqr_policy(problem: Cartpole) -> LinearFeedback:
+    """The LQR controller for ``problem``'s constants with the report's weights."""
+    a, b = cartpole_linearisation(problem.params)
+    gain, _ = lqr(a, b, *lqr_weights())
+    return LinearFeedback(problem, gain)
+
+
+def _wrapped(states: np.ndarray) -> np.ndarray:
+    s = np.array(states, dtype=np.float64).reshape(-1, 4)
+    s[:, 2] = wrap_angle(s[:, 2], np)
+    return s
+
+
+# ---- Isochronism: the harmonic field ---------------------------------------------------
+class HarmonicField(torch.nn.Module):
+    r"""The isochronous force field :math:`f(x) = -(2\pi/T)^2 x` on the observed position, clamped to ``±max_force``."""
+
+    def __init__(self, problem: Isochronism):
+        super().__init__()
+        self.problem = problem
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        force = harmonic_force(observation[..., :1], self.problem.params)
+        return force.clamp(self.problem.control_low[0], self.problem.control_high[0])
+
+
+# ---- agents and references ---------------------------------------------------------------
+def analytic_agent(name: str, env_id: str, env_kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
+    """The analytic controller ``name`` (``"pontryagin"``, ``"lqr"``, ``"harmonic"``) for ``env_id``."""
+    if name not in ANALYTIC_AGENTS:
+        raise ValueError(f"agent must be one of {tuple(ANALYTIC_AGENTS)}, got {name!r}")
+    if ANALYTIC_AGENTS[name] != env_id:
+        raise ValueError(f"agent {name!r} is the analytic answer of {ANALYTIC_AGENTS[name]} only, got env_id {env_id!r}")
+    problem = _problem(env_id, env_kwargs)
+    if name == "pontryagin":
+        return PontryaginPolicy(problem)
+    if name == "lqr":
+        return cartpole_lqr_policy(problem)
+    return HarmonicField(problem)
+
+
+def _along_episode(coordinate: str, column: Any) -> Any:
+    """A probe: the observations of the reference's episode, labelled by ``column(episode)``."""
+
+    def probe(episode: Episode | None) -> tuple[str, np.ndarray, np.ndarray]:
+        if episode is None:
+            raise ValueError("this probe needs the reference's episode")
+        return coordinate, column(episode), episode.observations[:-1]
+
+    return probe
+
+
+def reference(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Reference | None:
+    """The analytic reference of ``env_id`` built with ``env_kwargs``; ``None`` where there is none."""
+    problem = _problem(env_id, env_kwargs)
+    if isinstance(problem, Zermelo):
+        params = problem.params
+
+        def zermelo_optimum(states: np.ndarray) -> dict[str, float | None]:
+            return {"optimum": float(np.mean([s[0] + pontryagin_deviation(params, float(s[1])) for s in states]))}
+
+        return Reference("pontryagin", "Pontryagin heading cos u = -v/w(y); optimum: the deviation x(ℓ) by quadrature",
+                         problem, PontryaginPolicy(problem), zermelo_optimum,
+                         _along_episode("y (m), along the Pontryagin path", lambda e: e.states[:-1, 1]), plane=(0, 1))
+    if isinstance(problem, Cartpole):
+        a, b = cartpole_linearisation(problem.params)
+        q, r = lqr_weights()
+        gain, p = lqr(a, b, q, r)
+        policy = LinearFeedback(problem, gain)
+        along_time = _along_episode("t (s), along the LQR path", lambda e: e.times[:-1])
+        if problem.cost == "terminal":
+            def swing_up(states: np.ndarray) -> dict[str, float | None]:
+                return {"optimum": 0.0}
+
+            return Reference("swing-up", "no closed form; the cost phi(T)^2 + phidot(T)^2 >= 0 and the report's "
+                             "swing-up reaches ~0, so the reference optimum is 0 (a lower bound)",
+                             problem, None, swing_up, None, plane=(2, 3))
+        p_finite = finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
+
+        def lqr_costs(states: np.ndarray) -> dict[str, float | None]:
+            s = _wrapped(states)
+            return {"optimum": float(np.mean(np.einsum("bi,ij,bj->b", s, p_finite, s))),
+                    "infinite_horizon_lqr": float(np.mean(np.einsum("bi,ij,bj->b", s, p, s))),
+                    "lqr_gain": gain.ravel().tolist()}
+
+        return Reference("lqr", "LQR on the linearisation about upright (report's Q, R); optimum: s0' P(0) s0 of the "
+                         "finite-horizon Riccati ODE over T (the linear system's optimum with continuous control)",
+                         problem, policy, lqr_costs, along_time, plane=(2, 3))
+    if isinstance(problem, Isochronism):
+        grid = np.linspace(-2.0, 2.0, 81)
+
+        def field_probe(episode: Episode | None) -> tuple[str, np.ndarray, np.ndarray]:
+            return "position x (m), grid on [-2, 2]", grid, grid[:, None]
+
+        def zero(states: np.ndarray) -> dict[str, float | None]:
+            return {"optimum": 0.0}
+
+        return Reference("harmonic", "harmonic field f(x) = -(2 pi/T)^2 x: every trajectory is T-periodic, optimum 0",
+                         problem, HarmonicField(problem), zero, field_probe, plane=(0, 1))
+    return None
+
+
+__all__ = ["ANALYTIC_AGENTS", "HarmonicField", "LinearFeedback", "PontryaginPolicy",
+           "analytic_agent", "cartpole_linearisation", "cartpole_lqr_policy", "cartpole_state", "finite_horizon_riccati",
+           "lqr", "lqr_weights", "pontryagin_deviation", "pontryagin_heading", "reference"]
