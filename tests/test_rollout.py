@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import pytest
 import torch
+import torchdiffeq
 
 import diffenvs
 from diffenvs.cartpole import Cartpole
+from diffenvs.core.problem import OdeProblem
+from diffenvs.isochronism import Isochronism
 from diffenvs.linear_sysid import LinearSysID
 from diffenvs.zermelo import Zermelo
 
@@ -92,3 +97,122 @@ def test_adaptive_solver_matches_rk4_on_a_smooth_problem() -> None:
     rk4 = diffenvs.rollout(problem, controls, x0)
     adaptive = diffenvs.rollout(problem, controls, x0, solver=diffenvs.Adaptive(rtol=1e-10, atol=1e-12))
     torch.testing.assert_close(rk4.states, adaptive.states, rtol=1e-4, atol=1e-4)  # RK4 truncation at dt = 0.02
+
+
+class TanhPolicy(torch.nn.Module):
+    """A small float64 network from observations to a force inside the control bounds."""
+
+    def __init__(self, problem: OdeProblem, hidden: int = 8) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(len(problem.observation_names), hidden), torch.nn.Tanh(),
+                                       torch.nn.Linear(hidden, problem.control_dim)).double()
+        self.scale = problem.control_high[0]
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.tanh(self.net(observation))
+
+
+def count_odeint_adjoint_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patch ``torchdiffeq.odeint_adjoint`` to count its calls (the rollout looks it up on the module)."""
+    calls = [0]
+    original = torchdiffeq.odeint_adjoint
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torchdiffeq, "odeint_adjoint", counted)
+    return calls
+
+
+@pytest.mark.parametrize("problem, steps", [
+    (Cartpole(horizon=0.2), None),
+    (Cartpole(horizon=0.2, cost="quadratic"), None),
+    (Cartpole(horizon=0.2), 13),  # past the horizon: frozen states, zero rewards
+    (Isochronism(steps=20), None),
+], ids=["cartpole-terminal", "cartpole-quadratic", "cartpole-past-horizon", "isochronism"])
+def test_whole_horizon_adjoint_matches_direct_backprop(problem: OdeProblem, steps: int | None,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Feedback + Adjoint without events is one odeint_adjoint solve with the per-step path's rewards and gradients."""
+    policy = TanhPolicy(problem)
+    x0 = 0.3 * torch.randn(3, problem.state_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x0[:, 0] += 0.5
+    field = "pole_mass" if isinstance(problem, Cartpole) else "period"  # the period only sets dt: zero gradient
+    value = torch.tensor(float(getattr(problem.params, field)), dtype=torch.float64)
+    tolerance = dict(rtol=1e-10, atol=1e-12)
+
+    def run(solver: diffenvs.Solver) -> tuple[diffenvs.Trajectory, list[torch.Tensor]]:
+        start, physical = x0.clone().requires_grad_(True), value.clone().requires_grad_(True)
+        params = dataclasses.replace(problem.params, **{field: physical})
+        trajectory = diffenvs.rollout(problem, policy, start, steps=steps, params=params, control="feedback", solver=solver)
+        leaves = [start, physical, *policy.parameters()]
+        return trajectory, list(torch.autograd.grad(trajectory.costs.sum(), leaves, allow_unused=True))
+
+    direct, direct_grads = run(diffenvs.Adaptive(**tolerance))
+    calls = count_odeint_adjoint_calls(monkeypatch)
+    adjoint, adjoint_grads = run(diffenvs.Adjoint(**tolerance))
+    assert calls[0] == 1  # the whole horizon in one solve
+
+    assert adjoint.rewards.shape == direct.rewards.shape and adjoint.states.shape == direct.states.shape
+    torch.testing.assert_close(adjoint.costs, direct.costs, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(adjoint.rewards, direct.rewards, rtol=1e-6, atol=1e-9)  # step by step
+    torch.testing.assert_close(adjoint.states, direct.states, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(adjoint.controls, direct.controls, rtol=1e-6, atol=1e-9)
+    assert torch.equal(adjoint.done, direct.done) and torch.equal(adjoint.times, direct.times)
+    assert adjoint.rewards.abs().sum() > 0
+    for a, b in zip(adjoint_grads, direct_grads):
+        if b is None:
+            assert a is None or not a.any()
+        else:
+            assert a is not None and b.abs().sum() > 0
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_whole_horizon_adjoint_costs_stay_differentiable_before_any_cost_is_due() -> None:
+    """Four steps of a terminal-cost horizon of 100 cost nothing, yet the costs are in the graph (as the per-step path)."""
+    problem = Cartpole()
+    x0 = torch.tensor([[0.0, 0.0, 3.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    trajectory = diffenvs.rollout(problem, TanhPolicy(problem), x0, steps=4, control="feedback", solver=diffenvs.Adjoint())
+    assert trajectory.costs.requires_grad and not trajectory.done.any()
+    (gradient,) = torch.autograd.grad(trajectory.costs.sum(), x0)
+    assert not gradient.any()
+
+
+def test_adjoint_keeps_the_per_step_path_for_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zermelo's bank crossing is located inside a step: one solve per step, as before."""
+    problem = Zermelo()
+    policy = TanhPolicy(problem)
+    calls = count_odeint_adjoint_calls(monkeypatch)
+    x0 = torch.tensor([[0.0, 1.9]], dtype=torch.float64)
+    diffenvs.rollout(problem, policy, x0, steps=3, control="feedback", solver=diffenvs.Adjoint())
+    assert calls[0] > 3
+
+
+def saved_bytes(solver: diffenvs.Solver, steps: int, batch: int) -> int:
+    """Bytes the autograd graph of a cartpole feedback rollout keeps for backward (each storage once)."""
+    problem = Cartpole(horizon=steps * 0.02)
+    policy = TanhPolicy(problem, hidden=16)
+    x0 = torch.zeros(batch, 4, dtype=torch.float64)
+    x0[:, 2] = 0.1
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        costs = diffenvs.rollout(problem, policy, x0, control="feedback", solver=solver).costs
+    assert costs.requires_grad
+    return sum(storages.values())
+
+
+def test_whole_horizon_adjoint_memory_grows_by_the_grid_only() -> None:
+    """150 more steps keep at most 1.5x the grid of states (n + 1 numbers per trajectory and step) more."""
+    batch, n = 32, 4
+    tolerance = dict(rtol=1e-6, atol=1e-8)
+    short, long = (saved_bytes(diffenvs.Adjoint(**tolerance), steps, batch) for steps in (50, 200))
+    grid = 150 * batch * (n + 1) * 8
+    assert long - short < 1.5 * grid
+    assert long < saved_bytes(diffenvs.Adaptive(**tolerance), 200, batch) / 50  # direct backprop keeps the solver's graph

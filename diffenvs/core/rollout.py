@@ -15,6 +15,12 @@ Solvers are small objects: :class:`RK4` (the faces' own fixed step; fast, works 
 of solver stages and network activations). Each step is integrated on a rescaled clock
 :math:`s \in [0, 1]`, :math:`t = t_k + s h`, so a batch with per-trajectory step lengths
 (event location) shares one solver call.
+
+One case skips the loop over steps: ``control="feedback"`` with :class:`Adjoint` on an
+:class:`~diffenvs.core.problem.OdeProblem` without an event (and without process noise) is
+a single ``odeint_adjoint`` solve over the whole horizon, sampled on the step grid
+(:func:`_adjoint_feedback_rollout`), so the memory kept for backward is the grid of states,
+flat in everything but the number of steps.
 """
 
 from __future__ import annotations
@@ -65,8 +71,10 @@ class Adjoint(Adaptive):
     """torchdiffeq's ``odeint_adjoint``: gradients from the adjoint ODE solved backwards in time.
 
     The autograd graph keeps each step's start state, not the solver's stages or the
-    policy's activations. The adjoint is not twice differentiable: do not put its gradients
-    inside another loss.
+    policy's activations. With ``control="feedback"`` on a problem without events the whole
+    horizon is one solve and the graph keeps only the solution on the step grid, about
+    ``(steps + 1) x batch x n`` numbers (``n + 1`` with a running cost). The adjoint is not
+    twice differentiable: do not put its gradients inside another loss.
     """
 
 
@@ -132,6 +140,88 @@ def _odeint_integrator(solver: Adaptive, leaves: list[torch.Tensor]) -> Integrat
         return out[-1].unbind(-1)[:n]
 
     return integrate
+
+
+def _single_solve(problem: Problem, x: Components, params: Any) -> bool:
+    """Whether a feedback rollout of ``problem`` from internal state ``x`` is one ODE solve over the horizon.
+
+    It is for an :class:`OdeProblem` that keeps the base class's ``step`` and ``advance``
+    (so its reward is the potential difference, the running-cost integral and the terminal
+    cost, which :func:`_adjoint_feedback_rollout` rebuilds from the grid) and has no event
+    (no termination inside the horizon).
+    """
+    return (isinstance(problem, OdeProblem) and type(problem).step is OdeProblem.step
+            and type(problem).advance is OdeProblem.advance and problem.event(x, params, TORCH) is None)
+
+
+def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, x0: torch.Tensor, start: Components,
+                              steps: int, params: Any, solver: Adjoint, leaves: list[torch.Tensor]) -> Trajectory:
+    r"""A feedback rollout as one ``odeint_adjoint`` solve over the whole horizon.
+
+    The augmented state :math:`z = (x, c)` follows
+
+    .. math:: \dot x = f(t, x, u(t), p), \qquad \dot c = \ell_c(t, x, u(t), p), \qquad
+              u(t) = \pi(o(t, x)), \qquad c(0) = 0
+
+    (:math:`c` only when the problem has a running cost :math:`\ell_c`), solved once and
+    returned on the grid :math:`t_k = k\,\Delta t`, :math:`k = 0 \dots K` with
+    :math:`K = \min(\text{steps}, \text{max\_steps})` when the horizon terminates the episode
+    (else :math:`K = \text{steps}`). The rewards are those of :meth:`OdeProblem.step`:
+
+    .. math:: r_k = -[\Phi(x_{k+1}) - \Phi(x_k)] - [c(t_{k+1}) - c(t_k)]
+                    - \mathbb{1}[k + 1 = \text{max\_steps}]\, \ell(x_{k+1}, x_0).
+
+    Steps after the terminal step (``steps > max_steps``) keep the final state with zero
+    reward, as the per-step loop does. torchdiffeq's ``odeint_adjoint`` runs its forward solve
+    without a graph and saves only the grid solution (plus ``t`` and the parameters), so the
+    memory kept for backward is :math:`(K + 1) \times \text{batch} \times (n + 1)` numbers
+    (:math:`n` without :math:`c`) and a few grid-sized tensors of the reward, whatever the
+    policy's size and the solver's steps.
+    """
+    n, batch, has_cost = problem.state_dim, x0.shape[0], problem.has_running_cost
+    terminated = problem.horizon_ends == "terminated"
+    solved = min(steps, problem.max_steps) if terminated else steps
+
+    def observe(t: Any, x: Components) -> torch.Tensor:
+        return stack(problem.observation(t, x, params, TORCH), like=x0)
+
+    def rhs(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        x = z.unbind(-1)[:n]
+        u = policy(observe(t, x)).unbind(-1)
+        derivative = problem.vector_field(t, x, u, params, TORCH)
+        if has_cost:
+            derivative = (*derivative, problem.running_cost(t, x, u, params, TORCH))
+        return stack(derivative, like=z)
+
+    z0 = stack([*start, 0.0 * start[0]] if has_cost else start, like=x0)
+    grid = torch.arange(solved + 1, dtype=x0.dtype, device=x0.device) * problem.dt
+    solution = torchdiffeq.odeint_adjoint(rhs, z0, grid, rtol=solver.rtol, atol=solver.atol, method=solver.method,
+                                          adjoint_params=tuple(leaves))  # (solved + 1, batch, n [+ 1])
+    xs = solution[..., :n].unbind(-1)  # components of shape (solved + 1, batch)
+
+    rewards = 0.0 * solution[1:, :, 0]  # in the graph even when no term is due, as in OdeProblem.step
+    potential = problem.potential(xs, params, TORCH)
+    if potential is not None:
+        potential = torch.as_tensor(potential, dtype=x0.dtype, device=x0.device).expand(solved + 1, batch)
+        rewards = rewards - (potential[1:] - potential[:-1])
+    if has_cost:
+        rewards = rewards - (solution[1:, :, n] - solution[:-1, :, n])
+    if terminated and solved == problem.max_steps:
+        terminal = problem.terminal_cost(tuple(a[-1] for a in xs), start, params, TORCH)
+        if terminal is not None:
+            rewards = torch.cat([rewards[:-1], (rewards[-1] - terminal).unsqueeze(0)])
+
+    frozen = steps - solved  # steps after the episode's end: frozen state, zero reward
+    states = stack(problem.state_to_physical(xs), like=x0)  # (solved + 1, batch, n)
+    states = torch.cat([states, states[-1:].expand(frozen, -1, -1)])
+    rewards = torch.cat([rewards, rewards.new_zeros(frozen, batch)])
+    with torch.no_grad():  # the control at each step's start, recorded for inspection
+        controls = torch.stack([policy(observe(k * problem.dt, solution[min(k, solved), :, :n].unbind(-1)))
+                                for k in range(steps)])
+    ended = torch.arange(steps + 1, device=x0.device) >= problem.max_steps
+    done = (ended if terminated else torch.zeros_like(ended)).unsqueeze(-1).expand(-1, batch).contiguous()
+    times = torch.arange(steps + 1, dtype=x0.dtype, device=x0.device) * problem.dt
+    return Trajectory(states, controls, rewards, done, times)
 
 
 def _param_tensors(params: Any) -> list[torch.Tensor]:
@@ -216,6 +306,8 @@ def rollout(
 
     x = problem.state_from_physical(x0.unbind(-1), params, TORCH)
     start = x
+    if control == "feedback" and isinstance(solver, Adjoint) and noise is None and _single_solve(problem, x, params):
+        return _adjoint_feedback_rollout(problem, policy, x0, start, steps, params, solver, leaves)
     done = torch.zeros(batch, dtype=torch.bool, device=x0.device)
     states, controls, rewards, dones = [stack(problem.state_to_physical(x), like=x0)], [], [], [done]
     for k in range(steps):
