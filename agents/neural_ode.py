@@ -44,6 +44,9 @@ from diffenvs.core.numerics import TORCH, stack
 from diffenvs.core.problem import Problem
 from diffenvs.core.rollout import _METHODS
 
+#: loss evaluations (rollouts) at most per L-BFGS step
+LBFGS_EVALUATIONS = 20
+
 #: ``on_step(step, metrics) -> bool``: called after every iteration; return True to stop
 Callback = Callable[[int, dict[str, float]], bool]
 
@@ -54,6 +57,8 @@ class NeuralOdeConfig:
 
     iterations: int = 300
     """Adam steps (one batch of rollouts each)."""
+    lbfgs_steps: int = 0
+    """L-BFGS steps after Adam (each up to 20 loss evaluations, strong-Wolfe line search, one fixed batch)."""
     learning_rate: float = 0.05
     """Adam's initial learning rate (the report's 0.05)."""
     final_learning_rate: float = 0.05
@@ -100,6 +105,8 @@ class NeuralOdeConfig:
             value = getattr(self, name)
             if not (isinstance(value, int) and value > 0):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.lbfgs_steps, int) and self.lbfgs_steps >= 0):
+            raise ValueError(f"lbfgs_steps must be a non-negative integer, got {self.lbfgs_steps!r}")
         if not (isinstance(self.steps, int) and self.steps >= 0):
             raise ValueError(f"steps must be a non-negative integer (0: the horizon), got {self.steps!r}")
         for name in ("learning_rate", "final_learning_rate", "init_scale", "rtol", "atol"):
@@ -141,9 +148,10 @@ class NeuralOdeConfig:
 #: tuned defaults per environment (see the README's results table for what they reach)
 TUNED: dict[str, dict[str, Any]] = {
     "DiffZermelo-v0": dict(iterations=200, learning_rate=0.05, final_learning_rate=0.002, steps=300),
-    "DiffCartpole-v0/terminal": dict(iterations=300, learning_rate=0.05, final_learning_rate=0.001, batch_size=8),
+    "DiffCartpole-v0/terminal": dict(iterations=300, lbfgs_steps=5, learning_rate=0.05, final_learning_rate=0.001, batch_size=8),
     "DiffCartpole-v0/quadratic": dict(iterations=400, learning_rate=0.05, final_learning_rate=0.001, beta2=0.9, batch_size=8),
-    "DiffIsochronism-v0": dict(iterations=150, learning_rate=0.05, final_learning_rate=0.001, batch_size=32),
+    "DiffIsochronism-v0": dict(iterations=150, lbfgs_steps=5, learning_rate=0.01, final_learning_rate=0.0005, batch_size=256,
+                               symmetric=True),
     "DiffLinearSysID-v0": dict(iterations=100, learning_rate=0.01, final_learning_rate=0.001, batch_size=16),
 }
 
@@ -297,6 +305,7 @@ def train(env_id: str, config: NeuralOdeConfig | None = None, env_kwargs: dict[s
         generator = torch.Generator().manual_seed(config.seed)
         history: list[dict[str, float]] = []
         fixed: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        lbfgs_state: dict[str, Any] | None = None
         if resume and Path(checkpoint).exists():
             state = load_checkpoint(checkpoint)
             if state["env_id"] != env_id or state["env_kwargs"] != env_kwargs or state["config"] != dataclasses.asdict(config):
@@ -305,14 +314,15 @@ def train(env_id: str, config: NeuralOdeConfig | None = None, env_kwargs: dict[s
             policy.load_state_dict(state["policy"])
             optimizer.load_state_dict(state["optimizer"])
             generator.set_state(state["generator"])
-            history, fixed = state["history"], state["fixed"]
+            history, fixed, lbfgs_state = state["history"], state["fixed"], state.get("lbfgs")
         result = NeuralOdeResult(env_id, env_kwargs, config, problem, policy, history)
 
         def save() -> None:
             if checkpoint is not None:
                 save_checkpoint(checkpoint, {"env_id": env_id, "env_kwargs": env_kwargs, "config": dataclasses.asdict(config),
                                              "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
-                                             "generator": generator.get_state(), "history": history, "fixed": fixed})
+                                             "generator": generator.get_state(), "history": history, "fixed": fixed,
+                                             "lbfgs": None if lbfgs is None else lbfgs.state_dict()})
 
         def batch() -> tuple[torch.Tensor, torch.Tensor | None]:
             x0 = initial_states(problem, config.batch_size, generator, dtype)
@@ -324,43 +334,86 @@ def train(env_id: str, config: NeuralOdeConfig | None = None, env_kwargs: dict[s
         if config.starts == "fixed" and fixed is None:
             fixed = batch()
         solver = config.solver_object()
+        total = config.iterations + config.lbfgs_steps
         start = len(history)
         seconds = history[-1]["seconds"] if history else 0.0
         transitions = history[-1]["transitions"] if history else 0
-        bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, disable=not progress,
-                   desc=f"neural-ode {env_id}", dynamic_ncols=True)
-        for iteration in bar:
-            began = time.perf_counter()
-            learning_rate = config.learning_rate_at(iteration)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
-            x0, noise = fixed if fixed is not None else batch()
+        lbfgs: torch.optim.LBFGS | None = None
+
+        def loss_of(x0: torch.Tensor, noise: torch.Tensor | None, iteration: int) -> torch.Tensor:
             trajectory = rollout(problem, policy, x0, steps=steps, control=config.control, solver=solver, noise=noise)
             loss = trajectory.costs.mean()
             if not torch.isfinite(loss):
                 raise NonFiniteError(f"training stopped at iteration {iteration}: the loss is {loss.item()} (non-finite); "
                                      "the weights are those of the previous iteration. Lower learning_rate, or check "
                                      "the environment's parameters")
-            optimizer.zero_grad()
-            loss.backward()
+            return loss
+
+        def nonfinite_gradient(iteration: int, grad_norm: torch.Tensor, loss: torch.Tensor) -> NonFiniteError:
+            return NonFiniteError(f"training stopped at iteration {iteration}: the gradient norm is {grad_norm.item()} "
+                                  f"(non-finite) at loss {loss.item():.6g}; the weights are those of the previous "
+                                  "iteration. Lower learning_rate, set clip_norm, or use control/solver options that "
+                                  "keep the rollout finite")
+
+        bar = tqdm(range(start, total), initial=start, total=total, disable=not progress,
+                   desc=f"neural-ode {env_id}", dynamic_ncols=True)
+        for iteration in bar:
+            began = time.perf_counter()
             parameters = list(policy.parameters())
-            if config.clip_norm > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.clip_norm)
-            else:
-                grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters]))
-            if not torch.isfinite(grad_norm):
-                raise NonFiniteError(f"training stopped at iteration {iteration}: the gradient norm is {grad_norm.item()} "
-                                     f"(non-finite) at loss {loss.item():.6g}; the weights are those of the previous "
-                                     "iteration. Lower learning_rate, set clip_norm, or use control/solver options that "
-                                     "keep the rollout finite")
-            optimizer.step()
+            if iteration < config.iterations:  # Adam
+                learning_rate = config.learning_rate_at(iteration)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate
+                loss = loss_of(*(fixed if fixed is not None else batch()), iteration)
+                optimizer.zero_grad()
+                loss.backward()
+                if config.clip_norm > 0:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.clip_norm)
+                else:
+                    grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters]))
+                if not torch.isfinite(grad_norm):
+                    raise nonfinite_gradient(iteration, grad_norm, loss)
+                optimizer.step()
+                evaluations = 1
+            else:  # L-BFGS on one fixed batch; the history's loss is the loss at the step's start, as for Adam
+                learning_rate = 1.0
+                if fixed is None:
+                    fixed = batch()
+                if lbfgs is None:
+                    lbfgs = torch.optim.LBFGS(parameters, lr=learning_rate, max_iter=LBFGS_EVALUATIONS,
+                                              max_eval=LBFGS_EVALUATIONS, history_size=50,
+                                              line_search_fn="strong_wolfe")
+                    if lbfgs_state is not None:
+                        lbfgs.load_state_dict(lbfgs_state)
+                previous = [p.detach().clone() for p in parameters]
+                counter = [0]
+
+                def closure(iteration: int = iteration, counter: list[int] = counter, optimiser: torch.optim.LBFGS = lbfgs,
+                            data: tuple[torch.Tensor, torch.Tensor | None] = fixed) -> torch.Tensor:
+                    counter[0] += 1
+                    optimiser.zero_grad()
+                    value = loss_of(*data, iteration)
+                    value.backward()
+                    return value
+
+                try:
+                    loss = lbfgs.step(closure)
+                    grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters]))
+                    if not (torch.isfinite(grad_norm) and all(bool(torch.isfinite(p).all()) for p in parameters)):
+                        raise nonfinite_gradient(iteration, grad_norm, loss)
+                except NonFiniteError:
+                    with torch.no_grad():
+                        for p, q in zip(parameters, previous):
+                            p.copy_(q)
+                    raise
+                evaluations = counter[0]
             seconds += time.perf_counter() - began
-            transitions += config.batch_size * steps
+            transitions += evaluations * config.batch_size * steps
             metrics = {"iteration": iteration, "loss": loss.item(), "grad_norm": grad_norm.item(),
                        "learning_rate": learning_rate, "transitions": transitions, "seconds": seconds}
             history.append(metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.4g}", grad=f"{metrics['grad_norm']:.2g}")
-            last = iteration + 1 == config.iterations
+            last = iteration + 1 == total
             stop = bool(on_step(iteration, dict(metrics))) if on_step is not None else False
             if last or stop or (iteration + 1) % config.checkpoint_every == 0:
                 save()
@@ -368,7 +421,7 @@ def train(env_id: str, config: NeuralOdeConfig | None = None, env_kwargs: dict[s
                 result.stopped = True
                 break
         bar.close()
-        if start >= config.iterations:
+        if start >= total:
             save()
         return result
     finally:

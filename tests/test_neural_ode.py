@@ -210,3 +210,24 @@ def test_callback_stops_early_and_objects_with_on_step_work() -> None:
     recorder = Recorder()
     result = train("DiffCartpole-v0", TINY, SHORT_CARTPOLE, callback=recorder, progress=False)
     assert recorder.steps == [0, 1] and result.stopped and len(result.history) == 2
+
+
+def test_lbfgs_finish_lowers_the_loss_counts_its_rollouts_and_resumes(tmp_path) -> None:
+    config = dataclasses.replace(TINY, iterations=3, lbfgs_steps=3, checkpoint_every=1)
+    kwargs = {"horizon": 0.3, "cost": "quadratic", "initial_angle": 0.1, "initial_noise": 0.0}
+    straight = train("DiffCartpole-v0", config, kwargs, progress=False)
+    losses = [h["loss"] for h in straight.history]
+    assert len(losses) == 6
+    assert losses[-1] < 0.7 * losses[2]  # two quasi-Newton steps (the last entry is the third step's start)
+    steps = [b["transitions"] - a["transitions"] for a, b in zip(straight.history, straight.history[1:])]
+    rollout_steps = straight.problem.max_steps
+    assert steps[:2] == [rollout_steps, rollout_steps]  # Adam: one rollout per iteration
+    assert all(rollout_steps < s <= neural_ode.LBFGS_EVALUATIONS * rollout_steps for s in steps[2:])  # L-BFGS: several
+    path = tmp_path / "checkpoint.pt"
+    train("DiffCartpole-v0", config, kwargs, callback=lambda step, metrics: step == 3, checkpoint=path, progress=False)
+    resumed = train("DiffCartpole-v0", config, kwargs, checkpoint=path, resume=True, progress=False)
+    assert [h["loss"] for h in resumed.history] == losses
+    for name, value in straight.policy.state_dict().items():
+        assert torch.equal(value, resumed.policy.state_dict()[name]), name
+    with pytest.raises(ValueError, match="lbfgs_steps"):
+        NeuralOdeConfig(lbfgs_steps=-1)
