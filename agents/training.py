@@ -19,6 +19,8 @@ import math
 import os
 import textwrap
 import time
+import types
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,41 +65,125 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+_SCALARS: tuple[type, ...] = (bool, int, float, str)
+
+
+def _parse_bool(text: str) -> bool:
+    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``) as a bool."""
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError(f"not a bool: {text!r}")
+
+
+_parse_bool.__name__ = "bool"
+
+
+def _parser_of(kind: type) -> Callable[[str], Any]:
+    """The function turning one command-line word into a value of the scalar type ``kind``."""
+    return _parse_bool if kind is bool else kind
+
+
+def _optional(kind: type) -> Callable[[str], Any]:
+    """A parser of ``kind`` that reads the text ``none`` (any case) as ``None``."""
+    parse_kind = _parser_of(kind)
+
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else parse_kind(text)
+
+    parse.__name__ = f"{kind.__name__} or None"  # argparse names it in "invalid ... value"
+    return parse
+
+
+class _StoreTuple(argparse.Action):
+    """Store the values of a ``nargs="+"`` option as a tuple (configs are frozen and hashable)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, tuple(values))
+
+
+def _config_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    """The ``__init__`` fields of dataclass ``cls`` with their resolved annotations."""
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls) if f.init]
+
+
+def _is_config(kind: Any) -> bool:
+    """Whether the annotation ``kind`` is a dataclass type (a nested config, flattened on the command line)."""
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+def _option(kind: Any) -> dict[str, Any] | None:
+    """The ``add_argument`` keywords for a field annotated ``kind``; ``None`` if the command line cannot take it."""
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if kind is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if kind in _SCALARS:
+        return {"type": kind, "metavar": kind.__name__.upper()}
+    if origin in (typing.Union, types.UnionType) and type(None) in arguments:
+        others = [a for a in arguments if a is not type(None)]
+        if len(others) == 1 and others[0] in _SCALARS:
+            return {"type": _optional(others[0]), "metavar": f"{others[0].__name__.upper()}|none"}
+    if origin is tuple and len(arguments) == 2 and arguments[1] is Ellipsis and arguments[0] in _SCALARS:
+        item = arguments[0]
+        return {"type": _parser_of(item), "nargs": "+", "action": _StoreTuple, "metavar": item.__name__.upper()}
+    return None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str | None = None,
                          description: str | None = None) -> None:
     """Add one ``--field-name`` option per field of the frozen config dataclass ``cls``.
 
-    The help text is the field's docstring and its default. Options not given on the command
-    line are absent from the parsed namespace (``argparse.SUPPRESS``), so
-    :func:`config_from_arguments` overrides only what the user wrote.
+    Fields may be ``bool`` (``--x``/``--no-x``), ``int``, ``float``, ``str``, one of these or
+    ``None`` (``X | None``; the text ``none`` gives ``None``), ``tuple[X, ...]`` (one or more
+    values) or a nested config dataclass, flattened: each of its fields is an option of its
+    own, in a group of its own. The help text is the field's docstring and its default.
+    Options not given on the command line are absent from the parsed namespace
+    (``argparse.SUPPRESS``), so :func:`config_from_arguments` overrides only what the user wrote.
     """
-    if not dataclasses.is_dataclass(cls):
+    if not _is_config(cls):
         raise TypeError(f"cls must be a dataclass, got {cls!r}")
     group = parser.add_argument_group(title or f"{cls.__name__} options", description)
     docs = field_docs(cls)
-    for f in dataclasses.fields(cls):
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{docs.get(f.name, '')} (default: {f.default!r})".replace("%", "%%")
-        if kind == "bool":
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                               help=help_text)
-        elif kind in _PARSERS:
-            group.add_argument(flag, dest=f.name, type=_PARSERS[kind], default=argparse.SUPPRESS, help=help_text,
-                               metavar=kind.upper())
+    nested: list[tuple[str, type]] = []
+    for f, kind in _config_fields(cls):
+        if _is_config(kind):
+            nested.append((f.name, kind))
+            continue
+        option = _option(kind)
+        if option is None:
+            raise TypeError(f"field {f.name!r} of {cls.__name__} has type {kind!r}; the command line takes bool, int, "
+                            f"float, str, X | None, tuple[X, ...] of these, or a nested config dataclass")
+        if f.default is not dataclasses.MISSING:
+            shown = f" (default: {f.default!r})"
+        elif f.default_factory is not dataclasses.MISSING:
+            shown = f" (default: {f.default_factory()!r})"
         else:
-            raise TypeError(f"field {f.name!r} of {cls.__name__} has type {kind!r}; the command line takes "
-                            f"bool, int, float or str")
+            shown = ""
+        help_text = f"{docs.get(f.name, '')}{shown}".replace("%", "%%")
+        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=argparse.SUPPRESS, help=help_text,
+                           **option)
+    for name, kind in nested:
+        add_config_arguments(parser, kind, f"{name} options ({kind.__name__})", docs.get(name) or None)
 
 
 def config_from_arguments(namespace: argparse.Namespace, base: Any) -> Any:
-    """``base`` (a config instance) with the fields given on the command line replaced."""
-    names = {f.name for f in dataclasses.fields(base)}
-    given = {k: v for k, v in vars(namespace).items() if k in names}
-    return dataclasses.replace(base, **given)
+    """``base`` (a config instance) with the fields given on the command line replaced.
+
+    Nested configs (fields annotated with a dataclass type) are rebuilt from their own
+    options the same way, field by field.
+    """
+    given = vars(namespace)
+    changes: dict[str, Any] = {}
+    for f, kind in _config_fields(type(base)):
+        if _is_config(kind) and dataclasses.is_dataclass(getattr(base, f.name)):
+            changes[f.name] = config_from_arguments(namespace, getattr(base, f.name))
+        elif f.name in given:
+            changes[f.name] = given[f.name]
+    return dataclasses.replace(base, **changes)
 
 
 def parse_env_kwargs(text: str | None, preset: str | None, env_id: str) -> dict[str, Any]:

@@ -11,13 +11,10 @@ number of samples, mean ± standard error over the runs), ``.csv`` (every run's 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -26,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from agents.planning import SysIDConfig, SysIDResult, identify, results_table  # noqa: E402
-from agents.training import field_docs  # noqa: E402
+from agents.training import add_config_arguments, config_from_arguments  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -42,46 +39,14 @@ class Options:
 
 
 # ---- the command line, generated from the dataclasses ----------------------------------
-def _fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
-    hints = typing.get_type_hints(cls)
-    return [(f, hints[f.name]) for f in dataclasses.fields(cls) if f.init]
-
-
-def _optional(kind: type):
-    def parse(text: str) -> Any:
-        return None if text.lower() == "none" else kind(text)
-
-    parse.__name__ = f"{kind.__name__} or None"
-    return parse
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--option`` per field of ``cls`` (nested dataclasses are flattened), help from the field docstrings."""
-    docs = field_docs(cls)
-    for f, kind in _fields(cls):
-        if dataclasses.is_dataclass(kind):
-            add_arguments(parser, kind)
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        arguments = typing.get_args(kind)
-        parse = _optional(next(a for a in arguments if a is not type(None))) if type(None) in arguments else kind
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=parse, default=default,
-                            help=f"{docs.get(f.name, '')} (default: {default})")
-
-
-def build(cls: type, values: dict[str, Any]) -> Any:
-    """An instance of ``cls`` from the parsed ``values`` (nested dataclasses built recursively)."""
-    kwargs = {f.name: build(kind, values) if dataclasses.is_dataclass(kind) else values[f.name] for f, kind in _fields(cls)}
-    return cls(**kwargs)
-
-
 def parse(argv: list[str] | None) -> tuple[SysIDConfig, Options]:
+    """The experiment and the options of the command line ``argv`` (defaults where not given)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_arguments(parser, SysIDConfig)
-    add_arguments(parser, Options)
-    values = vars(parser.parse_args(argv))
+    add_config_arguments(parser, SysIDConfig, "experiment options")
+    add_config_arguments(parser, Options, "output options")
+    arguments = parser.parse_args(argv)
     try:
-        return build(SysIDConfig, values), build(Options, values)
+        return config_from_arguments(arguments, SysIDConfig()), config_from_arguments(arguments, Options())
     except (TypeError, ValueError) as error:
         parser.error(str(error))  # exits
         raise

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from agents.training import PRESETS, parse_env_kwargs
+from agents.training import PRESETS, add_config_arguments, config_from_arguments, parse_env_kwargs
 
 _SPEC = importlib.util.spec_from_file_location("train_script", Path(__file__).resolve().parents[1] / "scripts" / "train.py")
 train_script = importlib.util.module_from_spec(_SPEC)
@@ -16,6 +18,34 @@ _SPEC.loader.exec_module(train_script)
 
 FIELDS = {"env", "env_kwargs", "agent", "seed", "final_cost", "optimum", "gap", "env_steps", "wall_time", "train_seconds",
           "episodes", "reference", "plots"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    """A nested config: its fields become options of their own."""
+
+    rate: float | None = None
+    """step size; None: automatic"""
+    depth: int = 2
+    """layers"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    """A config with every kind of field the command line takes."""
+
+    flag: bool = False
+    """switch it on"""
+    count: int = 3
+    """how many"""
+    scale: float = 1.5
+    """how large, in % of the unit"""
+    name: str = "x"
+    """what to call it"""
+    names: tuple[str, ...] = ()
+    """several names"""
+    inner: Inner = dataclasses.field(default_factory=Inner)
+    """the nested part"""
 
 
 def test_neural_ode_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -67,3 +97,38 @@ def test_env_kwargs_and_presets_are_checked() -> None:
         parse_env_kwargs("{initial_noise: 0}", None, "DiffZermelo-v0")
     with pytest.raises(SystemExit):  # argparse refuses an unknown agent
         train_script.main(["DiffCartpole-v0", "--agent", "ppo"])
+
+
+def test_config_command_line_is_generated_from_the_dataclass(capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Outer)
+
+    def parse(*argv: str) -> Outer:
+        return config_from_arguments(parser.parse_args(argv), Outer())
+
+    assert parse() == Outer()  # nothing given: every default kept, the nested one included
+    assert parse("--depth", "5") == Outer(inner=Inner(depth=5))
+    config = parse("--flag", "--count", "7", "--scale", "0.25", "--name", "y", "--names", "a", "b", "--rate", "0.1")
+    assert config == Outer(True, 7, 0.25, "y", ("a", "b"), Inner(rate=0.1))
+    assert parse("--rate", "none").inner.rate is None and parse("--rate", "None", "--no-flag").flag is False
+    # only the given options override a base that is not the default, field by field in the nested config
+    base = Outer(count=9, inner=Inner(rate=0.5, depth=4))
+    assert config_from_arguments(parser.parse_args(["--depth", "1"]), base) == Outer(count=9, inner=Inner(rate=0.5, depth=1))
+    help_text = parser.format_help()
+    assert "--names STR [STR ...]" in help_text and "--rate FLOAT|none" in help_text and "--no-flag" in help_text
+    assert "how large, in % of the unit (default: 1.5)" in help_text and "inner options (Inner)" in help_text
+    capsys.readouterr()
+    for argv, option in ((["--count", "many"], "--count"), (["--rate", "fast"], "--rate"), (["--names"], "--names"),
+                         (["--scale", "x"], "--scale")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert f"argument {option}" in capsys.readouterr().err
+
+
+def test_config_command_line_refuses_what_it_cannot_parse() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Mapping:
+        table: dict = dataclasses.field(default_factory=dict)
+
+    with pytest.raises(TypeError, match="'table'"):
+        add_config_arguments(argparse.ArgumentParser(), Mapping)
