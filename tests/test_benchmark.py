@@ -1,0 +1,286 @@
+"""The benchmark runner: resuming, atomic writes, parallel processes, Ray, the tables and the agent adapters."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import benchmark, registry
+from agents.benchmark import RunSpec
+from agents.evaluation import evaluate
+from agents.registry import Agent, Budget, Trained
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import benchmark as benchmark_script  # noqa: E402  (scripts/benchmark.py)
+
+
+# ---- a fake agent that counts its training runs and can be interrupted ---------------------------
+class FakeTrainer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.interrupt_at: int | None = None
+
+    def __call__(self, env_id, env_kwargs, seed, budget, curve_cost) -> Trained:
+        if seed == self.interrupt_at:
+            raise KeyboardInterrupt  # what Ctrl-C in the middle of a sweep looks like
+        self.calls.append((env_id, seed))
+        policy = lambda observation: np.full(1, 0.1 * seed, dtype=np.float32)  # noqa: E731
+        return Trained(policy, [{"transitions": 10.0, "seconds": 0.01, "cost": curve_cost(policy)}], 10, 0.01,
+                       {"trained_on": "default"})
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeTrainer:
+    trainer = FakeTrainer()
+    monkeypatch.setitem(registry.AGENTS, "fake", Agent("fake", "rl", "counts its runs", trainer, lambda e, k: True))
+    return trainer
+
+
+def mtimes(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted((out / "runs").glob("*.json"))}
+
+
+def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(fake: FakeTrainer, tmp_path: Path) -> None:
+    specs = benchmark.plan_runs(["DiffZermelo-v0"], ["fake"], [0, 1, 2, 3], "quick")
+    fake.interrupt_at = 2
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.sweep(specs, tmp_path, workers=1, progress=False)
+    first = mtimes(tmp_path)
+    assert list(first) == ["DiffZermelo-v0__fake__seed0.json", "DiffZermelo-v0__fake__seed1.json"]
+    assert not list((tmp_path / "runs").glob(".*partial"))  # nothing half-written
+
+    fake.interrupt_at, fake.calls = None, []
+    results, failures = benchmark.sweep(specs, tmp_path, workers=1, progress=False)
+    assert fake.calls == [("DiffZermelo-v0", 2), ("DiffZermelo-v0", 3)]  # only the unfinished runs
+    assert [r["seed"] for r in results] == [0, 1, 2, 3] and not failures
+    assert {k: v for k, v in mtimes(tmp_path).items() if k in first} == first  # finished runs untouched
+
+    fake.calls = []
+    again, _ = benchmark.sweep(specs, tmp_path, workers=1, progress=False)
+    assert fake.calls == [] and again == results
+
+    # a run whose specification changed (here its budget) is run again, the others are kept
+    changed = [dataclasses.replace(specs[0], budget=Budget(transitions=7))] + specs[1:]
+    benchmark.sweep(changed, tmp_path, workers=1, progress=False)
+    assert fake.calls == [("DiffZermelo-v0", 0)]
+
+
+def test_a_failed_run_is_reported_not_written_and_retried(fake: FakeTrainer, tmp_path: Path, monkeypatch) -> None:
+    specs = benchmark.plan_runs(["DiffZermelo-v0"], ["fake"], [0, 1], "quick")
+
+    def broken(*args):
+        raise FloatingPointError("diverged")
+
+    monkeypatch.setitem(registry.AGENTS, "fake", dataclasses.replace(registry.AGENTS["fake"], train=broken))
+    results, failures = benchmark.sweep(specs, tmp_path, workers=1, progress=False)
+    assert results == [] and len(failures) == 2 and "FloatingPointError: diverged" in failures[0]["error"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_write_json_is_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    benchmark.write_json(path, {"a": 1})
+    with pytest.raises(TypeError):
+        benchmark.write_json(path, {"a": object()})  # fails half-way through serialising
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_a_truncated_zermelo_episode_is_flagged_as_not_reaching_the_bank(monkeypatch) -> None:
+    # heading u = pi (action 1): the boat drifts along its own bank and never crosses
+    upstream = lambda observation: np.ones(1, dtype=np.float32)  # noqa: E731
+    straight = lambda observation: np.zeros(1, dtype=np.float32)  # noqa: E731
+    assert benchmark.incomplete_episodes("DiffZermelo-v0", upstream, 1) == 1
+    assert benchmark.incomplete_episodes("DiffZermelo-v0", straight, 1) == 0
+    assert benchmark.incomplete_episodes("DiffCartpole-v0", upstream, 3) == 0
+
+    def stalls_then_crosses(env_id, env_kwargs, seed, budget, curve_cost) -> Trained:
+        points = [{"transitions": float(t), "seconds": 0.0, "cost": curve_cost(p)} for t, p in ((1, upstream), (2, straight))]
+        curve_cost(straight)  # an evaluation the agent does not keep as a point
+        return Trained(upstream, points, 2, 0.0)
+
+    monkeypatch.setitem(registry.AGENTS, "staller", Agent("staller", "rl", "", stalls_then_crosses, lambda e, k: True))
+    spec = benchmark.plan_runs(["DiffZermelo-v0"], ["staller"], [0], "quick")[0]
+    result = benchmark.execute(spec.as_dict())
+    assert [p["incomplete"] for p in result["curve"]] == [1, 0] and result["incomplete"] == 1
+    assert result["final_cost"] < 1.05  # below the optimum 1.4126: only possible without crossing
+
+
+# ---- parallel processes and Ray ---------------------------------------------------------------
+def analytic_specs() -> list[RunSpec]:
+    return benchmark.plan_runs(["DiffZermelo-v0", "DiffIsochronism-v0"], ["analytic"], [0], "quick")
+
+
+def check_analytic(results: list[dict]) -> None:
+    assert [(r["env_id"], r["agent"]) for r in results] == [("DiffZermelo-v0", "analytic"), ("DiffIsochronism-v0", "analytic")]
+    zermelo, isochronism = results
+    assert zermelo["final_cost"] == pytest.approx(1.41258, abs=1e-3)  # Pontryagin's deviation
+    assert 0 <= isochronism["final_cost"] < 1e-3  # the harmonic field: every start returns
+
+
+def test_sweep_runs_in_spawned_processes(tmp_path: Path) -> None:
+    results, failures = benchmark.sweep(analytic_specs(), tmp_path, workers=2, progress=False)
+    assert not failures
+    check_analytic(results)
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 2
+
+
+def test_sweep_runs_as_ray_tasks(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        results, failures = benchmark.sweep(analytic_specs(), tmp_path, use_ray=True, progress=False)
+    finally:
+        ray.shutdown()
+    assert not failures
+    check_analytic(results)
+
+
+def test_without_ray_the_ray_option_fails_with_a_clear_message(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(RuntimeError, match=r"optional extra 'ray'"):
+        benchmark.sweep(analytic_specs(), tmp_path, use_ray=True, progress=False)
+    code = benchmark_script.main(["--ray", "--envs", "DiffZermelo-v0", "--agents", "analytic", "--out", str(tmp_path),
+                                  "--no-progress"])
+    assert code == 2 and "pip install 'diffenvs[ray]'" in capsys.readouterr().err
+
+
+def test_script_writes_every_output(tmp_path: Path) -> None:
+    code = benchmark_script.main(["--quick", "--envs", "DiffZermelo-v0", "--agents", "analytic", "--out", str(tmp_path),
+                                  "--workers", "1", "--no-progress"])
+    assert code == 0
+    for name in ("results.csv", "results.json", "table.md", "curves.png", "final.png", "references.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "| DiffZermelo-v0 | analytic |" in (tmp_path / "table.md").read_text()
+    assert len((tmp_path / "results.csv").read_text().splitlines()) == 2
+
+
+def test_bad_configs_name_the_argument() -> None:
+    with pytest.raises(ValueError, match="agent"):
+        benchmark.BenchmarkConfig(agents=("nobody",))
+    with pytest.raises(ValueError, match="envs"):
+        benchmark.BenchmarkConfig(envs=("Nowhere-v0",))
+    with pytest.raises(ValueError, match="mode"):
+        benchmark.budget("slow", "DiffZermelo-v0", "ppo")
+
+
+# ---- the adapters of the real agents ---------------------------------------------------------
+def curve_cost(env_id: str):
+    return benchmark.CurveCost(env_id, dataclasses.replace(benchmark.protocol(env_id), episodes=3))
+
+
+def test_neural_ode_adapter_follows_the_budget_and_evaluates_the_network_being_trained() -> None:
+    env_id = "DiffLinearSysID-v0"
+    config = registry.neural_ode_config(env_id, {}, 0, Budget(1))
+    per_iteration = config.batch_size * (config.steps or 100)  # trajectories x steps: every simulated transition
+    cost = curve_cost(env_id)
+    trained = registry.get("neural-ode").train(env_id, {}, 0, Budget(transitions=2 * per_iteration, eval_every=1), cost)
+    assert trained.transitions == 2 * per_iteration and trained.details["iterations"] == 2
+    assert [p["transitions"] for p in trained.curve] == [per_iteration, 2.0 * per_iteration]
+    assert trained.curve[0]["cost"] != trained.curve[1]["cost"]  # the network moved between the points
+    # the last curve point is the returned policy's cost under the same protocol
+    assert trained.curve[-1]["cost"] == pytest.approx(evaluate(env_id, trained.policy, 3).mean())
+
+
+def test_planning_adapters_give_open_loop_policies(monkeypatch) -> None:
+    from agents import planning
+
+    monkeypatch.setattr(registry, "planner_config", lambda: planning.PlannerConfig(iterations=3))
+    cost = curve_cost("DiffLinearSysID-v0")
+    per_plan = 4 * 100  # (iterations + 1) planning rollouts of 100 steps
+    trained = registry.get("planning").train("DiffLinearSysID-v0", {}, 0, Budget(transitions=2 * (100 + per_plan)), cost)
+    assert [p["transitions"] for p in trained.curve] == [500.0, 1000.0] and trained.transitions == 1000
+    oracle = registry.get("oracle").train("DiffLinearSysID-v0", {}, 0, Budget(1), cost)
+    gaussian = registry.get("gaussian").train("DiffLinearSysID-v0", {}, 0, Budget(1), cost)
+    assert oracle.transitions == per_plan and gaussian.transitions == 0
+    for agent in (trained, oracle, gaussian):
+        assert np.isfinite(agent.curve[-1]["cost"]) and agent.curve[-1]["cost"] > 0
+    assert registry.applicable("DiffLinearSysID-v0", {"matrix": "random"}).count("oracle") == 0
+
+
+# ---- tables from a fixed results file ------------------------------------------------------------
+REFERENCES = {"DiffZermelo-v0": {"optimum": 1.0, "zero_action_cost": 2.0, "name": "pontryagin"},
+              "DiffCartpole-v0": {"optimum": 0.0, "zero_action_cost": 10.0, "name": "swing-up"}}
+
+
+def run(env_id, agent, seed, cost, transitions, seconds, curve, incomplete=0, trained_on="default"):
+    return {"env_id": env_id, "agent": agent, "family": "rl", "seed": seed, "final_cost": cost, "incomplete": incomplete,
+            "transitions": transitions, "seconds": seconds, "total_seconds": seconds, "details": {"trained_on": trained_on},
+            "curve": [{"transitions": t, "seconds": s, "cost": c, "incomplete": i} for t, s, c, i in curve]}
+
+
+RESULTS = [
+    run("DiffZermelo-v0", "neural-ode", 0, 1.005, 3000, 2.0, [(1000, 0.5, 1.5, 0), (2000, 1.0, 1.05, 0), (3000, 2.0, 1.005, 0)]),
+    run("DiffZermelo-v0", "neural-ode", 1, 1.015, 3000, 4.0, [(1000, 1.0, 1.2, 0), (2000, 2.0, 1.08, 0), (3000, 4.0, 1.015, 0)]),
+    run("DiffZermelo-v0", "ppo", 0, 0.9, 10000, 10.0, [(5000, 5.0, 1.3, 0), (10000, 10.0, 0.9, 1)], incomplete=1),
+    run("DiffZermelo-v0", "ppo", 1, 1.2, 10000, 12.0, [(5000, 6.0, 1.4, 0), (10000, 12.0, 1.2, 0)]),
+    run("DiffCartpole-v0", "sac", 0, 0.5, 20000, 100.0, [(10000, 50.0, 2.0, 0), (20000, 100.0, 0.5, 0)],
+        trained_on="quadratic (dense)"),
+]
+
+EXPECTED_TABLE = """\
+| environment | agent | trained on | final cost | reference | gap | transitions | training s |
+|---|---|---|---|---|---|---|---|
+| DiffZermelo-v0 | neural-ode | default | 1.01 ± 0.005 | 1 | 1% ± 0.5% | 3,000 | 3 |
+| DiffZermelo-v0 | ppo | default | 1.05 ± 0.15 † (1/2) | 1 | 5% ± 15% | 10,000 | 11 |
+| DiffCartpole-v0 | sac | quadratic (dense) | 0.5 | 0 | 5% | 20,000 | 100 |
+
+| environment | agent | transitions to 10% | seconds to 10% | transitions to 1% | seconds to 1% | best gap |
+|---|---|---|---|---|---|---|
+| DiffZermelo-v0 | neural-ode | 2,000 | 1.5 | 3,000 (1/2) | 2 | 0.5% |
+| DiffZermelo-v0 | ppo | – | – | – | – | 20% |
+| DiffCartpole-v0 | sac | 20,000 | 100 | – | – | 5% |
+"""
+
+
+def test_table_from_a_fixed_results_file(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"references": REFERENCES, "runs": RESULTS}))
+    stored = json.loads(path.read_text())
+    table = benchmark.markdown_table(benchmark.summarise(stored["runs"], stored["references"]))
+    tables, notes = table.split("\nMean ± standard error", 1)
+    assert tables == EXPECTED_TABLE
+    assert "† (k/n)" in notes
+    assert benchmark.headline(benchmark.summarise(stored["runs"], stored["references"])) == [
+        "DiffZermelo-v0: neural-ode reaches 1% after 3,000 transitions, 2 s; no baseline reaches 10% (best: ppo, gap 20%)"]
+
+
+def test_gap_is_relative_to_the_optimum_or_to_doing_nothing() -> None:
+    assert benchmark.normalised_gap(1.1, {"optimum": 1.0, "zero_action_cost": 5.0}) == pytest.approx(0.1)
+    assert benchmark.normalised_gap(-0.9, {"optimum": -1.0, "zero_action_cost": 0.0}) == pytest.approx(0.1)
+    assert benchmark.normalised_gap(1.0, {"optimum": 0.0, "zero_action_cost": 10.0}) == pytest.approx(0.1)
+    assert benchmark.normalised_gap(1.0, {"optimum": None}) is None
+
+
+def test_report_writes_csv_json_and_plots(tmp_path: Path) -> None:
+    paths = benchmark.report(RESULTS, REFERENCES, tmp_path)
+    lines = paths["csv"].read_text().splitlines()
+    assert lines[0].split(",") == list(benchmark.CSV_FIELDS) and len(lines) == 1 + len(RESULTS)
+    assert json.loads(paths["json"].read_text())["runs"] == RESULTS
+    assert paths["table"].read_text().startswith(EXPECTED_TABLE)
+    assert paths["curves"].stat().st_size > 10_000 and paths["final"].stat().st_size > 10_000
+
+
+def test_full_budget_of_the_neural_ode_is_its_tuned_run() -> None:
+    from agents import neural_ode
+
+    for key in neural_ode.TUNED:
+        env_id, _, cost = key.partition("/")
+        kwargs = {"cost": cost} if cost else {}
+        if benchmark.protocol(env_id).env_kwargs != kwargs and cost:
+            continue  # the benchmark evaluates the default objective only
+        tuned = neural_ode.default_config(env_id, kwargs)
+        steps = tuned.steps or benchmark.diffenvs.problem_of(env_id).max_steps
+        full = benchmark.budget("full", env_id, "neural-ode")
+        rollout = tuned.batch_size * steps  # Adam's iterations, then the L-BFGS finish's worst case
+        assert full.transitions == (tuned.iterations + tuned.lbfgs_steps * neural_ode.LBFGS_EVALUATIONS) * rollout, env_id
+        config = registry.neural_ode_config(env_id, kwargs, 0, full)
+        assert (config.iterations, config.lbfgs_steps) == (tuned.iterations, tuned.lbfgs_steps), env_id
+    # a budget too small for the finish drops it rather than overspend
+    small = registry.neural_ode_config("DiffIsochronism-v0", {}, 0, Budget(transitions=2_560_000))
+    assert (small.iterations, small.lbfgs_steps) == (10, 0)
