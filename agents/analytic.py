@@ -21,6 +21,11 @@ environment is compared with; :func:`analytic_agent` the controller behind an ag
   reference optimum is 0 (a lower bound) and there is no reference controller.
 * Isochronism (report §3): the harmonic field :math:`f(x) = -(2\pi/T)^2 x`, whose every
   trajectory is :math:`T`-periodic: optimal cost 0.
+* Decay design (report §6): the measurement time that maximises each measurement's
+  information :math:`\tfrac12\log(1 + g^2 C/\sigma^2)`, :math:`g = -t e^{-\hat\theta t}`,
+  is :math:`t = 1/\hat\theta` (where :math:`g^2` peaks). The greedy design is the
+  reference; its cost on the evaluation episodes is the reference cost (one-step optimal,
+  not a proven optimum of the whole sequence).
 """
 
 from __future__ import annotations
@@ -34,14 +39,17 @@ import scipy.integrate
 import scipy.linalg
 import torch
 
-from agents.training import Episode, Reference
+from agents.evaluation import evaluate
+from agents.training import Episode, Reference, gym_policy
 from diffenvs.cartpole import FORCE_WEIGHT, STATE_WEIGHTS, Cartpole, CartpoleParams
 from diffenvs.core.numerics import TORCH, wrap_angle
+from diffenvs.decay_design import DecayDesign
 from diffenvs.isochronism import Isochronism, harmonic_force
 from diffenvs.zermelo import Zermelo, ZermeloParams, wind
 
 #: analytic agents and the environment each one answers
-ANALYTIC_AGENTS = {"pontryagin": "DiffZermelo-v0", "lqr": "DiffCartpole-v0", "harmonic": "DiffIsochronism-v0"}
+ANALYTIC_AGENTS = {"pontryagin": "DiffZermelo-v0", "lqr": "DiffCartpole-v0", "harmonic": "DiffIsochronism-v0",
+                   "greedy-design": "DiffDecayDesign-v0"}
 
 
 def _problem(env_id: str, env_kwargs: dict[str, Any] | None) -> Any:
@@ -196,6 +204,25 @@ class HarmonicField(torch.nn.Module):
         return force.clamp(self.problem.control_low[0], self.problem.control_high[0])
 
 
+# ---- Decay design: the greedy optimal measurement time ----------------------------------
+class GreedyDesign(torch.nn.Module):
+    r"""The measurement time :math:`t = 1/\hat\theta` (s) from the belief ``(θ̂, C)``, clamped to ``[0, t_max]``.
+
+    :math:`g^2 = t^2 e^{-2\hat\theta t}` peaks at :math:`t = 1/\hat\theta`; a belief with
+    :math:`\hat\theta \le 1/t_{\max}` gets :math:`t_{\max}`.
+    """
+
+    def __init__(self, problem: DecayDesign):
+        super().__init__()
+        self.problem = problem
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        low, high = self.problem.control_low[0], self.problem.control_high[0]
+        mean = observation[..., :1]
+        time = torch.where(mean * high > 1.0, 1.0 / mean.clamp_min(1.0 / high), torch.full_like(mean, high))
+        return time.clamp(low, high)
+
+
 # ---- agents and references ---------------------------------------------------------------
 def analytic_agent(name: str, env_id: str, env_kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
     """The analytic controller ``name`` (``"pontryagin"``, ``"lqr"``, ``"harmonic"``) for ``env_id``."""
@@ -208,6 +235,8 @@ def analytic_agent(name: str, env_id: str, env_kwargs: dict[str, Any] | None = N
         return PontryaginPolicy(problem)
     if name == "lqr":
         return cartpole_lqr_policy(problem)
+    if name == "greedy-design":
+        return GreedyDesign(problem)
     return HarmonicField(problem)
 
 
@@ -269,9 +298,25 @@ def reference(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Referenc
 
         return Reference("harmonic", "harmonic field f(x) = -(2 pi/T)^2 x: every trajectory is T-periodic, optimum 0",
                          problem, HarmonicField(problem), zero, field_probe, plane=(0, 1))
+    if isinstance(problem, DecayDesign):
+        greedy = GreedyDesign(problem)
+
+        def greedy_cost(states: np.ndarray) -> dict[str, float | None]:  # the Gymnasium episodes from the same starts
+            costs = evaluate(env_id, gym_policy(greedy, problem), len(states), env_kwargs, states=states)
+            return {"optimum": float(costs.mean())}
+
+        def belief_probe(episode: Episode | None) -> tuple[str, np.ndarray, np.ndarray]:
+            if episode is None:
+                raise ValueError("this probe needs the reference's episode")
+            return "measurement n, along the greedy design's episode", np.arange(len(episode.controls)), \
+                episode.observations[:-1]
+
+        return Reference("greedy-design", "measurement time t = 1/theta_hat, the maximiser of each measurement's "
+                         "information (report §6); reference: its cost on the same episodes, one-step optimal",
+                         problem, greedy, greedy_cost, belief_probe, plane=(0, 1))
     return None
 
 
-__all__ = ["ANALYTIC_AGENTS", "HarmonicField", "LinearFeedback", "PontryaginPolicy",
+__all__ = ["ANALYTIC_AGENTS", "GreedyDesign", "HarmonicField", "LinearFeedback", "PontryaginPolicy",
            "analytic_agent", "cartpole_linearisation", "cartpole_lqr_policy", "cartpole_state", "finite_horizon_riccati",
            "lqr", "lqr_weights", "pontryagin_deviation", "pontryagin_heading", "reference"]

@@ -11,8 +11,8 @@ import torch
 
 from agents import analytic
 from agents.evaluation import evaluate
-from agents.training import gym_policy
-from diffenvs import Adaptive, rollout
+from agents.training import gym_policy, start_states
+from diffenvs import Adaptive, problem_of, rollout
 from diffenvs.cartpole import Cartpole, CartpoleParams
 from diffenvs.isochronism import Isochronism
 from diffenvs.zermelo import Zermelo, ZermeloParams, wind
@@ -194,3 +194,27 @@ def test_references_of_every_environment() -> None:
     assert swing_up.policy is None and swing_up.analytic(np.zeros((1, 4)))["optimum"] == 0.0
     assert analytic.reference("DiffIsochronism-v0").analytic(np.zeros((1, 2)))["optimum"] == 0.0
     assert analytic.reference("DiffLinearSysID-v0") is None
+
+
+def test_greedy_design_is_the_peak_of_the_squared_sensitivity() -> None:
+    problem = problem_of("DiffDecayDesign-v0")
+    policy = analytic.analytic_agent("greedy-design", "DiffDecayDesign-v0")
+    t_max = problem.control_high[0]
+    times = np.linspace(0.0, t_max, 200_001)
+    for mean in (0.5, 1.0, 1.7, 2.0, 7.0):
+        design = policy(torch.tensor([[mean, 0.3]], dtype=torch.float64)).item()
+        peak = times[np.argmax(times**2 * np.exp(-2.0 * mean * times))]  # g^2 = t^2 exp(-2 theta t)
+        assert design == pytest.approx(1.0 / mean, rel=1e-12)
+        assert design == pytest.approx(peak, abs=2 * t_max / 200_000)
+    # a belief at or below 1/t_max (or not positive) measures as late as allowed
+    beliefs = torch.tensor([[1.0 / t_max, 1.0], [0.0, 1.0], [-1.0, 1.0]], dtype=torch.float64)
+    assert policy(beliefs).flatten().tolist() == [t_max] * 3
+
+
+def test_greedy_design_reference_is_its_own_cost_on_the_same_episodes() -> None:
+    reference = analytic.reference("DiffDecayDesign-v0")
+    states = start_states("DiffDecayDesign-v0", {}, 4)
+    optimum = reference.analytic(states)["optimum"]
+    costs = evaluate("DiffDecayDesign-v0", reference.gym_policy, 4)
+    assert optimum == pytest.approx(float(costs.mean()), rel=1e-12)
+    assert optimum < 0  # information is gained: the cost is minus the gain
