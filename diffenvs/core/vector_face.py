@@ -55,6 +55,7 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         self._step_fn = torch.compile(self._batched_step, dynamic=False) if compile else self._batched_step
         self._keys: np.ndarray | None = None
         self._x: tuple[torch.Tensor, ...] | None = None
+        self._obs: torch.Tensor | None = None  # the last observation, float32 (returned again for a non-finite state)
 
     @property
     def state(self) -> np.ndarray:
@@ -101,8 +102,11 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         self._autoreset = np.zeros(n, dtype=bool)
         return self._observation(), {}
 
-    def _batched_step(self, steps, x, x0, action, noise):
-        """Everything per step that is arithmetic on the batch, in one function (fused when compiled)."""
+    def _batched_step(self, steps, x, x0, action, noise, previous):
+        """Everything per step that is arithmetic on the batch, in one function (fused when compiled).
+
+        ``previous`` is the last observation (float32), returned again where the new state is not finite.
+        """
         problem, params = self.problem, self._tensor_params
         u = problem.control_from_action(action.unbind(-1), TORCH)
         last = steps + 1 == problem.max_steps
@@ -116,11 +120,11 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
             finite = finite & torch.isfinite(c)
         # a state that left the representable range ends that episode (truncated) and keeps its last good state
         x1 = tuple(torch.where(finite.reshape((-1,) + (1,) * (c.dim() - 1)), c, old) for c, old in zip(x1, x))
-        observation = torch.where(finite[:, None], observation, self._observe(steps, x))
+        observation = torch.where(finite[:, None], observation.to(torch.float32), previous)
         reward = torch.where(finite, reward, torch.zeros_like(reward))
         terminated = (event | terminated) & finite
         truncated = truncated | torch.zeros_like(last) | ~finite
-        return x1, observation.to(torch.float32), reward, terminated, truncated, finite
+        return x1, observation, reward, terminated, truncated, finite
 
     def _observe(self, steps: torch.Tensor, x: tuple[torch.Tensor, ...]) -> torch.Tensor:
         t = steps.to(self.dtype) * self.problem.dt
@@ -135,10 +139,9 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         if problem.step_noise:
             steps = self._steps.cpu().numpy().astype(np.uint64) + np.uint64(1)
             noise = self._tensor(random.normal(self._keys, self._episodes, steps, problem.step_noise))
-        self._x, observation, reward, terminated, truncated, finite = self._step_fn(
-            self._steps, self._x, self._x0, self._tensor(a), noise)
+        self._x, self._obs, reward, terminated, truncated, finite = self._step_fn(
+            self._steps, self._x, self._x0, self._tensor(a), noise, self._obs)
         self._steps = self._steps + 1
-        observation = observation.cpu().numpy()
         reward, terminated, truncated = reward.double().cpu().numpy(), terminated.cpu().numpy(), truncated.cpu().numpy()
         info: dict[str, Any] = {}
         if not bool(finite.all()):
@@ -152,13 +155,14 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
             self._x = tuple(c.index_copy(0, index, f) for c, f in zip(self._x, fresh))
             self._x0 = tuple(c.index_copy(0, index, f) for c, f in zip(self._x0, fresh))
             self._steps = self._steps.index_fill(0, index, 0)
-            observation[reset] = self._observe(self._steps[index], fresh).to(torch.float32).cpu().numpy()
+            self._obs = self._obs.index_copy(0, index, self._observe(self._steps[index], fresh).to(torch.float32))
             reward[reset], terminated[reset], truncated[reset] = 0.0, False, False
         self._autoreset = terminated | truncated
-        return observation, reward, terminated, truncated, info
+        return self._obs.cpu().numpy().copy(), reward, terminated, truncated, info
 
     def _observation(self) -> np.ndarray:
-        return self._observe(self._steps, self._x).to(torch.float32).cpu().numpy()
+        self._obs = self._observe(self._steps, self._x).to(torch.float32)
+        return self._obs.cpu().numpy().copy()
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode is None:
