@@ -30,6 +30,7 @@ import torch
 
 import diffenvs
 from diffenvs.cartpole import Cartpole
+from diffenvs.core.memory import saved_tensor_bytes
 
 
 def best_time(run: Callable[[], None], repeats: int) -> float:
@@ -105,17 +106,10 @@ def saved_bytes(solver: diffenvs.Solver, horizon: int, batch: int) -> int:
     policy = TanhPolicy(problem).double()
     x0 = torch.zeros(batch, 4, dtype=torch.float64)
     x0[:, 2] = 0.1
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        costs = diffenvs.rollout(problem, policy, x0, control="feedback", solver=solver).costs.mean()
-    costs.backward()
-    return sum(storages.values())
+    cost, saved = saved_tensor_bytes(
+        lambda: diffenvs.rollout(problem, policy, x0, control="feedback", solver=solver).costs.mean())
+    cost.backward()  # the graph is whole: the backward runs
+    return saved
 
 
 def main(argv: list[str] | None = None) -> str:

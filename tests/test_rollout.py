@@ -12,6 +12,7 @@ import torchdiffeq
 
 import diffenvs
 from diffenvs.cartpole import Cartpole
+from diffenvs.core.memory import saved_tensor_bytes
 from diffenvs.core.problem import OdeProblem
 from diffenvs.isochronism import Isochronism
 from diffenvs.linear_sysid import LinearSysID
@@ -195,17 +196,9 @@ def saved_bytes(solver: diffenvs.Solver, steps: int, batch: int) -> int:
     policy = TanhPolicy(problem, hidden=16)
     x0 = torch.zeros(batch, 4, dtype=torch.float64)
     x0[:, 2] = 0.1
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        costs = diffenvs.rollout(problem, policy, x0, control="feedback", solver=solver).costs
+    costs, saved = saved_tensor_bytes(lambda: diffenvs.rollout(problem, policy, x0, control="feedback", solver=solver).costs)
     assert costs.requires_grad
-    return sum(storages.values())
+    return saved
 
 
 def test_whole_horizon_adjoint_memory_grows_by_the_grid_only() -> None:
