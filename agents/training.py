@@ -365,6 +365,16 @@ def _pyplot():
     return plt
 
 
+def _save(fig: Any, path: str | os.PathLike, title: str | None = None) -> Path:
+    """Title (if any), lay out, write ``path`` and close the figure."""
+    if title is not None:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return Path(path)
+
+
 def plot_learning_curve(history: Sequence[dict[str, float]], path: str | os.PathLike, optimum: float | None = None,
                         title: str = "") -> Path:
     """Training loss (the batch's mean cost) against iterations; against its gap to ``optimum`` if given."""
@@ -386,10 +396,7 @@ def plot_learning_curve(history: Sequence[dict[str, float]], path: str | os.Path
     ax.set_xlabel("iteration")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_trajectories(episodes: dict[str, list[Episode]], state_names: Sequence[str], state_units: Sequence[str],
@@ -421,11 +428,7 @@ def plot_trajectories(episodes: dict[str, list[Episode]], state_names: Sequence[
         axes[-1].set_ylabel(f"{state_names[b]} ({state_units[b]})")
         axes[-1].grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, title)
 
 
 def plot_controls(episodes: dict[str, Episode], control_names: Sequence[str], control_units: Sequence[str],
@@ -456,11 +459,7 @@ def plot_controls(episodes: dict[str, Episode], control_names: Sequence[str], co
         axes[1].set_title("at the same observations", fontsize=9)
         axes[1].legend(fontsize=8)
         axes[1].grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, title)
 
 
 # ---- a finished run: evaluate, compare, write, plot --------------------------------------
