@@ -433,18 +433,13 @@ def compute_reference(env_id: str, proto: Protocol, out: str | os.PathLike | Non
 
 
 def references(envs: Sequence[str], out: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """References of ``envs``, computed once and kept in ``<out>/references.json`` (recomputed if the protocol changed)."""
-    path = Path(out) / "references.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    changed = False
-    for env_id in envs:
-        proto = protocol(env_id)
-        if stored.get(env_id, {}).get("protocol") != json.loads(json.dumps(dataclasses.asdict(proto))):
-            stored[env_id] = compute_reference(env_id, proto, out)
-            changed = True
-    if changed:
-        write_json(path, stored)
-    return {env_id: stored[env_id] for env_id in envs}
+    """References of ``envs``, computed afresh (a few seconds) and written to ``<out>/references.json``.
+
+    Not cached: a reference added or changed in ``agents.analytic`` shows in the next report.
+    """
+    refs = {env_id: compute_reference(env_id, protocol(env_id), out) for env_id in envs}
+    write_json(Path(out) / "references.json", refs)
+    return refs
 
 
 def normalised_gap(cost: float, reference: dict[str, Any]) -> float | None:
