@@ -67,7 +67,7 @@ import numpy as np
 
 from diffenvs.core import faces
 from diffenvs.core.numerics import Components, columns, wrap_angle
-from diffenvs.core.problem import OdeProblem, check_choice, check_positive
+from diffenvs.core.problem import OdeProblem, check_choice, check_positive, check_positive_fields
 from diffenvs.core.render import Canvas
 
 
@@ -110,6 +110,7 @@ class Cartpole(OdeProblem):
 
     def __post_init__(self) -> None:
         check_choice("cost", self.cost, ("terminal", "quadratic"))
+        check_positive_fields(self.params, ("cart_mass", "pole_mass", "pole_length", "gravity"))
         for name in ("max_force", "horizon", "dt"):
             check_positive(name, getattr(self, name))
         if not math.isfinite(self.initial_angle) or not (math.isfinite(self.initial_noise) and self.initial_noise >= 0):

@@ -52,7 +52,7 @@ import numpy as np
 
 from diffenvs.core import faces
 from diffenvs.core.numerics import Components
-from diffenvs.core.problem import OdeProblem, check_positive
+from diffenvs.core.problem import OdeProblem, check_positive, check_positive_fields
 from diffenvs.core.render import Canvas
 
 
@@ -100,6 +100,12 @@ class Zermelo(OdeProblem):
     def __post_init__(self) -> None:
         check_positive("dt", self.dt)
         check_positive("time_limit", self.time_limit)
+        check_positive_fields(self.params, ("boat_speed", "river_width", "wind_min", "wind_max"))
+        p = self.params
+        if all(isinstance(v, (int, float)) for v in (p.boat_speed, p.wind_min, p.wind_max)) and not (
+                p.boat_speed < p.wind_min <= p.wind_max):
+            raise ValueError("params must have boat_speed < wind_min <= wind_max (the wind everywhere stronger than the "
+                             f"boat, as in the report), got {p!r}")
 
     @property
     def max_steps(self) -> int:

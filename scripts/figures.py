@@ -1,13 +1,13 @@
 """Reproduce the report's figures: each experiment run by its own script, the figures gathered in one folder.
 
-    python scripts/figures.py --out figures/            # the acceptance settings: about 15 minutes on 2 cores
-    python scripts/figures.py --quick --out /tmp/f      # tiny budgets: checks the pipeline, not the numbers
+    python scripts/figures.py --out figures/               # the README's settings: about 15 minutes on 2 cores
+    python scripts/figures.py --quick --out figures-quick/  # tiny budgets: checks the pipeline, not the numbers
 
 Each experiment is a call of ``scripts/train.py``, ``scripts/sysid.py`` or
 ``scripts/design.py`` (their ``main``), writing into ``<out>/runs/<name>``; its figures are
 copied to ``<out>/figure<N>-<what>.png`` under the report's figure numbers, and
 ``<out>/index.md`` lists each figure with the command that made it and the run's headline
-number. ``--only`` runs a subset (``--only zermelo sysid``).
+number. ``--only`` runs a subset (``--only zermelo sysid-jordan``).
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("env_id", choices=ENV_IDS, help="registered environment id")
     parser.add_argument("--agent", choices=AGENTS, default="neural-ode",
-                        help="neural-ode, or an analytic answer (pontryagin: Zermelo, lqr: Cartpole, harmonic: Isochronism)")
+                        help="neural-ode, or an analytic answer (pontryagin: Zermelo, lqr: Cartpole, harmonic: Isochronism, "
+                             "greedy-design: DecayDesign)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<env>-<agent>)")
     parser.add_argument("--env-kwargs", default=None,
                         help='environment keyword arguments as JSON, e.g. \'{"initial_noise": 0.0}\'')

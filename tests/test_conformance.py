@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 
 import gymnasium as gym
@@ -14,7 +15,9 @@ from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import diffenvs
+from diffenvs.cartpole import CartpoleParams
 from diffenvs.core.problem import OdeProblem
+from diffenvs.zermelo import ZermeloParams
 
 IDS = diffenvs.ENV_IDS
 
@@ -291,3 +294,17 @@ def test_nonfinite_state_truncates_with_info() -> None:
     obs, reward, terminated, truncated, info = vector.step(np.zeros((2, 1), np.float32))
     assert truncated.tolist() == [True, False] and info["nonfinite_state"].tolist() == [True, False]
     assert np.isfinite(obs).all() and np.isfinite(reward).all()
+
+
+@pytest.mark.parametrize(
+    ("env_id", "params", "message"),
+    [
+        ("DiffCartpole-v0", CartpoleParams(pole_length=-1.0), "params.pole_length"),
+        ("DiffCartpole-v0", CartpoleParams(gravity=math.nan), "params.gravity"),
+        ("DiffZermelo-v0", ZermeloParams(river_width=-2.0), "params.river_width"),
+        ("DiffZermelo-v0", ZermeloParams(wind_min=0.5), "boat_speed < wind_min"),
+    ],
+)
+def test_bad_constants_are_refused_naming_the_field(env_id: str, params: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        gym.make(env_id, params=params)

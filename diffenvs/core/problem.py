@@ -168,6 +168,18 @@ def check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
 
 
+def check_positive_fields(params: Any, names: Sequence[str]) -> None:
+    """:func:`check_positive` on the fields ``names`` of ``params`` that are plain numbers.
+
+    Tensor fields (physical constants being differentiated) are left alone: a check on their
+    values would be a branch on a tensor.
+    """
+    for name in names:
+        value = getattr(params, name)
+        if not isinstance(value, torch.Tensor):
+            check_positive(f"params.{name}", value)
+
+
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
     if value not in choices:
