@@ -44,7 +44,8 @@ from diffenvs.core.numerics import TORCH, stack
 from diffenvs.core.problem import Problem
 from diffenvs.core.rollout import _METHODS
 
-#: loss evaluations (rollouts) at most per L-BFGS step
+#: loss evaluations (rollouts) per L-BFGS step, torch's ``max_eval``; its strong-Wolfe line search
+#: can take one more, so a step costs at most LBFGS_EVALUATIONS + 1 rollouts (all of them counted)
 LBFGS_EVALUATIONS = 20
 
 #: ``on_step(step, metrics) -> bool``: called after every iteration; return True to stop

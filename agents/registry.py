@@ -174,7 +174,8 @@ def neural_ode_config(env_id: str, env_kwargs: dict[str, Any], seed: int, budget
     """The neural-ODE agent's tuned config for ``env_id`` with as many iterations as ``budget`` allows.
 
     The L-BFGS finish is kept only as far as the budget affords it after the tuned Adam
-    iterations (its worst case, ``LBFGS_EVALUATIONS`` rollouts a step); Adam gets the rest,
+    iterations (``LBFGS_EVALUATIONS`` rollouts a step; the line search may take one more, so a
+    run can exceed its budget by up to ``lbfgs_steps`` rollouts, all counted); Adam gets the rest,
     ``transitions // (batch_size x rollout steps)`` iterations (at least one), so the
     learning-rate schedule runs to its end within the budget.
     """
