@@ -6,7 +6,7 @@ Prints (and writes as markdown with ``--out``):
 2. the vector face: env-steps per second of gymnasium's ``CartPoleVectorEnv`` and of
    ``DiffCartpole-v0`` (float64 eager, float32 eager, float32 ``torch.compile``) at each N;
 3. the gradient path: forward and forward+backward time of a 100-step cartpole rollout of a
-   batch of 256 under a 2x16 tanh policy, and their ratio;
+   batch of 256 under a 2x16 tanh policy, and their ratio, eager and ``RK4(compile=True)``;
 4. memory: bytes the autograd graph keeps for the backward pass (every tensor saved for
    backward, counted once) of direct backpropagation against the adjoint, at horizons 100
    and 1000 (continuous feedback, dopri5).
@@ -84,7 +84,8 @@ class TanhPolicy(torch.nn.Module):
         return self.scale * torch.tanh(self.net(observation))
 
 
-def gradient_cost(batch: int, steps: int, repeats: int) -> tuple[float, float]:
+def gradient_cost(batch: int, steps: int, repeats: int, solver: diffenvs.Solver | None = None) -> tuple[float, float]:
+    solver = diffenvs.RK4() if solver is None else solver
     problem = Cartpole()
     policy = TanhPolicy(problem)
     x0 = torch.zeros(batch, 4)
@@ -92,10 +93,12 @@ def gradient_cost(batch: int, steps: int, repeats: int) -> tuple[float, float]:
 
     def forward() -> None:
         with torch.no_grad():
-            diffenvs.rollout(problem, policy, x0, steps=steps)
+            diffenvs.rollout(problem, policy, x0, steps=steps, solver=solver)
 
     def forward_backward() -> None:
-        diffenvs.rollout(problem, policy, x0, steps=steps).costs.mean().backward()
+        diffenvs.rollout(problem, policy, x0, steps=steps, solver=solver).costs.mean().backward()
+
+    forward_backward()  # compiles, when the solver compiles
 
     return best_time(forward, repeats), best_time(forward_backward, repeats)
 
@@ -163,8 +166,12 @@ def main(argv: list[str] | None = None) -> str:
 
     emit()
     emit("## Gradient path: 100-step cartpole rollout, batch 256, 2x16 tanh policy, RK4, float32")
-    forward, both = gradient_cost(256, 100, repeats)
-    emit(f"forward {forward * 1e3:.1f} ms, forward+backward {both * 1e3:.1f} ms, ratio {both / forward:.2f}")
+    emit("| step | forward (no graph), ms | forward+backward, ms | ratio |")
+    emit("|---|---:|---:|---:|")
+    solvers = {"eager": diffenvs.RK4()} if args.no_compile else {"eager": diffenvs.RK4(), "compiled": diffenvs.RK4(compile=True)}
+    for name, solver in solvers.items():
+        forward, both = gradient_cost(256, 100, repeats, solver)
+        emit(f"| {name} | {forward * 1e3:.1f} | {both * 1e3:.1f} | {both / forward:.2f} |")
 
     emit()
     emit("## Memory kept for backward, continuous feedback, batch 256, float64 (MB)")

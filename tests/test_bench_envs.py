@@ -9,7 +9,7 @@ import bench_envs  # noqa: E402
 
 
 def test_quick_benchmark_writes_every_section(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(bench_envs, "gradient_cost", lambda batch, steps, repeats: (1.0, 2.0))
+    monkeypatch.setattr(bench_envs, "gradient_cost", lambda batch, steps, repeats, solver: (1.0, 2.0))
     monkeypatch.setattr(bench_envs, "saved_bytes", lambda solver, horizon, batch: 2**20)
     out = tmp_path / "speed.md"
     report = bench_envs.main(["--quick", "--no-compile", "--out", str(out), "--threads", "1"])

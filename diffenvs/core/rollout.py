@@ -42,7 +42,15 @@ _METHODS = tuple(importlib.import_module("torchdiffeq._impl.odeint").SOLVERS)  #
 
 @dataclass(frozen=True)
 class RK4:
-    """Fixed-step classical Runge--Kutta, one stage set per environment step (the default)."""
+    """Fixed-step classical Runge--Kutta, one stage set per environment step (the default).
+
+    ``compile=True`` runs each step (policy, dynamics, cost, masking) as one ``torch.compile``d
+    function, forward and backward fused: seconds to compile on the first call for a given
+    problem, policy and batch shape, then several times faster (``scripts/bench_envs.py``).
+    Leave it off under ``torch.func`` transforms and for one-off rollouts.
+    """
+
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -308,25 +316,31 @@ def rollout(
     start = x
     if control == "feedback" and isinstance(solver, Adjoint) and noise is None and _single_solve(problem, x, params):
         return _adjoint_feedback_rollout(problem, policy, x0, start, steps, params, solver, leaves)
+    def advance(t: Any, x: Components, done: torch.Tensor, last: torch.Tensor, u: torch.Tensor | None,
+                step_noise: torch.Tensor | None) -> tuple[Components, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One environment step of every trajectory; ``u`` is the held control (``None``: from the policy)."""
+        if u is None and control == "feedback":  # recorded for inspection only: the dynamics evaluate the policy
+            with torch.no_grad():
+                u = policy(observe(t, x))
+        elif u is None:
+            u = policy(observe(t, x))
+        step_control = feedback if control == "feedback" else u.unbind(-1)
+        x1, reward, event = problem.step(t, x, start, step_control, params, TORCH,
+                                         None if step_noise is None else step_noise.unbind(-1), last, integrate)
+        x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, x1))
+        return x1, torch.where(done, torch.zeros_like(reward), reward), done | event | last, u
+
+    compiled = isinstance(solver, RK4) and solver.compile
+    step_function = torch.compile(advance, dynamic=False) if compiled else advance
     done = torch.zeros(batch, dtype=torch.bool, device=x0.device)
     states, controls, rewards, dones = [stack(problem.state_to_physical(x), like=x0)], [], [], [done]
     for k in range(steps):
-        t = k * problem.dt
-        if open_loop:
-            u = policy[k]
-        elif control == "feedback":  # recorded for inspection only: the dynamics evaluate the policy themselves
-            with torch.no_grad():
-                u = policy(observe(t, x))
-        else:
-            u = policy(observe(t, x))
+        # a compiled step takes the time as a tensor, so that it is an input rather than a constant of the graph
+        t = torch.tensor(k * problem.dt, dtype=x0.dtype, device=x0.device) if compiled else k * problem.dt
         last = k + 1 == problem.max_steps and problem.horizon_ends == "terminated"  # the terminal cost is due
-        step_control = feedback if control == "feedback" else u.unbind(-1)
-        step_noise = None if noise is None else noise[k].unbind(-1)
-        x1, reward, event = problem.step(t, x, start, step_control, params, TORCH, step_noise,
-                                         torch.full_like(done, last), integrate)
-        x = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, x1))
-        rewards.append(torch.where(done, torch.zeros_like(reward), reward))
-        done = done | event | last
+        x, reward, done, u = step_function(t, x, done, torch.full_like(done, last), policy[k] if open_loop else None,
+                                           None if noise is None else noise[k])
+        rewards.append(reward)
         states.append(stack(problem.state_to_physical(x), like=x0))
         controls.append(u)
         dones.append(done)
