@@ -67,6 +67,7 @@ import torch
 from tqdm.auto import tqdm
 
 import diffenvs
+from diffenvs.core.problem import check_positive_integer
 from diffenvs.linear_sysid import LinearSysID, estimation_error, information, least_squares, random_matrix
 
 #: relative tolerance of rank: a design with s_min(G) <= RANK_TOLERANCE * s_max(G) carries no
@@ -414,9 +415,7 @@ class SysIDConfig:
         if self.matrix not in ("jordan", "random"):
             raise ValueError(f"matrix must be 'jordan' or 'random', got {self.matrix!r}")
         for name in ("d", "runs", "epochs"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_integer(name, getattr(self, name))
         if not (isinstance(self.first_epoch, int) and self.first_epoch >= self.d + 1):
             raise ValueError(f"first_epoch must be an integer >= d + 1 = {self.d + 1} (x_0 = 0 adds nothing to G), "
                              f"got {self.first_epoch!r}")

@@ -37,7 +37,7 @@ import torchdiffeq
 from torch.func import functional_call, jacfwd, jacrev, jvp, vmap
 
 from diffenvs.core.numerics import rk4_step
-from diffenvs.core.problem import check_choice
+from diffenvs.core.problem import check_choice, check_positive_integer
 from diffenvs.core.rollout import RK4, Adaptive, Adjoint, Solver
 
 __all__ = ["input_jacobian", "solve", "sensitivity", "sensitivity_schwarz", "time_derivatives", "module_parameters"]
@@ -166,8 +166,7 @@ def _check_ode_inputs(x0: Any, times: Any, steps: int, solver: Any) -> torch.Ten
                          f"{tuple(times.shape) if isinstance(times, torch.Tensor) else type(times).__name__}")
     if times.dim() == 2 and times.shape[1] != x0.shape[0]:
         raise ValueError(f"times of shape (K, batch) must match x0's batch {x0.shape[0]}, got {tuple(times.shape)}")
-    if not (isinstance(steps, int) and steps > 0):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_positive_integer("steps", steps)
     return times.to(x0.dtype).reshape(times.shape[0], -1).expand(-1, x0.shape[0])
 
 

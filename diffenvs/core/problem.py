@@ -168,6 +168,12 @@ def check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
 
 
+def check_positive_integer(name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is a positive integer."""
+    if not (isinstance(value, int) and value > 0):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def check_positive_fields(params: Any, names: Sequence[str]) -> None:
     """:func:`check_positive` on the fields ``names`` of ``params`` that are plain numbers.
 
