@@ -83,7 +83,7 @@ def headline(experiment: Experiment, outcome: Any) -> str:
     if experiment.script is sysid:
         ratios = {a: outcome.mean("active")[-1] / outcome.mean(a)[-1] for a in ("random", "oracle")}
         return f"last epoch: active/random {ratios['random']:.2f}, active/oracle {ratios['oracle']:.2f}"
-    return f"final |theta_hat - theta*| {outcome['final_abs_error']:.3g} (posterior std {outcome['final_std']:.3g})"
+    return f"final error of theta_hat {outcome['final_abs_error']:.3g} (posterior std {outcome['final_std']:.3g})"
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
