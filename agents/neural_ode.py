@@ -234,7 +234,7 @@ class NeuralOdeResult:
     ``history`` holds one dict per iteration (``iteration``, ``loss``, ``grad_norm``,
     ``learning_rate``, ``transitions``, ``seconds``); ``transitions`` counts every simulated
     transition of the gradient path (batch x steps per iteration), ``seconds`` the training
-    wall time (summed over resumed sessions); ``stopped`` says a callback stopped it early.
+    wall time (summed over the runs a checkpoint resumed); ``stopped`` says a callback stopped it early.
     """
 
     env_id: str
