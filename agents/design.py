@@ -33,7 +33,7 @@ import torch
 from gymnasium.vector import VectorEnv
 
 import diffenvs  # noqa: F401  (registers the ids)
-from diffenvs.core.problem import check_choice, check_positive, check_positive_integer
+from diffenvs.core.problem import check_choice, check_integer, check_positive
 from diffenvs.core.rollout import RK4, Adaptive
 from diffenvs.decay_design import linearised_update, rate
 from diffenvs.derivatives import sensitivity, sensitivity_schwarz
@@ -76,7 +76,7 @@ class DesignConfig:
         check_choice("derivative", self.derivative, ("autograd", "schwarz"))
         check_choice("solver", self.solver, ("rk4", "dopri5"))
         for name in ("max_iterations", "steps", "patience"):
-            check_positive_integer(name, getattr(self, name))
+            check_integer(name, getattr(self, name))
 
     @property
     def ode_solver(self) -> RK4 | Adaptive:

@@ -41,7 +41,7 @@ from agents.evaluation import GymPolicy
 from agents.training import gym_policy, load_checkpoint, save_checkpoint
 from diffenvs import RK4, Adaptive, Adjoint, rollout
 from diffenvs.core.numerics import TORCH, stack
-from diffenvs.core.problem import Problem, check_positive_integer
+from diffenvs.core.problem import Problem, check_integer
 from diffenvs.core.rollout import _METHODS
 
 #: loss evaluations (rollouts) per L-BFGS step, torch's ``max_eval``; its strong-Wolfe line search
@@ -103,9 +103,8 @@ class NeuralOdeConfig:
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "width", "depth", "threads", "checkpoint_every"):
-            check_positive_integer(name, getattr(self, name))
-        if not (isinstance(self.lbfgs_steps, int) and self.lbfgs_steps >= 0):
-            raise ValueError(f"lbfgs_steps must be a non-negative integer, got {self.lbfgs_steps!r}")
+            check_integer(name, getattr(self, name))
+        check_integer("lbfgs_steps", self.lbfgs_steps, least=0)
         if not (isinstance(self.steps, int) and self.steps >= 0):
             raise ValueError(f"steps must be a non-negative integer (0: the horizon), got {self.steps!r}")
         for name in ("learning_rate", "final_learning_rate", "init_scale", "rtol", "atol"):

@@ -67,7 +67,7 @@ import torch
 from tqdm.auto import tqdm
 
 import diffenvs
-from diffenvs.core.problem import check_positive_integer
+from diffenvs.core.problem import check_integer
 from diffenvs.linear_sysid import LinearSysID, estimation_error, information, least_squares, random_matrix
 
 #: relative tolerance of rank: a design with s_min(G) <= RANK_TOLERANCE * s_max(G) carries no
@@ -255,10 +255,7 @@ class PlannerConfig:
         if self.criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
         for name in ("iterations", "noise_samples", "width", "depth"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= (0 if name == "iterations" else 1)):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'iterations' else 'positive'} integer, "
-                                 f"got {value!r}")
+            check_integer(name, getattr(self, name), least=0 if name == "iterations" else 1)
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite positive number or None, got {self.lr!r}")
         if not (isinstance(self.radius, (int, float)) and math.isfinite(self.radius) and self.radius >= 0):
@@ -415,7 +412,7 @@ class SysIDConfig:
         if self.matrix not in ("jordan", "random"):
             raise ValueError(f"matrix must be 'jordan' or 'random', got {self.matrix!r}")
         for name in ("d", "runs", "epochs"):
-            check_positive_integer(name, getattr(self, name))
+            check_integer(name, getattr(self, name))
         if not (isinstance(self.first_epoch, int) and self.first_epoch >= self.d + 1):
             raise ValueError(f"first_epoch must be an integer >= d + 1 = {self.d + 1} (x_0 = 0 adds nothing to G), "
                              f"got {self.first_epoch!r}")

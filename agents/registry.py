@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from agents.evaluation import GymPolicy
-from diffenvs.core.problem import check_positive_integer
+from diffenvs.core.problem import check_integer
 
 #: a learning-curve evaluator the benchmark hands to an agent: policy -> mean cost on fixed starts
 CurveCost = Callable[[GymPolicy], float]
@@ -57,7 +57,7 @@ class Budget:
 
     def __post_init__(self) -> None:
         for name in ("transitions", "eval_every"):
-            check_positive_integer(name, getattr(self, name))
+            check_integer(name, getattr(self, name))
         if not self.seconds > 0:
             raise ValueError(f"seconds must be positive, got {self.seconds!r}")
 

@@ -56,7 +56,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 
 import diffenvs  # noqa: F401  (registers the ids)
 from agents.evaluation import GymPolicy, evaluate
-from diffenvs.core.problem import check_positive_integer
+from diffenvs.core.problem import check_integer
 
 ALGORITHMS = ("ppo", "sac", "td3")
 
@@ -173,7 +173,7 @@ class RLConfig:
     def __post_init__(self) -> None:
         _check_algorithm(self.algorithm)
         for name in ("timesteps", "eval_every", "eval_episodes"):
-            check_positive_integer(name, getattr(self, name))
+            check_integer(name, getattr(self, name))
         if not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds!r}")
 

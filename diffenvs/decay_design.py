@@ -73,7 +73,7 @@ import torch
 
 from diffenvs.core import faces
 from diffenvs.core.numerics import Components
-from diffenvs.core.problem import Problem, check_positive, check_positive_integer
+from diffenvs.core.problem import Problem, check_integer, check_positive
 from diffenvs.core.render import Canvas
 
 _LARGEST_EXPONENT = 709.0  # math.exp overflows above ~709.78; torch returns inf there, so does _exp
@@ -150,7 +150,7 @@ class DecayDesign(Problem):
     step_noise: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        check_positive_integer("measurements", self.measurements)
+        check_integer("measurements", self.measurements)
         check_positive("t_max", self.t_max)
         check_positive("params.noise_std", self.params.noise_std)
         check_positive("params.prior_variance", self.params.prior_variance)

@@ -37,7 +37,7 @@ import torchdiffeq
 from torch.func import functional_call, jacfwd, jacrev, jvp, vmap
 
 from diffenvs.core.numerics import rk4_step
-from diffenvs.core.problem import check_choice, check_positive_integer
+from diffenvs.core.problem import check_choice, check_integer
 from diffenvs.core.rollout import RK4, Adaptive, Adjoint, Solver
 
 __all__ = ["input_jacobian", "solve", "sensitivity", "sensitivity_schwarz", "time_derivatives", "module_parameters"]
@@ -123,8 +123,7 @@ def time_derivatives(
     Returns:
         shape ``(k + 1, batch, n_out)`` (or ``(k + 1, batch)``), on the graph of ``t`` and the parameters.
     """
-    if not (isinstance(order, int) and order >= 0):
-        raise ValueError(f"order must be a non-negative integer, got {order!r}")
+    check_integer("order", order, least=0)
     if not isinstance(t, torch.Tensor) or t.dim() != 1:
         raise ValueError(f"t must be a tensor of shape (batch,), got "
                          f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
@@ -166,7 +165,7 @@ def _check_ode_inputs(x0: Any, times: Any, steps: int, solver: Any) -> torch.Ten
                          f"{tuple(times.shape) if isinstance(times, torch.Tensor) else type(times).__name__}")
     if times.dim() == 2 and times.shape[1] != x0.shape[0]:
         raise ValueError(f"times of shape (K, batch) must match x0's batch {x0.shape[0]}, got {tuple(times.shape)}")
-    check_positive_integer("steps", steps)
+    check_integer("steps", steps)
     return times.to(x0.dtype).reshape(times.shape[0], -1).expand(-1, x0.shape[0])
 
 

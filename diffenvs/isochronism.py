@@ -49,7 +49,7 @@ import numpy as np
 
 from diffenvs.core import faces
 from diffenvs.core.numerics import columns
-from diffenvs.core.problem import OdeProblem, check_positive, check_positive_integer
+from diffenvs.core.problem import OdeProblem, check_integer, check_positive
 from diffenvs.core.render import Canvas
 
 
@@ -80,7 +80,7 @@ class Isochronism(OdeProblem):
     def __post_init__(self) -> None:
         check_positive("params.period", self.params.period)
         check_positive("max_force", self.max_force)
-        check_positive_integer("steps", self.steps)
+        check_integer("steps", self.steps)
 
     @property
     def dt(self) -> float:

@@ -49,7 +49,7 @@ import torch
 
 from diffenvs.core import faces
 from diffenvs.core.numerics import Components
-from diffenvs.core.problem import Problem, check_choice, check_positive, check_positive_integer
+from diffenvs.core.problem import Problem, check_choice, check_integer, check_positive
 from diffenvs.core.render import Canvas
 
 
@@ -118,7 +118,7 @@ class LinearSysID(Problem):
     step_noise: ClassVar[int] = 0  # set per instance to d in __post_init__
 
     def __post_init__(self) -> None:
-        check_positive_integer("d", self.d)
+        check_integer("d", self.d)
         if not (isinstance(self.steps, int) and self.steps >= self.d):
             raise ValueError(f"steps must be an integer >= d = {self.d} (OLS needs d samples), got {self.steps!r}")
         check_positive("gamma", self.gamma)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from agents.design import DesignConfig, DesignRun, model_sensitivity, sequential_design
 from agents.training import add_config_arguments, config_from_arguments, write_results
-from diffenvs.core.problem import check_positive
+from diffenvs.core.problem import check_integer, check_positive
 from diffenvs.decay_design import DecayDesignParams
 
 ENV_ID = "DiffDecayDesign-v0"
@@ -66,9 +66,7 @@ class DesignScriptConfig:
         for name in ("noise_std", "prior_variance", "t_max"):
             check_positive(name, getattr(self, name))
         for name, least in (("measurements", 1), ("episodes", 0), ("threads", 1)):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= least):
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+            check_integer(name, getattr(self, name), least)
 
     def env_kwargs(self) -> dict[str, Any]:
         params = DecayDesignParams(self.theta_true, self.noise_std, self.prior_mean, self.prior_variance)

@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from agents.training import add_config_arguments, config_from_arguments, write_results
-from diffenvs.core.problem import check_choice, check_positive
+from diffenvs.core.problem import check_choice, check_integer, check_positive
 from diffenvs.core.rollout import RK4, Adaptive, Adjoint
 from diffenvs.derivatives import input_jacobian, solve
 
@@ -86,10 +86,7 @@ class UdeConfig:
         if not (math.isfinite(self.reg_weight) and self.reg_weight >= 0):
             raise ValueError(f"reg_weight must be finite and non-negative, got {self.reg_weight!r}")
         for name in ("iterations", "steps", "repeats", "threads"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= (0 if name == "iterations" else 1)):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'iterations' else 'positive'} integer, "
-                                 f"got {value!r}")
+            check_integer(name, getattr(self, name), least=0 if name == "iterations" else 1)
 
 
 # ---- data, model, losses ------------------------------------------------------------------

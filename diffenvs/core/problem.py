@@ -168,10 +168,11 @@ def check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
 
 
-def check_positive_integer(name: str, value: Any) -> None:
-    """Raise ``ValueError`` unless ``value`` is a positive integer."""
-    if not (isinstance(value, int) and value > 0):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_integer(name: str, value: Any, least: int = 1) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer of at least ``least`` (default: a positive integer)."""
+    if not (isinstance(value, int) and value >= least):
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
 
 
 def check_positive_fields(params: Any, names: Sequence[str]) -> None:

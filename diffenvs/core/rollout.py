@@ -35,7 +35,7 @@ import torch
 import torchdiffeq
 
 from diffenvs.core.numerics import TORCH, Components, Integrator, rk4_step, stack
-from diffenvs.core.problem import OdeProblem, Problem
+from diffenvs.core.problem import OdeProblem, Problem, check_integer
 
 _METHODS = tuple(importlib.import_module("torchdiffeq._impl.odeint").SOLVERS)  # the names odeint accepts
 
@@ -277,8 +277,7 @@ def rollout(
     if not x0.is_floating_point():
         raise ValueError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
     steps = problem.max_steps if steps is None else steps
-    if not (isinstance(steps, int) and steps > 0):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_integer("steps", steps)
     batch, m = x0.shape[0], problem.control_dim
     open_loop = isinstance(policy, torch.Tensor)
     if open_loop:

@@ -19,7 +19,7 @@ from gymnasium.vector.utils import batch_space
 from diffenvs.core import random
 from diffenvs.core.gym_face import OBSERVATION_LIMIT, action_space, horizon_flags, initial_draws, observation_space
 from diffenvs.core.numerics import TORCH, stack
-from diffenvs.core.problem import Problem, ProblemAttributes
+from diffenvs.core.problem import Problem, ProblemAttributes, check_integer
 from diffenvs.core.validation import as_finite_array, check_options
 
 
@@ -38,8 +38,7 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, dtype: torch.dtype = torch.float64,
                  device: str | torch.device = "cpu", compile: bool = False, **problem_kwargs: Any):
-        if not (isinstance(num_envs, int) and num_envs > 0):
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        check_integer("num_envs", num_envs)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
