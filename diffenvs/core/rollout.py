@@ -162,8 +162,9 @@ def _single_solve(problem: Problem, x: Components, params: Any) -> bool:
             and type(problem).advance is OdeProblem.advance and problem.event(x, params, TORCH) is None)
 
 
-def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, x0: torch.Tensor, start: Components,
-                              steps: int, params: Any, solver: Adjoint, leaves: list[torch.Tensor]) -> Trajectory:
+def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, observe: Callable[[Any, Components], torch.Tensor],
+                              x0: torch.Tensor, start: Components, steps: int, params: Any, solver: Adjoint,
+                              leaves: list[torch.Tensor]) -> Trajectory:
     r"""A feedback rollout as one ``odeint_adjoint`` solve over the whole horizon.
 
     The augmented state :math:`z = (x, c)` follows
@@ -189,9 +190,6 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, x0: 
     n, batch, has_cost = problem.state_dim, x0.shape[0], problem.has_running_cost
     terminated = problem.horizon_ends == "terminated"
     solved = min(steps, problem.max_steps) if terminated else steps
-
-    def observe(t: Any, x: Components) -> torch.Tensor:
-        return stack(problem.observation(t, x, params, TORCH), like=x0)
 
     def rhs(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         x = z.unbind(-1)[:n]
@@ -314,7 +312,8 @@ def rollout(
     x = problem.state_from_physical(x0.unbind(-1), params, TORCH)
     start = x
     if control == "feedback" and isinstance(solver, Adjoint) and noise is None and _single_solve(problem, x, params):
-        return _adjoint_feedback_rollout(problem, policy, x0, start, steps, params, solver, leaves)
+        return _adjoint_feedback_rollout(problem, policy, observe, x0, start, steps, params, solver, leaves)
+
     def advance(t: Any, x: Components, done: torch.Tensor, last: torch.Tensor, u: torch.Tensor | None,
                 step_noise: torch.Tensor | None) -> tuple[Components, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One environment step of every trajectory; ``u`` is the held control (``None``: from the policy)."""
