@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import scipy.integrate
 import scipy.linalg
@@ -41,6 +40,7 @@ import torch
 
 from agents.evaluation import evaluate
 from agents.training import Episode, Reference, gym_policy
+from diffenvs import problem_of
 from diffenvs.cartpole import FORCE_WEIGHT, STATE_WEIGHTS, Cartpole, CartpoleParams
 from diffenvs.core.numerics import TORCH, wrap_angle
 from diffenvs.decay_design import DecayDesign
@@ -50,13 +50,6 @@ from diffenvs.zermelo import Zermelo, ZermeloParams, wind
 #: analytic agents and the environment each one answers
 ANALYTIC_AGENTS = {"pontryagin": "DiffZermelo-v0", "lqr": "DiffCartpole-v0", "harmonic": "DiffIsochronism-v0",
                    "greedy-design": "DiffDecayDesign-v0"}
-
-
-def _problem(env_id: str, env_kwargs: dict[str, Any] | None) -> Any:
-    env = gym.make(env_id, **(env_kwargs or {}))
-    problem = env.unwrapped.problem
-    env.close()
-    return problem
 
 
 # ---- Zermelo: Pontryagin ---------------------------------------------------------------
@@ -230,7 +223,7 @@ def analytic_agent(name: str, env_id: str, env_kwargs: dict[str, Any] | None = N
         raise ValueError(f"agent must be one of {tuple(ANALYTIC_AGENTS)}, got {name!r}")
     if ANALYTIC_AGENTS[name] != env_id:
         raise ValueError(f"agent {name!r} is the analytic answer of {ANALYTIC_AGENTS[name]} only, got env_id {env_id!r}")
-    problem = _problem(env_id, env_kwargs)
+    problem = problem_of(env_id, **(env_kwargs or {}))
     if name == "pontryagin":
         return PontryaginPolicy(problem)
     if name == "lqr":
@@ -253,7 +246,7 @@ def _along_episode(coordinate: str, column: Any) -> Any:
 
 def reference(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Reference | None:
     """The analytic reference of ``env_id`` built with ``env_kwargs``; ``None`` where there is none."""
-    problem = _problem(env_id, env_kwargs)
+    problem = problem_of(env_id, **(env_kwargs or {}))
     if isinstance(problem, Zermelo):
         params = problem.params
 

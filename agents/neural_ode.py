@@ -33,13 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import torch
 from tqdm.auto import tqdm
 
 from agents.evaluation import GymPolicy
 from agents.training import gym_policy, load_checkpoint, save_checkpoint
-from diffenvs import RK4, Adaptive, Adjoint, rollout
+from diffenvs import RK4, Adaptive, Adjoint, problem_of, rollout
 from diffenvs.core.numerics import TORCH, stack
 from diffenvs.core.problem import Problem, check_integer
 from diffenvs.core.rollout import _METHODS
@@ -164,9 +163,7 @@ def default_config(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Neu
     if env_id == "DiffCartpole-v0":
         key = f"{env_id}/{(env_kwargs or {}).get('cost', 'terminal')}"
     values = dict(TUNED.get(key, {}))
-    env = gym.make(env_id, **(env_kwargs or {}))
-    problem = env.unwrapped.problem
-    env.close()
+    problem = problem_of(env_id, **(env_kwargs or {}))
     starts = initial_states(problem, 2, torch.Generator().manual_seed(0))
     if not problem.step_noise and torch.equal(starts[0], starts[1]):
         values["batch_size"] = 1
@@ -285,9 +282,7 @@ def train(env_id: str, config: NeuralOdeConfig | None = None, env_kwargs: dict[s
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     on_step = getattr(callback, "on_step", callback)
-    env = gym.make(env_id, **env_kwargs)
-    problem = env.unwrapped.problem
-    env.close()
+    problem = problem_of(env_id, **env_kwargs)
     dtype = config.torch_dtype
     steps = config.steps or problem.max_steps
     if steps > problem.max_steps:
@@ -430,9 +425,7 @@ def load_policy(checkpoint: str | Path) -> NeuralOdeResult:
     """The run saved in ``checkpoint`` (policy, problem, config and history), without training further."""
     state = load_checkpoint(checkpoint)
     config = NeuralOdeConfig(**state["config"])
-    env = gym.make(state["env_id"], **state["env_kwargs"])
-    problem = env.unwrapped.problem
-    env.close()
+    problem = problem_of(state["env_id"], **state["env_kwargs"])
     policy = PolicyNetwork(problem, config.width, config.depth, config.init_scale, config.symmetric).to(config.torch_dtype)
     policy.load_state_dict(state["policy"])
     return NeuralOdeResult(state["env_id"], state["env_kwargs"], config, problem, policy, state["history"])

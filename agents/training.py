@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from agents.evaluation import EVAL_SEED, GymPolicy, evaluate
+from diffenvs import problem_of
 from diffenvs.core.numerics import SCALAR
 
 #: named environment settings (``--preset``): the id they apply to and the keyword arguments
@@ -483,9 +484,7 @@ def finish_run(out: str | os.PathLike, *, env_id: str, agent: str, policy: GymPo
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     env_kwargs = dict(env_kwargs or {})
-    env = gym.make(env_id, **env_kwargs)
-    problem = env.unwrapped.problem
-    env.close()
+    problem = problem_of(env_id, **env_kwargs)
 
     costs = evaluate(env_id, policy, episodes, env_kwargs)
     results: dict[str, Any] = {
