@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 import diffenvs
 from agents import registry
-from agents.evaluation import EVAL_SEED, GymPolicy, evaluate
+from agents.evaluation import GymPolicy, evaluate, run_episodes
 from agents.registry import Budget
 
 #: the learning-curve targets: normalised gaps of 10% and 1%
@@ -164,32 +164,29 @@ class RunSpec:
         return cls(data["env_id"], data["agent"], data["seed"], budget, Protocol(**data["protocol"]))
 
 
-def incomplete_episodes(env_id: str, policy: GymPolicy, episodes: int, env_kwargs: dict[str, Any] | None = None) -> int:
-    """How many of the protocol's episodes end by truncation where the objective is paid on arrival.
+def protocol_costs(env_id: str, policy: GymPolicy, episodes: int, env_kwargs: dict[str, Any] | None = None
+                   ) -> tuple[np.ndarray, int]:
+    """The protocol's episode costs, and how many episodes end by truncation where the objective is paid on arrival.
 
     Only environments whose horizon is a time limit outside the problem (``horizon_ends ==
-    "truncated"``, e.g. Zermelo) can fail this way; elsewhere this is 0 without a rollout.
+    "truncated"``, e.g. Zermelo) can fail this way; elsewhere the count is 0. One pass over the
+    episodes gives both.
     """
-    env = gym.make(env_id, **(env_kwargs or {}))
-    if env.unwrapped.problem.horizon_ends != "truncated":
-        env.close()
-        return 0
-    failed = 0
-    for i in range(episodes):
-        observation, _ = env.reset(seed=EVAL_SEED + i)
-        terminated = truncated = False
-        while not (terminated or truncated):
-            observation, _, terminated, truncated, _ = env.step(policy(observation))
-        failed += int(not terminated)
-    env.close()
-    return failed
+    costs, terminated = run_episodes(env_id, policy, episodes, env_kwargs)
+    arrival = diffenvs.problem_of(env_id, **(env_kwargs or {})).horizon_ends == "truncated"
+    return costs, int((~terminated).sum()) if arrival else 0
+
+
+def incomplete_episodes(env_id: str, policy: GymPolicy, episodes: int, env_kwargs: dict[str, Any] | None = None) -> int:
+    """How many of the protocol's episodes end without reaching the objective (see :func:`protocol_costs`)."""
+    return protocol_costs(env_id, policy, episodes, env_kwargs)[1]
 
 
 class CurveCost:
     """The benchmark's learning-curve evaluator: the mean protocol cost of a policy.
 
     It also counts each evaluation's episodes that did not reach the objective
-    (:func:`incomplete_episodes`), keyed by the cost it returned, so that :meth:`flag` can
+    (:func:`protocol_costs`), keyed by the cost it returned, so that :meth:`flag` can
     mark the agent's curve points (an agent may evaluate more often than it keeps points).
     """
 
@@ -201,8 +198,9 @@ class CurveCost:
     def __call__(self, policy: GymPolicy) -> float:
         start = time.perf_counter()
         episodes, kwargs = self.protocol.episodes, self.protocol.env_kwargs
-        cost = float(evaluate(self.env_id, policy, episodes, kwargs).mean())
-        self.incomplete[cost] = incomplete_episodes(self.env_id, policy, episodes, kwargs)
+        costs, incomplete = protocol_costs(self.env_id, policy, episodes, kwargs)
+        cost = float(costs.mean())
+        self.incomplete[cost] = incomplete
         self.seconds += time.perf_counter() - start
         return cost
 
@@ -228,8 +226,7 @@ def execute(spec_data: dict[str, Any]) -> dict[str, Any]:
         curve_cost = CurveCost(spec.env_id, spec.protocol)
         began = time.perf_counter()
         trained = agent.train(spec.env_id, kwargs, spec.seed, spec.budget, curve_cost)
-        costs = evaluate(spec.env_id, trained.policy, spec.protocol.episodes, kwargs)
-        incomplete = incomplete_episodes(spec.env_id, trained.policy, spec.protocol.episodes, kwargs)
+        costs, incomplete = protocol_costs(spec.env_id, trained.policy, spec.protocol.episodes, kwargs)
         curve = curve_cost.flag(trained.curve)
         return {
             "spec": spec_data, "env_id": spec.env_id, "agent": spec.agent, "family": agent.family, "seed": spec.seed,

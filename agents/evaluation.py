@@ -17,24 +17,31 @@ GymPolicy = Callable[[np.ndarray], np.ndarray]
 """Gymnasium observation -> Gymnasium action in [-1, 1] (deterministic)."""
 
 
-def evaluate(env_id: str, policy: GymPolicy, episodes: int = 10, env_kwargs: dict[str, Any] | None = None,
-             seed: int = EVAL_SEED, states: np.ndarray | None = None) -> np.ndarray:
-    """Costs (minus returns) of ``episodes`` episodes of ``policy`` on the Gymnasium face of ``env_id``.
+def run_episodes(env_id: str, policy: GymPolicy, episodes: int = 10, env_kwargs: dict[str, Any] | None = None,
+                 seed: int = EVAL_SEED, states: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Costs (minus returns) of ``episodes`` episodes of ``policy`` on the Gymnasium face of ``env_id``, and
+    whether each one ended by termination (rather than truncation).
 
     Episode ``i`` starts from ``reset(seed=seed + i)``, or from ``states[i]`` when given.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     env = gym.make(env_id, **(env_kwargs or {}))
-    costs = np.empty(episodes)
+    costs, ended = np.empty(episodes), np.zeros(episodes, dtype=bool)
     for i in range(episodes):
         options = None if states is None else {"state": states[i]}
         observation, _ = env.reset(seed=seed + i, options=options)
-        total, done = 0.0, False
-        while not done:
+        total, terminated, truncated = 0.0, False, False
+        while not (terminated or truncated):
             observation, reward, terminated, truncated, _ = env.step(policy(observation))
             total += reward
-            done = terminated or truncated
-        costs[i] = -total
+        costs[i], ended[i] = -total, terminated
     env.close()
-    return costs
+    return costs, ended
+
+
+def evaluate(env_id: str, policy: GymPolicy, episodes: int = 10, env_kwargs: dict[str, Any] | None = None,
+             seed: int = EVAL_SEED, states: np.ndarray | None = None) -> np.ndarray:
+    """Costs (minus returns) of ``episodes`` episodes of ``policy`` on the Gymnasium face of ``env_id``
+    (:func:`run_episodes` without the way they ended)."""
+    return run_episodes(env_id, policy, episodes, env_kwargs, seed, states)[0]
