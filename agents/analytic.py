@@ -2,8 +2,8 @@ r"""The analytic answer beside every environment: optimal controllers and optima
 
 Each controller is a :class:`torch.nn.Module` from observations ``(B, obs)`` to physical
 controls ``(B, m)``, clamped to the control bounds, so it runs on the gradient path
-(:func:`diffenvs.rollout`) and, through :func:`agents.training.gym_policy`, on the
-Gymnasium face. :func:`reference` gives the :class:`~agents.training.Reference` a run on an
+(:func:`diffenvs.rollout`) and, through :func:`agents.episodes.gym_policy`, on the
+Gymnasium face. :func:`reference` gives the :class:`Reference` a run on an
 environment is compared with; :func:`analytic_agent` the controller behind an agent name.
 
 * Zermelo (report §4.2): Pontryagin's heading :math:`\cos u = -v/w(y)`,
@@ -31,6 +31,8 @@ environment is compared with; :func:`analytic_agent` the controller behind an ag
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,18 +40,14 @@ import scipy.integrate
 import scipy.linalg
 import torch
 
-from agents.evaluation import evaluate
-from agents.training import Episode, Reference, gym_policy
+from agents.episodes import Episode, GymPolicy, gym_policy
+from agents.registry import Agent, Budget, CurveCost, Trained, constant_curve, register
 from diffenvs import problem_of
 from diffenvs.cartpole import FORCE_WEIGHT, STATE_WEIGHTS, Cartpole, CartpoleParams
 from diffenvs.core.numerics import TORCH, wrap_angle
 from diffenvs.decay_design import DecayDesign
 from diffenvs.isochronism import Isochronism, harmonic_force
 from diffenvs.zermelo import Zermelo, ZermeloParams, wind
-
-#: analytic agents and the environment each one answers
-ANALYTIC_AGENTS = {"pontryagin": "DiffZermelo-v0", "lqr": "DiffCartpole-v0", "harmonic": "DiffIsochronism-v0",
-                   "greedy-design": "DiffDecayDesign-v0"}
 
 
 # ---- Zermelo: Pontryagin ---------------------------------------------------------------
@@ -178,7 +176,8 @@ def cartpole_lqr_policy(problem: Cartpole) -> LinearFeedback:
     return LinearFeedback(problem, gain)
 
 
-def _wrapped(states: np.ndarray) -> np.ndarray:
+def wrapped_states(states: np.ndarray) -> np.ndarray:
+    """Cartpole states ``(k, 4)`` with the pole angle wrapped to (-pi, pi]."""
     s = np.array(states, dtype=np.float64).reshape(-1, 4)
     s[:, 2] = wrap_angle(s[:, 2], np)
     return s
@@ -216,24 +215,37 @@ class GreedyDesign(torch.nn.Module):
         return time.clamp(low, high)
 
 
-# ---- agents and references ---------------------------------------------------------------
-def analytic_agent(name: str, env_id: str, env_kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
-    """The analytic controller ``name`` (``"pontryagin"``, ``"lqr"``, ``"harmonic"``) for ``env_id``."""
-    if name not in ANALYTIC_AGENTS:
-        raise ValueError(f"agent must be one of {tuple(ANALYTIC_AGENTS)}, got {name!r}")
-    if ANALYTIC_AGENTS[name] != env_id:
-        raise ValueError(f"agent {name!r} is the analytic answer of {ANALYTIC_AGENTS[name]} only, got env_id {env_id!r}")
-    problem = problem_of(env_id, **(env_kwargs or {}))
-    if name == "pontryagin":
-        return PontryaginPolicy(problem)
-    if name == "lqr":
-        return cartpole_lqr_policy(problem)
-    if name == "greedy-design":
-        return GreedyDesign(problem)
-    return HarmonicField(problem)
+# ---- the reference a run is compared with ---------------------------------------------
+@dataclass
+class Reference:
+    """The analytic answer beside an environment, in the form a run is compared with.
+
+    ``name`` names the reference agent; ``description`` says what the optimum is and how it
+    is obtained; ``policy`` is the reference controller on the torch path (observations ->
+    physical controls) or ``None`` where there is no closed form; ``analytic(states)`` gives
+    the analytic numbers for the evaluation starts ``states`` (physical, ``(episodes, n)``),
+    with at least ``"optimum"`` (the optimal cost, averaged over the starts; ``None`` if
+    unknown); ``probe(episode)`` gives ``(label, coordinates, observations)`` on which the
+    learned and the reference controls are compared (``episode`` is the reference's own
+    Gymnasium episode from the first start, ``None`` without a policy); ``plane`` names two
+    state indices drawn against each other.
+    """
+
+    name: str
+    description: str
+    problem: Any
+    policy: torch.nn.Module | None
+    analytic: Callable[[np.ndarray], dict[str, float | None]]
+    probe: Callable[[Episode | None], tuple[str, np.ndarray, np.ndarray]] | None = None
+    plane: tuple[int, int] | None = None
+
+    @property
+    def gym_policy(self) -> GymPolicy | None:
+        return None if self.policy is None else gym_policy(self.policy, self.problem)
 
 
-def _along_episode(coordinate: str, column: Any) -> Any:
+
+def along_episode(coordinate: str, column: Callable[[Episode], np.ndarray]) -> Callable[[Episode | None], tuple[str, np.ndarray, np.ndarray]]:
     """A probe: the observations of the reference's episode, labelled by ``column(episode)``."""
 
     def probe(episode: Episode | None) -> tuple[str, np.ndarray, np.ndarray]:
@@ -245,71 +257,34 @@ def _along_episode(coordinate: str, column: Any) -> Any:
 
 
 def reference(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Reference | None:
-    """The analytic reference of ``env_id`` built with ``env_kwargs``; ``None`` where there is none."""
-    problem = problem_of(env_id, **(env_kwargs or {}))
-    if isinstance(problem, Zermelo):
-        params = problem.params
+    """The analytic reference of ``env_id`` built with ``env_kwargs`` (its card's); ``None`` where there is none."""
+    from agents.cards import card
 
-        def zermelo_optimum(states: np.ndarray) -> dict[str, float | None]:
-            return {"optimum": float(np.mean([s[0] + pontryagin_deviation(params, float(s[1])) for s in states]))}
-
-        return Reference("pontryagin", "Pontryagin heading cos u = -v/w(y); optimum: the deviation x(ℓ) by quadrature",
-                         problem, PontryaginPolicy(problem), zermelo_optimum,
-                         _along_episode("y (m), along the Pontryagin path", lambda e: e.states[:-1, 1]), plane=(0, 1))
-    if isinstance(problem, Cartpole):
-        a, b = cartpole_linearisation(problem.params)
-        q, r = lqr_weights()
-        gain, p = lqr(a, b, q, r)
-        policy = LinearFeedback(problem, gain)
-        along_time = _along_episode("t (s), along the LQR path", lambda e: e.times[:-1])
-        if problem.cost == "terminal":
-            def swing_up(states: np.ndarray) -> dict[str, float | None]:
-                return {"optimum": 0.0}
-
-            return Reference("swing-up", "no closed form; the cost phi(T)^2 + phidot(T)^2 >= 0 and the report's "
-                             "swing-up reaches ~0, so the reference optimum is 0 (a lower bound)",
-                             problem, None, swing_up, None, plane=(2, 3))
-        p_finite = finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
-
-        def lqr_costs(states: np.ndarray) -> dict[str, float | None]:
-            s = _wrapped(states)
-            return {"optimum": float(np.mean(np.einsum("bi,ij,bj->b", s, p_finite, s))),
-                    "infinite_horizon_lqr": float(np.mean(np.einsum("bi,ij,bj->b", s, p, s))),
-                    "lqr_gain": gain.ravel().tolist()}
-
-        return Reference("lqr", "LQR on the linearisation about upright (report's Q, R); optimum: s0' P(0) s0 of the "
-                         "finite-horizon Riccati ODE over T (the linear system's optimum with continuous control)",
-                         problem, policy, lqr_costs, along_time, plane=(2, 3))
-    if isinstance(problem, Isochronism):
-        grid = np.linspace(-2.0, 2.0, 81)
-
-        def field_probe(episode: Episode | None) -> tuple[str, np.ndarray, np.ndarray]:
-            return "position x (m), grid on [-2, 2]", grid, grid[:, None]
-
-        def zero(states: np.ndarray) -> dict[str, float | None]:
-            return {"optimum": 0.0}
-
-        return Reference("harmonic", "harmonic field f(x) = -(2 pi/T)^2 x: every trajectory is T-periodic, optimum 0",
-                         problem, HarmonicField(problem), zero, field_probe, plane=(0, 1))
-    if isinstance(problem, DecayDesign):
-        greedy = GreedyDesign(problem)
-
-        def greedy_cost(states: np.ndarray) -> dict[str, float | None]:  # the Gymnasium episodes from the same starts
-            costs = evaluate(env_id, gym_policy(greedy, problem), len(states), env_kwargs, states=states)
-            return {"optimum": float(costs.mean())}
-
-        def belief_probe(episode: Episode | None) -> tuple[str, np.ndarray, np.ndarray]:
-            if episode is None:
-                raise ValueError("this probe needs the reference's episode")
-            return "measurement n, along the greedy design's episode", np.arange(len(episode.controls)), \
-                episode.observations[:-1]
-
-        return Reference("greedy-design", "measurement time t = 1/theta_hat, the maximiser of each measurement's "
-                         "information (report §6); reference: its cost on the same episodes, one-step optimal",
-                         problem, greedy, greedy_cost, belief_probe, plane=(0, 1))
-    return None
+    return card(env_id).reference(env_id, dict(env_kwargs or {}))
 
 
-__all__ = ["ANALYTIC_AGENTS", "GreedyDesign", "HarmonicField", "LinearFeedback", "PontryaginPolicy",
-           "analytic_agent", "cartpole_linearisation", "cartpole_lqr_policy", "cartpole_state", "finite_horizon_riccati",
-           "lqr", "lqr_weights", "pontryagin_deviation", "pontryagin_heading", "reference"]
+def analytic_agent(name: str, env_id: str, env_kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
+    """The analytic controller ``name`` of ``env_id``'s card (e.g. ``"lqr"`` for the cartpole)."""
+    from agents.cards import card, cards
+
+    controllers = card(env_id).analytic
+    if name not in controllers:
+        owners = [c.env_id for c in cards().values() if name in c.analytic]
+        if owners:
+            raise ValueError(f"agent {name!r} is the analytic answer of {' and '.join(owners)} only, got env_id {env_id!r}")
+        raise ValueError(f"agent must be one of the analytic controllers of {env_id} {tuple(controllers)}, got {name!r}")
+    return controllers[name](problem_of(env_id, **(env_kwargs or {})))
+
+
+def _train(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
+    answer = reference(env_id, env_kwargs)
+    return constant_curve(answer.gym_policy, curve_cost, {"controller": answer.name})
+
+
+def _has_controller(env_id: str, env_kwargs: dict[str, Any]) -> bool:
+    answer = reference(env_id, env_kwargs)
+    return answer is not None and answer.policy is not None
+
+
+AGENT = register(Agent("analytic", "reference", "the closed-form optimal controller of the environment's card "
+                       "(Pontryagin, harmonic field, LQR, greedy design)", _train, _has_controller, cost=0.1))

@@ -3,38 +3,20 @@
 The algorithms are SB3's own; this module only chooses their hyperparameters (one table,
 :data:`HYPERPARAMETERS`), the reward they train on (:data:`TRAINING_OBJECTIVES`) and
 records a learning curve with the project's one evaluation protocol
-(:func:`agents.evaluation.evaluate`, deterministic policy, fixed starts).
+(:func:`agents.episodes.evaluate`, deterministic policy, fixed starts).
 
-Training reward. Each baseline trains on the environment's default objective except where
-that objective is too sparse for it to learn from within a benchmark budget:
-
-===================  ====================================  ===========================================
-environment          trains on                             why
-===================  ====================================  ===========================================
-DiffZermelo-v0       default (-dx each step)               already dense: the return is -x at the bank
-DiffCartpole-v0      ``cost="quadratic"`` (dense)          the default pays only -(phi(T)^2 + phidot(T)^2)
-                                                           at T; the report's LQR running cost
-                                                           rewards being upright at every step
-DiffIsochronism-v0   ``steps=100`` (same T, 10x coarser)   the objective is paid once, at T; at the
-                                                           default 1000 steps an episode is 1000
-                                                           transitions, so a budget holds 10x fewer
-                                                           of them. The policy f(x) is the same
-                                                           function at either step
-DiffLinearSysID-v0   default (terminal)                    no dense option exists
-DiffDecayDesign-v0   default (dense)                       information gain at every measurement
-===================  ====================================  ===========================================
-
-Whatever a baseline trains on, its learning curve and final cost are evaluated on the
+Training reward. Each baseline trains on the environment's default objective except where its
+card (:mod:`agents.cards`) names another, with the reason (e.g. the cartpole's dense quadratic
+cost where the default pays only at T). Whatever a baseline trains on, its learning curve and final cost are evaluated on the
 objective the caller asks for (``env_kwargs``; the default objective in the benchmark).
 
 Hyperparameters. :class:`Hyperparameters` holds every SB3 argument this module sets; its
-defaults apply to every (environment, algorithm) pair that :data:`HYPERPARAMETERS` does not
-list. They are SB3's defaults except: (64, 64) networks for SAC and TD3 (SB3: 256, 256) and
+defaults apply to every (environment, algorithm) pair whose card does not list one. They are SB3's defaults except: (64, 64) networks for SAC and TD3 (SB3: 256, 256) and
 replay batches of 128 (SB3: 256), which run 3-5x faster per step on one CPU thread and are
 ample for 1-6-dimensional observations; a learning rate of 3e-4 for TD3 too (SB3: 1e-3);
 1000 random transitions before SAC and TD3 learn (SB3: 100); PPO rollouts of 1024
 transitions in minibatches of 128 (SB3: 2048 and 64). Where the objective is paid at the
-end of 100-step episodes, the table sets ``gamma = 0.999`` (and PPO rollouts of ten whole
+end of 100-step episodes, the card sets ``gamma = 0.999`` (and PPO rollouts of ten whole
 episodes), so that the discount does not hide the terminal cost.
 """
 
@@ -48,15 +30,14 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from stable_baselines3 import PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import NormalActionNoise
 
 import diffenvs  # noqa: F401  (registers the ids)
-from agents.evaluation import GymPolicy, evaluate
-from diffenvs.core.problem import check_integer
+from agents.episodes import GymPolicy, evaluate
+from agents.registry import Agent, Budget, CurveCost, Trained, register
 
 ALGORITHMS = ("ppo", "sac", "td3")
 
@@ -115,67 +96,19 @@ class TrainingObjective:
     """Reason for the choice."""
 
 
-#: the reward each baseline trains on, per environment (absent: the default objective)
-TRAINING_OBJECTIVES: dict[str, TrainingObjective] = {
-    "DiffCartpole-v0": TrainingObjective(
-        {"cost": "quadratic"}, "quadratic (dense)",
-        "the default pays -(phi(T)^2 + phidot(T)^2) only at T; the LQR running cost rewards uprightness each step"),
-    "DiffIsochronism-v0": TrainingObjective(
-        {"steps": 100}, "default, steps=100",
-        "the objective is paid only at T: 100-step episodes give 10x more of them per budget than the default 1000"),
-}
-
-_PPO_HORIZON = Hyperparameters(gamma=0.999, n_steps=1000, batch_size=100)
-
-#: hyperparameters per (environment, algorithm); a pair not listed uses ``Hyperparameters()``
-HYPERPARAMETERS: dict[tuple[str, str], Hyperparameters] = {
-    # Zermelo: ~100-step episodes with a dense reward: the defaults.
-    # Cartpole: 100-step episodes (fixed horizon, time in the observation); dense training cost.
-    ("DiffCartpole-v0", "ppo"): _PPO_HORIZON,
-    # Isochronism (trained at steps=100) and system identification: the whole objective is paid at step 100.
-    ("DiffIsochronism-v0", "ppo"): _PPO_HORIZON,
-    ("DiffIsochronism-v0", "sac"): Hyperparameters(gamma=0.999),
-    ("DiffIsochronism-v0", "td3"): Hyperparameters(gamma=0.999),
-    ("DiffLinearSysID-v0", "ppo"): _PPO_HORIZON,
-    ("DiffLinearSysID-v0", "sac"): Hyperparameters(gamma=0.999),
-    ("DiffLinearSysID-v0", "td3"): Hyperparameters(gamma=0.999),
-}
-
-
 def hyperparameters(env_id: str, algorithm: str) -> Hyperparameters:
-    """The table's row for ``(env_id, algorithm)``."""
+    """The hyperparameters of ``algorithm`` on ``env_id``: its card's, else the defaults."""
+    from agents.cards import card
+
     _check_algorithm(algorithm)
-    return HYPERPARAMETERS.get((env_id, algorithm), Hyperparameters())
+    return card(env_id).rl_hyperparameters.get(algorithm, Hyperparameters())
 
 
 def training_objective(env_id: str) -> TrainingObjective:
-    """What a baseline trains on in ``env_id``."""
-    return TRAINING_OBJECTIVES.get(env_id, TrainingObjective())
+    """What a baseline trains on in ``env_id``: its card's objective, else the default."""
+    from agents.cards import card
 
-
-@dataclass(frozen=True)
-class RLConfig:
-    """One baseline run."""
-
-    algorithm: str = "sac"
-    """One of ``ppo``, ``sac``, ``td3``."""
-    timesteps: int = 20_000
-    """Environment transitions to train for."""
-    seed: int = 0
-    """Seed of the algorithm and of the training environment's resets."""
-    eval_every: int = 2_000
-    """Transitions between learning-curve points."""
-    eval_episodes: int = 5
-    """Evaluation episodes per learning-curve point (fixed starts)."""
-    max_seconds: float = float("inf")
-    """Stop once training (curve evaluation excluded) has taken this long."""
-
-    def __post_init__(self) -> None:
-        _check_algorithm(self.algorithm)
-        for name in ("timesteps", "eval_every", "eval_episodes"):
-            check_integer(name, getattr(self, name))
-        if not self.max_seconds > 0:
-            raise ValueError(f"max_seconds must be positive, got {self.max_seconds!r}")
+    return card(env_id).rl_objective or TrainingObjective()
 
 
 @dataclass
@@ -272,30 +205,34 @@ class LearningCurve(BaseCallback):
         self.point(notify=not replace)
 
 
-def train(env_id: str, config: RLConfig, env_kwargs: dict[str, Any] | None = None,
+def train(env_id: str, algorithm: str, budget: Budget, seed: int = 0, env_kwargs: dict[str, Any] | None = None,
           callback: StepCallback | None = None, hp: Hyperparameters | None = None,
-          curve_cost: Callable[[GymPolicy], float] | None = None) -> RLResult:
-    """Train ``config.algorithm`` on ``env_id``; the curve is evaluated on ``env_kwargs``' objective.
+          curve_cost: Callable[[GymPolicy], float] | None = None, eval_episodes: int = 5) -> RLResult:
+    """Train ``algorithm`` on ``env_id`` for ``budget.transitions`` transitions (at most ``budget.seconds``).
 
-    Training uses ``env_kwargs`` updated with :data:`TRAINING_OBJECTIVES`; every
-    learning-curve point is the mean cost of ``config.eval_episodes`` deterministic
-    episodes of :func:`agents.evaluation.evaluate` on ``env_kwargs`` as given, or
-    ``curve_cost(policy)`` when given (the benchmark's protocol). ``hp`` replaces the
-    table's row (:func:`hyperparameters`) when given.
+    Training uses ``env_kwargs`` updated with the card's training objective
+    (:func:`training_objective`); every ``budget.eval_every`` transitions a learning-curve point
+    is the mean cost of ``eval_episodes`` deterministic episodes of
+    :func:`agents.episodes.evaluate` on ``env_kwargs`` as given, or ``curve_cost(policy)`` when
+    given (the benchmark's protocol). ``hp`` replaces the card's hyperparameters when given;
+    ``seed`` seeds the algorithm and the training environment's resets.
     """
+    _check_algorithm(algorithm)
     if env_id not in gym.registry:
         raise ValueError(f"env_id must be a registered id, got {env_id!r}")
+    if not isinstance(budget, Budget):
+        raise TypeError(f"budget must be an agents.registry.Budget, got {type(budget).__name__}")
     env_kwargs = dict(env_kwargs or {})
     train_env = gym.make(env_id, **{**env_kwargs, **training_objective(env_id).env_kwargs})
-    train_env.reset(seed=config.seed)
-    hp = hyperparameters(env_id, config.algorithm) if hp is None else hp
-    model = make_model(config.algorithm, train_env, hp, config.seed)
+    train_env.reset(seed=seed)
+    hp = hyperparameters(env_id, algorithm) if hp is None else hp
+    model = make_model(algorithm, train_env, hp, seed)
 
     def evaluate_cost(policy: GymPolicy) -> float:
-        return float(evaluate(env_id, policy, config.eval_episodes, env_kwargs).mean())
+        return float(evaluate(env_id, policy, eval_episodes, env_kwargs).mean())
 
-    curve = LearningCurve(evaluate_cost if curve_cost is None else curve_cost, config.eval_every, callback, config.max_seconds)
-    model.learn(config.timesteps, callback=curve)
+    curve = LearningCurve(evaluate_cost if curve_cost is None else curve_cost, budget.eval_every, callback, budget.seconds)
+    model.learn(budget.transitions, callback=curve)
     train_env.close()
     return RLResult(model, deterministic_policy(model), curve.curve, int(model.num_timesteps), curve.seconds)
 
@@ -305,6 +242,15 @@ def describe(env_id: str, algorithm: str) -> dict[str, Any]:
     return {"trained_on": training_objective(env_id).label, **dataclasses.asdict(hyperparameters(env_id, algorithm))}
 
 
-def set_threads(threads: int = 1) -> None:
-    """Use ``threads`` torch threads (one per worker process in a sweep)."""
-    torch.set_num_threads(threads)
+def _benchmark_train(algorithm: str) -> Callable[..., Trained]:
+    def train_for_benchmark(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget,
+                            curve_cost: CurveCost) -> Trained:
+        result = train(env_id, algorithm, budget, seed, env_kwargs, curve_cost=curve_cost)
+        return Trained(result.policy, result.curve, result.transitions, result.seconds, describe(env_id, algorithm))
+
+    return train_for_benchmark
+
+
+for _algorithm, _cost in (("ppo", 1.0), ("sac", 4.0), ("td3", 2.0)):
+    register(Agent(_algorithm, "rl", f"stable-baselines3 {_algorithm.upper()} on the Gymnasium face (hyperparameters: "
+                   "the environment's card, else agents.rl.Hyperparameters)", _benchmark_train(_algorithm), cost=_cost))

@@ -1,11 +1,8 @@
-"""Shared training utilities: the command line from a config, checkpoints, results and plots.
+"""A finished training run: evaluate its policy on the Gymnasium face, compare it with the analytic
+reference, write ``results.json`` and plots, and say how it did.
 
-Nothing here knows a particular agent or environment. An agent writes a frozen config
-dataclass with a docstring under each field; :func:`add_config_arguments` turns it into
-command-line options and :func:`config_from_arguments` back into a config. A finished run
-(any agent that gives a Gymnasium policy, gradient-based or not) goes through
-:func:`finish_run`: evaluation on the Gymnasium face with :func:`agents.evaluation.evaluate`,
-comparison with an analytic :class:`Reference`, ``results.json`` and plots.
+Nothing here knows a particular agent or environment: any agent that gives a Gymnasium
+policy, gradient-based or not, goes through :func:`finish_run`.
 """
 
 from __future__ import annotations
@@ -15,30 +12,23 @@ import ast
 import dataclasses
 import inspect
 import json
-import math
 import os
 import textwrap
 import time
 import types
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-import torch
 
-from agents.evaluation import EVAL_SEED, GymPolicy, evaluate
+from agents.analytic import Reference
+from agents.cards import presets
+from agents.episodes import EVAL_SEED, GymPolicy, controls_on, evaluate, record_episode, start_states
+from agents.files import jsonable, write_json
+from agents.plots import plot_controls, plot_learning_curve, plot_trajectories
 from diffenvs import problem_of
-from diffenvs.core.numerics import SCALAR
-
-#: named environment settings (``--preset``): the id they apply to and the keyword arguments
-PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "swingup": ("DiffCartpole-v0", {"initial_noise": 0.0}),
-    "upright": ("DiffCartpole-v0", {"initial_angle": 0.1, "initial_noise": 0.0, "cost": "quadratic"}),
-}
 
 RESULTS_FILE = "results.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -191,9 +181,10 @@ def parse_env_kwargs(text: str | None, preset: str | None, env_id: str) -> dict[
     """Environment keyword arguments from a named ``preset`` and a JSON object ``text`` (which wins)."""
     kwargs: dict[str, Any] = {}
     if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-        preset_env, preset_kwargs = PRESETS[preset]
+        named = presets()
+        if preset not in named:
+            raise ValueError(f"preset must be one of {sorted(named)}, got {preset!r}")
+        preset_env, preset_kwargs = named[preset]
         if preset_env != env_id:
             raise ValueError(f"preset {preset!r} is for {preset_env}, got env_id {env_id!r}")
         kwargs.update(preset_kwargs)
@@ -208,262 +199,12 @@ def parse_env_kwargs(text: str | None, preset: str | None, env_id: str) -> dict[
     return kwargs
 
 
-# ---- checkpoints and results -----------------------------------------------------------
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` with :func:`torch.save`, atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (it holds RNG states, so not weights-only)."""
-    return torch.load(Path(path), map_location="cpu", weights_only=False)
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with dataclasses, numpy and torch values turned into JSON types (``repr`` otherwise)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)  # JSON has no nan/inf
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
-
-
-def write_results(out: str | os.PathLike, results: dict[str, Any]) -> Path:
-    """Write ``results`` as ``results.json`` in the folder ``out``; returns the file's path."""
-    path = Path(out) / RESULTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(jsonable(results), indent=2) + "\n")
-    return path
-
-
-# ---- policies and episodes on the Gymnasium face ---------------------------------------
-def gym_policy(policy: Callable[[torch.Tensor], torch.Tensor], problem: Any, dtype: torch.dtype | None = None) -> GymPolicy:
-    """A Gymnasium policy from a torch-path policy (observations ``(B, obs)`` -> physical controls ``(B, m)``).
-
-    The float32 observation is cast to the policy's dtype (its parameters', else
-    ``dtype``, else float64), the physical control mapped to an action in ``[-1, 1]`` by
-    ``problem.action_from_control``.
-    """
-    if dtype is None:
-        parameters = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
-        dtype = parameters[0].dtype if parameters else torch.float64
-
-    def act(observation: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            obs = torch.as_tensor(np.asarray(observation), dtype=dtype).reshape(1, -1)
-            control = policy(obs)[0].cpu().numpy().astype(np.float64)
-        return np.asarray(problem.action_from_control(control), dtype=np.float32)
-
-    return act
-
-
-def physical_control(problem: Any, action: np.ndarray) -> np.ndarray:
-    """The physical control the Gymnasium face applies for ``action`` (its own map, clipping included)."""
-    return np.array(problem.control_from_action(tuple(np.asarray(action, np.float64).tolist()), SCALAR))
-
-
-@dataclass
-class Episode:
-    """One Gymnasium-face episode: ``times`` (T+1,), ``states`` (T+1, n) physical,
-    ``observations`` (T+1, obs), ``controls`` (T, m) physical, ``cost`` (minus the return)."""
-
-    times: np.ndarray
-    states: np.ndarray
-    observations: np.ndarray
-    controls: np.ndarray
-    cost: float
-
-
-def record_episode(env_id: str, policy: GymPolicy, env_kwargs: dict[str, Any] | None = None, seed: int = EVAL_SEED,
-                   state: np.ndarray | None = None) -> Episode:
-    """Run ``policy`` for one episode from ``reset(seed=seed)`` (or ``state``) and record it."""
-    env = gym.make(env_id, **(env_kwargs or {}))
-    problem = env.unwrapped.problem
-    observation, _ = env.reset(seed=seed, options=None if state is None else {"state": state})
-    states, observations, controls, total, done = [env.unwrapped.state], [observation], [], 0.0, False
-    while not done:
-        action = policy(observation)
-        observation, reward, terminated, truncated, _ = env.step(action)
-        controls.append(physical_control(problem, action))
-        states.append(env.unwrapped.state)
-        observations.append(observation)
-        total += reward
-        done = terminated or truncated
-    env.close()
-    times = np.arange(len(states)) * problem.dt
-    m = problem.control_dim
-    return Episode(times, np.array(states), np.array(observations), np.array(controls).reshape(-1, m), -total)
-
-
-def start_states(env_id: str, env_kwargs: dict[str, Any] | None, episodes: int, seed: int = EVAL_SEED) -> np.ndarray:
-    """The physical start states of the evaluation episodes ``reset(seed=seed + i)``."""
-    env = gym.make(env_id, **(env_kwargs or {}))
-    states = []
-    for i in range(episodes):
-        env.reset(seed=seed + i)
-        states.append(env.unwrapped.state)
-    env.close()
-    return np.array(states)
-
-
-# ---- the analytic reference a run is compared with -------------------------------------
-@dataclass
-class Reference:
-    """The analytic answer beside an environment, in the form a run is compared with.
-
-    ``name`` names the reference agent; ``description`` says what the optimum is and how it
-    is obtained; ``policy`` is the reference controller on the torch path (observations ->
-    physical controls) or ``None`` where there is no closed form; ``analytic(states)`` gives
-    the analytic numbers for the evaluation starts ``states`` (physical, ``(episodes, n)``),
-    with at least ``"optimum"`` (the optimal cost, averaged over the starts; ``None`` if
-    unknown); ``probe(episode)`` gives ``(label, coordinates, observations)`` on which the
-    learned and the reference controls are compared (``episode`` is the reference's own
-    Gymnasium episode from the first start, ``None`` without a policy); ``plane`` names two
-    state indices drawn against each other.
-    """
-
-    name: str
-    description: str
-    problem: Any
-    policy: torch.nn.Module | None
-    analytic: Callable[[np.ndarray], dict[str, float | None]]
-    probe: Callable[[Episode | None], tuple[str, np.ndarray, np.ndarray]] | None = None
-    plane: tuple[int, int] | None = None
-
-    @property
-    def gym_policy(self) -> GymPolicy | None:
-        return None if self.policy is None else gym_policy(self.policy, self.problem)
-
-
-def controls_on(problem: Any, policy: GymPolicy, observations: np.ndarray) -> np.ndarray:
-    """Physical controls ``(k, m)`` a Gymnasium policy applies at each of ``observations``."""
-    return np.array([physical_control(problem, policy(np.asarray(o, np.float32))) for o in observations])
-
-
-# ---- plots -------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: str | os.PathLike, title: str | None = None) -> Path:
-    """Title (if any), lay out, write ``path`` and close the figure."""
-    if title is not None:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
-    return Path(path)
-
-
-def plot_learning_curve(history: Sequence[dict[str, float]], path: str | os.PathLike, optimum: float | None = None,
-                        title: str = "") -> Path:
-    """Training loss (the batch's mean cost) against iterations; against its gap to ``optimum`` if given."""
-    plt = _pyplot()
-    iterations = np.array([h["iteration"] for h in history])
-    loss = np.array([h["loss"] for h in history])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if optimum is not None and np.all(loss - optimum > 0):
-        ax.semilogy(iterations, loss - optimum, lw=1)
-        ax.set_ylabel(f"loss − optimum ({optimum:.5g})")
-    else:
-        if np.all(loss > 0):
-            ax.set_yscale("log")
-        ax.plot(iterations, loss, lw=1)
-        ax.set_ylabel("loss (mean cost of the batch)")
-        if optimum is not None:
-            ax.axhline(optimum, color="k", ls="--", lw=1, label=f"optimum {optimum:.5g}")
-            ax.legend()
-    ax.set_xlabel("iteration")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_trajectories(episodes: dict[str, list[Episode]], state_names: Sequence[str], state_units: Sequence[str],
-                      path: str | os.PathLike, plane: tuple[int, int] | None = None, title: str = "") -> Path:
-    """Each state component against time (first episode of each label), and the ``plane`` of two components
-    (every episode), one colour per label (e.g. the learned controller and the optimal one)."""
-    plt = _pyplot()
-    n = len(state_names)
-    panels = n + (plane is not None)
-    fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels, 3.2), squeeze=False)
-    axes = axes[0]
-    styles = ["-", "--", ":", "-."]
-    for (label, runs), style in zip(episodes.items(), styles):
-        first = runs[0]
-        for i in range(n):
-            axes[i].plot(first.times, first.states[:, i], style, lw=1.5, label=label)
-        if plane is not None:
-            a, b = plane
-            for j, run in enumerate(runs):
-                axes[-1].plot(run.states[:, a], run.states[:, b], style, lw=1,
-                              color=axes[0].lines[-1].get_color(), label=label if j == 0 else None)
-    for i in range(n):
-        axes[i].set_xlabel("t (s)")
-        axes[i].set_ylabel(f"{state_names[i]} ({state_units[i]})")
-        axes[i].grid(alpha=0.3)
-    if plane is not None:
-        a, b = plane
-        axes[-1].set_xlabel(f"{state_names[a]} ({state_units[a]})")
-        axes[-1].set_ylabel(f"{state_names[b]} ({state_units[b]})")
-        axes[-1].grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    return _save(fig, path, title)
-
-
-def plot_controls(episodes: dict[str, Episode], control_names: Sequence[str], control_units: Sequence[str],
-                  path: str | os.PathLike, probe: tuple[str, np.ndarray, dict[str, np.ndarray]] | None = None,
-                  title: str = "") -> Path:
-    """Controls against time along each labelled episode; with ``probe`` = (label, coordinates,
-    {label: controls}) a second panel compares the controls at the same observations."""
-    plt = _pyplot()
-    panels = 1 + (probe is not None)
-    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.5), squeeze=False)
-    axes = axes[0]
-    styles = ["-", "--", ":", "-."]
-    unit = ", ".join(f"{c} ({u})" for c, u in zip(control_names, control_units))
-    for (label, episode), style in zip(episodes.items(), styles):
-        axes[0].step(episode.times[:-1], episode.controls, style, where="post", lw=1.2, label=label)
-    axes[0].set_xlabel("t (s)")
-    axes[0].set_ylabel(unit)
-    axes[0].set_title("along each controller's own episode", fontsize=9)
-    axes[0].legend(fontsize=8)
-    axes[0].grid(alpha=0.3)
-    if probe is not None:
-        coordinate, xs, controls = probe
-        order = np.argsort(xs, kind="stable")
-        for (label, values), style in zip(controls.items(), styles):
-            axes[1].plot(xs[order], values[order], style, lw=1.5, label=label)
-        axes[1].set_xlabel(coordinate)
-        axes[1].set_ylabel(unit)
-        axes[1].set_title("at the same observations", fontsize=9)
-        axes[1].legend(fontsize=8)
-        axes[1].grid(alpha=0.3)
-    return _save(fig, path, title)
-
-
 # ---- a finished run: evaluate, compare, write, plot --------------------------------------
+def write_results(out: str | os.PathLike, results: dict[str, Any]) -> Path:
+    """Write ``results`` (through :func:`~agents.files.jsonable`) as ``results.json`` in the folder ``out``, atomically."""
+    return write_json(Path(out) / RESULTS_FILE, jsonable(results))
+
+
 def finish_run(out: str | os.PathLike, *, env_id: str, agent: str, policy: GymPolicy, env_kwargs: dict[str, Any] | None = None,
                seed: int | None = None, reference: Reference | None = None, history: Sequence[dict[str, float]] = (),
                env_steps: int = 0, train_seconds: float = 0.0, config: Any = None, episodes: int = 10,

@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from agents.planning import SysIDConfig, SysIDResult, identify, results_table  # noqa: E402
+from agents.identification import SysIDConfig, SysIDResult, identify, results_table  # noqa: E402
 from agents.training import add_config_arguments, config_from_arguments  # noqa: E402
 
 

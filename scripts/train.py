@@ -21,38 +21,40 @@ from pathlib import Path
 from typing import Any
 
 from agents import analytic, neural_ode
+from agents.cards import cards, presets
+from agents.episodes import gym_policy
 from agents.training import (
     CHECKPOINT_FILE,
-    PRESETS,
     add_config_arguments,
     config_from_arguments,
     finish_run,
-    gym_policy,
     parse_env_kwargs,
     summary,
 )
 from diffenvs import ENV_IDS
 
-AGENTS = ("neural-ode", *analytic.ANALYTIC_AGENTS)
+#: the trainable agent, then every card's analytic controllers (each answers its own environment)
+AGENTS = ("neural-ode", *dict.fromkeys(name for c in cards().values() for name in c.analytic))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("env_id", choices=ENV_IDS, help="registered environment id")
+    answers = "; ".join(f"{name}: {c.env_id}" for c in cards().values() for name in c.analytic)
     parser.add_argument("--agent", choices=AGENTS, default="neural-ode",
-                        help="neural-ode, or an analytic answer (pontryagin: Zermelo, lqr: Cartpole, harmonic: Isochronism, "
-                             "greedy-design: DecayDesign)")
+                        help=f"neural-ode, or an analytic answer ({answers})")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<env>-<agent>)")
     parser.add_argument("--env-kwargs", default=None,
                         help='environment keyword arguments as JSON, e.g. \'{"initial_noise": 0.0}\'')
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="named environment settings: " + "; ".join(f"{k}: {v[0]} {v[1]}" for k, v in PRESETS.items()))
+    named = presets()
+    parser.add_argument("--preset", choices=sorted(named), default=None,
+                        help="named environment settings: " + "; ".join(f"{k}: {v[0]} {v[1]}" for k, v in named.items()))
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes on the Gymnasium face (default: 100)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in the output folder's checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    tuned = "; ".join(f"{key}: {', '.join(f'{k}={v}' for k, v in values.items())}" for key, values in neural_ode.TUNED.items())
     add_config_arguments(parser, neural_ode.NeuralOdeConfig, "neural-ode options",
-                         f"Defaults: the generic ones shown, replaced by the tuned ones per environment ({tuned}).")
+                         "Defaults: the generic ones shown, replaced by the tuned ones of the environment's card "
+                         "(agents/cards/).")
     return parser
 
 

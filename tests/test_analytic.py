@@ -9,9 +9,10 @@ import pytest
 import scipy.integrate
 import torch
 
+import diffenvs
 from agents import analytic
-from agents.evaluation import evaluate
-from agents.training import gym_policy, start_states
+from agents.cards import cards
+from agents.episodes import evaluate, gym_policy, start_states
 from diffenvs import Adaptive, problem_of, rollout
 from diffenvs.cartpole import Cartpole, CartpoleParams
 from diffenvs.isochronism import Isochronism
@@ -193,7 +194,12 @@ def test_references_of_every_environment() -> None:
     swing_up = analytic.reference("DiffCartpole-v0")
     assert swing_up.policy is None and swing_up.analytic(np.zeros((1, 4)))["optimum"] == 0.0
     assert analytic.reference("DiffIsochronism-v0").analytic(np.zeros((1, 2)))["optimum"] == 0.0
-    assert analytic.reference("DiffLinearSysID-v0") is None
+    oracle = analytic.reference("DiffLinearSysID-v0")  # no closed form: the planner on the true matrix
+    assert oracle.name == "oracle" and oracle.policy is None
+    assert analytic.reference("DiffLinearSysID-v0", {"matrix": "random"}) is None  # no one truth to plan on
+    greedy = analytic.reference("DiffDecayDesign-v0")
+    assert greedy.name == "greedy-design" and isinstance(greedy.policy, analytic.GreedyDesign)
+    assert {c.env_id for c in cards().values()} == set(diffenvs.ENV_IDS)  # every environment has its card
 
 
 def test_greedy_design_is_the_peak_of_the_squared_sensitivity() -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import benchmark, registry
+from agents import analytic, benchmark, neural_ode, registry
 from agents.benchmark import RunSpec
-from agents.evaluation import evaluate
+from agents.cards import cards
+from agents.episodes import evaluate
 from agents.registry import Agent, Budget, Trained
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -37,7 +38,8 @@ class FakeTrainer:
 @pytest.fixture
 def fake(monkeypatch) -> FakeTrainer:
     trainer = FakeTrainer()
-    monkeypatch.setitem(registry.AGENTS, "fake", Agent("fake", "rl", "counts its runs", trainer, lambda e, k: True))
+    registry.agents()  # the built-in plug-ins first, then the fake beside them
+    monkeypatch.setitem(registry._AGENTS, "fake", Agent("fake", "rl", "counts its runs", trainer, lambda e, k: True))
     return trainer
 
 
@@ -76,7 +78,7 @@ def test_a_failed_run_is_reported_not_written_and_retried(fake: FakeTrainer, tmp
     def broken(*args):
         raise FloatingPointError("diverged")
 
-    monkeypatch.setitem(registry.AGENTS, "fake", dataclasses.replace(registry.AGENTS["fake"], train=broken))
+    monkeypatch.setitem(registry._AGENTS, "fake", dataclasses.replace(registry.get("fake"), train=broken))
     results, failures = benchmark.sweep(specs, tmp_path, workers=1, progress=False)
     assert results == [] and len(failures) == 2 and "FloatingPointError: diverged" in failures[0]["error"]
     assert not (tmp_path / "runs").exists()
@@ -104,7 +106,8 @@ def test_a_truncated_zermelo_episode_is_flagged_as_not_reaching_the_bank(monkeyp
         curve_cost(straight)  # an evaluation the agent does not keep as a point
         return Trained(upstream, points, 2, 0.0)
 
-    monkeypatch.setitem(registry.AGENTS, "staller", Agent("staller", "rl", "", stalls_then_crosses, lambda e, k: True))
+    registry.agents()
+    monkeypatch.setitem(registry._AGENTS, "staller", Agent("staller", "rl", "", stalls_then_crosses, lambda e, k: True))
     spec = benchmark.plan_runs(["DiffZermelo-v0"], ["staller"], [0], "quick")[0]
     result = benchmark.execute(spec.as_dict())
     assert [p["incomplete"] for p in result["curve"]] == [1, 0] and result["incomplete"] == 1
@@ -119,7 +122,7 @@ def analytic_specs() -> list[RunSpec]:
 def check_analytic(results: list[dict]) -> None:
     assert [(r["env_id"], r["agent"]) for r in results] == [("DiffZermelo-v0", "analytic"), ("DiffIsochronism-v0", "analytic")]
     zermelo, isochronism = results
-    assert zermelo["final_cost"] == pytest.approx(1.41258, abs=1e-3)  # Pontryagin's deviation
+    assert zermelo["final_cost"] == pytest.approx(analytic.pontryagin_deviation(), abs=1e-3)  # Pontryagin's deviation
     assert 0 <= isochronism["final_cost"] < 1e-3  # the harmonic field: every start returns
 
 
@@ -176,7 +179,7 @@ def curve_cost(env_id: str):
 
 def test_neural_ode_adapter_follows_the_budget_and_evaluates_the_network_being_trained() -> None:
     env_id = "DiffLinearSysID-v0"
-    config = registry.neural_ode_config(env_id, {}, 0, Budget(1))
+    config = neural_ode.budget_config(env_id, {}, 0, Budget(1))
     per_iteration = config.batch_size * (config.steps or 100)  # trajectories x steps: every simulated transition
     cost = curve_cost(env_id)
     trained = registry.get("neural-ode").train(env_id, {}, 0, Budget(transitions=2 * per_iteration, eval_every=1), cost)
@@ -188,9 +191,9 @@ def test_neural_ode_adapter_follows_the_budget_and_evaluates_the_network_being_t
 
 
 def test_planning_adapters_give_open_loop_policies(monkeypatch) -> None:
-    from agents import planning
+    from agents import identification, planning
 
-    monkeypatch.setattr(registry, "planner_config", lambda: planning.PlannerConfig(iterations=3))
+    monkeypatch.setattr(identification, "PlannerConfig", lambda: planning.PlannerConfig(iterations=3))
     cost = curve_cost("DiffLinearSysID-v0")
     per_plan = 4 * 100  # (iterations + 1) planning rollouts of 100 steps
     trained = registry.get("planning").train("DiffLinearSysID-v0", {}, 0, Budget(transitions=2 * (100 + per_plan)), cost)
@@ -209,7 +212,8 @@ REFERENCES = {"DiffZermelo-v0": {"optimum": 1.0, "zero_action_cost": 2.0, "name"
 
 
 def run(env_id, agent, seed, cost, transitions, seconds, curve, incomplete=0, trained_on="default"):
-    return {"env_id": env_id, "agent": agent, "family": "rl", "seed": seed, "final_cost": cost, "incomplete": incomplete,
+    family = "gradient" if agent == "neural-ode" else "rl"
+    return {"env_id": env_id, "agent": agent, "family": family, "seed": seed, "final_cost": cost, "incomplete": incomplete,
             "transitions": transitions, "seconds": seconds, "total_seconds": seconds, "details": {"trained_on": trained_on},
             "curve": [{"transitions": t, "seconds": s, "cost": c, "incomplete": i} for t, s, c, i in curve]}
 
@@ -267,20 +271,15 @@ def test_report_writes_csv_json_and_plots(tmp_path: Path) -> None:
 
 
 def test_full_budget_of_the_neural_ode_is_its_tuned_run() -> None:
-    from agents import neural_ode
-
-    for key in neural_ode.TUNED:
-        env_id, _, cost = key.partition("/")
-        kwargs = {"cost": cost} if cost else {}
-        if benchmark.protocol(env_id).env_kwargs != kwargs and cost:
-            continue  # the benchmark evaluates the default objective only
+    for env_id in cards():
+        kwargs = benchmark.protocol(env_id).env_kwargs
         tuned = neural_ode.default_config(env_id, kwargs)
         steps = tuned.steps or benchmark.diffenvs.problem_of(env_id).max_steps
         full = benchmark.budget("full", env_id, "neural-ode")
         rollout = tuned.batch_size * steps  # Adam's iterations, then the L-BFGS finish's worst case
         assert full.transitions == (tuned.iterations + tuned.lbfgs_steps * neural_ode.LBFGS_EVALUATIONS) * rollout, env_id
-        config = registry.neural_ode_config(env_id, kwargs, 0, full)
+        config = neural_ode.budget_config(env_id, kwargs, 0, full)
         assert (config.iterations, config.lbfgs_steps) == (tuned.iterations, tuned.lbfgs_steps), env_id
     # a budget too small for the finish drops it rather than overspend
-    small = registry.neural_ode_config("DiffIsochronism-v0", {}, 0, Budget(transitions=2_560_000))
+    small = neural_ode.budget_config("DiffIsochronism-v0", {}, 0, Budget(transitions=2_560_000))
     assert (small.iterations, small.lbfgs_steps) == (10, 0)

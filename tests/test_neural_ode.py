@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from agents import neural_ode
-from agents.evaluation import evaluate
+from agents.episodes import evaluate
 from agents.neural_ode import NeuralOdeConfig, NonFiniteError, PolicyNetwork, initial_states, train
 from diffenvs import Trajectory, problem_of, rollout
+from diffenvs.core.numerics import TORCH
 
 TINY = NeuralOdeConfig(iterations=4, learning_rate=0.02, final_learning_rate=0.01, checkpoint_every=2)
 SHORT_CARTPOLE = {"horizon": 0.2}  # 10 steps
@@ -31,7 +32,7 @@ SHORT_CARTPOLE = {"horizon": 0.2}  # 10 steps
 def test_tiny_training_on_every_environment(env_id: str, env_kwargs: dict, overrides: dict) -> None:
     config = dataclasses.replace(TINY, **overrides)
     seen: list[tuple[int, dict]] = []
-    result = train(env_id, config, env_kwargs, callback=lambda step, metrics: seen.append((step, metrics)) or False,
+    result = train(env_id, config, env_kwargs, callback=lambda step, metrics, policy: seen.append((step, metrics)) or False,
                    progress=False)
     problem = result.problem
     assert [step for step, _ in seen] == list(range(config.iterations))
@@ -96,7 +97,7 @@ def test_gradient_of_the_training_loss_passes_gradcheck() -> None:
     def loss(bias: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         def policy(obs: torch.Tensor) -> torch.Tensor:
             action = torch.tanh(torch.nn.functional.linear(network.hidden(obs), weight, bias))
-            return torch.stack(problem.control_from_action(action.unbind(-1), neural_ode.TORCH), -1)
+            return torch.stack(problem.control_from_action(action.unbind(-1), TORCH), -1)
 
         return rollout(problem, policy, x0).costs.mean()
 
@@ -137,7 +138,7 @@ def test_resume_gives_the_uninterrupted_result(tmp_path) -> None:
     kwargs = {**SHORT_CARTPOLE, "initial_noise": 0.2}  # drawn starts: the RNG state matters
     straight = train("DiffCartpole-v0", config, kwargs, progress=False)
     path = tmp_path / "checkpoint.pt"
-    first = train("DiffCartpole-v0", config, kwargs, callback=lambda step, metrics: step == 2, checkpoint=path,
+    first = train("DiffCartpole-v0", config, kwargs, callback=lambda step, metrics, policy: step == 2, checkpoint=path,
                   progress=False)
     assert first.stopped and len(first.history) == 3
     resumed = train("DiffCartpole-v0", config, kwargs, checkpoint=path, resume=True, progress=False)
@@ -160,7 +161,7 @@ def test_a_nonfinite_loss_stops_training_with_a_message(tmp_path, monkeypatch) -
         trajectory.rewards = trajectory.rewards * math.nan
         return trajectory
 
-    monkeypatch.setattr(neural_ode, "rollout", diverged)
+    monkeypatch.setattr(neural_ode.training, "rollout", diverged)
     path = tmp_path / "checkpoint.pt"
     with pytest.raises(NonFiniteError, match=r"iteration 0: the loss is nan \(non-finite\)"):
         train("DiffCartpole-v0", TINY, SHORT_CARTPOLE, checkpoint=path, progress=False)
@@ -173,10 +174,10 @@ def test_a_nonfinite_gradient_stops_training_with_a_message(monkeypatch) -> None
         trajectory.rewards = trajectory.rewards + 0.0 * torch.sqrt(0.0 * trajectory.controls.sum())
         return trajectory
 
-    monkeypatch.setattr(neural_ode, "rollout", poisoned)
+    monkeypatch.setattr(neural_ode.training, "rollout", poisoned)
     seen: list[dict] = []
     with pytest.raises(NonFiniteError, match="the gradient norm is nan"):
-        train("DiffCartpole-v0", TINY, SHORT_CARTPOLE, callback=lambda step, metrics: seen.append(metrics) or False,
+        train("DiffCartpole-v0", TINY, SHORT_CARTPOLE, callback=lambda step, metrics, policy: seen.append(metrics) or False,
               progress=False)
     assert seen == []  # no optimiser step was taken
 
@@ -207,7 +208,7 @@ def test_callback_stops_early_and_objects_with_on_step_work() -> None:
         def __init__(self) -> None:
             self.steps: list[int] = []
 
-        def on_step(self, step: int, metrics: dict) -> bool:
+        def on_step(self, step: int, metrics: dict, policy: torch.nn.Module) -> bool:
             self.steps.append(step)
             return metrics["transitions"] >= 2 * 10
 
@@ -228,7 +229,7 @@ def test_lbfgs_finish_lowers_the_loss_counts_its_rollouts_and_resumes(tmp_path) 
     assert steps[:2] == [rollout_steps, rollout_steps]  # Adam: one rollout per iteration
     assert all(rollout_steps < s <= (neural_ode.LBFGS_EVALUATIONS + 1) * rollout_steps for s in steps[2:])  # L-BFGS: several
     path = tmp_path / "checkpoint.pt"
-    train("DiffCartpole-v0", config, kwargs, callback=lambda step, metrics: step == 3, checkpoint=path, progress=False)
+    train("DiffCartpole-v0", config, kwargs, callback=lambda step, metrics, policy: step == 3, checkpoint=path, progress=False)
     resumed = train("DiffCartpole-v0", config, kwargs, checkpoint=path, resume=True, progress=False)
     assert [h["loss"] for h in resumed.history] == losses
     for name, value in straight.policy.state_dict().items():

@@ -12,22 +12,19 @@ import pytest
 import torch
 
 import diffenvs
+from agents.identification import SysIDConfig, gaussian_inputs, identify, results_table
 from agents.planning import (
     RANK_TOLERANCE,
     InputNetwork,
     InputSequence,
     PlannerConfig,
     RankDeficientDesignError,
-    SysIDConfig,
     check_design,
     design_information,
     design_matrix,
     estimate,
-    gaussian_inputs,
-    identify,
     plan,
     play,
-    results_table,
     spectral_radius_bound,
     sphere,
 )

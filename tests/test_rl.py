@@ -10,7 +10,9 @@ import pytest
 
 import diffenvs
 from agents import rl
-from agents.evaluation import evaluate
+from agents.cards import cards
+from agents.episodes import evaluate
+from agents.registry import Budget
 
 
 def tiny(env_id: str, algorithm: str) -> rl.Hyperparameters:
@@ -22,8 +24,7 @@ def tiny(env_id: str, algorithm: str) -> rl.Hyperparameters:
 @pytest.mark.parametrize("algorithm", rl.ALGORITHMS)
 @pytest.mark.parametrize("env_id", diffenvs.ENV_IDS)
 def test_every_baseline_trains_on_every_environment(env_id: str, algorithm: str) -> None:
-    config = rl.RLConfig(algorithm=algorithm, timesteps=300, eval_every=150, eval_episodes=1, seed=1)
-    result = rl.train(env_id, config, hp=tiny(env_id, algorithm))
+    result = rl.train(env_id, algorithm, Budget(300, eval_every=150), seed=1, hp=tiny(env_id, algorithm), eval_episodes=1)
     assert result.transitions == 300
     assert [p["transitions"] for p in result.curve] == [150.0, 300.0]
     assert all(np.isfinite(p["cost"]) for p in result.curve)
@@ -37,8 +38,8 @@ def test_every_baseline_trains_on_every_environment(env_id: str, algorithm: str)
 
 
 def test_cartpole_trains_on_the_dense_cost_and_is_evaluated_on_the_default_objective() -> None:
-    config = rl.RLConfig(algorithm="td3", timesteps=200, eval_every=200, eval_episodes=2)
-    result = rl.train("DiffCartpole-v0", config, hp=tiny("DiffCartpole-v0", "td3"))
+    result = rl.train("DiffCartpole-v0", "td3", Budget(200, eval_every=200), hp=tiny("DiffCartpole-v0", "td3"),
+                      eval_episodes=2)
     assert result.model.get_env().envs[0].unwrapped.problem.cost == "quadratic"
     default_cost = evaluate("DiffCartpole-v0", result.policy, 2).mean()
     assert result.curve[-1]["cost"] == pytest.approx(default_cost)
@@ -53,8 +54,8 @@ def test_callback_stops_training_and_receives_the_curve_point() -> None:
         seen.append((step, metrics))
         return True
 
-    config = rl.RLConfig(algorithm="ppo", timesteps=1_000, eval_every=50, eval_episodes=1)
-    result = rl.train("DiffZermelo-v0", config, callback=on_step, hp=tiny("DiffZermelo-v0", "ppo"))
+    result = rl.train("DiffZermelo-v0", "ppo", Budget(1_000, eval_every=50), callback=on_step,
+                      hp=tiny("DiffZermelo-v0", "ppo"), eval_episodes=1)
     assert len(seen) == 1 and seen[0][0] == 50 and set(seen[0][1]) == {"transitions", "seconds", "cost"}
     assert result.transitions < 1_000 and len(result.curve) == 1
 
@@ -66,25 +67,26 @@ def test_curve_cost_replaces_the_default_evaluation() -> None:
         calls.append(policy)
         return 42.0
 
-    config = rl.RLConfig(algorithm="ppo", timesteps=100, eval_every=50, eval_episodes=1)
-    result = rl.train("DiffIsochronism-v0", config, curve_cost=curve_cost, hp=tiny("DiffIsochronism-v0", "ppo"))
+    result = rl.train("DiffIsochronism-v0", "ppo", Budget(100, eval_every=50), curve_cost=curve_cost,
+                      hp=tiny("DiffIsochronism-v0", "ppo"), eval_episodes=1)
     # two points; the last is evaluated again once PPO's update after its last rollout is done
     assert len(calls) == 3 and [p["cost"] for p in result.curve] == [42.0, 42.0]
 
 
 def test_bad_input_names_the_argument() -> None:
     with pytest.raises(ValueError, match="algorithm"):
-        rl.RLConfig(algorithm="dqn")
-    with pytest.raises(ValueError, match="timesteps"):
-        rl.RLConfig(timesteps=0)
+        rl.train("DiffZermelo-v0", "dqn", Budget(10))
+    with pytest.raises(ValueError, match="transitions"):
+        Budget(0)
+    with pytest.raises(TypeError, match="budget"):
+        rl.train("DiffZermelo-v0", "ppo", 100)
     with pytest.raises(ValueError, match="gamma"):
         rl.Hyperparameters(gamma=1.5)
     with pytest.raises(ValueError, match="env_id"):
-        rl.train("NoSuchEnv-v0", rl.RLConfig())
+        rl.train("NoSuchEnv-v0", "ppo", Budget(10))
 
 
-def test_hyperparameter_table_rows_name_registered_environments_and_algorithms() -> None:
-    for env_id, algorithm in rl.HYPERPARAMETERS:
-        assert env_id in gym.registry and algorithm in rl.ALGORITHMS
-    for env_id, objective in rl.TRAINING_OBJECTIVES.items():
-        gym.make(env_id, **objective.env_kwargs)  # the override is a valid keyword of the environment
+def test_every_card_names_registered_environments_and_algorithms() -> None:
+    for env_id, card in cards().items():
+        assert env_id in gym.registry and set(card.rl_hyperparameters) <= set(rl.ALGORITHMS)
+        gym.make(env_id, **rl.training_objective(env_id).env_kwargs)  # the override is a valid keyword of the environment

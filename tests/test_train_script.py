@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.training import PRESETS, add_config_arguments, config_from_arguments, parse_env_kwargs
+from agents.cards import presets
+from agents.training import add_config_arguments, config_from_arguments, parse_env_kwargs
 
 _SPEC = importlib.util.spec_from_file_location("train_script", Path(__file__).resolve().parents[1] / "scripts" / "train.py")
 train_script = importlib.util.module_from_spec(_SPEC)
@@ -57,7 +58,7 @@ def test_neural_ode_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     saved = json.loads((out / "results.json").read_text())
     assert FIELDS <= set(saved)
     assert saved["env"] == "DiffCartpole-v0" and saved["agent"] == "neural-ode" and saved["seed"] == 0
-    assert saved["env_kwargs"] == {**PRESETS["upright"][1], "horizon": 0.2}
+    assert saved["env_kwargs"] == {**presets()["upright"][1], "horizon": 0.2}
     assert saved["env_steps"] == 3 * 2 * 10 and saved["iterations"] == 3
     assert saved["config"]["iterations"] == 3 and saved["config"]["batch_size"] == 2
     assert saved["final_cost"] == pytest.approx(results["final_cost"])

@@ -1,0 +1,61 @@
+"""Where the runs of a sweep execute: local worker processes, or Ray tasks (the optional extra ``ray``)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from agents.benchmark.config import RunSpec
+
+#: ``execute(spec_data) -> result``: one run, importable by name (worker processes and Ray pickle it by reference)
+Execute = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def local(specs: list[RunSpec], workers: int, execute: Execute) -> Iterable[dict[str, Any]]:
+    """``execute`` each spec in ``workers`` spawned processes (1: in this process), yielding results as they finish."""
+    if workers == 1:  # in this process: no start-up cost, and agents registered at run time are visible
+        for spec in specs:
+            yield execute(spec.as_dict())
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+        futures = [pool.submit(execute, spec.as_dict()) for spec in specs]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+RAY_MISSING = ("--ray needs Ray, the optional extra 'ray': pip install 'diffenvs[ray]' "
+               "(or pip install ray); without it the sweep runs in local processes")
+
+
+def ray_tasks(specs: list[RunSpec], address: str | None, execute: Execute) -> Iterable[dict[str, Any]]:
+    """``execute`` each spec as a Ray task (``address`` of a cluster, or a local instance), yielding results."""
+    try:
+        import ray
+    except ImportError as error:
+        raise RuntimeError(RAY_MISSING) from error
+    if not ray.is_initialized():
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=1)(execute)
+    pending = [task.remote(spec.as_dict()) for spec in specs]
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(ready[0])
+    finally:
+        for reference in pending:
+            ray.cancel(reference)

@@ -1,0 +1,114 @@
+"""The benchmark's pictures: learning curves (gap against transitions and seconds) and final costs per seed."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.benchmark.config import TARGETS
+from agents.benchmark.reference import mean_se, normalised_gap
+from agents.plots import pyplot, save
+
+#: gaps below this (including negative ones: a cost at or below the reference) are drawn at it
+GAP_FLOOR = 1e-4
+
+
+def _colours(agents: Sequence[str]) -> dict[str, Any]:
+    plt = pyplot()
+    cycle = plt.get_cmap("tab10")
+    return {agent: cycle(i % 10) for i, agent in enumerate(agents)}
+
+
+def plot_curves(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Learning curves: normalised gap against transitions and against seconds, log axes, one row per environment."""
+    plt = pyplot()
+    envs = list(dict.fromkeys(r["env_id"] for r in results))
+    colours = _colours(list(dict.fromkeys(r["agent"] for r in results)))
+    fig, axes = plt.subplots(len(envs), 2, figsize=(11, 3.2 * len(envs)), squeeze=False)
+    for row, env_id in enumerate(envs):
+        reference = refs.get(env_id, {"optimum": None})
+        labelled: set[str] = set()
+        has_reference = reference.get("optimum") is not None
+        for result in (r for r in results if r["env_id"] == env_id):
+            agent = result["agent"]
+            points = [p for p in result["curve"] if not p.get("incomplete", 0)]
+            if not points:
+                continue
+            if has_reference:
+                gaps = np.maximum([normalised_gap(p["cost"], reference) for p in points], GAP_FLOOR)
+            else:
+                gaps = np.array([p["cost"] for p in points], dtype=np.float64)
+            label = None if agent in labelled else agent
+            labelled.add(agent)
+            for column, key in enumerate(("transitions", "seconds")):
+                ax = axes[row, column]
+                x = np.array([p[key] for p in points], dtype=np.float64)
+                if np.all(x <= 0):  # no training: a level line
+                    ax.axhline(gaps[-1], color=colours[agent], ls=":", lw=1.5, label=label)
+                else:
+                    ax.plot(np.maximum(x, 1e-3 if key == "seconds" else 1), gaps, color=colours[agent], lw=1.2,
+                            marker=".", ms=3, alpha=0.8, label=label)
+        for column, key in enumerate(("environment transitions", "training seconds")):
+            ax = axes[row, column]
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
+            ax.set_xlabel(key)
+            if has_reference:
+                for target in TARGETS:
+                    ax.axhline(target, color="0.5", ls="--", lw=0.8)
+                ax.set_yscale("log")
+                ax.set_ylabel("gap to reference")
+            else:
+                ax.set_ylabel("cost (no reference)")
+            ax.set_title(f"{env_id} (reference: {reference.get('name') or 'none'})", fontsize=9)
+        axes[row, 0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"Learning curves: gap to the reference (dashed: 10% and 1%; gaps ≤ {GAP_FLOOR:g} drawn at "
+                 f"{GAP_FLOOR:g}; dotted: agents without training)", fontsize=10)
+    return save(fig, path, dpi=110)
+
+
+def plot_final(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Final cost per agent, one panel per environment: every seed as a dot, mean ± standard error, the reference dashed."""
+    plt = pyplot()
+    envs = list(dict.fromkeys(r["env_id"] for r in results))
+    colours = _colours(list(dict.fromkeys(r["agent"] for r in results)))
+    columns = min(len(envs), 2)
+    rows = math.ceil(len(envs) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 3.4 * rows), squeeze=False)
+    for ax, env_id in zip(axes.flat, envs):
+        runs = [r for r in results if r["env_id"] == env_id]
+        agents = list(dict.fromkeys(r["agent"] for r in runs))
+        costs_all = []
+        for i, agent in enumerate(agents):
+            mine = [r for r in runs if r["agent"] == agent]
+            costs = np.array([r["final_cost"] for r in mine])
+            costs_all.extend(costs)
+            bad = np.array([bool(r["incomplete"]) for r in mine])
+            ax.scatter(np.full(costs.size, i)[~bad], costs[~bad], color=colours[agent], s=14, zorder=3)
+            ax.scatter(np.full(costs.size, i)[bad], costs[bad], color=colours[agent], marker="x", s=30, zorder=3)
+            mean, se = mean_se(costs)
+            ax.errorbar(i + 0.18, mean, yerr=0 if math.isnan(se) else se, color="k", marker="_", ms=12, capsize=3)
+        optimum = refs.get(env_id, {}).get("optimum")
+        log = bool(costs_all) and min(costs_all) > 0
+        if log:
+            ax.set_yscale("log")
+        if optimum is not None and (optimum > 0 or not log):
+            ax.axhline(optimum, color="k", ls="--", lw=1, label=f"reference {optimum:.4g}")
+            ax.legend(fontsize=7)
+        elif optimum is not None:
+            ax.text(0.98, 0.97, f"reference {optimum:.4g} (below the log axis)", transform=ax.transAxes, ha="right",
+                    va="top", fontsize=7)
+        ax.set_xticks(range(len(agents)), agents, rotation=30, fontsize=8)
+        ax.set_ylabel("final cost")
+        ax.set_title(env_id, fontsize=9)
+    for ax in list(axes.flat)[len(envs):]:
+        ax.axis("off")
+    fig.suptitle("Final cost per agent (dots: seeds, x: objective not reached; bar: mean ± s.e.)", fontsize=10)
+    return save(fig, path, dpi=110)
+
+

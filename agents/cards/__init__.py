@@ -1,0 +1,117 @@
+"""Environment cards: everything the agents, the benchmark and the tests know about one environment.
+
+An environment is its definition module (``diffenvs/<env>.py``) plus its card
+(``agents/cards/<env>.py``): the named presets, each agent's tuned settings, the reward the
+RL baselines train on and why, the evaluation protocol and budgets, the analytic reference
+and the settings of the fast tests. Generic code reads cards (:func:`card`) and the
+capabilities problems and agents declare; it never tests an environment id.
+
+A card module builds a :class:`Card` and passes it to :func:`register`. The modules of this
+package are imported on first use; a card defined elsewhere (a user's own environment) is
+registered the same way, from the user's file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agents.registry import Budget
+
+if TYPE_CHECKING:
+    from agents.analytic import Reference
+    from agents.rl import Hyperparameters, TrainingObjective
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How an environment is evaluated in the benchmark."""
+
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """The objective every agent is evaluated on (the environment's default: empty)."""
+    episodes: int = 20
+    """Episodes of every evaluation, learning-curve points and final alike (starts ``reset(seed=10000 + i)``)."""
+
+
+@dataclass(frozen=True)
+class TestSettings:
+    """What the fast tests need to run an environment in milliseconds."""
+
+    short: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments that shorten an episode to a few steps (gradient checks)."""
+    gradcheck_start: tuple[float, ...] | None = None
+    """A physical start state away from kinks and bounds for ``gradcheck`` (``None``: the first drawn start)."""
+
+
+def _no_overrides(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Card:
+    """Everything about one environment outside its physics (see the module docstring)."""
+
+    env_id: str
+    """The registered Gymnasium id."""
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Named environment settings (``scripts/train.py --preset NAME``)."""
+    neural_ode: Callable[[Mapping[str, Any]], dict[str, Any]] = _no_overrides
+    """``env_kwargs -> NeuralOdeConfig overrides``: the tuned settings of the neural-ODE agent."""
+    rl_objective: TrainingObjective | None = None
+    """The reward the RL baselines train on (``None``: the default objective)."""
+    rl_hyperparameters: dict[str, Hyperparameters] = field(default_factory=dict)
+    """SB3 hyperparameters per algorithm (absent: :class:`agents.rl.Hyperparameters` defaults)."""
+    protocol: Protocol = field(default_factory=Protocol)
+    """The benchmark's evaluation protocol."""
+    budgets: dict[str, dict[str, Budget]] = field(default_factory=dict)
+    """Per benchmark mode, budgets keyed by agent name or by agent family (the name wins); the
+    benchmark's defaults per family apply to what is not listed."""
+    reference: Callable[[Any], Reference | None] = lambda problem: None
+    """``problem -> Reference``: the analytic answer a run is compared with (``None``: none)."""
+    analytic: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+    """Analytic controllers by name, ``problem -> torch.nn.Module`` (``scripts/train.py --agent NAME``)."""
+    tests: TestSettings = field(default_factory=TestSettings)
+    """Settings of the fast tests."""
+
+    def budget(self, mode: str, agent: str, family: str) -> Budget | None:
+        """This card's budget for ``agent`` (of ``family``) in ``mode``, ``None`` if the card sets none."""
+        table = self.budgets.get(mode, {})
+        return table.get(agent, table.get(family))
+
+
+CARDS: dict[str, Card] = {}
+_discovered = False
+
+
+def register(new: Card) -> Card:
+    """Add ``new`` to the cards (one per environment id; registering an id again replaces its card)."""
+    CARDS[new.env_id] = new
+    return new
+
+
+def _discover() -> None:
+    global _discovered
+    if not _discovered:
+        _discovered = True
+        for module in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+def card(env_id: str) -> Card:
+    """The card of ``env_id``; an environment without one gets an empty card (defaults everywhere)."""
+    _discover()
+    return CARDS.get(env_id) or Card(env_id)
+
+
+def cards() -> dict[str, Card]:
+    """Every registered card, by environment id."""
+    _discover()
+    return dict(CARDS)
+
+
+def presets() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every card's presets: ``name -> (env_id, env_kwargs)``."""
+    return {name: (env_id, kwargs) for env_id, c in cards().items() for name, kwargs in c.presets.items()}

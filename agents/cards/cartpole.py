@@ -1,0 +1,75 @@
+"""The cartpole swing-up (``diffenvs.cartpole``, report §4.3): presets, agents' settings, protocol, reference."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from agents import analytic
+from agents.cards import Card, Protocol, TestSettings, register
+from agents.registry import Budget
+from agents.rl import Hyperparameters, TrainingObjective
+from diffenvs import problem_of
+
+ENV_ID = "DiffCartpole-v0"
+
+
+def neural_ode(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Tuned per objective: the terminal swing-up cost, or the LQR's quadratic running cost."""
+    if env_kwargs.get("cost", "terminal") == "terminal":
+        return dict(iterations=300, lbfgs_steps=5, learning_rate=0.05, final_learning_rate=0.001, batch_size=8)
+    return dict(iterations=400, learning_rate=0.05, final_learning_rate=0.001, beta2=0.9, batch_size=8)
+
+
+def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
+    """Swing-up: the lower bound 0 (no controller). Quadratic cost: LQR and the finite-horizon Riccati cost."""
+    problem = problem_of(env_id, **env_kwargs)
+    if problem.cost == "terminal":
+        def swing_up(states: np.ndarray) -> dict[str, float | None]:
+            return {"optimum": 0.0}
+
+        return analytic.Reference("swing-up", "no closed form; the cost phi(T)^2 + phidot(T)^2 >= 0 and the report's "
+                                  "swing-up reaches ~0, so the reference optimum is 0 (a lower bound)",
+                                  problem, None, swing_up, None, plane=(2, 3))
+    a, b = analytic.cartpole_linearisation(problem.params)
+    q, r = analytic.lqr_weights()
+    gain, p = analytic.lqr(a, b, q, r)
+    p_finite = analytic.finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
+
+    def lqr_costs(states: np.ndarray) -> dict[str, float | None]:
+        s = analytic.wrapped_states(states)
+        return {"optimum": float(np.mean(np.einsum("bi,ij,bj->b", s, p_finite, s))),
+                "infinite_horizon_lqr": float(np.mean(np.einsum("bi,ij,bj->b", s, p, s))),
+                "lqr_gain": gain.ravel().tolist()}
+
+    return analytic.Reference(
+        "lqr", "LQR on the linearisation about upright (report's Q, R); optimum: s0' P(0) s0 of the "
+        "finite-horizon Riccati ODE over T (the linear system's optimum with continuous control)",
+        problem, analytic.LinearFeedback(problem, gain), lqr_costs,
+        analytic.along_episode("t (s), along the LQR path", lambda e: e.times[:-1]), plane=(2, 3))
+
+
+#: 100-step episodes of a fixed horizon (time in the observation): a discount that does not hide the end
+_PPO_HORIZON = Hyperparameters(gamma=0.999, n_steps=1000, batch_size=100)
+
+CARD = register(Card(
+    env_id=ENV_ID,
+    presets={"swingup": {"initial_noise": 0.0},
+             "upright": {"initial_angle": 0.1, "initial_noise": 0.0, "cost": "quadratic"}},
+    neural_ode=neural_ode,
+    rl_objective=TrainingObjective(
+        {"cost": "quadratic"}, "quadratic (dense)",
+        "the default pays -(phi(T)^2 + phidot(T)^2) only at T; the LQR running cost rewards uprightness each step"),
+    rl_hyperparameters={"ppo": _PPO_HORIZON},
+    protocol=Protocol(episodes=20),
+    budgets={
+        "quick": {"rl": Budget(10_000, 30.0, 2_000), "neural-ode": Budget(80_000, 30.0, 8_000)},
+        "full": {"rl": Budget(30_000, eval_every=2_500), "ppo": Budget(60_000, eval_every=2_500),
+                 "neural-ode": Budget(320_000, eval_every=8_000)},
+    },
+    reference=reference,
+    analytic={"lqr": analytic.cartpole_lqr_policy},
+    tests=TestSettings(short={"horizon": 0.06}),
+))

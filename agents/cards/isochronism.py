@@ -1,0 +1,52 @@
+"""Isochronism, a learned force field (``diffenvs.isochronism``, report §3): agents' settings, protocol, reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents import analytic
+from agents.cards import Card, Protocol, TestSettings, register
+from agents.episodes import Episode
+from agents.registry import Budget
+from agents.rl import Hyperparameters, TrainingObjective
+from diffenvs import problem_of
+
+ENV_ID = "DiffIsochronism-v0"
+
+
+def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
+    """The harmonic field: every trajectory is T-periodic, optimum 0; controls compared on a position grid."""
+    problem = problem_of(env_id, **env_kwargs)
+    grid = np.linspace(-2.0, 2.0, 81)
+
+    def field_probe(episode: Episode | None) -> tuple[str, np.ndarray, np.ndarray]:
+        return "position x (m), grid on [-2, 2]", grid, grid[:, None]
+
+    def zero(states: np.ndarray) -> dict[str, float | None]:
+        return {"optimum": 0.0}
+
+    return analytic.Reference("harmonic", "harmonic field f(x) = -(2 pi/T)^2 x: every trajectory is T-periodic, optimum 0",
+                              problem, analytic.HarmonicField(problem), zero, field_probe, plane=(0, 1))
+
+
+CARD = register(Card(
+    env_id=ENV_ID,
+    neural_ode=lambda env_kwargs: dict(iterations=150, lbfgs_steps=5, learning_rate=0.01, final_learning_rate=0.0005,
+                                       batch_size=256, symmetric=True),
+    rl_objective=TrainingObjective(
+        {"steps": 100}, "default, steps=100",
+        "the objective is paid only at T: 100-step episodes give 10x more of them per budget than the default 1000"),
+    # the whole objective is paid at step 100 of the training episodes
+    rl_hyperparameters={"ppo": Hyperparameters(gamma=0.999, n_steps=1000, batch_size=100),
+                        "sac": Hyperparameters(gamma=0.999), "td3": Hyperparameters(gamma=0.999)},
+    protocol=Protocol(episodes=20),
+    budgets={
+        "quick": {"neural-ode": Budget(15_360_000, 30.0, 2_560_000)},
+        "full": {"neural-ode": Budget(64_000_000, eval_every=2_560_000)},
+    },
+    reference=reference,
+    analytic={"harmonic": analytic.HarmonicField},
+    tests=TestSettings(short={"steps": 3}),
+))

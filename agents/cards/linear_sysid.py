@@ -1,0 +1,54 @@
+"""Linear system identification (``diffenvs.linear_sysid``, report §5): agents' settings, protocol, reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents import analytic
+from agents.cards import Card, Protocol, TestSettings, register
+from agents.episodes import evaluate
+from agents.registry import Budget
+from agents.rl import Hyperparameters
+from diffenvs import problem_of
+
+ENV_ID = "DiffLinearSysID-v0"
+
+
+def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference | None:
+    """The oracle: differentiable planning on the true A, its cost under the evaluation protocol.
+
+    There is no closed form; the oracle knows what no agent is given (the true matrix), so it
+    is the reference the others are measured against. ``None`` for ``matrix="random"``.
+    """
+    from agents import identification
+
+    problem = problem_of(env_id, **env_kwargs)
+    if not identification.fixed_truth(problem):
+        return None
+    def oracle_cost(states: np.ndarray) -> dict[str, float | None]:
+        policy = identification.oracle_policy(problem, seed=0)
+        costs = evaluate(env_id, policy, len(states), env_kwargs, states=states)
+        return {"optimum": float(costs.mean())}
+
+    return analytic.Reference("oracle", "differentiable planning on the true A (agents.planning), evaluated by the "
+                              "protocol", problem, None, oracle_cost)
+
+
+#: the whole objective is paid at the last of 100 steps: a discount that does not hide it
+_FAR_SIGHTED = {"ppo": Hyperparameters(gamma=0.999, n_steps=1000, batch_size=100),
+                "sac": Hyperparameters(gamma=0.999), "td3": Hyperparameters(gamma=0.999)}
+
+CARD = register(Card(
+    env_id=ENV_ID,
+    neural_ode=lambda env_kwargs: dict(iterations=100, learning_rate=0.01, final_learning_rate=0.001, batch_size=16),
+    rl_hyperparameters=_FAR_SIGHTED,
+    protocol=Protocol(episodes=50),
+    budgets={
+        "quick": {"neural-ode": Budget(80_000, 30.0, 8_000), "planning": Budget(30_000, 30.0)},
+        "full": {"neural-ode": Budget(160_000, eval_every=8_000), "planning": Budget(60_000)},
+    },
+    reference=reference,
+    tests=TestSettings(short={"steps": 6}),
+))

@@ -1,0 +1,44 @@
+"""The Zermelo river crossing (``diffenvs.zermelo``, report §4.2): presets, agents' settings, protocol, reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents import analytic
+from agents.cards import Card, Protocol, TestSettings, register
+from agents.registry import Budget
+from diffenvs import problem_of
+
+ENV_ID = "DiffZermelo-v0"
+
+
+def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
+    """Pontryagin's heading; the optimum is the deviation x(ℓ) by quadrature from each start."""
+    problem = problem_of(env_id, **env_kwargs)
+    params = problem.params
+
+    def optimum(states: np.ndarray) -> dict[str, float | None]:
+        return {"optimum": float(np.mean([s[0] + analytic.pontryagin_deviation(params, float(s[1])) for s in states]))}
+
+    return analytic.Reference(
+        "pontryagin", "Pontryagin heading cos u = -v/w(y); optimum: the deviation x(ℓ) by quadrature",
+        problem, analytic.PontryaginPolicy(problem), optimum,
+        analytic.along_episode("y (m), along the Pontryagin path", lambda e: e.states[:-1, 1]), plane=(0, 1))
+
+
+CARD = register(Card(
+    env_id=ENV_ID,
+    neural_ode=lambda env_kwargs: dict(iterations=200, learning_rate=0.05, final_learning_rate=0.002, steps=300),
+    # the start is deterministic, so one episode of a deterministic policy is exact
+    protocol=Protocol(episodes=1),
+    budgets={
+        "quick": {"rl": Budget(5_000, 30.0, 1_000), "neural-ode": Budget(15_000, 30.0, 1_500)},
+        "full": {"rl": Budget(20_000, eval_every=1_000), "neural-ode": Budget(60_000, eval_every=1_500)},
+    },
+    reference=reference,
+    analytic={"pontryagin": analytic.PontryaginPolicy},
+    # the bank is crossed inside the checked rollout: the event location is differentiated
+    tests=TestSettings(gradcheck_start=(0.3, 1.99)),
+))

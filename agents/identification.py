@@ -1,0 +1,301 @@
+r"""The adaptive identification experiment (report Algorithm 1, §5) and its agents in the benchmark.
+
+:func:`identify` runs the report's experiment on a batch of independent runs: a first
+experiment with Gaussian input, then epochs of geometrically growing length
+:math:`T_i = T_0 g^i`; each epoch estimates :math:`\hat A` from all data so far, plans on it
+(:func:`agents.planning.plan`), plays the plan on the true system and appends the data.
+Baselines: Gaussian input :math:`u_t \sim \mathcal N(0, \gamma^2 I / d)` and the oracle,
+which plans on the true :math:`A` with the same optimiser.
+
+On the Gymnasium face of ``DiffLinearSysID-v0`` the same loop is three benchmark agents
+(registered here): ``planning`` (Algorithm 1, the last plan as the policy), ``oracle`` (the
+planner on the true matrix) and ``gaussian`` (a fixed draw of Gaussian inputs). They apply to
+any :class:`~diffenvs.linear_sysid.LinearSysID` problem with one fixed true matrix
+(:func:`fixed_truth`), whatever its id.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from agents.episodes import GymPolicy
+from agents.planning import (
+    Callback,
+    InputSequence,
+    PlannerConfig,
+    check_design,
+    estimate,
+    plan,
+    play,
+)
+from agents.registry import Agent, Budget, CurveCost, Trained, constant_curve, register
+from diffenvs import problem_of
+from diffenvs.core.problem import check_integer
+from diffenvs.linear_sysid import LinearSysID, estimation_error, random_matrix
+
+AGENTS = ("random", "active", "oracle")
+
+
+# ---- the adaptive experiment ---------------------------------------------------------
+@dataclass(frozen=True)
+class SysIDConfig:
+    """An adaptive identification experiment: active agent, Gaussian baseline and oracle."""
+
+    matrix: str = "jordan"
+    """true A: "jordan" (0.9 on the diagonal, 1 above) or "random" (Gaussian, spectral radius 1, one per run)"""
+    d: int = 4
+    """state dimension"""
+    noise_std: float = 0.1
+    """sigma, standard deviation of the process noise"""
+    gamma: float = 1.0
+    """bound on the input norm |u_t| (the Gaussian baseline's mean energy E|u_t|^2 = gamma^2)"""
+    runs: int = 100
+    """independent realisations, batched"""
+    epochs: int = 6
+    """experiments in total: the first with Gaussian input, then planned ones"""
+    first_epoch: int = 20
+    """samples of the first experiment (at least d + 1)"""
+    growth: float = 2.0
+    """factor by which each experiment is longer than the previous one"""
+    seed: int = 0
+    """seed of the true matrices, the noise, the baseline's inputs and the planners"""
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    """the planner of the active agent and the oracle"""
+
+    def __post_init__(self) -> None:
+        if self.matrix not in ("jordan", "random"):
+            raise ValueError(f"matrix must be 'jordan' or 'random', got {self.matrix!r}")
+        for name in ("d", "runs", "epochs"):
+            check_integer(name, getattr(self, name))
+        if not (isinstance(self.first_epoch, int) and self.first_epoch >= self.d + 1):
+            raise ValueError(f"first_epoch must be an integer >= d + 1 = {self.d + 1} (x_0 = 0 adds nothing to G), "
+                             f"got {self.first_epoch!r}")
+        if not (isinstance(self.growth, (int, float)) and math.isfinite(self.growth) and self.growth >= 1):
+            raise ValueError(f"growth must be a finite number >= 1, got {self.growth!r}")
+        if not isinstance(self.planner, PlannerConfig):
+            raise TypeError(f"planner must be a PlannerConfig, got {type(self.planner).__name__}")
+        LinearSysID(d=self.d, noise_std=self.noise_std, gamma=self.gamma, steps=self.first_epoch)  # validates σ, γ
+
+    @property
+    def lengths(self) -> list[int]:
+        r"""Samples of each experiment, :math:`T_i = \operatorname{round}(T_0 g^i)`."""
+        return [int(round(self.first_epoch * self.growth**i)) for i in range(self.epochs)]
+
+
+@dataclass(frozen=True)
+class SysIDResult:
+    """Errors :math:`\\|\\hat A - A\\|_F` of each agent after each experiment."""
+
+    config: SysIDConfig
+    samples: np.ndarray
+    """cumulative samples after each experiment, shape (epochs,)"""
+    errors: dict[str, np.ndarray]
+    """agent -> errors of shape (epochs, runs)"""
+    seconds: dict[str, float]
+    """agent -> wall time (planning and playing)"""
+    gains: dict[str, np.ndarray]
+    """planning agent -> mean over runs of (best - start) / |start| of the planning criterion, per planned experiment"""
+
+    def mean(self, agent: str) -> np.ndarray:
+        return self.errors[agent].mean(1)
+
+    def standard_error(self, agent: str) -> np.ndarray:
+        errors = self.errors[agent]
+        return errors.std(1, ddof=1) / math.sqrt(errors.shape[1]) if errors.shape[1] > 1 else np.zeros(errors.shape[0])
+
+
+def gaussian_inputs(steps: int, runs: int, d: int, gamma: float, generator: torch.Generator) -> torch.Tensor:
+    r"""Baseline inputs :math:`u_t \sim \mathcal N(0, \gamma^2 I / d)` ``(steps, runs, d)``.
+
+    Their mean energy is the planner's: :math:`\mathbb E\|u_t\|^2 = \gamma^2` (but :math:`\|u_t\|` is unbounded).
+    """
+    return torch.randn(steps, runs, d, generator=generator, dtype=torch.float64) * (gamma / math.sqrt(d))
+
+
+def true_matrices(config: SysIDConfig, generator: torch.Generator) -> torch.Tensor:
+    """The true A of every run, ``(runs, d, d)`` float64."""
+    d = config.d
+    if config.matrix == "jordan":
+        one = torch.as_tensor(LinearSysID(d=d, matrix="jordan").params.A, dtype=torch.float64)
+        return one.expand(config.runs, d, d).clone()
+    return random_matrix(torch.randn(config.runs, d * d, generator=generator, dtype=torch.float64), d)
+
+
+def identify(config: SysIDConfig, agents: tuple[str, ...] = AGENTS, progress: bool = True,
+             callback: Callback | None = None) -> SysIDResult:
+    """Run the adaptive experiment of ``config`` for ``agents`` (a subset of ``("random", "active", "oracle")``).
+
+    ``callback(epoch, {"<agent>": mean error, ...})`` is called after each experiment; returning
+    ``True`` stops after it.
+    """
+    unknown = set(agents) - set(AGENTS)
+    if unknown or not agents:
+        raise ValueError(f"agents must be a non-empty subset of {AGENTS}, got {agents!r}")
+    generator = torch.Generator().manual_seed(config.seed)
+    problem = LinearSysID(d=config.d, noise_std=config.noise_std, gamma=config.gamma, steps=config.first_epoch)
+    d, runs = config.d, config.runs
+    truth = true_matrices(config, generator)
+    zeros = torch.zeros(runs, d, d, dtype=torch.float64)
+    stats = {agent: (zeros, zeros) for agent in agents}
+    errors: dict[str, list[np.ndarray]] = {agent: [] for agent in agents}
+    seconds = dict.fromkeys(agents, 0.0)
+    gains: dict[str, list[float]] = {agent: [] for agent in agents if agent != "random"}
+    samples = np.cumsum(config.lengths)
+    bar = tqdm(total=len(config.lengths) * len(agents), desc=f"sysid {config.matrix}", disable=not progress)
+    for epoch, steps in enumerate(config.lengths):
+        play_noise = torch.randn(steps, runs, d, generator=generator, dtype=torch.float64)
+        gaussian = gaussian_inputs(steps, runs, d, config.gamma, generator)
+        planning_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        for agent in agents:
+            start = time.perf_counter()
+            gram, cross = stats[agent]
+            if agent == "random" or (agent == "active" and epoch == 0):
+                controls: Any = gaussian  # the first experiment is shared by the baseline and the active agent
+            else:
+                matrix = truth if agent == "oracle" else estimate(gram, cross)
+                controls, history = plan(problem, matrix, gram, steps, config.planner,
+                                         torch.Generator().manual_seed(planning_seed), progress=progress)
+                gains[agent].append(float(((history.amax(0) - history[0]) / history[0].abs()).mean()))
+            new_gram, new_cross = play(problem, truth, controls, play_noise)
+            stats[agent] = (gram + new_gram, cross + new_cross)
+            check_design(stats[agent][0])
+            errors[agent].append(estimation_error(*stats[agent], truth).numpy())
+            seconds[agent] += time.perf_counter() - start
+            bar.update()
+        if callback is not None and callback(epoch, {a: float(errors[a][-1].mean()) for a in agents}):
+            samples = samples[:epoch + 1]
+            break
+    bar.close()
+    return SysIDResult(config, samples, {a: np.stack(e) for a, e in errors.items()}, seconds,
+                       {a: np.asarray(g) for a, g in gains.items()})
+
+
+def results_table(result: SysIDResult) -> str:
+    """Markdown table: mean error ± standard error per agent and the ratios of the means."""
+    agents = list(result.errors)
+    header = ["samples"] + [f"{a} ‖Â − A‖_F" for a in agents]
+    ratios = [(a, b) for a, b in (("active", "random"), ("active", "oracle")) if a in agents and b in agents]
+    header += [f"{a}/{b}" for a, b in ratios]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, n in enumerate(result.samples):
+        cells = [str(int(n))]
+        cells += [f"{result.mean(a)[i]:.4f} ± {result.standard_error(a)[i]:.4f}" for a in agents]
+        cells += [f"{result.mean(a)[i] / result.mean(b)[i]:.2f}" for a, b in ratios]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---- the benchmark's agents ----------------------------------------------------------------
+def fixed_truth(problem: Any) -> bool:
+    """Whether ``problem`` identifies one fixed true matrix (the plans and the oracle need it, not ``matrix="random"``)."""
+    return isinstance(problem, LinearSysID) and not (isinstance(problem.matrix, str) and problem.matrix == "random")
+
+
+def _applies(env_id: str, env_kwargs: dict[str, Any]) -> bool:
+    return fixed_truth(problem_of(env_id, **env_kwargs))
+
+
+def open_loop_policy(problem: LinearSysID, controls: np.ndarray) -> GymPolicy:
+    """A Gymnasium policy that plays ``controls`` ``(steps, m)`` (physical) in time order.
+
+    The step is read from the observation's last component, the time fraction ``t / T``.
+    """
+    controls = np.asarray(controls, dtype=np.float64)
+    steps = controls.shape[0]
+
+    def policy(observation: np.ndarray) -> np.ndarray:
+        k = min(int(round(float(observation[-1]) * steps)), steps - 1)
+        return np.asarray(problem.action_from_control(controls[k]), dtype=np.float32)
+
+    return policy
+
+
+def plan_controls(problem: LinearSysID, matrix: torch.Tensor, generator: torch.Generator) -> tuple[np.ndarray, int]:
+    """Inputs ``(steps, d)`` of one episode planned on ``matrix`` ``(d, d)`` by :class:`PlannerConfig`'s defaults
+    (an open-loop sequence), and the transitions the planner simulated."""
+    config = PlannerConfig()
+    prior = torch.zeros(1, problem.d, problem.d, dtype=torch.float64)
+    controller, _ = plan(problem, matrix[None], prior, problem.max_steps, config, generator)
+    if not isinstance(controller, InputSequence):
+        raise TypeError("only the 'sequence' planner form gives an open-loop plan")
+    with torch.no_grad():
+        controls = controller.controls()[:, 0].numpy()
+    return controls, (config.iterations + 1) * problem.max_steps * config.noise_samples
+
+
+def _gaussian_controls(problem: LinearSysID, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(0.0, problem.gamma / math.sqrt(problem.d), (problem.max_steps, problem.d))
+
+
+def _truth(problem: LinearSysID) -> torch.Tensor:
+    return torch.as_tensor(problem.params.A, dtype=torch.float64)
+
+
+def oracle_policy(problem: LinearSysID, seed: int) -> GymPolicy:
+    """The plan of the planner on the true matrix, as a policy."""
+    controls, _ = plan_controls(problem, _truth(problem), torch.Generator().manual_seed(seed))
+    return open_loop_policy(problem, controls)
+
+
+def _train_oracle(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
+    problem = problem_of(env_id, **env_kwargs)
+    start = time.perf_counter()
+    controls, simulated = plan_controls(problem, _truth(problem), torch.Generator().manual_seed(seed))
+    seconds = time.perf_counter() - start
+    policy = open_loop_policy(problem, controls)
+    return Trained(policy, [{"transitions": float(simulated), "seconds": seconds, "cost": float(curve_cost(policy))}],
+                   simulated, seconds, {"trained_on": "–", "planned_on": "the true A"})
+
+
+def _train_gaussian(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
+    problem = problem_of(env_id, **env_kwargs)
+    return constant_curve(open_loop_policy(problem, _gaussian_controls(problem, seed)), curve_cost,
+                          {"inputs": "one fixed draw of N(0, gamma^2 I / d), projected onto |u| <= gamma"})
+
+
+def _train_planning(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
+    """Report Algorithm 1: Gaussian first experiment, then plan on the estimate, play, re-estimate.
+
+    Each experiment is as long as the episode; the transitions are those played plus those
+    simulated by the planner. The policy is the plan of one episode on the final estimate.
+    """
+    problem = problem_of(env_id, **env_kwargs)
+    truth = _truth(problem)[None]
+    generator = torch.Generator().manual_seed(seed)
+    d, steps = problem.d, problem.max_steps
+    gram = torch.zeros(1, d, d, dtype=torch.float64)
+    cross = torch.zeros_like(gram)
+    curve: list[dict[str, float]] = []
+    transitions, seconds = 0, 0.0
+    controls = torch.as_tensor(_gaussian_controls(problem, seed))[:, None]
+    while True:
+        start = time.perf_counter()
+        noise = torch.randn(steps, 1, d, generator=generator, dtype=torch.float64)
+        new_gram, new_cross = play(problem, truth, controls, noise)
+        gram, cross = gram + new_gram, cross + new_cross
+        transitions += steps
+        planned, simulated = plan_controls(problem, estimate(gram, cross)[0], generator)
+        transitions += simulated
+        seconds += time.perf_counter() - start
+        policy = open_loop_policy(problem, planned)
+        curve.append({"transitions": float(transitions), "seconds": seconds, "cost": float(curve_cost(policy))})
+        if transitions + steps + simulated > budget.transitions or seconds >= budget.seconds:
+            break
+        controls = torch.as_tensor(planned)[:, None]
+    return Trained(policy, curve, transitions, seconds, {"trained_on": "default", "experiments": len(curve)})
+
+
+register(Agent("planning", "gradient", "adaptive differentiable planning, report Algorithm 1 (agents.identification)",
+               _train_planning, _applies, cost=1.5))
+register(Agent("oracle", "reference", "differentiable planning on the true matrix (agents.planning)", _train_oracle,
+               _applies, cost=0.1))
+register(Agent("gaussian", "reference", "a fixed draw of Gaussian inputs N(0, gamma^2 I / d)", _train_gaussian, _applies,
+               cost=0.1))

@@ -1,0 +1,57 @@
+"""The neural-ODE agent in the benchmark: its tuned config fitted to a budget, and its learning curve."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from agents.episodes import gym_policy
+from agents.neural_ode.config import LBFGS_EVALUATIONS, NeuralOdeConfig, default_config
+from agents.neural_ode.training import train
+from agents.registry import Agent, Budget, CurveCost, Trained, register
+from diffenvs import problem_of
+
+
+def budget_config(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget) -> NeuralOdeConfig:
+    """The tuned config for ``env_id`` with as many iterations as ``budget`` allows.
+
+    The L-BFGS finish is kept only as far as the budget affords it after the tuned Adam
+    iterations (``LBFGS_EVALUATIONS`` rollouts a step; the line search may take one more, so a
+    run can exceed its budget by up to ``lbfgs_steps`` rollouts, all counted); Adam gets the rest,
+    ``transitions // (batch_size x rollout steps)`` iterations (at least one), so the
+    learning-rate schedule runs to its end within the budget.
+    """
+    config = default_config(env_id, env_kwargs)
+    rollout = config.batch_size * (config.steps or problem_of(env_id, **env_kwargs).max_steps)
+    worst = LBFGS_EVALUATIONS * rollout  # one L-BFGS step at most
+    lbfgs_steps = min(config.lbfgs_steps, max(0, (budget.transitions - config.iterations * rollout) // worst))
+    iterations = max(1, (budget.transitions - lbfgs_steps * worst) // rollout)
+    return dataclasses.replace(config, iterations=iterations, lbfgs_steps=lbfgs_steps, seed=seed)
+
+
+def _train(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
+    config = budget_config(env_id, env_kwargs, seed, budget)
+    problem = problem_of(env_id, **env_kwargs)
+    curve: list[dict[str, float]] = []
+    next_point = [0]
+
+    def on_step(step: int, metrics: dict[str, float], policy: torch.nn.Module) -> bool:
+        transitions, seconds = metrics["transitions"], metrics["seconds"]
+        last = step + 1 == config.iterations
+        stop = seconds >= budget.seconds
+        if transitions >= next_point[0] or last or stop:
+            next_point[0] = transitions + budget.eval_every
+            cost = float(curve_cost(gym_policy(policy, problem)))
+            curve.append({"transitions": float(transitions), "seconds": float(seconds), "cost": cost})
+        return stop
+
+    result = train(env_id, config, env_kwargs, callback=on_step, progress=False)
+    details = {"iterations": len(result.history), "batch_size": config.batch_size,
+               "rollout_steps": config.steps or problem.max_steps, "trained_on": "default"}
+    return Trained(result.gym_policy(), curve, result.transitions, result.seconds, details)
+
+
+AGENT = register(Agent("neural-ode", "gradient", "policy network trained through the differentiable rollout "
+                       "(agents.neural_ode)", _train, cost=3.0))
