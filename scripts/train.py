@@ -16,16 +16,17 @@ replaces them.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from agents import analytic, neural_ode
+import tyro
+
+from agents import analytic, cli, neural_ode
 from agents.training import (
     CHECKPOINT_FILE,
     PRESETS,
-    add_config_arguments,
-    config_from_arguments,
     finish_run,
     gym_policy,
     parse_env_kwargs,
@@ -35,36 +36,63 @@ from diffenvs import ENV_IDS
 
 AGENTS = ("neural-ode", *analytic.ANALYTIC_AGENTS)
 
+# the choices of the command line, as types (a Literal of a tuple lists its items)
+EnvId = Literal[tuple(ENV_IDS)]  # type: ignore[valid-type]
+AgentName = Literal[AGENTS]  # type: ignore[valid-type]
+PresetName = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("env_id", choices=ENV_IDS, help="registered environment id")
-    parser.add_argument("--agent", choices=AGENTS, default="neural-ode",
-                        help="neural-ode, or an analytic answer (pontryagin: Zermelo, lqr: Cartpole, harmonic: Isochronism, "
-                             "greedy-design: DecayDesign)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<env>-<agent>)")
-    parser.add_argument("--env-kwargs", default=None,
-                        help='environment keyword arguments as JSON, e.g. \'{"initial_noise": 0.0}\'')
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="named environment settings: " + "; ".join(f"{k}: {v[0]} {v[1]}" for k, v in PRESETS.items()))
-    parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes on the Gymnasium face (default: 100)")
-    parser.add_argument("--resume", action="store_true", help="continue the run saved in the output folder's checkpoint")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    tuned = "; ".join(f"{key}: {', '.join(f'{k}={v}' for k, v in values.items())}" for key, values in neural_ode.TUNED.items())
-    add_config_arguments(parser, neural_ode.NeuralOdeConfig, "neural-ode options",
-                         f"Defaults: the generic ones shown, replaced by the tuned ones per environment ({tuned}).")
-    return parser
+_PRESETS_HELP = "named environment settings: " + "; ".join(f"{k}: {v[0]} {v[1]}" for k, v in PRESETS.items())
+_TUNED_HELP = ("Defaults: the generic ones shown, replaced by the tuned ones per environment ("
+               + "; ".join(f"{key}: {', '.join(f'{k}={v}' for k, v in values.items())}"
+                           for key, values in neural_ode.TUNED.items()) + ").")
+
+
+@dataclass(frozen=True)
+class TrainArguments:
+    """The run: environment, agent, output and evaluation."""
+
+    env_id: Annotated[EnvId, tyro.conf.Positional]
+    """registered environment id"""
+    agent: AgentName = "neural-ode"
+    """neural-ode, or an analytic answer (pontryagin: Zermelo, lqr: Cartpole, harmonic: Isochronism,
+    greedy-design: DecayDesign)"""
+    out: Path | None = None
+    """output folder (None: runs/<env>-<agent>)"""
+    env_kwargs: str | None = None
+    """environment keyword arguments as JSON, e.g. '{"initial_noise": 0.0}'"""
+    preset: Annotated[PresetName | None, tyro.conf.arg(help=_PRESETS_HELP)] = None
+    episodes: int = 100
+    """evaluation episodes on the Gymnasium face"""
+    resume: cli.Switch = False
+    """continue the run saved in the output folder's checkpoint"""
+    quiet: cli.Switch = False
+    """no progress bar"""
+    neural_ode: Annotated[neural_ode.NeuralOdeConfig, tyro.conf.arg(help=_TUNED_HELP)] = dataclasses.field(
+        default_factory=neural_ode.NeuralOdeConfig)
+
+
+def parse_arguments(argv: list[str] | None = None) -> TrainArguments:
+    """The command line, the neural-ode options defaulting to the tuned ones of the environment.
+
+    Parsed twice: first with the generic defaults (which ``--help`` shows) to learn the
+    environment, then with its tuned config (``neural_ode.default_config``) as the defaults,
+    so that only the options given replace tuned values.
+    """
+    given = cli.parse(TrainArguments, argv, description=__doc__)
+    if given.agent != "neural-ode":
+        return given
+    tuned = neural_ode.default_config(given.env_id, parse_env_kwargs(given.env_kwargs, given.preset, given.env_id))
+    return cli.parse(TrainArguments, argv, default=TrainArguments(given.env_id, neural_ode=tuned), description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse, train (or build the analytic agent), evaluate, write results and plots; returns the results."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(argv)
     env_kwargs = parse_env_kwargs(args.env_kwargs, args.preset, args.env_id)
     out = args.out if args.out is not None else Path("runs") / f"{args.env_id}-{args.agent}"
     reference = analytic.reference(args.env_id, env_kwargs)
     if args.agent == "neural-ode":
-        config = config_from_arguments(args, neural_ode.default_config(args.env_id, env_kwargs))
+        config = args.neural_ode
         result = neural_ode.train(args.env_id, config, env_kwargs, checkpoint=Path(out) / CHECKPOINT_FILE,
                                   resume=args.resume, progress=not args.quiet)
         results = finish_run(out, env_id=args.env_id, agent=args.agent, policy=result.gym_policy(), env_kwargs=env_kwargs,

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from agents.training import PRESETS, add_config_arguments, config_from_arguments
 
 _SPEC = importlib.util.spec_from_file_location("train_script", Path(__file__).resolve().parents[1] / "scripts" / "train.py")
 train_script = importlib.util.module_from_spec(_SPEC)
+sys.modules[_SPEC.name] = train_script  # dataclasses and tyro resolve the module's annotations through sys.modules
 _SPEC.loader.exec_module(train_script)
 
 FIELDS = {"env", "env_kwargs", "agent", "seed", "final_cost", "optimum", "gap", "env_steps", "wall_time", "train_seconds",
