@@ -245,7 +245,11 @@ class Reference:
 
 
 
-def along_episode(coordinate: str, column: Callable[[Episode], np.ndarray]) -> Callable[[Episode | None], tuple[str, np.ndarray, np.ndarray]]:
+Probe = Callable[["Episode | None"], tuple[str, np.ndarray, np.ndarray]]
+"""``probe(episode) -> (label, coordinates, observations)`` (see :class:`Reference`)."""
+
+
+def along_episode(coordinate: str, column: Callable[[Episode], np.ndarray]) -> Probe:
     """A probe: the observations of the reference's episode, labelled by ``column(episode)``."""
 
     def probe(episode: Episode | None) -> tuple[str, np.ndarray, np.ndarray]:

@@ -8,25 +8,17 @@ A sweep into an existing folder resumes: finished runs are kept, the others are 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
+from agents import cli
 from agents.benchmark import BenchmarkConfig, run_benchmark
-from agents.training import add_config_arguments, config_from_arguments
-
-
-def parser() -> argparse.ArgumentParser:
-    """The command line, one option per field of :class:`BenchmarkConfig`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, BenchmarkConfig, "benchmark options")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = parser().parse_args(argv)
+    """Parse (one option per field of :class:`BenchmarkConfig`), sweep, print the table; the exit status."""
+    config = cli.parse(BenchmarkConfig, argv, description=__doc__)
     try:
-        config = config_from_arguments(arguments, BenchmarkConfig())
         outcome = run_benchmark(config)
     except (ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)

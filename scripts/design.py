@@ -17,7 +17,6 @@ r"""Sequential Bayesian design of measurement times on DiffDecayDesign-v0 (repor
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from dataclasses import dataclass
@@ -29,8 +28,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from agents import cli
 from agents.design import DesignConfig, DesignRun, model_sensitivity, sequential_design
-from agents.training import add_config_arguments, config_from_arguments, write_results
+from agents.training import write_results
 from diffenvs.core.problem import check_integer, check_positive
 from diffenvs.decay_design import DecayDesignParams
 
@@ -142,12 +142,8 @@ def plot(path: Path, run: DesignRun, theta_true: float) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, DesignScriptConfig, "experiment")
-    add_config_arguments(parser, DesignConfig, "design agent")
-    arguments = parser.parse_args(argv)
-    script = config_from_arguments(arguments, DesignScriptConfig())
-    agent = config_from_arguments(arguments, DesignConfig())
+    script, agent = cli.parse_pair(DesignScriptConfig, DesignConfig, argv, titles=("experiment", "agent"),
+                                   description=__doc__)
     torch.set_num_threads(script.threads)
     began = time.perf_counter()
     out = Path(script.out)

@@ -10,7 +10,6 @@ number of samples, mean ± standard error over the runs), ``.csv`` (every run's 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -22,8 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from agents import cli  # noqa: E402
 from agents.identification import SysIDConfig, SysIDResult, identify, results_table  # noqa: E402
-from agents.training import add_config_arguments, config_from_arguments  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -41,15 +40,7 @@ class Options:
 # ---- the command line, generated from the dataclasses ----------------------------------
 def parse(argv: list[str] | None) -> tuple[SysIDConfig, Options]:
     """The experiment and the options of the command line ``argv`` (defaults where not given)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_arguments(parser, SysIDConfig, "experiment options")
-    add_config_arguments(parser, Options, "output options")
-    arguments = parser.parse_args(argv)
-    try:
-        return config_from_arguments(arguments, SysIDConfig()), config_from_arguments(arguments, Options())
-    except (TypeError, ValueError) as error:
-        parser.error(str(error))  # exits
-        raise
+    return cli.parse_pair(SysIDConfig, Options, argv, titles=("experiment", "output"), description=__doc__)
 
 
 # ---- outputs -------------------------------------------------------------------------

@@ -10,63 +10,86 @@ The run writes into ``--out`` (default ``runs/<env>-<agent>``): ``checkpoint.pt`
 with ``--resume``), ``results.json`` (final cost on the Gymnasium face, the analytic optimum,
 the gap, environment steps, wall time) and the plots ``loss.png``, ``trajectory.png`` and
 ``control.png``, then prints a summary. Neural-ODE options default to the tuned values
-for the environment (``agents.neural_ode.default_config``); any given on the command line
+of the environment's card (``agents.neural_ode.default_config``); any given on the command line
 replaces them.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from agents import analytic, neural_ode
+import tyro
+
+from agents import analytic, cli, neural_ode
 from agents.cards import cards, presets
+from agents.cli import parse_env_kwargs
 from agents.episodes import gym_policy
-from agents.training import (
-    CHECKPOINT_FILE,
-    add_config_arguments,
-    config_from_arguments,
-    finish_run,
-    parse_env_kwargs,
-    summary,
-)
+from agents.training import CHECKPOINT_FILE, finish_run, summary
 from diffenvs import ENV_IDS
 
 #: the trainable agent, then every card's analytic controllers (each answers its own environment)
 AGENTS = ("neural-ode", *dict.fromkeys(name for c in cards().values() for name in c.analytic))
+PRESETS = presets()
+
+# the choices of the command line, as types (a Literal of a tuple lists its items)
+EnvId = Literal[tuple(ENV_IDS)]  # type: ignore[valid-type]
+AgentName = Literal[AGENTS]  # type: ignore[valid-type]
+PresetName = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
+
+_PRESETS_HELP = "named environment settings: " + "; ".join(f"{k}: {v[0]} {v[1]}" for k, v in PRESETS.items())
+_TUNED_HELP = ("Defaults: the generic ones shown, replaced by the tuned ones of the environment's card "
+               "(agents/cards/<env>.py).")
+_AGENT_HELP = ("neural-ode, or an analytic answer ("
+               + "; ".join(f"{name}: {c.env_id}" for c in cards().values() for name in c.analytic) + ")")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("env_id", choices=ENV_IDS, help="registered environment id")
-    answers = "; ".join(f"{name}: {c.env_id}" for c in cards().values() for name in c.analytic)
-    parser.add_argument("--agent", choices=AGENTS, default="neural-ode",
-                        help=f"neural-ode, or an analytic answer ({answers})")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<env>-<agent>)")
-    parser.add_argument("--env-kwargs", default=None,
-                        help='environment keyword arguments as JSON, e.g. \'{"initial_noise": 0.0}\'')
-    named = presets()
-    parser.add_argument("--preset", choices=sorted(named), default=None,
-                        help="named environment settings: " + "; ".join(f"{k}: {v[0]} {v[1]}" for k, v in named.items()))
-    parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes on the Gymnasium face (default: 100)")
-    parser.add_argument("--resume", action="store_true", help="continue the run saved in the output folder's checkpoint")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_arguments(parser, neural_ode.NeuralOdeConfig, "neural-ode options",
-                         "Defaults: the generic ones shown, replaced by the tuned ones of the environment's card "
-                         "(agents/cards/).")
-    return parser
+@dataclass(frozen=True)
+class TrainArguments:
+    """The run: environment, agent, output and evaluation."""
+
+    env_id: Annotated[EnvId, tyro.conf.Positional]
+    """registered environment id"""
+    agent: Annotated[AgentName, tyro.conf.arg(help=_AGENT_HELP)] = "neural-ode"
+    out: Path | None = None
+    """output folder (None: runs/<env>-<agent>)"""
+    env_kwargs: str | None = None
+    """environment keyword arguments as JSON, e.g. '{"initial_noise": 0.0}'"""
+    preset: Annotated[PresetName | None, tyro.conf.arg(help=_PRESETS_HELP)] = None
+    episodes: int = 100
+    """evaluation episodes on the Gymnasium face"""
+    resume: cli.Switch = False
+    """continue the run saved in the output folder's checkpoint"""
+    quiet: cli.Switch = False
+    """no progress bar"""
+    neural_ode: Annotated[neural_ode.NeuralOdeConfig, tyro.conf.arg(help=_TUNED_HELP)] = dataclasses.field(
+        default_factory=neural_ode.NeuralOdeConfig)
+
+
+def parse_arguments(argv: list[str] | None = None) -> TrainArguments:
+    """The command line, the neural-ode options defaulting to the tuned ones of the environment.
+
+    Parsed twice: first with the generic defaults (which ``--help`` shows) to learn the
+    environment, then with its tuned config (``neural_ode.default_config``) as the defaults,
+    so that only the options given replace tuned values.
+    """
+    given = cli.parse(TrainArguments, argv, description=__doc__)
+    if given.agent != "neural-ode":
+        return given
+    tuned = neural_ode.default_config(given.env_id, parse_env_kwargs(given.env_kwargs, given.preset, given.env_id))
+    return cli.parse(TrainArguments, argv, default=TrainArguments(given.env_id, neural_ode=tuned), description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse, train (or build the analytic agent), evaluate, write results and plots; returns the results."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(argv)
     env_kwargs = parse_env_kwargs(args.env_kwargs, args.preset, args.env_id)
     out = args.out if args.out is not None else Path("runs") / f"{args.env_id}-{args.agent}"
     reference = analytic.reference(args.env_id, env_kwargs)
     if args.agent == "neural-ode":
-        config = config_from_arguments(args, neural_ode.default_config(args.env_id, env_kwargs))
+        config = args.neural_ode
         result = neural_ode.train(args.env_id, config, env_kwargs, checkpoint=Path(out) / CHECKPOINT_FILE,
                                   resume=args.resume, progress=not args.quiet)
         results = finish_run(out, env_id=args.env_id, agent=args.agent, policy=result.gym_policy(), env_kwargs=env_kwargs,

@@ -30,7 +30,6 @@ The script
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable
@@ -41,7 +40,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from agents.training import add_config_arguments, config_from_arguments, write_results
+from agents import cli
+from agents.training import write_results
 from diffenvs.core.problem import check_choice, check_integer, check_positive
 from diffenvs.core.rollout import RK4, Adaptive, Adjoint
 from diffenvs.derivatives import input_jacobian, solve
@@ -347,9 +347,7 @@ def plot(path: Path, times: torch.Tensor, clean: torch.Tensor, data: torch.Tenso
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, UdeConfig)
-    config = config_from_arguments(parser.parse_args(argv), UdeConfig())
+    config = cli.parse(UdeConfig, argv, description=__doc__)
     torch.set_num_threads(config.threads)
     began = time.perf_counter()
     out = Path(config.out)

@@ -38,10 +38,11 @@ def test_ude_script_checks_times_and_trains(tmp_path: Path, capsys: pytest.Captu
     assert "forward-over-reverse" in capsys.readouterr().out
 
 
-def test_ude_script_refuses_unknown_modes() -> None:
+def test_ude_script_refuses_unknown_modes(capsys: pytest.CaptureFixture) -> None:
     ude = load("ude")
-    with pytest.raises(ValueError, match="reg_mode"):
+    with pytest.raises(SystemExit) as exit_:  # a usage error, as for any value the command line refuses
         ude.main(["--reg-mode", "sideways", "--iterations", "0"])
+    assert exit_.value.code == 2 and "reg_mode must be one of" in capsys.readouterr().err
 
 
 def test_design_script_runs_algorithm_2_and_writes_figure_17(tmp_path: Path) -> None:
