@@ -12,11 +12,12 @@ final cost are evaluated on the objective the caller asks for (``env_kwargs``; t
 
 Hyperparameters. :class:`Hyperparameters` holds every SB3 argument this module sets; its
 defaults apply to every (environment, algorithm) pair whose card does not list one. They are
-SB3's defaults except: (64, 64) networks for SAC and TD3 (SB3: 256, 256) and replay batches
-of 128 (SB3: 256), which run 3-5x faster per step on one CPU thread and are ample for 1-6-dimensional observations; a learning rate of 3e-4 for TD3 too (SB3: 1e-3);
-1000 random transitions before SAC and TD3 learn (SB3: 100); PPO rollouts of 1024
-transitions in minibatches of 128 (SB3: 2048 and 64). Where the objective is paid at the
-end of 100-step episodes, the card sets ``gamma = 0.999`` (and PPO rollouts of ten whole
+SB3's defaults except: (64, 64) networks for SAC and TD3 (SB3: 256, 256) and replay batches of
+128 (SB3: 256), which run 3-5x faster per step on one CPU thread and are ample for
+1-6-dimensional observations; a learning rate of 3e-4 for TD3 too (SB3: 1e-3); 1000 random
+transitions before SAC and TD3 learn (SB3: 100); PPO rollouts of 1024 transitions in
+minibatches of 128 (SB3: 2048 and 64). Where the objective is paid at the end of 100-step
+episodes, the card sets ``gamma = 0.999`` (and PPO rollouts of ten whole
 episodes), so that the discount does not hide the terminal cost.
 """
 
