@@ -1,8 +1,9 @@
 r"""Sequential Bayesian experimental design by differentiating the model sensitivity (report §6, Algorithm 2).
 
-The model is the decay :math:`\dot u = -\theta u`, :math:`u(0) = 1` of ``DiffDecayDesign-v0``,
-integrated by an ODE solver. At the current belief :math:`\theta \sim \mathcal N(\hat\theta_n, C_n)`
-the agent chooses the measurement time maximising the expected information gain of the model
+The model is the decay :math:`\dot u = -\theta u`, :math:`u(0) = 1` of the decay-design
+environment (:mod:`diffenvs.decay_design`), integrated by an ODE solver. At the current belief
+:math:`\theta \sim \mathcal N(\hat\theta_n, C_n)` the agent chooses the measurement time
+maximising the expected information gain of the model
 linearised at :math:`\hat\theta_n` (report eq. 6.13)
 
 .. math:: U(t) = \tfrac12 \log\big(1 + g(t)^2 C_n / \sigma^2\big), \qquad

@@ -7,7 +7,7 @@ experiment with Gaussian input, then epochs of geometrically growing length
 Baselines: Gaussian input :math:`u_t \sim \mathcal N(0, \gamma^2 I / d)` and the oracle,
 which plans on the true :math:`A` with the same optimiser.
 
-On the Gymnasium face of ``DiffLinearSysID-v0`` the same loop is three benchmark agents
+On the Gymnasium face of system identification the same loop is three benchmark agents
 (registered here): ``planning`` (Algorithm 1, the last plan as the policy), ``oracle`` (the
 planner on the true matrix) and ``gaussian`` (a fixed draw of Gaussian inputs). They apply to
 any :class:`~diffenvs.linear_sysid.LinearSysID` problem with one fixed true matrix

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from agents.analytic import Reference
-from agents.episodes import EVAL_SEED, GymPolicy, controls_on, evaluate, record_episode, start_states
+from agents.episodes import EVAL_SEED, Episode, GymPolicy, controls_on, evaluate, record_episode, start_states
 from agents.files import jsonable, write_json
 from agents.plots import plot_controls, plot_learning_curve, plot_trajectories
 from diffenvs import problem_of
@@ -31,13 +31,59 @@ def write_results(out: str | os.PathLike, results: dict[str, Any]) -> Path:
     return write_json(Path(out) / RESULTS_FILE, jsonable(results))
 
 
+def _compare(results: dict[str, Any], reference: Reference | None, env_id: str, env_kwargs: dict[str, Any],
+             episodes: int) -> None:
+    """Add the reference's optimum, its controller's cost on the same episodes and the gaps to ``results``."""
+    if reference is None:
+        results.update(reference=None, optimum=None)
+        return
+    analytic = reference.analytic(start_states(env_id, env_kwargs, episodes))
+    optimum = analytic.get("optimum")
+    results.update(reference=reference.name, reference_description=reference.description, analytic=analytic,
+                   optimum=optimum)
+    if optimum is not None:
+        results["gap"] = results["final_cost"] - optimum
+        if optimum != 0:
+            results["relative_gap"] = results["gap"] / abs(optimum)
+    if reference.gym_policy is not None:
+        reference_cost = float(evaluate(env_id, reference.gym_policy, episodes, env_kwargs).mean())
+        results.update(reference_cost=reference_cost, reference_gap=results["final_cost"] - reference_cost)
+        if reference_cost != 0:
+            results["reference_relative_gap"] = results["reference_gap"] / abs(reference_cost)
+
+
+def _shown_episodes(results: dict[str, Any], problem: Any, policy: GymPolicy, reference: Reference | None, agent: str,
+                    env_id: str, env_kwargs: dict[str, Any], shown: int
+                    ) -> tuple[dict[str, list[Episode]], tuple[str, np.ndarray, dict[str, np.ndarray]] | None]:
+    """The episodes the plots show (the agent's and the reference controller's, from the first evaluation
+    starts) and the controls of both at the reference's probe; adds ``control_rms`` to ``results``."""
+    reference_policy = None if reference is None else reference.gym_policy
+    runs = {agent: [record_episode(env_id, policy, env_kwargs, EVAL_SEED + i) for i in range(shown)]}
+    if reference_policy is not None and reference.name != agent:
+        runs[f"{reference.name} (analytic)"] = [record_episode(env_id, reference_policy, env_kwargs, EVAL_SEED + i)
+                                                for i in range(shown)]
+    if reference is None or reference.probe is None:
+        return runs, None
+    reference_episode = runs[agent][0] if reference.name == agent else (
+        runs[f"{reference.name} (analytic)"][0] if reference_policy is not None else None)
+    label, coordinates, observations = reference.probe(reference_episode)
+    learned = controls_on(problem, policy, observations)
+    probe_controls = {agent: learned}
+    if reference_policy is not None:
+        optimal = controls_on(problem, reference_policy, observations)
+        probe_controls[f"{reference.name} (analytic)"] = optimal
+        results["control_rms"] = float(np.sqrt(np.mean((learned - optimal) ** 2)))
+        results["control_probe"] = label
+    return runs, (label, coordinates, probe_controls)
+
+
 def finish_run(out: str | os.PathLike, *, env_id: str, agent: str, policy: GymPolicy, env_kwargs: dict[str, Any] | None = None,
                seed: int | None = None, reference: Reference | None = None, history: Sequence[dict[str, float]] = (),
                env_steps: int = 0, train_seconds: float = 0.0, config: Any = None, episodes: int = 10,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``policy`` on the Gymnasium face, compare it with ``reference``, write ``results.json`` and plots.
 
-    The final cost is the mean over ``episodes`` episodes of :func:`agents.evaluation.evaluate`
+    The final cost is the mean over ``episodes`` episodes of :func:`agents.episodes.evaluate`
     (starts ``reset(seed=EVAL_SEED + i)``); the reference controller, if any, runs the same
     episodes. ``gap`` is ``final_cost - optimum`` and ``relative_gap`` divides it by
     ``|optimum|`` (absent when the optimum is 0 or unknown); ``reference_gap`` and
@@ -59,46 +105,8 @@ def finish_run(out: str | os.PathLike, *, env_id: str, agent: str, policy: GymPo
         "final_cost": float(costs.mean()), "final_cost_std": float(costs.std()), "costs": costs,
         "episodes": episodes, "eval_seed": EVAL_SEED,
     }
-    starts = start_states(env_id, env_kwargs, episodes)
-    reference_policy = None if reference is None else reference.gym_policy
-    probe_plot = None
-    if reference is not None:
-        analytic = reference.analytic(starts)
-        optimum = analytic.get("optimum")
-        results.update(reference=reference.name, reference_description=reference.description, analytic=analytic,
-                       optimum=optimum)
-        if optimum is not None:
-            results["gap"] = results["final_cost"] - optimum
-            if optimum != 0:
-                results["relative_gap"] = results["gap"] / abs(optimum)
-        if reference_policy is not None:
-            reference_costs = evaluate(env_id, reference_policy, episodes, env_kwargs)
-            reference_cost = float(reference_costs.mean())
-            results.update(reference_cost=reference_cost, reference_gap=results["final_cost"] - reference_cost)
-            if reference_cost != 0:
-                results["reference_relative_gap"] = results["reference_gap"] / abs(reference_cost)
-    else:
-        results.update(reference=None, optimum=None)
-
-    # episodes from the first evaluation starts, for the plots
-    shown = min(episodes, 5)
-    runs = {agent: [record_episode(env_id, policy, env_kwargs, EVAL_SEED + i) for i in range(shown)]}
-    if reference_policy is not None and reference is not None and reference.name != agent:
-        runs[f"{reference.name} (analytic)"] = [record_episode(env_id, reference_policy, env_kwargs, EVAL_SEED + i)
-                                                for i in range(shown)]
-    if reference is not None and reference.probe is not None:
-        reference_episode = runs[agent][0] if reference.name == agent else (
-            runs[f"{reference.name} (analytic)"][0] if reference_policy is not None else None)
-        label, coordinates, observations = reference.probe(reference_episode)
-        learned = controls_on(problem, policy, observations)
-        probe_controls = {agent: learned}
-        if reference_policy is not None:
-            optimal = controls_on(problem, reference_policy, observations)
-            probe_controls[f"{reference.name} (analytic)"] = optimal
-            results["control_rms"] = float(np.sqrt(np.mean((learned - optimal) ** 2)))
-            results["control_probe"] = label
-        probe_plot = (label, coordinates, probe_controls)
-
+    _compare(results, reference, env_id, env_kwargs, episodes)
+    runs, probe_plot = _shown_episodes(results, problem, policy, reference, agent, env_id, env_kwargs, min(episodes, 5))
     plots = []
     title = f"{env_id} — {agent}"
     if history:
