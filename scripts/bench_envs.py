@@ -19,16 +19,18 @@ Compare ratios within one run: the machines are shared and noisy.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
 import torch
 
 import diffenvs
+from agents import cli
+from agents.files import write_text
 from diffenvs.cartpole import Cartpole
 from diffenvs.core.memory import saved_tensor_bytes
 
@@ -115,17 +117,27 @@ def saved_bytes(solver: diffenvs.Solver, horizon: int, batch: int) -> int:
     return saved
 
 
+@dataclass(frozen=True)
+class SpeedConfig:
+    """What the speed benchmark measures and where it writes."""
+
+    quick: cli.Switch = False
+    """small N and few repeats (a smoke run)"""
+    no_compile: cli.Switch = False
+    """skip the torch.compile column (compiling takes ~30 s)"""
+    out: Path | None = None
+    """also write the report as markdown to this file"""
+    threads: int | None = None
+    """torch intra-op threads (None: torch's own choice, one per core)"""
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+
+
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small N and few repeats (a smoke run)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column (compiling takes ~30 s)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the report as markdown to this file")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's own choice, one per core)")
-    args = parser.parse_args(argv)
+    args = cli.parse(SpeedConfig, argv, description=__doc__)
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else 5
     sizes = (1, 64, 1024) if args.quick else (1, 64, 1024, 16384)
@@ -184,8 +196,7 @@ def main(argv: list[str] | None = None) -> str:
         emit(f"| {horizon} | " + " | ".join(f"{m:.1f}" for m in sizes_mb) + " |")
     report = "\n".join(lines)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report + "\n")
+        write_text(args.out, report + "\n")
     return report
 
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from agents import cli
 from agents.design import DesignConfig, DesignRun, model_sensitivity, sequential_design
+from agents.plots import pyplot, save
 from agents.training import write_results
 from diffenvs.core.problem import check_integer, check_positive
 from diffenvs.decay_design import DecayDesignParams
@@ -102,7 +103,7 @@ def plot(path: Path, run: DesignRun, theta_true: float) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     means, variances = run.means[:, 0], run.variances[:, 0]
     n = np.arange(len(means))
@@ -135,10 +136,7 @@ def plot(path: Path, run: DesignRun, theta_true: float) -> Path:
     for ax in axes:
         ax.set_xlabel("iteration n")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

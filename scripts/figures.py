@@ -12,20 +12,21 @@ number. ``--only`` runs a subset (``--only zermelo sysid-jordan``).
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts
 
 import design  # noqa: E402
 import sysid  # noqa: E402
 import train  # noqa: E402
+
+from agents import cli  # noqa: E402
+from agents.files import atomic_write, write_text  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ EXPERIMENTS = (
                (("17", "design.png", "sequential design: posterior, designs against 1/theta_hat, error"),)),
 )
 NAMES = tuple(e.name for e in EXPERIMENTS)
+ExperimentName = Literal[NAMES]  # type: ignore[valid-type]
 
 
 def headline(experiment: Experiment, outcome: Any) -> str:
@@ -86,13 +88,20 @@ def headline(experiment: Experiment, outcome: Any) -> str:
     return f"final error of theta_hat {outcome['final_abs_error']:.3g} (posterior std {outcome['final_std']:.3g})"
 
 
+@dataclass(frozen=True)
+class FiguresConfig:
+    """Which of the report's experiments to run, and where."""
+
+    out: Path = Path("figures")
+    """output folder"""
+    quick: cli.Switch = False
+    """tiny budgets: checks the pipeline, not the numbers"""
+    only: tuple[ExperimentName, ...] = NAMES
+    """experiments to run (default: all)"""
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default: figures)")
-    parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline, not the numbers")
-    parser.add_argument("--only", nargs="+", choices=NAMES, default=list(NAMES), metavar="NAME",
-                        help=f"experiments to run, of {', '.join(NAMES)} (default: all)")
-    args = parser.parse_args(argv)
+    args = cli.parse(FiguresConfig, argv, description=__doc__)
     lines = ["# The report's figures", "", "| figure | file | shows | command | result | wall |", "|---|---|---|---|---|---|"]
     for experiment in (e for e in EXPERIMENTS if e.name in args.only):
         folder = args.out / "runs" / experiment.name
@@ -104,11 +113,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         command = f"`python scripts/{Path(experiment.script.__file__).name} {' '.join(arguments)}`"
         for number, source, shows in experiment.figures:
             target = args.out / f"figure{number}-{experiment.name}-{Path(source).stem}.png"
-            shutil.copyfile(folder / source, target)
+            atomic_write(target, lambda file, source=folder / source: file.write(source.read_bytes()), binary=True)
             lines.append(f"| {number} | {target.name} | {shows} | {command} | {headline(experiment, outcome)} | "
                          f"{seconds:.0f} s |")
     index = args.out / "index.md"
-    index.write_text("\n".join(lines) + "\n")
+    write_text(index, "\n".join(lines) + "\n")
     print(f"figures and {index.name} in {args.out}")
     return index
 

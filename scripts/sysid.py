@@ -22,7 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from agents import cli  # noqa: E402
+from agents.files import write_text  # noqa: E402
 from agents.identification import SysIDConfig, SysIDResult, identify, results_table  # noqa: E402
+from agents.plots import save  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,7 @@ def plot(result: SysIDResult, path: Path) -> None:
     axes.set(xscale="log", yscale="log", xlabel="samples", ylabel=r"$\|\hat A - A\|_F$", title=title)
     axes.legend()
     axes.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save(figure, path)
 
 
 def write_csv(result: SysIDResult, path: Path) -> None:
@@ -67,7 +67,7 @@ def write_csv(result: SysIDResult, path: Path) -> None:
     for agent, errors in result.errors.items():
         for epoch, (n, row) in enumerate(zip(result.samples, errors)):
             rows.append(f"{agent},{epoch},{int(n)}," + ",".join(f"{e:.8g}" for e in row))
-    path.write_text("\n".join(rows) + "\n")
+    write_text(path, "\n".join(rows) + "\n")
 
 
 def report(result: SysIDResult, argv: list[str], seconds: float, cpu_seconds: float) -> str:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> SysIDResult:
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"sysid_{config.matrix}_{config.planner.form}"
     text = report(result, argv, seconds, cpu_seconds)
-    stem.with_suffix(".md").write_text(text)
+    write_text(stem.with_suffix(".md"), text)
     write_csv(result, stem.with_suffix(".csv"))
     plot(result, stem.with_suffix(".png"))
     print(text)

@@ -41,6 +41,7 @@ import torch
 from tqdm import tqdm
 
 from agents import cli
+from agents.plots import pyplot, save
 from agents.training import write_results
 from diffenvs.core.problem import check_choice, check_integer, check_positive
 from diffenvs.core.rollout import RK4, Adaptive, Adjoint
@@ -314,7 +315,7 @@ def plot(path: Path, times: torch.Tensor, clean: torch.Tensor, data: torch.Tenso
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for i, colour in enumerate(("tab:blue", "tab:orange")):
@@ -340,10 +341,7 @@ def plot(path: Path, times: torch.Tensor, clean: torch.Tensor, data: torch.Tenso
     axes[2].set_title("training", fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
