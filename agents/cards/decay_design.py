@@ -9,6 +9,7 @@ import numpy as np
 from agents import analytic
 from agents.cards import Card, Protocol, TestSettings, register
 from agents.episodes import Episode, evaluate, gym_policy
+from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
 from diffenvs import problem_of
 
@@ -40,7 +41,8 @@ CARD = register(Card(
     protocol=Protocol(episodes=20),
     budgets={
         "quick": {"rl": Budget(2_000, 30.0, 500), "neural-ode": Budget(1_000, 30.0, 100)},
-        "full": {"rl": Budget(5_000, eval_every=250), "neural-ode": Budget(3_000, eval_every=50)},
+        "full": {"rl": Budget(5_000, eval_every=250),
+                 "neural-ode": Budget(tuned_run_transitions({}, 10), eval_every=50)},  # its default run
     },
     reference=reference,
     analytic={"greedy-design": analytic.GreedyDesign},

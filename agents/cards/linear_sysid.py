@@ -9,11 +9,15 @@ import numpy as np
 from agents import analytic
 from agents.cards import Card, Protocol, TestSettings, register
 from agents.episodes import evaluate
+from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
 from agents.rl import Hyperparameters
 from diffenvs import problem_of
 
 ENV_ID = "DiffLinearSysID-v0"
+
+#: the neural-ODE agent's tuned settings
+TUNED = dict(iterations=100, learning_rate=0.01, final_learning_rate=0.001, batch_size=16)
 
 
 def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference | None:
@@ -42,12 +46,13 @@ _FAR_SIGHTED = {"ppo": Hyperparameters(gamma=0.999, n_steps=1000, batch_size=100
 
 CARD = register(Card(
     env_id=ENV_ID,
-    neural_ode=lambda env_kwargs: dict(iterations=100, learning_rate=0.01, final_learning_rate=0.001, batch_size=16),
+    neural_ode=lambda env_kwargs: dict(TUNED),
     rl_hyperparameters=_FAR_SIGHTED,
     protocol=Protocol(episodes=50),
     budgets={
         "quick": {"neural-ode": Budget(80_000, 30.0, 8_000), "planning": Budget(30_000, 30.0)},
-        "full": {"neural-ode": Budget(160_000, eval_every=8_000), "planning": Budget(60_000)},
+        "full": {"neural-ode": Budget(tuned_run_transitions(TUNED, 100), eval_every=8_000),  # its tuned run
+                  "planning": Budget(60_000)},
     },
     reference=reference,
     tests=TestSettings(short={"steps": 6}),

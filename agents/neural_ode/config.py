@@ -130,3 +130,14 @@ def default_config(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Neu
     if not problem.step_noise and torch.equal(starts[0], starts[1]):
         values["batch_size"] = 1
     return NeuralOdeConfig(**values)
+
+
+def tuned_run_transitions(overrides: dict[str, Any], rollout_steps: int) -> int:
+    r"""The transitions a run of the tuned ``overrides`` simulates at most, for an environment card's budget.
+
+    Adam's iterations plus the L-BFGS finish's worst case (:data:`LBFGS_EVALUATIONS` rollouts a
+    step), each rollout ``batch_size`` trajectories of ``rollout_steps`` steps:
+    :math:`(K_{Adam} + K_{L-BFGS} E)\, B\, T`.
+    """
+    config = NeuralOdeConfig(**overrides)
+    return (config.iterations + config.lbfgs_steps * LBFGS_EVALUATIONS) * config.batch_size * rollout_steps
