@@ -45,6 +45,24 @@ def test_bad_arguments_name_themselves() -> None:
         Cartpole(cost="dense")
 
 
+@pytest.mark.parametrize("method", diffenvs.core.rollout.METHODS)
+def test_every_listed_method_is_one_torchdiffeq_accepts(method: str) -> None:
+    """The documented list agrees with torchdiffeq's public ``odeint`` on du/dt = -u."""
+    options = {"solver": "RK45"} if method == "scipy_solver" else {"step_size": 0.01} if method in (
+        "euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams") else None
+    u = torchdiffeq.odeint(lambda t, u: -u, torch.ones(1, dtype=torch.float64),
+                           torch.tensor([0.0, 0.5], dtype=torch.float64), method=method, options=options)
+    assert abs(float(u[-1, 0]) - math.exp(-0.5)) < 1e-2
+    assert diffenvs.Adaptive(method).method == method
+
+
+def test_a_name_torchdiffeq_refuses_is_not_listed() -> None:
+    with pytest.raises(ValueError):
+        torchdiffeq.odeint(lambda t, u: -u, torch.ones(1), torch.tensor([0.0, 0.5]), method="dopri4")
+    assert "dopri4" not in diffenvs.core.rollout.METHODS
+    assert diffenvs.core.rollout._METHODS is diffenvs.core.rollout.METHODS
+
+
 def test_open_loop_controls_broadcast_over_the_batch() -> None:
     problem = Cartpole()
     x0 = torch.tensor([[0.0, 0.0, 3.0, 0.0], [0.0, 0.0, 3.0, 0.0]], dtype=torch.float64)

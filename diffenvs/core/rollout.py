@@ -26,7 +26,6 @@ flat in everything but the number of steps.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,13 @@ import torchdiffeq
 from diffenvs.core.numerics import TORCH, Components, Integrator, rk4_step, stack
 from diffenvs.core.problem import OdeProblem, Problem, check_integer
 
-_METHODS = tuple(importlib.import_module("torchdiffeq._impl.odeint").SOLVERS)  # the names odeint accepts
+#: the method names ``torchdiffeq.odeint`` accepts (its documented solvers; a test checks the list
+#: against ``odeint`` itself): the adaptive ``dopri8``, ``dopri5``, ``bosh3``, ``fehlberg2``,
+#: ``adaptive_heun``; the fixed-grid ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4``,
+#: ``explicit_adams``, ``implicit_adams``, ``fixed_adams``; and ``scipy_solver``
+METHODS = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2", "heun3", "rk4",
+           "explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver")
+_METHODS = METHODS  # the former private name, kept while callers move to METHODS
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,8 @@ class Adaptive:
     atol: float = 1e-9
 
     def __post_init__(self) -> None:
-        if self.method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         for name in ("rtol", "atol"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
