@@ -73,7 +73,7 @@ import torch
 
 from diffenvs.core import faces
 from diffenvs.core.numerics import Components
-from diffenvs.core.problem import Problem, check_integer, check_positive
+from diffenvs.core.problem import Held, Problem, check_integer, check_positive
 from diffenvs.core.render import Canvas
 
 _LARGEST_EXPONENT = 709.0  # math.exp overflows above ~709.78; torch returns inf there, so does _exp
@@ -179,9 +179,11 @@ class DecayDesign(Problem):
         if not state[1] > 0.0:
             raise ValueError(f"state posterior_variance must be positive, got {state[1]}")
 
-    def step(self, t, x, x0, u, params, ns, noise, last, integrate=None):  # noqa: D102 (see Problem.step)
+    def step(self, t: Any, x: Components, control: Held, *, x0: Components, params: Any, ns: SimpleNamespace,
+             terminal_due: Any, noise: Components | None = None, integrate: Any = None) -> tuple[Components, Any, Any]:
+        """One measurement at the held time and the belief's update; the reward is its information gain."""
         mean, variance = x
-        (time,) = u
+        (time,) = control.u
         epsilon = 0.0 if noise is None else noise[0]
         y = solution(time, params.theta_true, ns) + params.noise_std * epsilon
         innovation = y - solution(time, mean, ns)

@@ -49,7 +49,7 @@ import torch
 
 from diffenvs.core import faces
 from diffenvs.core.numerics import Components
-from diffenvs.core.problem import Problem, check_choice, check_integer, check_positive
+from diffenvs.core.problem import Held, Problem, check_choice, check_integer, check_positive
 from diffenvs.core.render import Canvas
 
 
@@ -210,8 +210,11 @@ class LinearSysID(Problem):
     def observation(self, t, x, params, ns):
         return (*self.state_to_physical(x), t / self.steps)
 
-    def step(self, t, x, x0, u, params, ns, noise, last, integrate=None):
+    def step(self, t: Any, x: Components, control: Held, *, x0: Components, params: Any, ns: SimpleNamespace,
+             terminal_due: Any, noise: Components | None = None, integrate: Any = None) -> tuple[Components, Any, Any]:
+        """One sample ``x' = A x + B u + w``; the statistics grow and the estimate's error is paid when due."""
         state, a, gram, cross = x
+        u, last = control.u, terminal_due
         if isinstance(state, torch.Tensor):
             control = torch.stack(tuple(u), -1)
             w = torch.zeros_like(state) if noise is None else torch.stack(tuple(noise), -1)

@@ -17,8 +17,10 @@ of solver stages and network activations). Each step is integrated on a rescaled
 (event location) shares one solver call.
 
 One case skips the loop over steps: ``control="feedback"`` with :class:`Adjoint` on an
-:class:`~diffenvs.core.problem.OdeProblem` without an event (and without process noise) is
-a single ``odeint_adjoint`` solve over the whole horizon, sampled on the step grid
+:class:`~diffenvs.core.problem.OdeProblem` that declares
+:attr:`~diffenvs.core.problem.OdeProblem.whole_horizon_solve` (no event, the standard
+reward; and without process noise) is a single ``odeint_adjoint`` solve over the whole
+horizon, sampled on the step grid
 (:func:`_adjoint_feedback_rollout`), so the memory kept for backward is the grid of states,
 flat in everything but the number of steps.
 """
@@ -34,7 +36,8 @@ import torch
 import torchdiffeq
 
 from diffenvs.core.numerics import TORCH, Components, Integrator, rk4_step, stack
-from diffenvs.core.problem import OdeProblem, Problem, check_integer
+from diffenvs.core.problem import Feedback, Held, OdeProblem, Problem, check_integer
+from diffenvs.core.transition import transition
 
 #: the method names ``torchdiffeq.odeint`` accepts (its documented solvers; a test checks the list
 #: against ``odeint`` itself): the adaptive ``dopri8``, ``dopri5``, ``bosh3``, ``fehlberg2``,
@@ -155,18 +158,6 @@ def _odeint_integrator(solver: Adaptive, leaves: list[torch.Tensor]) -> Integrat
     return integrate
 
 
-def _single_solve(problem: Problem, x: Components, params: Any) -> bool:
-    """Whether a feedback rollout of ``problem`` from internal state ``x`` is one ODE solve over the horizon.
-
-    It is for an :class:`OdeProblem` that keeps the base class's ``step`` and ``advance``
-    (so its reward is the potential difference, the running-cost integral and the terminal
-    cost, which :func:`_adjoint_feedback_rollout` rebuilds from the grid) and has no event
-    (no termination inside the horizon).
-    """
-    return (isinstance(problem, OdeProblem) and type(problem).step is OdeProblem.step
-            and type(problem).advance is OdeProblem.advance and problem.event(x, params, TORCH) is None)
-
-
 def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, observe: Callable[[Any, Components], torch.Tensor],
                               x0: torch.Tensor, start: Components, steps: int, params: Any, solver: Adjoint,
                               leaves: list[torch.Tensor]) -> Trajectory:
@@ -180,7 +171,8 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
     (:math:`c` only when the problem has a running cost :math:`\ell_c`), solved once and
     returned on the grid :math:`t_k = k\,\Delta t`, :math:`k = 0 \dots K` with
     :math:`K = \min(\text{steps}, \text{max\_steps})` when the horizon terminates the episode
-    (else :math:`K = \text{steps}`). The rewards are those of :meth:`OdeProblem.step`:
+    (else :math:`K = \text{steps}`). The rewards are :meth:`OdeProblem.step_reward`, as in
+    :meth:`OdeProblem.step`:
 
     .. math:: r_k = -[\Phi(x_{k+1}) - \Phi(x_k)] - [c(t_{k+1}) - c(t_k)]
                     - \mathbb{1}[k + 1 = \text{max\_steps}]\, \ell(x_{k+1}, x_0).
@@ -210,17 +202,12 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
                                           adjoint_params=tuple(leaves))  # (solved + 1, batch, n [+ 1])
     xs = solution[..., :n].unbind(-1)  # components of shape (solved + 1, batch)
 
-    rewards = 0.0 * solution[1:, :, 0]  # in the graph even when no term is due, as in OdeProblem.step
-    potential = problem.potential(xs, params, TORCH)
-    if potential is not None:
-        potential = torch.as_tensor(potential, dtype=x0.dtype, device=x0.device).expand(solved + 1, batch)
-        rewards = rewards - (potential[1:] - potential[:-1])
-    if has_cost:
-        rewards = rewards - (solution[1:, :, n] - solution[:-1, :, n])
-    if terminated and solved == problem.max_steps:
-        terminal = problem.terminal_cost(tuple(a[-1] for a in xs), start, params, TORCH)
-        if terminal is not None:
-            rewards = torch.cat([rewards[:-1], (rewards[-1] - terminal).unsqueeze(0)])
+    x, x1 = tuple(a[:-1] for a in xs), tuple(a[1:] for a in xs)  # each step's start and end on the grid
+    cost = solution[1:, :, n] - solution[:-1, :, n] if has_cost else None
+    step_index = torch.arange(solved, device=x0.device).unsqueeze(-1)
+    terminal_due = (step_index + 1 == problem.max_steps) & terminated
+    rewards = problem.step_reward(x, x1, cost, start, terminal_due, params, TORCH)  # (solved, batch)
+    rewards = rewards.expand(solved, batch)
 
     frozen = steps - solved  # steps after the episode's end: frozen state, zero reward
     states = stack(problem.state_to_physical(xs), like=x0)  # (solved + 1, batch, n)
@@ -316,32 +303,33 @@ def rollout(
 
     x = problem.state_from_physical(x0.unbind(-1), params, TORCH)
     start = x
-    if control == "feedback" and isinstance(solver, Adjoint) and noise is None and _single_solve(problem, x, params):
+    if control == "feedback" and isinstance(solver, Adjoint) and noise is None and problem.whole_horizon_solve:
         return _adjoint_feedback_rollout(problem, policy, observe, x0, start, steps, params, solver, leaves)
 
-    def advance(t: Any, x: Components, done: torch.Tensor, last: torch.Tensor, u: torch.Tensor | None,
+    def advance(k: Any, x: Components, done: torch.Tensor, u: torch.Tensor | None,
                 step_noise: torch.Tensor | None) -> tuple[Components, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One environment step of every trajectory; ``u`` is the held control (``None``: from the policy)."""
+        """Step ``k`` of every trajectory; ``u`` is the held control (``None``: from the policy)."""
+        t = k * problem.dt
         if u is None and control == "feedback":  # recorded for inspection only: the dynamics evaluate the policy
             with torch.no_grad():
                 u = policy(observe(t, x))
         elif u is None:
             u = policy(observe(t, x))
-        step_control = feedback if control == "feedback" else u.unbind(-1)
-        x1, reward, event = problem.step(t, x, start, step_control, params, TORCH,
-                                         None if step_noise is None else step_noise.unbind(-1), last, integrate)
-        x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, x1))
-        return x1, torch.where(done, torch.zeros_like(reward), reward), done | event | last, u
+        step_control = Feedback(feedback) if control == "feedback" else Held(u.unbind(-1))
+        step = transition(problem, k, x, step_control, x0=start, params=params, ns=TORCH,
+                          noise=None if step_noise is None else step_noise.unbind(-1), integrate=integrate,
+                          check_finite=False)
+        x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, step.x))
+        return x1, torch.where(done, torch.zeros_like(step.reward), step.reward), done | step.terminated, u
 
     compiled = isinstance(solver, RK4) and solver.compile
     step_function = torch.compile(advance, dynamic=False) if compiled else advance
     done = torch.zeros(batch, dtype=torch.bool, device=x0.device)
     states, controls, rewards, dones = [stack(problem.state_to_physical(x), like=x0)], [], [], [done]
     for k in range(steps):
-        # a compiled step takes the time as a tensor, so that it is an input rather than a constant of the graph
-        t = torch.tensor(k * problem.dt, dtype=x0.dtype, device=x0.device) if compiled else k * problem.dt
-        last = k + 1 == problem.max_steps and problem.horizon_ends == "terminated"  # the terminal cost is due
-        x, reward, done, u = step_function(t, x, done, torch.full_like(done, last), policy[k] if open_loop else None,
+        # a compiled step takes the step index as a tensor, so that it is an input rather than a constant of the graph
+        index = torch.tensor(float(k), dtype=torch.float64, device=x0.device) if compiled else k
+        x, reward, done, u = step_function(index, x, done, policy[k] if open_loop else None,
                                            None if noise is None else noise[k])
         rewards.append(reward)
         states.append(stack(problem.state_to_physical(x), like=x0))
