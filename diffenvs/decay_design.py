@@ -51,11 +51,13 @@ Starting State
     seeded counter-based generator (one standard normal per step).
 
 Episode End
-    Terminates after ``measurements`` (10) steps; ``dt`` = 1 counts measurements, it is not
-    physical time. Truncates early if the belief becomes non-finite.
+    Terminates after ``max_steps`` (10) measurements; ``dt`` = 1 counts measurements, it is
+    not physical time (``problem.horizon`` is the number of measurements). Truncates early if
+    the belief becomes non-finite.
 
 Arguments
-    ``gymnasium.make("DiffDecayDesign-v0", params=DecayDesignParams(), measurements=10, t_max=5.0)``
+    ``gymnasium.make("DiffDecayDesign-v0", params=DecayDesignParams(), max_steps=10, t_max=5.0)``:
+    ``max_steps`` measurements per episode. Deprecated: ``measurements=`` for ``max_steps``.
 
 Version History
     v0: first release.
@@ -72,6 +74,7 @@ import numpy as np
 import torch
 
 from diffenvs.core import faces
+from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components
 from diffenvs.core.problem import Held, Problem, check_integer, check_positive
 from diffenvs.core.render import Canvas
@@ -131,12 +134,13 @@ def linearised_update(mean: Any, variance: Any, g: Any, innovation: Any, noise_s
     return mean + gain * innovation, next_variance, information
 
 
+@renamed_horizon("measurements", attribute="max_steps")
 @dataclass(frozen=True)
 class DecayDesign(Problem):
     """The decay-design definition; see the module docstring."""
 
     params: DecayDesignParams = field(default_factory=DecayDesignParams)
-    measurements: int = 10
+    max_steps: int = 10
     t_max: float = 5.0
 
     state_names: ClassVar = ("posterior_mean", "posterior_variance")
@@ -150,16 +154,12 @@ class DecayDesign(Problem):
     step_noise: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        check_integer("measurements", self.measurements)
+        check_integer("max_steps", self.max_steps)
         check_positive("t_max", self.t_max)
         check_positive("params.noise_std", self.params.noise_std)
         check_positive("params.prior_variance", self.params.prior_variance)
         if not np.isfinite(self.params.prior_mean) or not np.isfinite(self.params.theta_true):
             raise ValueError(f"params.prior_mean and params.theta_true must be finite, got {self.params!r}")
-
-    @property
-    def max_steps(self) -> int:
-        return self.measurements
 
     @property
     def control_low(self) -> tuple[float, ...]:

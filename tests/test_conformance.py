@@ -198,8 +198,8 @@ def gradcheck_start(env_id: str) -> torch.Tensor:
 
 
 #: short horizons, so that a few checked steps include the terminal cost
-SHORT = {"DiffCartpole-v0": {"horizon": 0.06}, "DiffIsochronism-v0": {"steps": 3}, "DiffLinearSysID-v0": {"steps": 6},
-         "DiffDecayDesign-v0": {"measurements": 3}}
+SHORT = {"DiffCartpole-v0": {"max_steps": 3}, "DiffIsochronism-v0": {"max_steps": 3}, "DiffLinearSysID-v0": {"max_steps": 6},
+         "DiffDecayDesign-v0": {"max_steps": 3}}
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -308,3 +308,49 @@ def test_nonfinite_state_truncates_with_info() -> None:
 def test_bad_constants_are_refused_naming_the_field(env_id: str, params: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         gym.make(env_id, params=params)
+
+
+#: each built-in id's deprecated horizon argument, a value, the max_steps it means, and its deprecated attribute
+RENAMED = {
+    "DiffCartpole-v0": ("horizon", 0.2, 10, None),
+    "DiffZermelo-v0": ("time_limit", 3.0, 150, "horizon"),
+    "DiffIsochronism-v0": ("steps", 100, 100, "max_steps"),
+    "DiffLinearSysID-v0": ("steps", 12, 12, "max_steps"),
+    "DiffDecayDesign-v0": ("measurements", 4, 4, "max_steps"),
+}
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_one_horizon_convention_with_the_old_names_deprecated(env_id: str) -> None:
+    problem = diffenvs.problem_of(env_id)
+    assert isinstance(problem.max_steps, int) and problem.dt > 0
+    assert problem.horizon == pytest.approx(problem.max_steps * problem.dt, rel=1e-15)
+    assert dataclasses.replace(problem, max_steps=7).max_steps == 7
+    with pytest.raises(ValueError, match="max_steps"):
+        diffenvs.problem_of(env_id, max_steps=0)
+    with pytest.raises(ValueError, match="max_steps"):
+        diffenvs.problem_of(env_id, max_steps=20.0)
+    if env_id not in RENAMED:
+        return
+    old, value, max_steps, attribute = RENAMED[env_id]
+    with pytest.warns(FutureWarning, match=f"{old}=.*max_steps"):
+        renamed = diffenvs.problem_of(env_id, **{old: value})
+    assert renamed.max_steps == max_steps
+    assert repr(renamed) == repr(diffenvs.problem_of(env_id, max_steps=max_steps))
+    with pytest.warns(FutureWarning, match=old):
+        assert dataclasses.replace(problem, **{old: value}).max_steps == max_steps
+    with pytest.warns(FutureWarning, match=old):
+        env = gym.make(env_id, **{old: value})
+    assert env.unwrapped.problem.max_steps == max_steps
+    if attribute is not None:
+        with pytest.warns(FutureWarning, match=f"{old} is deprecated; read {attribute}"):
+            assert getattr(renamed, old) == getattr(renamed, attribute)
+
+
+def test_default_horizons_are_unchanged() -> None:
+    expected = {"DiffCartpole-v0": (100, 0.02, 2.0), "DiffZermelo-v0": (500, 0.02, 10.0),
+                "DiffIsochronism-v0": (1000, 2 * math.pi / 1000, 2 * math.pi), "DiffLinearSysID-v0": (100, 1.0, 100.0),
+                "DiffDecayDesign-v0": (10, 1.0, 10.0)}
+    for env_id, (max_steps, dt, horizon) in expected.items():
+        problem = diffenvs.problem_of(env_id)
+        assert (problem.max_steps, problem.dt, problem.horizon) == (max_steps, dt, horizon)

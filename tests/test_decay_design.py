@@ -78,8 +78,8 @@ def test_measurement_noise_comes_from_the_seed() -> None:
 
 
 def test_invalid_arguments_are_refused() -> None:
-    with pytest.raises(ValueError, match="measurements"):
-        DecayDesign(measurements=0)
+    with pytest.raises(ValueError, match="max_steps"):
+        DecayDesign(max_steps=0)
     with pytest.raises(ValueError, match="noise_std"):
         DecayDesign(params=DecayDesignParams(noise_std=0.0))
     env = gym.make(ENV_ID)
@@ -143,7 +143,7 @@ def test_one_design_step_agrees_with_the_analytic_optimum(derivative: str) -> No
 
 def test_sequential_design_on_the_gymnasium_face_and_the_vector_face_agree() -> None:
     config = DesignConfig(derivative="schwarz", tolerance=1e-3, patience=5)
-    kwargs = dict(measurements=2)
+    kwargs = dict(max_steps=2)
     single = sequential_design(gym.make(ENV_ID, **kwargs), config, seed=5)
     batch = sequential_design(gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", **kwargs),
                               config, seed=4)

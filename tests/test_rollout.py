@@ -146,10 +146,10 @@ def count_odeint_adjoint_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.mark.parametrize("problem, steps", [
-    (Cartpole(horizon=0.2), None),
-    (Cartpole(horizon=0.2, cost="quadratic"), None),
-    (Cartpole(horizon=0.2), 13),  # past the horizon: frozen states, zero rewards
-    (Isochronism(steps=20), None),
+    (Cartpole(max_steps=10), None),
+    (Cartpole(max_steps=10, cost="quadratic"), None),
+    (Cartpole(max_steps=10), 13),  # past the horizon: frozen states, zero rewards
+    (Isochronism(max_steps=20), None),
 ], ids=["cartpole-terminal", "cartpole-quadratic", "cartpole-past-horizon", "isochronism"])
 def test_whole_horizon_adjoint_matches_direct_backprop(problem: OdeProblem, steps: int | None,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,7 +210,7 @@ def test_adjoint_keeps_the_per_step_path_for_events(monkeypatch: pytest.MonkeyPa
 
 def saved_bytes(solver: diffenvs.Solver, steps: int, batch: int) -> int:
     """Bytes the autograd graph of a cartpole feedback rollout keeps for backward (each storage once)."""
-    problem = Cartpole(horizon=steps * 0.02)
+    problem = Cartpole(max_steps=steps)
     policy = TanhPolicy(problem, hidden=16)
     x0 = torch.zeros(batch, 4, dtype=torch.float64)
     x0[:, 2] = 0.1
@@ -230,7 +230,7 @@ def test_whole_horizon_adjoint_memory_grows_by_the_grid_only() -> None:
 
 
 def test_compiled_rk4_gives_the_eager_rollout_and_gradients() -> None:
-    problem = Cartpole(cost="quadratic", horizon=0.2)
+    problem = Cartpole(cost="quadratic", max_steps=10)
     policy = TanhPolicy(problem, hidden=8)
     x0 = torch.tensor([[0.0, 0.0, 0.3, 0.0], [0.1, -0.2, -0.5, 0.4]], dtype=torch.float64, requires_grad=True)
     results = []

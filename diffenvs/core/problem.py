@@ -44,7 +44,8 @@ class Problem(ABC):
     """Interface shared by every environment definition.
 
     Subclasses are frozen dataclasses with at least the fields ``params``, ``dt`` (seconds
-    per step) and ``max_steps``, and set the class-level descriptions below.
+    per step) and ``max_steps`` (steps per episode), and set the class-level descriptions
+    below. The horizon is ``max_steps * dt`` (:attr:`horizon`).
     """
 
     params: Any
@@ -81,6 +82,11 @@ class Problem(ABC):
     @abstractmethod
     def control_high(self) -> tuple[float, ...]:
         """Upper bound of each control component (physical units)."""
+
+    @property
+    def horizon(self) -> float:
+        """The episode's length ``max_steps * dt``: seconds (steps for a discrete-time problem, whose ``dt`` is 1)."""
+        return self.max_steps * self.dt
 
     @property
     def control_dim(self) -> int:
