@@ -67,10 +67,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diffenvs.core import faces
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components, columns, wrap_angle
 from diffenvs.core.problem import OdeProblem, check_choice, check_integer, check_positive, check_positive_fields
+from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
 
@@ -175,4 +175,4 @@ class Cartpole(OdeProblem):
         return canvas.image
 
 
-CartpoleEnv, CartpoleVectorEnv = faces(Cartpole, __doc__)
+CartpoleEnv, CartpoleVectorEnv = register_problem(Cartpole, "DiffCartpole-v0", __doc__, order=2)

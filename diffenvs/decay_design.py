@@ -73,10 +73,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from diffenvs.core import faces
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components
 from diffenvs.core.problem import Held, Problem, check_integer, check_positive
+from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
 _LARGEST_EXPONENT = 709.0  # math.exp overflows above ~709.78; torch returns inf there, so does _exp
@@ -205,4 +205,4 @@ class DecayDesign(Problem):
         return canvas.image
 
 
-DecayDesignEnv, DecayDesignVectorEnv = faces(DecayDesign, __doc__)
+DecayDesignEnv, DecayDesignVectorEnv = register_problem(DecayDesign, "DiffDecayDesign-v0", __doc__, order=5)

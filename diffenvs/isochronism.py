@@ -49,10 +49,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diffenvs.core import faces
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import columns
 from diffenvs.core.problem import OdeProblem, check_integer, check_positive
+from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
 
@@ -131,4 +131,4 @@ def harmonic_force(x: Any, params: IsochronismParams = IsochronismParams()) -> A
     return -((2 * math.pi / params.period) ** 2) * x
 
 
-IsochronismEnv, IsochronismVectorEnv = faces(Isochronism, __doc__)
+IsochronismEnv, IsochronismVectorEnv = register_problem(Isochronism, "DiffIsochronism-v0", __doc__, order=3)

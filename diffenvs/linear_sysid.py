@@ -48,10 +48,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from diffenvs.core import faces
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components
 from diffenvs.core.problem import Held, Problem, check_choice, check_integer, check_positive
+from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
 
@@ -251,4 +251,4 @@ def estimation_error(gram: Any, cross: Any, a: Any) -> Any:
     return lib.sqrt((difference * difference).sum((-2, -1)))
 
 
-LinearSysIDEnv, LinearSysIDVectorEnv = faces(LinearSysID, __doc__)
+LinearSysIDEnv, LinearSysIDVectorEnv = register_problem(LinearSysID, "DiffLinearSysID-v0", __doc__, order=4)

@@ -52,10 +52,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diffenvs.core import faces
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components
 from diffenvs.core.problem import OdeProblem, check_integer, check_positive, check_positive_fields
+from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
 
@@ -153,4 +153,4 @@ class Zermelo(OdeProblem):
         return canvas.image
 
 
-ZermeloEnv, ZermeloVectorEnv = faces(Zermelo, __doc__)
+ZermeloEnv, ZermeloVectorEnv = register_problem(Zermelo, "DiffZermelo-v0", __doc__, order=1)

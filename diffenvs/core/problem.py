@@ -52,6 +52,10 @@ class Problem(ABC):
     dt: float
     max_steps: int
 
+    #: the Gymnasium id the definition is registered as (set by
+    #: :func:`~diffenvs.core.registration.register_problem`)
+    env_id: ClassVar[str | None] = None
+
     #: names and units of the physical state, in the order of ``env.unwrapped.state``
     state_names: ClassVar[tuple[str, ...]]
     state_units: ClassVar[tuple[str, ...]]
@@ -71,6 +75,10 @@ class Problem(ABC):
     step_noise: ClassVar[int] = 0
     #: whether a feedback rollout may be one ODE solve over the whole horizon (see :class:`OdeProblem`)
     whole_horizon_solve: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        """Validation of a definition's fields (dataclasses call it; a definition with more fields overrides it)."""
+        check_integer("max_steps", self.max_steps)
 
     # ---- bounds and the Gymnasium action ---------------------------------------------
     @property
