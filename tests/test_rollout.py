@@ -6,6 +6,8 @@ import dataclasses
 import math
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 import torchdiffeq
@@ -13,7 +15,9 @@ import torchdiffeq
 import diffenvs
 from diffenvs.cartpole import Cartpole
 from diffenvs.core.memory import saved_tensor_bytes
-from diffenvs.core.problem import OdeProblem
+from diffenvs.core.numerics import SCALAR, TORCH
+from diffenvs.core.problem import Held, OdeProblem
+from diffenvs.core.transition import transition
 from diffenvs.isochronism import Isochronism
 from diffenvs.linear_sysid import LinearSysID
 from diffenvs.zermelo import Zermelo
@@ -244,3 +248,55 @@ def test_compiled_rk4_gives_the_eager_rollout_and_gradients() -> None:
     assert torch.equal(compiled.done, eager.done)
     for a, b in zip(compiled_grads, eager_grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("env_id", diffenvs.ENV_IDS)
+def test_transition_is_the_same_on_floats_and_tensors(env_id: str) -> None:
+    """One transition, two namespaces: the last step of an episode from a seeded start (LinearSysID: the first, G is singular)."""
+    problem = diffenvs.problem_of(env_id)
+    env = gym.make(env_id)
+    env.reset(seed=1)
+    x = env.unwrapped._x
+    u = problem.control_from_action((0.3,) * problem.control_dim, SCALAR)
+    k = 0 if env_id == "DiffLinearSysID-v0" else problem.max_steps - 1
+    noise = (0.5,) * problem.step_noise or None
+    scalar = transition(problem, k, x, Held(u), x0=x, params=problem.params, ns=SCALAR, noise=noise)
+    def column(values):
+        return None if values is None else tuple(torch.tensor([c], dtype=torch.float64) for c in values)
+
+    x_tensor = problem.state_from_physical(column(env.unwrapped.state), problem.params, TORCH)
+    params = problem.params_like(problem.params, torch.zeros((), dtype=torch.float64))
+    tensor = transition(problem, torch.tensor([k]), x_tensor, Held(column(u)), x0=x_tensor, params=params, ns=TORCH,
+                        noise=column(noise))
+    np.testing.assert_allclose(tensor.reward.numpy(), [scalar.reward], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(torch.stack(problem.state_to_physical(tensor.x), -1)[0].numpy(),
+                               problem.state_to_physical(scalar.x), rtol=1e-12, atol=1e-12)
+    assert (bool(tensor.terminated), bool(tensor.truncated), bool(tensor.finite)) == (
+        bool(scalar.terminated), bool(scalar.truncated), bool(scalar.finite))
+    last = scalar.terminated if problem.horizon_ends == "terminated" else scalar.truncated
+    assert scalar.finite and last == (k == problem.max_steps - 1)
+
+
+def test_a_nonfinite_transition_keeps_the_start_and_truncates() -> None:
+    problem = Cartpole()
+    start = (0.0, 0.0, 1.0, 1e30)
+    step = transition(problem, 0, start, Held((0.0,)), x0=start, params=problem.params, ns=SCALAR)
+    assert (step.finite, step.terminated, step.truncated, step.reward, step.x) == (False, False, True, 0.0, start)
+    batch = tuple(torch.tensor([c, 0.5], dtype=torch.float64) for c in start)  # the second start is finite
+    step = transition(problem, 0, batch, Held((torch.zeros(2, dtype=torch.float64),)), x0=batch, params=problem.params, ns=TORCH)
+    assert step.finite.tolist() == [False, True] and step.truncated.tolist() == [True, False]
+    assert step.terminated.tolist() == [False, False] and float(step.reward[0]) == 0.0
+    assert [float(c[0]) for c in step.x] == list(start) and float(step.x[3][1]) != 0.5
+
+
+def test_whole_horizon_solve_is_declared_and_off_for_events_or_own_steps() -> None:
+    class WithEvent(Cartpole):
+        def event(self, x, params, ns):
+            return x[0] - 1.0
+
+    class Declared(WithEvent):
+        whole_horizon_solve = True
+
+    assert Cartpole.whole_horizon_solve and Isochronism.whole_horizon_solve
+    assert not Zermelo.whole_horizon_solve and not WithEvent.whole_horizon_solve and Declared.whole_horizon_solve
+    assert not LinearSysID.whole_horizon_solve

@@ -1,13 +1,15 @@
 """The one definition of an environment, and the step every face takes with it.
 
-A definition is a frozen dataclass holding only constants (its ``params``, the step
-``dt`` and the horizon ``max_steps``) plus pure functions of an explicit state. Faces
-(Gymnasium, vector, gradient path) never reach past this interface.
+A definition is a frozen dataclass holding only constants (its ``params``, the seconds
+per step ``dt`` and the number of steps ``max_steps``; the horizon is ``max_steps * dt``)
+plus pure functions of an explicit state. Faces (Gymnasium, vector, gradient path) never
+reach past this interface, and step it through :func:`diffenvs.core.transition.transition`.
 
 The state is a tuple of components, each a Python float (one environment) or a torch
 tensor of shape ``(batch,)`` (many environments, differentiable). Controls ``u`` are in
 physical units; the Gymnasium action ``a`` in ``[-1, 1]`` maps to them affinely
-(:meth:`Problem.control_from_action`).
+(:meth:`Problem.control_from_action`). A step's control is :class:`Held` (constant over
+the step) or :class:`Feedback` (a function of time and state inside the ODE).
 """
 
 from __future__ import annotations

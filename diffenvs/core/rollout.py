@@ -228,6 +228,39 @@ def _param_tensors(params: Any) -> list[torch.Tensor]:
     return [v for f in dataclasses.fields(params) if isinstance(v := getattr(params, f.name), torch.Tensor)]
 
 
+def _checked_arguments(problem: Problem, policy: Any, x0: Any, steps: Any, control: Any, solver: Any,
+                       noise: Any) -> Any:
+    """Validate :func:`rollout`'s arguments once; the policy comes back (a tensor of controls broadcast over the batch)."""
+    if control not in ("sampled", "feedback"):
+        raise ValueError(f"control must be 'sampled' or 'feedback', got {control!r}")
+    if not isinstance(solver, (RK4, Adaptive)):
+        raise TypeError(f"solver must be RK4(), Adaptive(...) or Adjoint(...), got {solver!r}")
+    if not isinstance(x0, torch.Tensor) or x0.dim() != 2 or x0.shape[-1] != problem.state_dim:
+        raise ValueError(f"x0 must be a tensor of shape (batch, {problem.state_dim}), got "
+                         f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
+    if not x0.is_floating_point():
+        raise ValueError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
+    check_integer("steps", steps)
+    batch, m = x0.shape[0], problem.control_dim
+    if isinstance(policy, torch.Tensor):
+        if policy.dim() == 2:
+            policy = policy.unsqueeze(1).expand(-1, batch, -1)
+        if tuple(policy.shape) != (steps, batch, m):
+            raise ValueError(f"policy as a tensor of controls must have shape ({steps}, {batch}, {m}), got {tuple(policy.shape)}")
+        if control == "feedback":
+            raise ValueError("control='feedback' needs a callable policy, not a tensor of controls")
+    elif not callable(policy):
+        raise TypeError(f"policy must be callable or a tensor of controls, got {type(policy).__name__}")
+    if problem.step_noise and noise is not None and tuple(noise.shape) != (steps, batch, problem.step_noise):
+        raise ValueError(f"noise must have shape ({steps}, {batch}, {problem.step_noise}), got {tuple(noise.shape)}")
+    if not isinstance(problem, OdeProblem) and (control == "feedback" or not isinstance(solver, RK4)):
+        raise ValueError(f"{type(problem).__name__} is a discrete-time map: it takes control='sampled' and solver=RK4()")
+    if isinstance(solver, Adjoint) and control == "feedback" and not isinstance(policy, torch.nn.Module):
+        raise TypeError("the adjoint solver with control='feedback' needs the policy to be a torch.nn.Module "
+                        "(its parameters are the adjoint's parameters)")
+    return policy
+
+
 def rollout(
     problem: Problem,
     policy: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor,
@@ -257,36 +290,9 @@ def rollout(
         noise: process noise ``(steps, batch, problem.step_noise)`` for stochastic
             definitions (reparametrisation: fixed draws); ``None`` means none.
     """
-    if control not in ("sampled", "feedback"):
-        raise ValueError(f"control must be 'sampled' or 'feedback', got {control!r}")
-    if not isinstance(solver, (RK4, Adaptive)):
-        raise TypeError(f"solver must be RK4(), Adaptive(...) or Adjoint(...), got {solver!r}")
-    if not isinstance(x0, torch.Tensor) or x0.dim() != 2 or x0.shape[-1] != problem.state_dim:
-        raise ValueError(f"x0 must be a tensor of shape (batch, {problem.state_dim}), got "
-                         f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
-    if not x0.is_floating_point():
-        raise ValueError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
     steps = problem.max_steps if steps is None else steps
-    check_integer("steps", steps)
-    batch, m = x0.shape[0], problem.control_dim
-    open_loop = isinstance(policy, torch.Tensor)
-    if open_loop:
-        if policy.dim() == 2:
-            policy = policy.unsqueeze(1).expand(-1, batch, -1)
-        if tuple(policy.shape) != (steps, batch, m):
-            raise ValueError(f"policy as a tensor of controls must have shape ({steps}, {batch}, {m}), got {tuple(policy.shape)}")
-        if control == "feedback":
-            raise ValueError("control='feedback' needs a callable policy, not a tensor of controls")
-    elif not callable(policy):
-        raise TypeError(f"policy must be callable or a tensor of controls, got {type(policy).__name__}")
-    if problem.step_noise and noise is not None and tuple(noise.shape) != (steps, batch, problem.step_noise):
-        raise ValueError(f"noise must have shape ({steps}, {batch}, {problem.step_noise}), got {tuple(noise.shape)}")
-    ode = isinstance(problem, OdeProblem)
-    if not ode and (control == "feedback" or not isinstance(solver, RK4)):
-        raise ValueError(f"{type(problem).__name__} is a discrete-time map: it takes control='sampled' and solver=RK4()")
-    if isinstance(solver, Adjoint) and control == "feedback" and not isinstance(policy, torch.nn.Module):
-        raise TypeError("the adjoint solver with control='feedback' needs the policy to be a torch.nn.Module "
-                        "(its parameters are the adjoint's parameters)")
+    policy = _checked_arguments(problem, policy, x0, steps, control, solver, noise)
+    batch, open_loop = x0.shape[0], isinstance(policy, torch.Tensor)
 
     params = problem.params_like(problem.params if params is None else params, x0)
     policy_parameters = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
@@ -328,7 +334,7 @@ def rollout(
     states, controls, rewards, dones = [stack(problem.state_to_physical(x), like=x0)], [], [], [done]
     for k in range(steps):
         # a compiled step takes the step index as a tensor, so that it is an input rather than a constant of the graph
-        index = torch.tensor(float(k), dtype=torch.float64, device=x0.device) if compiled else k
+        index = torch.tensor(float(k), dtype=x0.dtype, device=x0.device) if compiled else k
         x, reward, done, u = step_function(index, x, done, policy[k] if open_loop else None,
                                            None if noise is None else noise[k])
         rewards.append(reward)
