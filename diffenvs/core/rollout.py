@@ -37,7 +37,7 @@ import torchdiffeq
 
 from diffenvs.core.numerics import TORCH, Components, Integrator, rk4_step, stack
 from diffenvs.core.problem import Feedback, Held, OdeProblem, Problem, check_integer
-from diffenvs.core.transition import transition
+from diffenvs.core.transition import horizon_flags, transition
 
 #: the method names ``torchdiffeq.odeint`` accepts (its documented solvers; a test checks the list
 #: against ``odeint`` itself): the adaptive ``dopri8``, ``dopri5``, ``bosh3``, ``fehlberg2``,
@@ -205,7 +205,7 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
     x, x1 = tuple(a[:-1] for a in xs), tuple(a[1:] for a in xs)  # each step's start and end on the grid
     cost = solution[1:, :, n] - solution[:-1, :, n] if has_cost else None
     step_index = torch.arange(solved, device=x0.device).unsqueeze(-1)
-    terminal_due = (step_index + 1 == problem.max_steps) & terminated
+    terminal_due, _ = horizon_flags(problem, step_index + 1 == problem.max_steps)
     rewards = problem.step_reward(x, x1, cost, start, terminal_due, params, TORCH)  # (solved, batch)
     rewards = rewards.expand(solved, batch)
 
@@ -217,7 +217,7 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
         controls = torch.stack([policy(observe(k * problem.dt, solution[min(k, solved), :, :n].unbind(-1)))
                                 for k in range(steps)])
     ended = torch.arange(steps + 1, device=x0.device) >= problem.max_steps
-    done = (ended if terminated else torch.zeros_like(ended)).unsqueeze(-1).expand(-1, batch).contiguous()
+    done = horizon_flags(problem, ended)[0].unsqueeze(-1).expand(-1, batch).contiguous()
     times = torch.arange(steps + 1, dtype=x0.dtype, device=x0.device) * problem.dt
     return Trajectory(states, controls, rewards, done, times)
 
