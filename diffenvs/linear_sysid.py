@@ -229,6 +229,7 @@ class LinearSysID(Problem):
         if ns.eager:
             reward = -estimation_error(gram1, cross1, a) if last else 0.0
         else:  # the estimate exists only once G is invertible: evaluate it where due, identity elsewhere
+            last = torch.as_tensor(last, device=state.device)
             due = last.reshape(last.shape + (1, 1))
             eye = torch.eye(self.d, dtype=gram1.dtype, device=gram1.device)
             error = estimation_error(torch.where(due, gram1, eye), torch.where(due, cross1, eye), torch.where(due, a, eye))

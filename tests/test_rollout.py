@@ -104,7 +104,7 @@ def test_sampled_and_feedback_converge_as_the_step_shrinks() -> None:
     """Holding u over a step differs from evaluating it inside the ODE by O(dt)."""
     gaps = []
     for dt in (0.02, 0.005):
-        problem = Zermelo(dt=dt)
+        problem = Zermelo(dt=dt, max_steps=round(10.0 / dt))  # the same 10 s
         heading = lambda obs: math.pi / 2 + 0.5 * torch.tanh(obs[:, 1:2] - 1.0)  # noqa: E731
         x0 = torch.zeros(1, 2, dtype=torch.float64)
         sampled = diffenvs.rollout(problem, heading, x0, control="sampled").costs

@@ -90,10 +90,7 @@ def transition(
     end-of-step observation and masks non-finite steps (the Gymnasium faces); the gradient
     path leaves it off.
     """
-    last = k + 1 == problem.max_steps
-    if not ns.eager and isinstance(last, bool):  # torch definitions may take the flag's shape
-        like = next(c for c in x if isinstance(c, torch.Tensor))
-        last = torch.tensor(last, device=like.device)
+    last = k + 1 == problem.max_steps  # a bool for an int k: definitions take a bool or a tensor
     terminal_due, time_limit = horizon_flags(problem, last)
     x1, reward, event = problem.step(k * problem.dt, x, control, x0=x0, params=params, ns=ns,
                                      terminal_due=terminal_due, noise=noise, integrate=integrate)
