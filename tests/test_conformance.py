@@ -418,6 +418,7 @@ def test_a_problem_registered_from_outside_the_package_has_every_face() -> None:
     assert diffenvs.registered_ids()[:len(diffenvs.ENV_IDS)] == diffenvs.ENV_IDS
     assert DampedOscillator.env_id == OSCILLATOR and diffenvs.problem_of(OSCILLATOR, max_steps=7).max_steps == 7
     assert isinstance(gym.make(OSCILLATOR).unwrapped, DampedOscillatorEnv)
+    assert gym.spec(OSCILLATOR).entry_point == f"{__name__}:DampedOscillatorEnv" and gym.spec(OSCILLATOR).to_json()
     vector = gym.make_vec(OSCILLATOR, num_envs=2, vectorization_mode="vector_entry_point")
     assert isinstance(vector, DampedOscillatorVectorEnv) and vector.reset(seed=0)[0].shape == (2, 2)
     assert DampedOscillator.whole_horizon_solve and not diffenvs.zermelo.Zermelo.whole_horizon_solve

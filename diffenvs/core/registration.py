@@ -1,8 +1,9 @@
 """Registration: a definition module makes its problem a Gymnasium id in one line.
 
 ``CartpoleEnv, CartpoleVectorEnv = register_problem(Cartpole, "DiffCartpole-v0", __doc__, order=2)``
-builds the two faces, registers them with ``gymnasium.register`` (``gymnasium.make`` and
-``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``), sets
+builds the two faces (also set as attributes of the definition's module, the string entry
+points gymnasium records), registers them with ``gymnasium.register`` (``gymnasium.make``
+and ``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``), sets
 ``Cartpole.env_id`` and records the id for :func:`problem_type_of`. A definition in a
 user's own file registers the same way.
 """
@@ -10,6 +11,7 @@ user's own file registers the same way.
 from __future__ import annotations
 
 import math
+import sys
 
 import gymnasium
 
@@ -45,7 +47,12 @@ def register_problem(problem_type: type[Problem], env_id: str, doc: str | None =
         raise ValueError(f"env_id must be a non-empty string such as 'DiffCartpole-v0', got {env_id!r}")
     single, vector = faces(problem_type, doc)
     problem_type.env_id = env_id
-    gymnasium.register(id=env_id, entry_point=single, vector_entry_point=vector)
+    # gymnasium records entry points as strings (so specs serialise): the classes live in the definition's module
+    module = sys.modules[problem_type.__module__]
+    for face in (single, vector):
+        setattr(module, face.__name__, face)
+    gymnasium.register(id=env_id, entry_point=f"{module.__name__}:{single.__name__}",
+                       vector_entry_point=f"{module.__name__}:{vector.__name__}")
     _PROBLEMS[env_id] = problem_type
     _ORDER[env_id] = (order, _ORDER[env_id][1] if env_id in _ORDER else len(_ORDER))
     return single, vector
