@@ -3,35 +3,30 @@
 * the Gymnasium face: ``gymnasium.make("DiffCartpole-v0")``;
 * the vector face: ``gymnasium.make_vec("DiffCartpole-v0", num_envs=N, vectorization_mode="vector_entry_point")``;
 * the gradient path: :func:`diffenvs.rollout`, a batched differentiable torch rollout.
+
+Each environment module registers itself (:func:`diffenvs.core.register_problem`); importing
+``diffenvs`` imports every module of the package, so adding an environment is adding its
+module.
 """
 
-from gymnasium.envs.registration import register
+import importlib
+import pkgutil
+from typing import Any
 
-from diffenvs.core.rollout import RK4, Adaptive, Adjoint, Trajectory, rollout
+from diffenvs.core.problem import Problem
+from diffenvs.core.registration import problem_type_of, registered_ids
+from diffenvs.core.rollout import RK4, Adaptive, Adjoint, Solver, Trajectory, rollout
 
-__all__ = ["RK4", "Adaptive", "Adjoint", "Trajectory", "rollout", "ENV_IDS", "problem_of"]
+__all__ = ["RK4", "Adaptive", "Adjoint", "Solver", "Trajectory", "rollout", "ENV_IDS", "problem_of", "registered_ids"]
 
-ENV_IDS = ("DiffZermelo-v0", "DiffCartpole-v0", "DiffIsochronism-v0", "DiffLinearSysID-v0", "DiffDecayDesign-v0")
-_MODULES = {
-    "DiffZermelo-v0": ("zermelo", "Zermelo"),
-    "DiffCartpole-v0": ("cartpole", "Cartpole"),
-    "DiffIsochronism-v0": ("isochronism", "Isochronism"),
-    "DiffLinearSysID-v0": ("linear_sysid", "LinearSysID"),
-    "DiffDecayDesign-v0": ("decay_design", "DecayDesign"),
-}
-for _id, (_module, _name) in _MODULES.items():
-    register(
-        id=_id,
-        entry_point=f"diffenvs.{_module}:{_name}Env",
-        vector_entry_point=f"diffenvs.{_module}:{_name}VectorEnv",
-    )
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "core" and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+#: the built-in environments' ids
+ENV_IDS: tuple[str, ...] = registered_ids()
 
 
-def problem_of(env_id: str, **kwargs):
+def problem_of(env_id: str, **kwargs: Any) -> Problem:
     """The definition (problem) behind a registered id, built with ``kwargs``."""
-    import importlib
-
-    if env_id not in _MODULES:
-        raise ValueError(f"env_id must be one of {ENV_IDS}, got {env_id!r}")
-    module, name = _MODULES[env_id]
-    return getattr(importlib.import_module(f"diffenvs.{module}"), name)(**kwargs)
+    return problem_type_of(env_id)(**kwargs)

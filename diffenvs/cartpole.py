@@ -45,12 +45,14 @@ Starting State
     or any state through ``reset(options={"state": ...})``.
 
 Episode End
-    Terminates at :math:`T` = ``horizon`` (2 s, 100 steps of ``dt`` = 0.02 s): the objective
-    is defined there. Truncates early if the state becomes non-finite.
+    Terminates at :math:`T` = ``max_steps * dt`` (``problem.horizon``; 2 s, 100 steps of
+    0.02 s): the objective is defined there. Truncates early if the state becomes non-finite.
 
 Arguments
     ``gymnasium.make("DiffCartpole-v0", params=CartpoleParams(), cost="terminal",
-    max_force=50.0, horizon=2.0, dt=0.02, initial_angle=math.pi, initial_noise=0.05)``
+    max_force=50.0, max_steps=100, dt=0.02, initial_angle=math.pi, initial_noise=0.05)``:
+    ``max_steps`` steps per episode of ``dt`` seconds each. Deprecated: ``horizon=T`` in
+    seconds (``max_steps = round(T / dt)``).
 
 Version History
     v0: first release.
@@ -65,9 +67,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diffenvs.core import faces
+from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components, columns, wrap_angle
-from diffenvs.core.problem import OdeProblem, check_choice, check_positive, check_positive_fields
+from diffenvs.core.problem import OdeProblem, check_choice, check_integer, check_positive, check_positive_fields
+from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
 
@@ -86,6 +89,7 @@ STATE_WEIGHTS = (1e-4, 0.0, 100.0, 0.0)
 FORCE_WEIGHT = 1e-2
 
 
+@renamed_horizon("horizon", seconds=True)
 @dataclass(frozen=True)
 class Cartpole(OdeProblem):
     """The cartpole definition; see the module docstring."""
@@ -93,7 +97,7 @@ class Cartpole(OdeProblem):
     params: CartpoleParams = field(default_factory=CartpoleParams)
     cost: str = "terminal"
     max_force: float = 50.0
-    horizon: float = 2.0
+    max_steps: int = 100
     dt: float = 0.02
     initial_angle: float = math.pi
     initial_noise: float = 0.05
@@ -111,15 +115,12 @@ class Cartpole(OdeProblem):
     def __post_init__(self) -> None:
         check_choice("cost", self.cost, ("terminal", "quadratic"))
         check_positive_fields(self.params, ("cart_mass", "pole_mass", "pole_length", "gravity"))
-        for name in ("max_force", "horizon", "dt"):
+        for name in ("max_force", "dt"):
             check_positive(name, getattr(self, name))
+        check_integer("max_steps", self.max_steps)
         if not math.isfinite(self.initial_angle) or not (math.isfinite(self.initial_noise) and self.initial_noise >= 0):
             raise ValueError("initial_angle must be finite and initial_noise finite and non-negative, "
                              f"got {self.initial_angle!r} and {self.initial_noise!r}")
-
-    @property
-    def max_steps(self) -> int:
-        return round(self.horizon / self.dt)
 
     @property
     def control_low(self) -> tuple[float, ...]:
@@ -174,4 +175,4 @@ class Cartpole(OdeProblem):
         return canvas.image
 
 
-CartpoleEnv, CartpoleVectorEnv = faces(Cartpole, __doc__)
+CartpoleEnv, CartpoleVectorEnv = register_problem(Cartpole, "DiffCartpole-v0", __doc__, order=2)

@@ -51,11 +51,13 @@ Starting State
     seeded counter-based generator (one standard normal per step).
 
 Episode End
-    Terminates after ``measurements`` (10) steps; ``dt`` = 1 counts measurements, it is not
-    physical time. Truncates early if the belief becomes non-finite.
+    Terminates after ``max_steps`` (10) measurements; ``dt`` = 1 counts measurements, it is
+    not physical time (``problem.horizon`` is the number of measurements). Truncates early if
+    the belief becomes non-finite.
 
 Arguments
-    ``gymnasium.make("DiffDecayDesign-v0", params=DecayDesignParams(), measurements=10, t_max=5.0)``
+    ``gymnasium.make("DiffDecayDesign-v0", params=DecayDesignParams(), max_steps=10, t_max=5.0)``:
+    ``max_steps`` measurements per episode. Deprecated: ``measurements=`` for ``max_steps``.
 
 Version History
     v0: first release.
@@ -71,9 +73,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from diffenvs.core import faces
+from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components
-from diffenvs.core.problem import Problem, check_integer, check_positive
+from diffenvs.core.problem import Held, Problem, check_integer, check_positive
+from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
 _LARGEST_EXPONENT = 709.0  # math.exp overflows above ~709.78; torch returns inf there, so does _exp
@@ -131,12 +134,13 @@ def linearised_update(mean: Any, variance: Any, g: Any, innovation: Any, noise_s
     return mean + gain * innovation, next_variance, information
 
 
+@renamed_horizon("measurements", attribute="max_steps")
 @dataclass(frozen=True)
 class DecayDesign(Problem):
     """The decay-design definition; see the module docstring."""
 
     params: DecayDesignParams = field(default_factory=DecayDesignParams)
-    measurements: int = 10
+    max_steps: int = 10
     t_max: float = 5.0
 
     state_names: ClassVar = ("posterior_mean", "posterior_variance")
@@ -150,16 +154,12 @@ class DecayDesign(Problem):
     step_noise: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        check_integer("measurements", self.measurements)
+        check_integer("max_steps", self.max_steps)
         check_positive("t_max", self.t_max)
         check_positive("params.noise_std", self.params.noise_std)
         check_positive("params.prior_variance", self.params.prior_variance)
         if not np.isfinite(self.params.prior_mean) or not np.isfinite(self.params.theta_true):
             raise ValueError(f"params.prior_mean and params.theta_true must be finite, got {self.params!r}")
-
-    @property
-    def max_steps(self) -> int:
-        return self.measurements
 
     @property
     def control_low(self) -> tuple[float, ...]:
@@ -179,9 +179,11 @@ class DecayDesign(Problem):
         if not state[1] > 0.0:
             raise ValueError(f"state posterior_variance must be positive, got {state[1]}")
 
-    def step(self, t, x, x0, u, params, ns, noise, last, integrate=None):  # noqa: D102 (see Problem.step)
+    def step(self, t: Any, x: Components, control: Held, *, x0: Components, params: Any, ns: SimpleNamespace,
+             terminal_due: Any, noise: Components | None = None, integrate: Any = None) -> tuple[Components, Any, Any]:
+        """One measurement at the held time and the belief's update; the reward is its information gain."""
         mean, variance = x
-        (time,) = u
+        (time,) = control.u
         epsilon = 0.0 if noise is None else noise[0]
         y = solution(time, params.theta_true, ns) + params.noise_std * epsilon
         innovation = y - solution(time, mean, ns)
@@ -203,4 +205,4 @@ class DecayDesign(Problem):
         return canvas.image
 
 
-DecayDesignEnv, DecayDesignVectorEnv = faces(DecayDesign, __doc__)
+DecayDesignEnv, DecayDesignVectorEnv = register_problem(DecayDesign, "DiffDecayDesign-v0", __doc__, order=5)

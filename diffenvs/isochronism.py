@@ -24,16 +24,18 @@ Starting State
     ``reset(options={"state": ...})``.
 
 Episode End
-    Terminates at :math:`T` = ``params.period`` (2π s, ``steps`` = 1000 steps of 6.3 ms);
-    truncates early if the state becomes non-finite. The Gymnasium face holds the force over
-    each step, under which no field is exactly isochronous (the one-step map of a held force
-    has Jacobian determinant :math:`1 - h^2 f'(x)/2 \ne 1`); with 1000 steps the harmonic
+    Terminates at :math:`T` = ``params.period`` (2π s), after ``max_steps`` (1000) steps of
+    ``dt`` = T / ``max_steps`` (6.3 ms): the horizon is the period by definition. Truncates
+    early if the state becomes non-finite. The Gymnasium face holds the force over each
+    step, under which no field is exactly isochronous (the one-step map of a held force has
+    Jacobian determinant :math:`1 - h^2 f'(x)/2 \ne 1`); with 1000 steps the harmonic
     field's cost is about 2e-4 on starts from :math:`\mathcal N(0, I)`. In the gradient path,
     ``rollout(..., control="feedback")`` evaluates the field inside the ODE, where the harmonic
     field is exact.
 
 Arguments
-    ``gymnasium.make("DiffIsochronism-v0", params=IsochronismParams(), steps=1000, max_force=10.0)``
+    ``gymnasium.make("DiffIsochronism-v0", params=IsochronismParams(), max_steps=1000, max_force=10.0)``:
+    ``max_steps`` steps per period (``dt`` is derived). Deprecated: ``steps=`` for ``max_steps``.
 
 Version History
     v0: first release.
@@ -47,9 +49,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diffenvs.core import faces
+from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import columns
 from diffenvs.core.problem import OdeProblem, check_integer, check_positive
+from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
 
@@ -60,12 +63,13 @@ class IsochronismParams:
     period: float = 2 * math.pi  #: T, s: the horizon and the period asked of every trajectory
 
 
+@renamed_horizon("steps", attribute="max_steps")
 @dataclass(frozen=True)
 class Isochronism(OdeProblem):
     """The isochronism definition; see the module docstring."""
 
     params: IsochronismParams = field(default_factory=IsochronismParams)
-    steps: int = 1000
+    max_steps: int = 1000
     max_force: float = 10.0
 
     state_names: ClassVar = ("position", "velocity")
@@ -80,15 +84,17 @@ class Isochronism(OdeProblem):
     def __post_init__(self) -> None:
         check_positive("params.period", self.params.period)
         check_positive("max_force", self.max_force)
-        check_integer("steps", self.steps)
+        check_integer("max_steps", self.max_steps)
 
     @property
     def dt(self) -> float:
-        return self.params.period / self.steps
+        """Seconds per step, T / ``max_steps``."""
+        return self.params.period / self.max_steps
 
     @property
-    def max_steps(self) -> int:
-        return self.steps
+    def horizon(self) -> float:
+        """The period T (``max_steps * dt`` up to rounding): the horizon by definition."""
+        return self.params.period
 
     @property
     def control_low(self) -> tuple[float, ...]:
@@ -125,4 +131,4 @@ def harmonic_force(x: Any, params: IsochronismParams = IsochronismParams()) -> A
     return -((2 * math.pi / params.period) ** 2) * x
 
 
-IsochronismEnv, IsochronismVectorEnv = faces(Isochronism, __doc__)
+IsochronismEnv, IsochronismVectorEnv = register_problem(Isochronism, "DiffIsochronism-v0", __doc__, order=3)

@@ -28,11 +28,12 @@ Starting State
     reset and scaled to spectral radius 1; or an explicit ``d x d`` array (fixed).
 
 Episode End
-    Terminates after ``steps`` (100) samples; truncates early if the state becomes
-    non-finite. ``dt`` is 1 (one sample per step).
+    Terminates after ``max_steps`` (100) samples; truncates early if the state becomes
+    non-finite. ``dt`` is 1 (one sample per step), so ``problem.horizon`` counts samples.
 
 Arguments
-    ``gymnasium.make("DiffLinearSysID-v0", d=4, matrix="jordan", noise_std=0.1, gamma=1.0, steps=100)``
+    ``gymnasium.make("DiffLinearSysID-v0", d=4, matrix="jordan", noise_std=0.1, gamma=1.0, max_steps=100)``:
+    ``max_steps`` samples per episode, at least ``d``. Deprecated: ``steps=`` for ``max_steps``.
 
 Version History
     v0: first release.
@@ -47,9 +48,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from diffenvs.core import faces
+from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components
-from diffenvs.core.problem import Problem, check_choice, check_integer, check_positive
+from diffenvs.core.problem import Held, Problem, check_choice, check_integer, check_positive
+from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
 
@@ -102,6 +104,7 @@ class LinearSysIDParams:
     gamma: float = 1.0  #: γ, bound on ‖u_t‖
 
 
+@renamed_horizon("steps", attribute="max_steps")
 @dataclass(frozen=True, eq=False)
 class LinearSysID(Problem):
     """The system-identification definition; see the module docstring."""
@@ -110,7 +113,7 @@ class LinearSysID(Problem):
     matrix: Any = "jordan"
     noise_std: float = 0.1
     gamma: float = 1.0
-    steps: int = 100
+    max_steps: int = 100
     params: LinearSysIDParams = field(init=False)
 
     state_units: ClassVar = ()
@@ -119,8 +122,8 @@ class LinearSysID(Problem):
 
     def __post_init__(self) -> None:
         check_integer("d", self.d)
-        if not (isinstance(self.steps, int) and self.steps >= self.d):
-            raise ValueError(f"steps must be an integer >= d = {self.d} (OLS needs d samples), got {self.steps!r}")
+        if not (isinstance(self.max_steps, int) and self.max_steps >= self.d):
+            raise ValueError(f"max_steps must be an integer >= d = {self.d} (OLS needs d samples), got {self.max_steps!r}")
         check_positive("gamma", self.gamma)
         if not (np.isfinite(self.noise_std) and self.noise_std >= 0):
             raise ValueError(f"noise_std must be finite and non-negative, got {self.noise_std!r}")
@@ -159,10 +162,6 @@ class LinearSysID(Problem):
     @property
     def initial_draws(self) -> tuple[str, int]:  # type: ignore[override]
         return ("normal", self.d * self.d if self.matrix == "random" else 0)
-
-    @property
-    def max_steps(self) -> int:
-        return self.steps
 
     @property
     def control_low(self) -> tuple[float, ...]:
@@ -208,10 +207,13 @@ class LinearSysID(Problem):
         return tuple(state.unbind(-1)) if isinstance(state, torch.Tensor) else tuple(state.tolist())
 
     def observation(self, t, x, params, ns):
-        return (*self.state_to_physical(x), t / self.steps)
+        return (*self.state_to_physical(x), t / self.max_steps)
 
-    def step(self, t, x, x0, u, params, ns, noise, last, integrate=None):
+    def step(self, t: Any, x: Components, control: Held, *, x0: Components, params: Any, ns: SimpleNamespace,
+             terminal_due: Any, noise: Components | None = None, integrate: Any = None) -> tuple[Components, Any, Any]:
+        """One sample ``x' = A x + B u + w``; the statistics grow and the estimate's error is paid when due."""
         state, a, gram, cross = x
+        u, last = control.u, terminal_due
         if isinstance(state, torch.Tensor):
             control = torch.stack(tuple(u), -1)
             w = torch.zeros_like(state) if noise is None else torch.stack(tuple(noise), -1)
@@ -227,6 +229,7 @@ class LinearSysID(Problem):
         if ns.eager:
             reward = -estimation_error(gram1, cross1, a) if last else 0.0
         else:  # the estimate exists only once G is invertible: evaluate it where due, identity elsewhere
+            last = torch.as_tensor(last, device=state.device)
             due = last.reshape(last.shape + (1, 1))
             eye = torch.eye(self.d, dtype=gram1.dtype, device=gram1.device)
             error = estimation_error(torch.where(due, gram1, eye), torch.where(due, cross1, eye), torch.where(due, a, eye))
@@ -249,4 +252,4 @@ def estimation_error(gram: Any, cross: Any, a: Any) -> Any:
     return lib.sqrt((difference * difference).sum((-2, -1)))
 
 
-LinearSysIDEnv, LinearSysIDVectorEnv = faces(LinearSysID, __doc__)
+LinearSysIDEnv, LinearSysIDVectorEnv = register_problem(LinearSysID, "DiffLinearSysID-v0", __doc__, order=4)

@@ -31,11 +31,13 @@ Starting State
 Episode End
     Terminates when the boat reaches :math:`y = \ell`; the final state is the state *at*
     the crossing, located inside the step (with the heading held, :math:`y` is linear in
-    time, so one secant iteration is exact). Truncates at ``time_limit`` (10 s, 500 steps
-    of ``dt`` = 0.02 s), or if the state becomes non-finite.
+    time, so one secant iteration is exact). Truncates at the time limit ``max_steps * dt``
+    (``problem.horizon``; 10 s, 500 steps of 0.02 s), or if the state becomes non-finite.
 
 Arguments
-    ``gymnasium.make("DiffZermelo-v0", params=ZermeloParams(), dt=0.02, time_limit=10.0)``
+    ``gymnasium.make("DiffZermelo-v0", params=ZermeloParams(), dt=0.02, max_steps=500)``:
+    ``max_steps`` steps of ``dt`` seconds each. Deprecated: ``time_limit=T`` in seconds
+    (``max_steps = round(T / dt)``).
 
 Version History
     v0: first release.
@@ -50,9 +52,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diffenvs.core import faces
+from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components
-from diffenvs.core.problem import OdeProblem, check_positive, check_positive_fields
+from diffenvs.core.problem import OdeProblem, check_integer, check_positive, check_positive_fields
+from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
 
@@ -80,13 +83,14 @@ def wind(y: Any, params: ZermeloParams, ns: SimpleNamespace) -> Any:
     return params.wind_min + (params.wind_max - params.wind_min) * ns.exp(-z * z)
 
 
+@renamed_horizon("time_limit", seconds=True, attribute="horizon")
 @dataclass(frozen=True)
 class Zermelo(OdeProblem):
     """The river-crossing definition; see the module docstring."""
 
     params: ZermeloParams = field(default_factory=ZermeloParams)
     dt: float = 0.02
-    time_limit: float = 10.0
+    max_steps: int = 500
 
     state_names: ClassVar = ("x", "y")
     state_units: ClassVar = ("m", "m")
@@ -96,20 +100,17 @@ class Zermelo(OdeProblem):
     control_names: ClassVar = ("heading",)
     control_units: ClassVar = ("rad",)
     horizon_ends: ClassVar = "truncated"
+    whole_horizon_solve: ClassVar = False  # the crossing (an event) ends the episode inside the horizon
 
     def __post_init__(self) -> None:
         check_positive("dt", self.dt)
-        check_positive("time_limit", self.time_limit)
+        check_integer("max_steps", self.max_steps)
         check_positive_fields(self.params, ("boat_speed", "river_width", "wind_min", "wind_max"))
         p = self.params
         if all(isinstance(v, (int, float)) for v in (p.boat_speed, p.wind_min, p.wind_max)) and not (
                 p.boat_speed < p.wind_min <= p.wind_max):
             raise ValueError("params must have boat_speed < wind_min <= wind_max (the wind everywhere stronger than the "
                              f"boat, as in the report), got {p!r}")
-
-    @property
-    def max_steps(self) -> int:
-        return round(self.time_limit / self.dt)
 
     @property
     def control_low(self) -> tuple[float, ...]:
@@ -152,4 +153,4 @@ class Zermelo(OdeProblem):
         return canvas.image
 
 
-ZermeloEnv, ZermeloVectorEnv = faces(Zermelo, __doc__)
+ZermeloEnv, ZermeloVectorEnv = register_problem(Zermelo, "DiffZermelo-v0", __doc__, order=1)

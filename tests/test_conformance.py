@@ -16,10 +16,68 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import diffenvs
 from diffenvs.cartpole import CartpoleParams
+from diffenvs.core import register_problem
+from diffenvs.core.numerics import columns
 from diffenvs.core.problem import OdeProblem
+from diffenvs.core.render import Canvas
 from diffenvs.zermelo import ZermeloParams
 
-IDS = diffenvs.ENV_IDS
+
+@dataclasses.dataclass(frozen=True)
+class OscillatorParams:
+    """Constants: natural angular frequency and damping ratio."""
+
+    omega: float = 2.0  #: ω, rad/s
+    damping: float = 0.1  #: ζ
+
+
+@dataclasses.dataclass(frozen=True)
+class DampedOscillator(OdeProblem):
+    r"""A forced damped oscillator defined outside the package: :math:`\ddot x = -\omega^2 x - 2\zeta\omega \dot x + f`.
+
+    Running cost :math:`x^2 + 0.01 f^2` per second, terminal cost :math:`x^2 + \dot x^2` at the horizon.
+    """
+
+    params: OscillatorParams = dataclasses.field(default_factory=OscillatorParams)
+    max_steps: int = 40
+    dt: float = 0.05
+
+    state_names = ("position", "velocity")
+    state_units = ("m", "m/s")
+    observation_names = ("position", "velocity")
+    observation_low = (-np.inf, -np.inf)
+    observation_high = (np.inf, np.inf)
+    control_names = ("force",)
+    control_units = ("N",)
+    initial_draws = ("uniform", 2)
+    has_running_cost = True
+    control_low = (-1.0,)
+    control_high = (1.0,)
+
+    def vector_field(self, t, x, u, params, ns):
+        return x[1], -params.omega**2 * x[0] - 2.0 * params.damping * params.omega * x[1] + u[0]
+
+    def running_cost(self, t, x, u, params, ns):
+        return x[0] * x[0] + 0.01 * u[0] * u[0]
+
+    def terminal_cost(self, x, x0, params, ns):
+        return x[0] * x[0] + x[1] * x[1]
+
+    def initial_state(self, draws, params, ns):
+        return tuple(2.0 * d - 1.0 for d in columns(draws))
+
+    def observation(self, t, x, params, ns):
+        return x
+
+    def render(self, state: np.ndarray) -> np.ndarray:
+        canvas = Canvas(160, 80, (-3.0, 3.0), (-1.0, 1.0))
+        canvas.disc(float(np.clip(state[0], -3, 3)), 0.0, 0.2, (40, 90, 200))
+        return canvas.image
+
+
+OSCILLATOR = "TestDampedOscillator-v0"
+DampedOscillatorEnv, DampedOscillatorVectorEnv = register_problem(DampedOscillator, OSCILLATOR, DampedOscillator.__doc__)
+IDS = diffenvs.registered_ids()
 
 
 def run_actions(env: gym.Env, seed: int, actions: np.ndarray):
@@ -55,7 +113,7 @@ def test_spaces_dtypes_and_documented_attributes(env_id: str) -> None:
     assert obs.dtype == np.float32 and obs in env.observation_space and info == {}
     problem = env.unwrapped.problem
     assert env.unwrapped.state.shape == (problem.state_dim,) and env.unwrapped.state.dtype == np.float64
-    assert env.unwrapped.dt == problem.dt > 0 and env.unwrapped.params is problem.params
+    assert env.unwrapped.dt == problem.dt > 0
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     assert obs in env.observation_space and isinstance(reward, float)
     assert isinstance(terminated, bool) and isinstance(truncated, bool)
@@ -198,8 +256,8 @@ def gradcheck_start(env_id: str) -> torch.Tensor:
 
 
 #: short horizons, so that a few checked steps include the terminal cost
-SHORT = {"DiffCartpole-v0": {"horizon": 0.06}, "DiffIsochronism-v0": {"steps": 3}, "DiffLinearSysID-v0": {"steps": 6},
-         "DiffDecayDesign-v0": {"measurements": 3}}
+SHORT = {"DiffCartpole-v0": {"max_steps": 3}, "DiffIsochronism-v0": {"max_steps": 3}, "DiffLinearSysID-v0": {"max_steps": 6},
+         "DiffDecayDesign-v0": {"max_steps": 3}, OSCILLATOR: {"max_steps": 3}}
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -215,8 +273,6 @@ def test_gradcheck_short_rollout(env_id: str) -> None:
 
     def total_reward(x0, controls, *values):
         params = dataclasses.replace(problem.params, **dict(zip(names, values)))
-        if env_id == "DiffLinearSysID-v0":  # the defaults' true A lives in params; keep gradients flowing to it
-            params = dataclasses.replace(params, A=values[names.index("A")])
         trajectory = diffenvs.rollout(problem, controls, x0, steps=steps, params=params, noise=noise)
         return trajectory.rewards.sum(0), trajectory.states[-1]
 
@@ -308,3 +364,65 @@ def test_nonfinite_state_truncates_with_info() -> None:
 def test_bad_constants_are_refused_naming_the_field(env_id: str, params: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         gym.make(env_id, params=params)
+
+
+#: each built-in id's deprecated horizon argument, a value, the max_steps it means, and its deprecated attribute
+RENAMED = {
+    "DiffCartpole-v0": ("horizon", 0.2, 10, None),
+    "DiffZermelo-v0": ("time_limit", 3.0, 150, "horizon"),
+    "DiffIsochronism-v0": ("steps", 100, 100, "max_steps"),
+    "DiffLinearSysID-v0": ("steps", 12, 12, "max_steps"),
+    "DiffDecayDesign-v0": ("measurements", 4, 4, "max_steps"),
+}
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_one_horizon_convention_with_the_old_names_deprecated(env_id: str) -> None:
+    problem = diffenvs.problem_of(env_id)
+    assert isinstance(problem.max_steps, int) and problem.dt > 0
+    assert problem.horizon == pytest.approx(problem.max_steps * problem.dt, rel=1e-15)
+    assert dataclasses.replace(problem, max_steps=7).max_steps == 7
+    with pytest.raises(ValueError, match="max_steps"):
+        diffenvs.problem_of(env_id, max_steps=0)
+    with pytest.raises(ValueError, match="max_steps"):
+        diffenvs.problem_of(env_id, max_steps=20.0)
+    if env_id not in RENAMED:
+        return
+    old, value, max_steps, attribute = RENAMED[env_id]
+    with pytest.warns(FutureWarning, match=f"{old}=.*max_steps"):
+        renamed = diffenvs.problem_of(env_id, **{old: value})
+    assert renamed.max_steps == max_steps
+    assert repr(renamed) == repr(diffenvs.problem_of(env_id, max_steps=max_steps))
+    with pytest.warns(FutureWarning, match=old):
+        assert dataclasses.replace(problem, **{old: value}).max_steps == max_steps
+    with pytest.warns(FutureWarning, match=old):
+        env = gym.make(env_id, **{old: value})
+    assert env.unwrapped.problem.max_steps == max_steps
+    if attribute is not None:
+        with pytest.warns(FutureWarning, match=f"{old} is deprecated; read {attribute}"):
+            assert getattr(renamed, old) == getattr(renamed, attribute)
+
+
+def test_default_horizons_are_unchanged() -> None:
+    expected = {"DiffCartpole-v0": (100, 0.02, 2.0), "DiffZermelo-v0": (500, 0.02, 10.0),
+                "DiffIsochronism-v0": (1000, 2 * math.pi / 1000, 2 * math.pi), "DiffLinearSysID-v0": (100, 1.0, 100.0),
+                "DiffDecayDesign-v0": (10, 1.0, 10.0)}
+    for env_id, (max_steps, dt, horizon) in expected.items():
+        problem = diffenvs.problem_of(env_id)
+        assert (problem.max_steps, problem.dt, problem.horizon) == (max_steps, dt, horizon)
+
+
+def test_a_problem_registered_from_outside_the_package_has_every_face() -> None:
+    """The oscillator above is registered by this file alone: ids, make, make_vec, problem_of and its class's id."""
+    assert OSCILLATOR in diffenvs.registered_ids() and OSCILLATOR not in diffenvs.ENV_IDS
+    assert diffenvs.registered_ids()[:len(diffenvs.ENV_IDS)] == diffenvs.ENV_IDS
+    assert DampedOscillator.env_id == OSCILLATOR and diffenvs.problem_of(OSCILLATOR, max_steps=7).max_steps == 7
+    assert isinstance(gym.make(OSCILLATOR).unwrapped, DampedOscillatorEnv)
+    assert gym.spec(OSCILLATOR).entry_point == f"{__name__}:DampedOscillatorEnv" and gym.spec(OSCILLATOR).to_json()
+    vector = gym.make_vec(OSCILLATOR, num_envs=2, vectorization_mode="vector_entry_point")
+    assert isinstance(vector, DampedOscillatorVectorEnv) and vector.reset(seed=0)[0].shape == (2, 2)
+    assert DampedOscillator.whole_horizon_solve and not diffenvs.zermelo.Zermelo.whole_horizon_solve
+    for env_id in diffenvs.ENV_IDS:
+        assert diffenvs.problem_of(env_id).env_id == env_id
+    with pytest.raises(ValueError, match="env_id must be one of"):
+        diffenvs.problem_of("DiffNothing-v0")

@@ -15,6 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import diffenvs
 from agents.design import DesignConfig, information_gain, model_sensitivity, optimal_design, sequential_design
 from diffenvs.core.numerics import SCALAR, TORCH
+from diffenvs.core.problem import Held
 from diffenvs.decay_design import DecayDesign, DecayDesignParams
 
 ENV_ID = "DiffDecayDesign-v0"
@@ -77,8 +78,8 @@ def test_measurement_noise_comes_from_the_seed() -> None:
 
 
 def test_invalid_arguments_are_refused() -> None:
-    with pytest.raises(ValueError, match="measurements"):
-        DecayDesign(measurements=0)
+    with pytest.raises(ValueError, match="max_steps"):
+        DecayDesign(max_steps=0)
     with pytest.raises(ValueError, match="noise_std"):
         DecayDesign(params=DecayDesignParams(noise_std=0.0))
     env = gym.make(ENV_ID)
@@ -91,8 +92,8 @@ def test_torch_step_is_batched_and_differentiable() -> None:
     mean = torch.tensor([2.0, 1.5], dtype=torch.float64, requires_grad=True)
     variance = torch.tensor([1.0, 0.2], dtype=torch.float64)
     time = torch.tensor([0.5, 0.8], dtype=torch.float64, requires_grad=True)
-    (mean1, variance1), reward, _ = problem.step(0.0, (mean, variance), None, (time,), problem.params, TORCH,
-                                                 (torch.zeros(2, dtype=torch.float64),), False)
+    (mean1, variance1), reward, _ = problem.step(0.0, (mean, variance), Held((time,)), x0=None, params=problem.params,
+                                                 ns=TORCH, terminal_due=False, noise=(torch.zeros(2, dtype=torch.float64),))
     assert mean1.shape == variance1.shape == reward.shape == (2,)
     (slope,) = torch.autograd.grad(reward.sum(), time)
     assert abs(slope[0].item()) < 1e-12  # t = 1/θ̂ maximises the information gain
@@ -125,7 +126,8 @@ def test_criterion_is_the_environments_reward() -> None:
     problem = DecayDesign()
     t = torch.tensor([0.3, 0.9], dtype=torch.float64)
     mean, variance = torch.tensor([2.0, 1.4], dtype=torch.float64), torch.tensor([1.0, 0.05], dtype=torch.float64)
-    _, reward, _ = problem.step(0.0, (mean, variance), None, (t,), problem.params, TORCH, None, False)
+    _, reward, _ = problem.step(0.0, (mean, variance), Held((t,)), x0=None, params=problem.params, ns=TORCH,
+                                terminal_due=False)
     gain = information_gain(model_sensitivity(t, mean, DesignConfig(steps=30)), variance, problem.params.noise_std)
     torch.testing.assert_close(gain, reward, rtol=1e-6, atol=1e-9)
 
@@ -141,7 +143,7 @@ def test_one_design_step_agrees_with_the_analytic_optimum(derivative: str) -> No
 
 def test_sequential_design_on_the_gymnasium_face_and_the_vector_face_agree() -> None:
     config = DesignConfig(derivative="schwarz", tolerance=1e-3, patience=5)
-    kwargs = dict(measurements=2)
+    kwargs = dict(max_steps=2)
     single = sequential_design(gym.make(ENV_ID, **kwargs), config, seed=5)
     batch = sequential_design(gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", **kwargs),
                               config, seed=4)

@@ -29,7 +29,7 @@ def test_cartpole_energy_is_conserved_without_force() -> None:
     x0 = torch.tensor([[0.0, 0.5, 3.0, 0.0], [1.0, -1.0, 0.5, 2.0]], dtype=torch.float64)
     drifts = []
     for dt in (0.02, 0.01):
-        problem = Cartpole(dt=dt)
+        problem = Cartpole(dt=dt, max_steps=round(2.0 / dt))  # the same 2 s
         trajectory = diffenvs.rollout(problem, torch.zeros(problem.max_steps, 2, 1, dtype=torch.float64), x0)
         energy = cartpole_energy(trajectory.states, problem.params)
         drifts.append(float((energy - energy[0]).abs().max() / energy[0].abs().max()))
@@ -56,7 +56,7 @@ def test_cartpole_small_motion_matches_the_linearisation_exponential() -> None:
     m, big_m, length, g = p.pole_mass, p.cart_mass, p.pole_length, p.gravity
     a = np.array([[0, 1, 0, 0], [0, 0, -m * g / big_m, 0], [0, 0, 0, 1], [0, 0, (big_m + m) * g / (length * big_m), 0]])
     x0 = np.array([0.0, 0.0, 1e-6, 0.0])
-    problem = Cartpole(dt=0.005)
+    problem = Cartpole(dt=0.005, max_steps=200)
     trajectory = diffenvs.rollout(problem, torch.zeros(200, 1, 1, dtype=torch.float64), torch.tensor(x0)[None], steps=200)
     exact = scipy.linalg.expm(a * 1.0) @ x0
     np.testing.assert_allclose(trajectory.states[-1, 0].numpy(), exact, rtol=1e-7, atol=1e-14)
@@ -95,7 +95,7 @@ def test_harmonic_field_is_isochronous() -> None:
 
 def test_linear_system_against_its_closed_form() -> None:
     r""":math:`x_t = \sum_{k<t} A^{t-1-k}(B u_k + \sigma w_k)` from :math:`x_0 = 0`."""
-    problem = LinearSysID(steps=20)
+    problem = LinearSysID(max_steps=20)
     controls = torch.randn(20, 1, 4, dtype=torch.float64) * 0.3
     noise = torch.randn(20, 1, 4, dtype=torch.float64)
     trajectory = diffenvs.rollout(problem, controls, torch.zeros(1, 4, dtype=torch.float64), noise=noise)

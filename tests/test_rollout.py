@@ -6,6 +6,8 @@ import dataclasses
 import math
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 import torchdiffeq
@@ -13,7 +15,9 @@ import torchdiffeq
 import diffenvs
 from diffenvs.cartpole import Cartpole
 from diffenvs.core.memory import saved_tensor_bytes
-from diffenvs.core.problem import OdeProblem
+from diffenvs.core.numerics import SCALAR, TORCH
+from diffenvs.core.problem import Held, OdeProblem
+from diffenvs.core.transition import transition
 from diffenvs.isochronism import Isochronism
 from diffenvs.linear_sysid import LinearSysID
 from diffenvs.zermelo import Zermelo
@@ -43,6 +47,24 @@ def test_bad_arguments_name_themselves() -> None:
         diffenvs.rollout(LinearSysID(), lambda obs: obs[:, :4], torch.zeros(1, 4), control="feedback")
     with pytest.raises(ValueError, match="cost must be one of"):
         Cartpole(cost="dense")
+
+
+@pytest.mark.parametrize("method", diffenvs.core.rollout.METHODS)
+def test_every_listed_method_is_one_torchdiffeq_accepts(method: str) -> None:
+    """The documented list agrees with torchdiffeq's public ``odeint`` on du/dt = -u."""
+    options = {"solver": "RK45"} if method == "scipy_solver" else {"step_size": 0.01} if method in (
+        "euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams") else None
+    u = torchdiffeq.odeint(lambda t, u: -u, torch.ones(1, dtype=torch.float64),
+                           torch.tensor([0.0, 0.5], dtype=torch.float64), method=method, options=options)
+    assert abs(float(u[-1, 0]) - math.exp(-0.5)) < 1e-2
+    assert diffenvs.Adaptive(method).method == method
+
+
+def test_a_name_torchdiffeq_refuses_is_not_listed() -> None:
+    with pytest.raises(ValueError):
+        torchdiffeq.odeint(lambda t, u: -u, torch.ones(1), torch.tensor([0.0, 0.5]), method="dopri4")
+    assert "dopri4" not in diffenvs.core.rollout.METHODS
+    assert diffenvs.core.rollout._METHODS is diffenvs.core.rollout.METHODS
 
 
 def test_open_loop_controls_broadcast_over_the_batch() -> None:
@@ -82,7 +104,7 @@ def test_sampled_and_feedback_converge_as_the_step_shrinks() -> None:
     """Holding u over a step differs from evaluating it inside the ODE by O(dt)."""
     gaps = []
     for dt in (0.02, 0.005):
-        problem = Zermelo(dt=dt)
+        problem = Zermelo(dt=dt, max_steps=round(10.0 / dt))  # the same 10 s
         heading = lambda obs: math.pi / 2 + 0.5 * torch.tanh(obs[:, 1:2] - 1.0)  # noqa: E731
         x0 = torch.zeros(1, 2, dtype=torch.float64)
         sampled = diffenvs.rollout(problem, heading, x0, control="sampled").costs
@@ -128,10 +150,10 @@ def count_odeint_adjoint_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.mark.parametrize("problem, steps", [
-    (Cartpole(horizon=0.2), None),
-    (Cartpole(horizon=0.2, cost="quadratic"), None),
-    (Cartpole(horizon=0.2), 13),  # past the horizon: frozen states, zero rewards
-    (Isochronism(steps=20), None),
+    (Cartpole(max_steps=10), None),
+    (Cartpole(max_steps=10, cost="quadratic"), None),
+    (Cartpole(max_steps=10), 13),  # past the horizon: frozen states, zero rewards
+    (Isochronism(max_steps=20), None),
 ], ids=["cartpole-terminal", "cartpole-quadratic", "cartpole-past-horizon", "isochronism"])
 def test_whole_horizon_adjoint_matches_direct_backprop(problem: OdeProblem, steps: int | None,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,7 +214,7 @@ def test_adjoint_keeps_the_per_step_path_for_events(monkeypatch: pytest.MonkeyPa
 
 def saved_bytes(solver: diffenvs.Solver, steps: int, batch: int) -> int:
     """Bytes the autograd graph of a cartpole feedback rollout keeps for backward (each storage once)."""
-    problem = Cartpole(horizon=steps * 0.02)
+    problem = Cartpole(max_steps=steps)
     policy = TanhPolicy(problem, hidden=16)
     x0 = torch.zeros(batch, 4, dtype=torch.float64)
     x0[:, 2] = 0.1
@@ -212,7 +234,7 @@ def test_whole_horizon_adjoint_memory_grows_by_the_grid_only() -> None:
 
 
 def test_compiled_rk4_gives_the_eager_rollout_and_gradients() -> None:
-    problem = Cartpole(cost="quadratic", horizon=0.2)
+    problem = Cartpole(cost="quadratic", max_steps=10)
     policy = TanhPolicy(problem, hidden=8)
     x0 = torch.tensor([[0.0, 0.0, 0.3, 0.0], [0.1, -0.2, -0.5, 0.4]], dtype=torch.float64, requires_grad=True)
     results = []
@@ -226,3 +248,55 @@ def test_compiled_rk4_gives_the_eager_rollout_and_gradients() -> None:
     assert torch.equal(compiled.done, eager.done)
     for a, b in zip(compiled_grads, eager_grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("env_id", diffenvs.ENV_IDS)
+def test_transition_is_the_same_on_floats_and_tensors(env_id: str) -> None:
+    """One transition, two namespaces: the last step of an episode from a seeded start (LinearSysID: the first, G is singular)."""
+    problem = diffenvs.problem_of(env_id)
+    env = gym.make(env_id)
+    env.reset(seed=1)
+    x = env.unwrapped._x
+    u = problem.control_from_action((0.3,) * problem.control_dim, SCALAR)
+    k = 0 if env_id == "DiffLinearSysID-v0" else problem.max_steps - 1
+    noise = (0.5,) * problem.step_noise or None
+    scalar = transition(problem, k, x, Held(u), x0=x, params=problem.params, ns=SCALAR, noise=noise)
+    def column(values):
+        return None if values is None else tuple(torch.tensor([c], dtype=torch.float64) for c in values)
+
+    x_tensor = problem.state_from_physical(column(env.unwrapped.state), problem.params, TORCH)
+    params = problem.params_like(problem.params, torch.zeros((), dtype=torch.float64))
+    tensor = transition(problem, torch.tensor([k]), x_tensor, Held(column(u)), x0=x_tensor, params=params, ns=TORCH,
+                        noise=column(noise))
+    np.testing.assert_allclose(tensor.reward.numpy(), [scalar.reward], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(torch.stack(problem.state_to_physical(tensor.x), -1)[0].numpy(),
+                               problem.state_to_physical(scalar.x), rtol=1e-12, atol=1e-12)
+    assert (bool(tensor.terminated), bool(tensor.truncated), bool(tensor.finite)) == (
+        bool(scalar.terminated), bool(scalar.truncated), bool(scalar.finite))
+    last = scalar.terminated if problem.horizon_ends == "terminated" else scalar.truncated
+    assert scalar.finite and last == (k == problem.max_steps - 1)
+
+
+def test_a_nonfinite_transition_keeps_the_start_and_truncates() -> None:
+    problem = Cartpole()
+    start = (0.0, 0.0, 1.0, 1e30)
+    step = transition(problem, 0, start, Held((0.0,)), x0=start, params=problem.params, ns=SCALAR)
+    assert (step.finite, step.terminated, step.truncated, step.reward, step.x) == (False, False, True, 0.0, start)
+    batch = tuple(torch.tensor([c, 0.5], dtype=torch.float64) for c in start)  # the second start is finite
+    step = transition(problem, 0, batch, Held((torch.zeros(2, dtype=torch.float64),)), x0=batch, params=problem.params, ns=TORCH)
+    assert step.finite.tolist() == [False, True] and step.truncated.tolist() == [True, False]
+    assert step.terminated.tolist() == [False, False] and float(step.reward[0]) == 0.0
+    assert [float(c[0]) for c in step.x] == list(start) and float(step.x[3][1]) != 0.5
+
+
+def test_whole_horizon_solve_is_declared_and_off_for_events_or_own_steps() -> None:
+    class WithEvent(Cartpole):
+        def event(self, x, params, ns):
+            return x[0] - 1.0
+
+    class Declared(WithEvent):
+        whole_horizon_solve = True
+
+    assert Cartpole.whole_horizon_solve and Isochronism.whole_horizon_solve
+    assert not Zermelo.whole_horizon_solve and not WithEvent.whole_horizon_solve and Declared.whole_horizon_solve
+    assert not LinearSysID.whole_horizon_solve

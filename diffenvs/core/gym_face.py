@@ -7,7 +7,6 @@ code and step rule the batched torch faces run.
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -17,12 +16,9 @@ from gymnasium.error import ResetNeeded
 
 from diffenvs.core import random
 from diffenvs.core.numerics import SCALAR
-from diffenvs.core.problem import Problem, ProblemAttributes
+from diffenvs.core.problem import Held, Problem, ProblemAttributes
+from diffenvs.core.transition import OBSERVATION_LIMIT, transition
 from diffenvs.core.validation import as_finite_array, check_options
-
-#: the largest float32: unbounded observation components are bounded by it (a Box with
-#: infinite bounds draws warnings from the checkers), and exceeding it ends the episode
-OBSERVATION_LIMIT = float(np.finfo(np.float32).max)
 
 
 def observation_space(problem: Problem) -> spaces.Box:
@@ -33,13 +29,6 @@ def observation_space(problem: Problem) -> spaces.Box:
 
 def action_space(problem: Problem) -> spaces.Box:
     return spaces.Box(-1.0, 1.0, (problem.control_dim,), np.float32)
-
-
-def horizon_flags(problem: Problem, last: Any) -> tuple[Any, Any]:
-    """(terminated, truncated) contributions of reaching the horizon."""
-    if problem.horizon_ends == "terminated":
-        return last, False & last
-    return False & last, last
 
 
 def initial_draws(problem: Problem, key: Any, episode: Any) -> np.ndarray:
@@ -132,24 +121,19 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         noise = None
         if problem.step_noise:
             noise = random.normal_scalar(self._key, self._episode, self._steps + 1, problem.step_noise)
-        last = self._steps + 1 == problem.max_steps
-        terminal_due = last and problem.horizon_ends == "terminated"
-        x, reward, event = problem.step(self._steps * problem.dt, self._x, self._x0, u, problem.params, SCALAR,
-                                        noise, terminal_due)
+        step = transition(problem, self._steps, self._x, Held(u), x0=self._x0, params=problem.params, ns=SCALAR,
+                          noise=noise)
         info: dict[str, Any] = {}
-        observation = problem.observation((self._steps + 1) * problem.dt, x, problem.params, SCALAR)
-        if not (math.isfinite(reward) and all(map(math.isfinite, problem.state_to_physical(x)))
-                and all(-OBSERVATION_LIMIT <= o <= OBSERVATION_LIMIT for o in observation)):
+        if not step.finite:
             self._done = True
             info["nonfinite_state"] = True  # the state left the representable range: keep the last good one
             return self._observation(), 0.0, False, True, info
-        self._x, self._steps = x, self._steps + 1
-        terminated, truncated = horizon_flags(problem, last)
-        terminated = bool(event or terminated)
+        self._x, self._steps = step.x, self._steps + 1
+        terminated, truncated = bool(step.terminated), bool(step.truncated)
         self._done = terminated or truncated
         if self.render_mode == "human":
             self.render()
-        return np.array(observation, dtype=np.float32), float(reward), terminated, bool(truncated), info
+        return np.array(step.observation, dtype=np.float32), float(step.reward), terminated, truncated, info
 
     def _observation(self) -> np.ndarray:
         obs = self.problem.observation(self._steps * self.problem.dt, self._x, self.problem.params, SCALAR)

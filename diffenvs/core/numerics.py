@@ -39,6 +39,8 @@ SCALAR = SimpleNamespace(
     ceil=math.ceil,
     where=_scalar_where,
     clip=lambda v, lo, hi: min(max(v, lo), hi),
+    isfinite=math.isfinite,
+    logical_not=lambda v: not v,
 )
 """Python floats: the fast path of a single Gymnasium environment."""
 
@@ -54,6 +56,8 @@ TORCH = SimpleNamespace(
     ceil=torch.ceil,
     where=lambda c, a, b: (a if c else b) if isinstance(c, bool) else torch.where(c, a, b),
     clip=torch.clamp,
+    isfinite=torch.isfinite,
+    logical_not=torch.logical_not,
 )
 """Batched torch tensors: the vector face and the gradient path."""
 

@@ -1,22 +1,24 @@
 """The one definition of an environment, and the step every face takes with it.
 
-A definition is a frozen dataclass holding only constants (its ``params``, the step
-``dt`` and the horizon ``max_steps``) plus pure functions of an explicit state. Faces
-(Gymnasium, vector, gradient path) never reach past this interface.
+A definition is a frozen dataclass holding only constants (its ``params``, the seconds
+per step ``dt`` and the number of steps ``max_steps``; the horizon is ``max_steps * dt``)
+plus pure functions of an explicit state. Faces (Gymnasium, vector, gradient path) never
+reach past this interface, and step it through :func:`diffenvs.core.transition.transition`.
 
 The state is a tuple of components, each a Python float (one environment) or a torch
 tensor of shape ``(batch,)`` (many environments, differentiable). Controls ``u`` are in
 physical units; the Gymnasium action ``a`` in ``[-1, 1]`` maps to them affinely
-(:meth:`Problem.control_from_action`).
+(:meth:`Problem.control_from_action`). A step's control is :class:`Held` (constant over
+the step) or :class:`Feedback` (a function of time and state inside the ODE).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -24,16 +26,37 @@ import torch
 from diffenvs.core.numerics import TORCH, Components, Integrator, rk4_step, stack
 
 
+class Held(NamedTuple):
+    """A control held constant over the step: one value per control component (physical units)."""
+
+    u: Components
+
+
+class Feedback(NamedTuple):
+    """Continuous feedback: ``fn(t, x) -> control components``, evaluated inside the ODE right-hand side."""
+
+    fn: Callable[[Any, Components], Components]
+
+
+#: the control of one step
+Control = Held | Feedback
+
+
 class Problem(ABC):
     """Interface shared by every environment definition.
 
     Subclasses are frozen dataclasses with at least the fields ``params``, ``dt`` (seconds
-    per step) and ``max_steps``, and set the class-level descriptions below.
+    per step) and ``max_steps`` (steps per episode), and set the class-level descriptions
+    below. The horizon is ``max_steps * dt`` (:attr:`horizon`).
     """
 
     params: Any
     dt: float
     max_steps: int
+
+    #: the Gymnasium id the definition is registered as (set by
+    #: :func:`~diffenvs.core.registration.register_problem`)
+    env_id: ClassVar[str | None] = None
 
     #: names and units of the physical state, in the order of ``env.unwrapped.state``
     state_names: ClassVar[tuple[str, ...]]
@@ -52,6 +75,12 @@ class Problem(ABC):
     initial_draws: ClassVar[tuple[str, int]] = ("uniform", 0)
     #: standard normal draws per step (process noise)
     step_noise: ClassVar[int] = 0
+    #: whether a feedback rollout may be one ODE solve over the whole horizon (see :class:`OdeProblem`)
+    whole_horizon_solve: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        """Validation of a definition's fields (dataclasses call it; a definition with more fields overrides it)."""
+        check_integer("max_steps", self.max_steps)
 
     # ---- bounds and the Gymnasium action ---------------------------------------------
     @property
@@ -63,6 +92,11 @@ class Problem(ABC):
     @abstractmethod
     def control_high(self) -> tuple[float, ...]:
         """Upper bound of each control component (physical units)."""
+
+    @property
+    def horizon(self) -> float:
+        """The episode's length ``max_steps * dt``: seconds (steps for a discrete-time problem, whose ``dt`` is 1)."""
+        return self.max_steps * self.dt
 
     @property
     def control_dim(self) -> int:
@@ -98,25 +132,18 @@ class Problem(ABC):
         """Observation components at time ``t`` in state ``x``."""
 
     @abstractmethod
-    def step(
-        self,
-        t: Any,
-        x: Components,
-        x0: Components,
-        u: Components,
-        params: Any,
-        ns: SimpleNamespace,
-        noise: Components | None,
-        last: Any,
-        integrate: Integrator = rk4_step,
-    ) -> tuple[Components, Any, Any]:
-        """Advance one step: ``(x_next, reward, event)``.
+    def step(self, t: Any, x: Components, control: Control, *, x0: Components, params: Any, ns: SimpleNamespace,
+             terminal_due: Any, noise: Components | None = None,
+             integrate: Integrator = rk4_step) -> tuple[Components, Any, Any]:
+        """Advance one step from time ``t`` and state ``x``: ``(x_next, reward, event)``.
 
-        ``x0`` is the episode's start, ``last`` says the step ends the horizon (its
-        terminal cost is due), ``event`` says the episode terminated inside the step.
-        ``u`` is the control held over the step, or a callable ``u(t, x)`` evaluated
-        inside the ODE right-hand side (continuous feedback). ``integrate`` is the
-        one-step integrator (the faces' RK4 unless the gradient path asks for another).
+        ``control`` is :class:`Held` (constant over the step, what the Gymnasium faces do)
+        or :class:`Feedback` (evaluated inside the ODE right-hand side); ``x0`` is the
+        episode's start; ``terminal_due`` says the step ends the horizon, so its terminal
+        cost is paid; ``noise`` holds the step's :attr:`step_noise` standard normal draws;
+        ``integrate`` is the one-step integrator (the faces' RK4 unless the gradient path
+        asks for another). ``event`` says the episode terminated inside the step. The faces
+        call this through :func:`diffenvs.core.transition.transition`.
         """
 
     def state_to_physical(self, x: Components) -> Components:
@@ -197,6 +224,7 @@ class OdeProblem(Problem):
     r"""A continuous-time problem :math:`\dot x = f(t, x, u; p)` with the control held over each step.
 
     The step integrates with :func:`~diffenvs.core.numerics.rk4_step` and returns the reward
+    (:meth:`step_reward`)
 
     .. math:: r_k = -[\Phi(x_{k+1}) - \Phi(x_k)] - \int_{t_k}^{t_{k+1}} c(t, x, u)\,dt
                     - \mathbb{1}[\text{end}]\, \ell(x_{k+1}, x_0)
@@ -211,6 +239,18 @@ class OdeProblem(Problem):
 
     #: secant iterations that refine the event time inside a step
     event_iterations: ClassVar[int] = 2
+    #: whether a feedback rollout may be one ODE solve over the whole horizon (the adjoint's
+    #: memory-light path, :func:`~diffenvs.core.rollout.rollout`): true when the reward is
+    #: :meth:`step_reward` of the state on the step grid and the running-cost integral, and
+    #: no :meth:`event` ends an episode inside the horizon. A subclass that defines
+    #: :meth:`event` or replaces :meth:`step` or :meth:`advance` and does not declare the
+    #: capability itself gets ``False``.
+    whole_horizon_solve: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "whole_horizon_solve" not in vars(cls) and any(name in vars(cls) for name in ("event", "step", "advance")):
+            cls.whole_horizon_solve = False
 
     @abstractmethod
     def vector_field(self, t: Any, x: Components, u: Components, params: Any, ns: SimpleNamespace) -> Components:
@@ -240,43 +280,59 @@ class OdeProblem(Problem):
         params = self.params if params is None else params
         return stack(self.vector_field(t, x.unbind(-1), u.unbind(-1), params, TORCH), like=x)
 
-    def advance(self, t: Any, x: Components, u: Any, params: Any, ns: SimpleNamespace, h: Any,
+    def advance(self, t: Any, x: Components, control: Control, params: Any, ns: SimpleNamespace, h: Any,
                 integrate: Integrator = rk4_step) -> Components:
         """Integrate over a step ``h``; the running cost rides along as a last component."""
         has_cost = self.has_running_cost
+        feedback = control.fn if isinstance(control, Feedback) else None
 
         def f(s: Any, z: Components, held: Components | None) -> Components:
             state = z[:-1] if has_cost else z
-            v = u(s, state) if held is None else held
+            v = feedback(s, state) if held is None else held
             derivative = self.vector_field(s, state, v, params, ns)
             if has_cost:
                 return (*derivative, self.running_cost(s, state, v, params, ns))
             return derivative
 
         z0 = (*x, 0.0 * x[0]) if has_cost else x
-        return integrate(f, t, z0, h, None if callable(u) else u)
+        return integrate(f, t, z0, h, None if feedback is not None else control.u)
 
-    def step(self, t, x, x0, u, params, ns, noise, last, integrate=rk4_step):  # noqa: D102 (see Problem.step)
-        has_cost = self.has_running_cost
-        z1 = self.advance(t, x, u, params, ns, self.dt, integrate)
-        event = False
-        g0 = self.event(x, params, ns)
-        if g0 is not None:
-            z1, event = self._locate_event(t, x, u, params, ns, g0, z1, has_cost, integrate)
-        x1 = z1[:-1] if has_cost else z1
+    def step_reward(self, x: Components, x1: Components, cost_increment: Any, x0: Components, terminal_due: Any,
+                    params: Any, ns: SimpleNamespace) -> Any:
+        r"""The reward of a step from ``x`` to ``x1``.
 
+        .. math:: r = -[\Phi(x_1) - \Phi(x)] - \Delta c - \mathbb{1}[\text{due}]\,\ell(x_1, x_0)
+
+        ``cost_increment`` is :math:`\Delta c`, the running cost integrated over the step
+        (``None`` without a running cost); ``terminal_due`` says the terminal cost
+        :math:`\ell` is paid. Components may carry any leading shape (the whole-horizon
+        solve passes the step grid at once).
+        """
         reward = 0.0 * x1[0]
         potential0 = self.potential(x, params, ns)
         if potential0 is not None:
             reward = reward - (self.potential(x1, params, ns) - potential0)
-        if has_cost:
-            reward = reward - z1[-1]
+        if cost_increment is not None:
+            reward = reward - cost_increment
         terminal = self.terminal_cost(x1, x0, params, ns)
         if terminal is not None:
-            reward = reward - ns.where(event | last, terminal, 0.0 * terminal)
+            reward = reward - ns.where(terminal_due, terminal, 0.0 * terminal)
+        return reward
+
+    def step(self, t: Any, x: Components, control: Control, *, x0: Components, params: Any, ns: SimpleNamespace,
+             terminal_due: Any, noise: Components | None = None,
+             integrate: Integrator = rk4_step) -> tuple[Components, Any, Any]:  # noqa: D102 (see Problem.step)
+        has_cost = self.has_running_cost
+        z1 = self.advance(t, x, control, params, ns, self.dt, integrate)
+        event = False
+        g0 = self.event(x, params, ns)
+        if g0 is not None:
+            z1, event = self._locate_event(t, x, control, params, ns, g0, z1, has_cost, integrate)
+        x1 = z1[:-1] if has_cost else z1
+        reward = self.step_reward(x, x1, z1[-1] if has_cost else None, x0, event | terminal_due, params, ns)
         return x1, reward, event
 
-    def _locate_event(self, t, x, u, params, ns, g0, z1, has_cost, integrate):
+    def _locate_event(self, t, x, control, params, ns, g0, z1, has_cost, integrate):
         """Replace the end of a step that crossed the event surface by the state at the crossing."""
         state1 = z1[:-1] if has_cost else z1
         g1 = self.event(state1, params, ns)
@@ -296,7 +352,7 @@ class OdeProblem(Problem):
             secant = ns.clip(tau - g * (tau - tau_prev) / safe, 0.0, self.dt)
             tau_next = ns.where(ok & crossed, secant, tau)
             tau_prev, g_prev, tau = tau, g, tau_next
-            z = self.advance(t, x, u, params, ns, tau, integrate)
+            z = self.advance(t, x, control, params, ns, tau, integrate)
             g = self.event(z[:-1] if has_cost else z, params, ns)
         if ns.eager:
             return z, True

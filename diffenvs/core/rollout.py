@@ -17,8 +17,10 @@ of solver stages and network activations). Each step is integrated on a rescaled
 (event location) shares one solver call.
 
 One case skips the loop over steps: ``control="feedback"`` with :class:`Adjoint` on an
-:class:`~diffenvs.core.problem.OdeProblem` without an event (and without process noise) is
-a single ``odeint_adjoint`` solve over the whole horizon, sampled on the step grid
+:class:`~diffenvs.core.problem.OdeProblem` that declares
+:attr:`~diffenvs.core.problem.OdeProblem.whole_horizon_solve` (no event, the standard
+reward; and without process noise) is a single ``odeint_adjoint`` solve over the whole
+horizon, sampled on the step grid
 (:func:`_adjoint_feedback_rollout`), so the memory kept for backward is the grid of states,
 flat in everything but the number of steps.
 """
@@ -26,7 +28,6 @@ flat in everything but the number of steps.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,9 +36,16 @@ import torch
 import torchdiffeq
 
 from diffenvs.core.numerics import TORCH, Components, Integrator, rk4_step, stack
-from diffenvs.core.problem import OdeProblem, Problem, check_integer
+from diffenvs.core.problem import Feedback, Held, OdeProblem, Problem, check_integer
+from diffenvs.core.transition import horizon_flags, transition
 
-_METHODS = tuple(importlib.import_module("torchdiffeq._impl.odeint").SOLVERS)  # the names odeint accepts
+#: the method names ``torchdiffeq.odeint`` accepts (its documented solvers; a test checks the list
+#: against ``odeint`` itself): the adaptive ``dopri8``, ``dopri5``, ``bosh3``, ``fehlberg2``,
+#: ``adaptive_heun``; the fixed-grid ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4``,
+#: ``explicit_adams``, ``implicit_adams``, ``fixed_adams``; and ``scipy_solver``
+METHODS = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2", "heun3", "rk4",
+           "explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver")
+_METHODS = METHODS  # the former private name, kept while callers move to METHODS
 
 
 @dataclass(frozen=True)
@@ -66,8 +74,8 @@ class Adaptive:
     atol: float = 1e-9
 
     def __post_init__(self) -> None:
-        if self.method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         for name in ("rtol", "atol"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
@@ -150,18 +158,6 @@ def _odeint_integrator(solver: Adaptive, leaves: list[torch.Tensor]) -> Integrat
     return integrate
 
 
-def _single_solve(problem: Problem, x: Components, params: Any) -> bool:
-    """Whether a feedback rollout of ``problem`` from internal state ``x`` is one ODE solve over the horizon.
-
-    It is for an :class:`OdeProblem` that keeps the base class's ``step`` and ``advance``
-    (so its reward is the potential difference, the running-cost integral and the terminal
-    cost, which :func:`_adjoint_feedback_rollout` rebuilds from the grid) and has no event
-    (no termination inside the horizon).
-    """
-    return (isinstance(problem, OdeProblem) and type(problem).step is OdeProblem.step
-            and type(problem).advance is OdeProblem.advance and problem.event(x, params, TORCH) is None)
-
-
 def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, observe: Callable[[Any, Components], torch.Tensor],
                               x0: torch.Tensor, start: Components, steps: int, params: Any, solver: Adjoint,
                               leaves: list[torch.Tensor]) -> Trajectory:
@@ -175,7 +171,8 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
     (:math:`c` only when the problem has a running cost :math:`\ell_c`), solved once and
     returned on the grid :math:`t_k = k\,\Delta t`, :math:`k = 0 \dots K` with
     :math:`K = \min(\text{steps}, \text{max\_steps})` when the horizon terminates the episode
-    (else :math:`K = \text{steps}`). The rewards are those of :meth:`OdeProblem.step`:
+    (else :math:`K = \text{steps}`). The rewards are :meth:`OdeProblem.step_reward`, as in
+    :meth:`OdeProblem.step`:
 
     .. math:: r_k = -[\Phi(x_{k+1}) - \Phi(x_k)] - [c(t_{k+1}) - c(t_k)]
                     - \mathbb{1}[k + 1 = \text{max\_steps}]\, \ell(x_{k+1}, x_0).
@@ -205,17 +202,12 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
                                           adjoint_params=tuple(leaves))  # (solved + 1, batch, n [+ 1])
     xs = solution[..., :n].unbind(-1)  # components of shape (solved + 1, batch)
 
-    rewards = 0.0 * solution[1:, :, 0]  # in the graph even when no term is due, as in OdeProblem.step
-    potential = problem.potential(xs, params, TORCH)
-    if potential is not None:
-        potential = torch.as_tensor(potential, dtype=x0.dtype, device=x0.device).expand(solved + 1, batch)
-        rewards = rewards - (potential[1:] - potential[:-1])
-    if has_cost:
-        rewards = rewards - (solution[1:, :, n] - solution[:-1, :, n])
-    if terminated and solved == problem.max_steps:
-        terminal = problem.terminal_cost(tuple(a[-1] for a in xs), start, params, TORCH)
-        if terminal is not None:
-            rewards = torch.cat([rewards[:-1], (rewards[-1] - terminal).unsqueeze(0)])
+    x, x1 = tuple(a[:-1] for a in xs), tuple(a[1:] for a in xs)  # each step's start and end on the grid
+    cost = solution[1:, :, n] - solution[:-1, :, n] if has_cost else None
+    step_index = torch.arange(solved, device=x0.device).unsqueeze(-1)
+    terminal_due, _ = horizon_flags(problem, step_index + 1 == problem.max_steps)
+    rewards = problem.step_reward(x, x1, cost, start, terminal_due, params, TORCH)  # (solved, batch)
+    rewards = rewards.expand(solved, batch)
 
     frozen = steps - solved  # steps after the episode's end: frozen state, zero reward
     states = stack(problem.state_to_physical(xs), like=x0)  # (solved + 1, batch, n)
@@ -225,7 +217,7 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
         controls = torch.stack([policy(observe(k * problem.dt, solution[min(k, solved), :, :n].unbind(-1)))
                                 for k in range(steps)])
     ended = torch.arange(steps + 1, device=x0.device) >= problem.max_steps
-    done = (ended if terminated else torch.zeros_like(ended)).unsqueeze(-1).expand(-1, batch).contiguous()
+    done = horizon_flags(problem, ended)[0].unsqueeze(-1).expand(-1, batch).contiguous()
     times = torch.arange(steps + 1, dtype=x0.dtype, device=x0.device) * problem.dt
     return Trajectory(states, controls, rewards, done, times)
 
@@ -234,6 +226,39 @@ def _param_tensors(params: Any) -> list[torch.Tensor]:
     if not dataclasses.is_dataclass(params):
         return []
     return [v for f in dataclasses.fields(params) if isinstance(v := getattr(params, f.name), torch.Tensor)]
+
+
+def _checked_arguments(problem: Problem, policy: Any, x0: Any, steps: Any, control: Any, solver: Any,
+                       noise: Any) -> Any:
+    """Validate :func:`rollout`'s arguments once; the policy comes back (a tensor of controls broadcast over the batch)."""
+    if control not in ("sampled", "feedback"):
+        raise ValueError(f"control must be 'sampled' or 'feedback', got {control!r}")
+    if not isinstance(solver, (RK4, Adaptive)):
+        raise TypeError(f"solver must be RK4(), Adaptive(...) or Adjoint(...), got {solver!r}")
+    if not isinstance(x0, torch.Tensor) or x0.dim() != 2 or x0.shape[-1] != problem.state_dim:
+        raise ValueError(f"x0 must be a tensor of shape (batch, {problem.state_dim}), got "
+                         f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
+    if not x0.is_floating_point():
+        raise ValueError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
+    check_integer("steps", steps)
+    batch, m = x0.shape[0], problem.control_dim
+    if isinstance(policy, torch.Tensor):
+        if policy.dim() == 2:
+            policy = policy.unsqueeze(1).expand(-1, batch, -1)
+        if tuple(policy.shape) != (steps, batch, m):
+            raise ValueError(f"policy as a tensor of controls must have shape ({steps}, {batch}, {m}), got {tuple(policy.shape)}")
+        if control == "feedback":
+            raise ValueError("control='feedback' needs a callable policy, not a tensor of controls")
+    elif not callable(policy):
+        raise TypeError(f"policy must be callable or a tensor of controls, got {type(policy).__name__}")
+    if problem.step_noise and noise is not None and tuple(noise.shape) != (steps, batch, problem.step_noise):
+        raise ValueError(f"noise must have shape ({steps}, {batch}, {problem.step_noise}), got {tuple(noise.shape)}")
+    if not isinstance(problem, OdeProblem) and (control == "feedback" or not isinstance(solver, RK4)):
+        raise ValueError(f"{type(problem).__name__} is a discrete-time map: it takes control='sampled' and solver=RK4()")
+    if isinstance(solver, Adjoint) and control == "feedback" and not isinstance(policy, torch.nn.Module):
+        raise TypeError("the adjoint solver with control='feedback' needs the policy to be a torch.nn.Module "
+                        "(its parameters are the adjoint's parameters)")
+    return policy
 
 
 def rollout(
@@ -265,36 +290,9 @@ def rollout(
         noise: process noise ``(steps, batch, problem.step_noise)`` for stochastic
             definitions (reparametrisation: fixed draws); ``None`` means none.
     """
-    if control not in ("sampled", "feedback"):
-        raise ValueError(f"control must be 'sampled' or 'feedback', got {control!r}")
-    if not isinstance(solver, (RK4, Adaptive)):
-        raise TypeError(f"solver must be RK4(), Adaptive(...) or Adjoint(...), got {solver!r}")
-    if not isinstance(x0, torch.Tensor) or x0.dim() != 2 or x0.shape[-1] != problem.state_dim:
-        raise ValueError(f"x0 must be a tensor of shape (batch, {problem.state_dim}), got "
-                         f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
-    if not x0.is_floating_point():
-        raise ValueError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
     steps = problem.max_steps if steps is None else steps
-    check_integer("steps", steps)
-    batch, m = x0.shape[0], problem.control_dim
-    open_loop = isinstance(policy, torch.Tensor)
-    if open_loop:
-        if policy.dim() == 2:
-            policy = policy.unsqueeze(1).expand(-1, batch, -1)
-        if tuple(policy.shape) != (steps, batch, m):
-            raise ValueError(f"policy as a tensor of controls must have shape ({steps}, {batch}, {m}), got {tuple(policy.shape)}")
-        if control == "feedback":
-            raise ValueError("control='feedback' needs a callable policy, not a tensor of controls")
-    elif not callable(policy):
-        raise TypeError(f"policy must be callable or a tensor of controls, got {type(policy).__name__}")
-    if problem.step_noise and noise is not None and tuple(noise.shape) != (steps, batch, problem.step_noise):
-        raise ValueError(f"noise must have shape ({steps}, {batch}, {problem.step_noise}), got {tuple(noise.shape)}")
-    ode = isinstance(problem, OdeProblem)
-    if not ode and (control == "feedback" or not isinstance(solver, RK4)):
-        raise ValueError(f"{type(problem).__name__} is a discrete-time map: it takes control='sampled' and solver=RK4()")
-    if isinstance(solver, Adjoint) and control == "feedback" and not isinstance(policy, torch.nn.Module):
-        raise TypeError("the adjoint solver with control='feedback' needs the policy to be a torch.nn.Module "
-                        "(its parameters are the adjoint's parameters)")
+    policy = _checked_arguments(problem, policy, x0, steps, control, solver, noise)
+    batch, open_loop = x0.shape[0], isinstance(policy, torch.Tensor)
 
     params = problem.params_like(problem.params if params is None else params, x0)
     policy_parameters = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
@@ -311,32 +309,33 @@ def rollout(
 
     x = problem.state_from_physical(x0.unbind(-1), params, TORCH)
     start = x
-    if control == "feedback" and isinstance(solver, Adjoint) and noise is None and _single_solve(problem, x, params):
+    if control == "feedback" and isinstance(solver, Adjoint) and noise is None and problem.whole_horizon_solve:
         return _adjoint_feedback_rollout(problem, policy, observe, x0, start, steps, params, solver, leaves)
 
-    def advance(t: Any, x: Components, done: torch.Tensor, last: torch.Tensor, u: torch.Tensor | None,
+    def advance(k: Any, x: Components, done: torch.Tensor, u: torch.Tensor | None,
                 step_noise: torch.Tensor | None) -> tuple[Components, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One environment step of every trajectory; ``u`` is the held control (``None``: from the policy)."""
+        """Step ``k`` of every trajectory; ``u`` is the held control (``None``: from the policy)."""
+        t = k * problem.dt
         if u is None and control == "feedback":  # recorded for inspection only: the dynamics evaluate the policy
             with torch.no_grad():
                 u = policy(observe(t, x))
         elif u is None:
             u = policy(observe(t, x))
-        step_control = feedback if control == "feedback" else u.unbind(-1)
-        x1, reward, event = problem.step(t, x, start, step_control, params, TORCH,
-                                         None if step_noise is None else step_noise.unbind(-1), last, integrate)
-        x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, x1))
-        return x1, torch.where(done, torch.zeros_like(reward), reward), done | event | last, u
+        step_control = Feedback(feedback) if control == "feedback" else Held(u.unbind(-1))
+        step = transition(problem, k, x, step_control, x0=start, params=params, ns=TORCH,
+                          noise=None if step_noise is None else step_noise.unbind(-1), integrate=integrate,
+                          check_finite=False)
+        x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, step.x))
+        return x1, torch.where(done, torch.zeros_like(step.reward), step.reward), done | step.terminated, u
 
     compiled = isinstance(solver, RK4) and solver.compile
     step_function = torch.compile(advance, dynamic=False) if compiled else advance
     done = torch.zeros(batch, dtype=torch.bool, device=x0.device)
     states, controls, rewards, dones = [stack(problem.state_to_physical(x), like=x0)], [], [], [done]
     for k in range(steps):
-        # a compiled step takes the time as a tensor, so that it is an input rather than a constant of the graph
-        t = torch.tensor(k * problem.dt, dtype=x0.dtype, device=x0.device) if compiled else k * problem.dt
-        last = k + 1 == problem.max_steps and problem.horizon_ends == "terminated"  # the terminal cost is due
-        x, reward, done, u = step_function(t, x, done, torch.full_like(done, last), policy[k] if open_loop else None,
+        # a compiled step takes the step index as a tensor, so that it is an input rather than a constant of the graph
+        index = torch.tensor(float(k), dtype=x0.dtype, device=x0.device) if compiled else k
+        x, reward, done, u = step_function(index, x, done, policy[k] if open_loop else None,
                                            None if noise is None else noise[k])
         rewards.append(reward)
         states.append(stack(problem.state_to_physical(x), like=x0))

@@ -17,9 +17,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from diffenvs.core import random
-from diffenvs.core.gym_face import OBSERVATION_LIMIT, action_space, horizon_flags, initial_draws, observation_space
+from diffenvs.core.gym_face import action_space, initial_draws, observation_space
 from diffenvs.core.numerics import TORCH, stack
-from diffenvs.core.problem import Problem, ProblemAttributes, check_integer
+from diffenvs.core.problem import Held, Problem, ProblemAttributes, check_integer
+from diffenvs.core.transition import OBSERVATION_LIMIT, transition
 from diffenvs.core.validation import as_finite_array, check_options
 
 
@@ -107,23 +108,13 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         ``previous`` is the last observation (float32), returned again where the new state is not finite.
         """
         problem, params = self.problem, self._tensor_params
-        u = problem.control_from_action(action.unbind(-1), TORCH)
-        last = steps + 1 == problem.max_steps
-        terminal_due = last if problem.horizon_ends == "terminated" else torch.zeros_like(last)
-        noise = None if noise is None else noise.unbind(-1)
-        x1, reward, event = problem.step(steps * problem.dt, x, x0, u, params, TORCH, noise, terminal_due)
-        terminated, truncated = horizon_flags(problem, last)
-        observation = stack(problem.observation((steps + 1) * problem.dt, x1, params, TORCH), like=reward)
-        finite = torch.isfinite(reward) & (observation.abs() <= OBSERVATION_LIMIT).all(-1)
-        for c in problem.state_to_physical(x1):
-            finite = finite & torch.isfinite(c)
+        control = Held(problem.control_from_action(action.unbind(-1), TORCH))
+        step = transition(problem, steps, x, control, x0=x0, params=params, ns=TORCH,
+                          noise=None if noise is None else noise.unbind(-1))
+        observation = stack(step.observation, like=step.reward).to(torch.float32)
         # a state that left the representable range ends that episode (truncated) and keeps its last good state
-        x1 = tuple(torch.where(finite.reshape((-1,) + (1,) * (c.dim() - 1)), c, old) for c, old in zip(x1, x))
-        observation = torch.where(finite[:, None], observation.to(torch.float32), previous)
-        reward = torch.where(finite, reward, torch.zeros_like(reward))
-        terminated = (event | terminated) & finite
-        truncated = truncated | torch.zeros_like(last) | ~finite
-        return x1, observation, reward, terminated, truncated, finite
+        observation = torch.where(step.finite[:, None], observation, previous)
+        return step.x, observation, step.reward, step.terminated, step.truncated, step.finite
 
     def _observe(self, steps: torch.Tensor, x: tuple[torch.Tensor, ...]) -> torch.Tensor:
         t = steps.to(self.dtype) * self.problem.dt
