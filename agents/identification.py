@@ -81,7 +81,7 @@ class SysIDConfig:
             raise ValueError(f"growth must be a finite number >= 1, got {self.growth!r}")
         if not isinstance(self.planner, PlannerConfig):
             raise TypeError(f"planner must be a PlannerConfig, got {type(self.planner).__name__}")
-        LinearSysID(d=self.d, noise_std=self.noise_std, gamma=self.gamma, steps=self.first_epoch)  # validates σ, γ
+        LinearSysID(d=self.d, noise_std=self.noise_std, gamma=self.gamma, max_steps=self.first_epoch)  # validates σ, γ
 
     @property
     def lengths(self) -> list[int]:
@@ -139,7 +139,7 @@ def identify(config: SysIDConfig, agents: tuple[str, ...] = AGENTS, progress: bo
     if unknown or not agents:
         raise ValueError(f"agents must be a non-empty subset of {AGENTS}, got {agents!r}")
     generator = torch.Generator().manual_seed(config.seed)
-    problem = LinearSysID(d=config.d, noise_std=config.noise_std, gamma=config.gamma, steps=config.first_epoch)
+    problem = LinearSysID(d=config.d, noise_std=config.noise_std, gamma=config.gamma, max_steps=config.first_epoch)
     d, runs = config.d, config.runs
     truth = true_matrices(config, generator)
     zeros = torch.zeros(runs, d, d, dtype=torch.float64)

@@ -269,7 +269,7 @@ class PlannerConfig:
 
 def _epoch_problem(problem: LinearSysID, steps: int) -> LinearSysID:
     """The definition with a horizon of ``steps`` (the observation's time fraction is ``t / steps``)."""
-    return problem if problem.steps == steps else dataclasses.replace(problem, steps=steps)
+    return problem if problem.max_steps == steps else dataclasses.replace(problem, max_steps=steps)
 
 
 def _rollout(problem: LinearSysID, policy: Any, params: Any, noise: torch.Tensor) -> diffenvs.Trajectory:
@@ -283,7 +283,7 @@ def _rollout(problem: LinearSysID, policy: Any, params: Any, noise: torch.Tensor
         return diffenvs.rollout(problem, policy, x0, params=params, noise=noise)
     except torch.linalg.LinAlgError as error:
         raise RankDeficientDesignError(
-            f"the design matrix of an experiment of {problem.steps} samples is singular (its least-squares reward "
+            f"the design matrix of an experiment of {problem.max_steps} samples is singular (its least-squares reward "
             f"failed: {error}): the data do not excite every direction of the state; use at least d + 1 = "
             f"{problem.d + 1} samples per experiment and inputs or noise that span the state space") from error
 

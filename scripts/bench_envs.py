@@ -107,7 +107,7 @@ def gradient_cost(batch: int, steps: int, repeats: int, solver: diffenvs.Solver 
 
 def saved_bytes(solver: diffenvs.Solver, horizon: int, batch: int) -> int:
     """Bytes of all tensors the autograd graph saves for backward (each storage once)."""
-    problem = Cartpole(horizon=horizon * 0.02)
+    problem = Cartpole(max_steps=horizon)
     policy = TanhPolicy(problem).double()
     x0 = torch.zeros(batch, 4, dtype=torch.float64)
     x0[:, 2] = 0.1

@@ -71,7 +71,7 @@ class DesignScriptConfig:
 
     def env_kwargs(self) -> dict[str, Any]:
         params = DecayDesignParams(self.theta_true, self.noise_std, self.prior_mean, self.prior_variance)
-        return {"params": params, "measurements": self.measurements, "t_max": self.t_max}
+        return {"params": params, "max_steps": self.measurements, "t_max": self.t_max}
 
 
 def derivative_checks(config: DesignConfig, thetas: tuple[float, ...], t_max: float) -> dict[str, float]:

@@ -45,7 +45,7 @@ TRAIN_QUICK = ("--iterations", "2", "--lbfgs-steps", "0", "--episodes", "2", "--
 
 EXPERIMENTS = (
     Experiment("isochronism", train, ("DiffIsochronism-v0", "--quiet"),
-               ("DiffIsochronism-v0", "--env-kwargs", '{"steps": 50}', "--batch-size", "4", *TRAIN_QUICK),
+               ("DiffIsochronism-v0", "--env-kwargs", '{"max_steps": 50}', "--batch-size", "4", *TRAIN_QUICK),
                (("5", "trajectory.png", "phase portrait of the learned field against the harmonic one"),
                 ("5", "control.png", "learned force field against f = -x"),
                 ("6", "loss.png", "training loss"))),
@@ -54,11 +54,11 @@ EXPERIMENTS = (
                 ("8b", "control.png", "learned heading against Pontryagin's"),
                 ("9", "loss.png", "training loss minus the optimum"))),
     Experiment("swingup", train, ("DiffCartpole-v0", "--preset", "swingup", "--quiet"),
-               ("DiffCartpole-v0", "--preset", "swingup", "--env-kwargs", '{"horizon": 0.2}', *TRAIN_QUICK),
+               ("DiffCartpole-v0", "--preset", "swingup", "--env-kwargs", '{"max_steps": 10}', *TRAIN_QUICK),
                (("12", "loss.png", "swing-up training loss"),
                 ("11", "trajectory.png", "swing-up trajectory"))),
     Experiment("upright", train, ("DiffCartpole-v0", "--preset", "upright", "--quiet"),
-               ("DiffCartpole-v0", "--preset", "upright", "--env-kwargs", '{"horizon": 0.2}', *TRAIN_QUICK),
+               ("DiffCartpole-v0", "--preset", "upright", "--env-kwargs", '{"max_steps": 10}', *TRAIN_QUICK),
                (("13", "control.png", "neural control against the LQR control -Kx"),)),
     Experiment("sysid-jordan", sysid, ("--matrix", "jordan", "--runs", "100", "--progress", "0"),
                ("--matrix", "jordan", "--runs", "3", "--epochs", "2", "--iterations", "3", "--progress", "0"),

@@ -34,7 +34,7 @@ def test_pontryagin_heading_solves_the_adjoint_condition() -> None:
 
 def test_pontryagin_deviation_matches_a_fine_rollout_of_the_pontryagin_policy() -> None:
     # continuous feedback (the heading evaluated inside RK4) over 0.02 s steps, the crossing located inside the step
-    problem = Zermelo(dt=0.02, time_limit=4.2)
+    problem = Zermelo(dt=0.02, max_steps=210)
     with torch.no_grad():
         trajectory = rollout(problem, analytic.PontryaginPolicy(problem), torch.zeros(1, 2, dtype=torch.float64),
                              control="feedback")
@@ -161,7 +161,7 @@ def test_lqr_policy_runs_on_both_faces_and_agrees() -> None:
 
 # ---- Isochronism -------------------------------------------------------------------------
 def test_harmonic_field_is_isochronous() -> None:
-    problem = Isochronism(steps=20)
+    problem = Isochronism(max_steps=20)
     policy = analytic.HarmonicField(problem)
     x0 = torch.randn(16, 2, dtype=torch.float64)
     with torch.no_grad():

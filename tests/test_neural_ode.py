@@ -16,17 +16,17 @@ from diffenvs import Trajectory, problem_of, rollout
 from diffenvs.core.numerics import TORCH
 
 TINY = NeuralOdeConfig(iterations=4, learning_rate=0.02, final_learning_rate=0.01, checkpoint_every=2)
-SHORT_CARTPOLE = {"horizon": 0.2}  # 10 steps
+SHORT_CARTPOLE = {"max_steps": 10}  # 0.2 s
 
 
 @pytest.mark.parametrize(
     ("env_id", "env_kwargs", "overrides"),
     [
-        ("DiffZermelo-v0", {"time_limit": 2.4}, {"batch_size": 1, "iterations": 2}),  # straight across takes 2 s
+        ("DiffZermelo-v0", {"max_steps": 120}, {"batch_size": 1, "iterations": 2}),  # straight across takes 2 s
         ("DiffCartpole-v0", SHORT_CARTPOLE, {"batch_size": 4}),
         ("DiffCartpole-v0", {**SHORT_CARTPOLE, "cost": "quadratic", "initial_angle": 0.1}, {"batch_size": 4}),
-        ("DiffIsochronism-v0", {"steps": 20}, {"batch_size": 8, "starts": "fixed"}),
-        ("DiffLinearSysID-v0", {"d": 2, "steps": 10}, {"batch_size": 4}),
+        ("DiffIsochronism-v0", {"max_steps": 20}, {"batch_size": 8, "starts": "fixed"}),
+        ("DiffLinearSysID-v0", {"d": 2, "max_steps": 10}, {"batch_size": 4}),
     ],
 )
 def test_tiny_training_on_every_environment(env_id: str, env_kwargs: dict, overrides: dict) -> None:
@@ -50,7 +50,7 @@ def test_tiny_training_on_every_environment(env_id: str, env_kwargs: dict, overr
 def test_training_lowers_the_loss() -> None:
     # near upright with the quadratic cost: from the untrained network towards the LQR cost
     config = NeuralOdeConfig(iterations=15, learning_rate=0.05, final_learning_rate=0.05)
-    kwargs = {"horizon": 0.5, "cost": "quadratic", "initial_angle": 0.1, "initial_noise": 0.0}
+    kwargs = {"max_steps": 25, "cost": "quadratic", "initial_angle": 0.1, "initial_noise": 0.0}
     result = train("DiffCartpole-v0", config, kwargs, progress=False)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.7 * losses[0]
@@ -90,7 +90,7 @@ def test_default_config_uses_one_trajectory_where_all_would_be_the_same() -> Non
 
 
 def test_gradient_of_the_training_loss_passes_gradcheck() -> None:
-    problem = problem_of("DiffCartpole-v0", horizon=0.1, cost="quadratic", initial_angle=0.1)
+    problem = problem_of("DiffCartpole-v0", max_steps=5, cost="quadratic", initial_angle=0.1)
     network = PolicyNetwork(problem).double()
     x0 = initial_states(problem, 3, torch.Generator().manual_seed(0))
 
@@ -219,7 +219,7 @@ def test_callback_stops_early_and_objects_with_on_step_work() -> None:
 
 def test_lbfgs_finish_lowers_the_loss_counts_its_rollouts_and_resumes(tmp_path) -> None:
     config = dataclasses.replace(TINY, iterations=3, lbfgs_steps=3, checkpoint_every=1)
-    kwargs = {"horizon": 0.3, "cost": "quadratic", "initial_angle": 0.1, "initial_noise": 0.0}
+    kwargs = {"max_steps": 15, "cost": "quadratic", "initial_angle": 0.1, "initial_noise": 0.0}
     straight = train("DiffCartpole-v0", config, kwargs, progress=False)
     losses = [h["loss"] for h in straight.history]
     assert len(losses) == 6

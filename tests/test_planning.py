@@ -71,7 +71,7 @@ def test_gradcheck_criteria_on_well_separated_singular_values(criterion):
 
 def test_gradcheck_planning_objective_through_the_rollout():
     """The criterion of a short planned experiment, differentiated through sphere -> rollout -> G (float64)."""
-    problem = LinearSysID(d=2, noise_std=0.1, steps=5)
+    problem = LinearSysID(d=2, noise_std=0.1, max_steps=5)
     params = dataclasses.replace(problem.params, A=torch.as_tensor(jordan_matrix(2)))
     noise = torch.randn(5, 1, 2, generator=generator(3), dtype=torch.float64)
     v = torch.randn(5, 1, 2, generator=generator(4), dtype=torch.float64, requires_grad=True)
@@ -148,7 +148,7 @@ def test_energy_constraint_holds_by_construction():
 
 @pytest.mark.parametrize("form", ["sequence", "network"])
 def test_planned_inputs_played_on_the_system_respect_the_bound(form):
-    problem = LinearSysID(d=3, gamma=2.0, steps=12)
+    problem = LinearSysID(d=3, gamma=2.0, max_steps=12)
     a = torch.as_tensor(jordan_matrix(3))[None].expand(2, 3, 3)
     controller, _ = plan(problem, a, torch.zeros(2, 3, 3, dtype=torch.float64), 12,
                          PlannerConfig(form=form, iterations=3), generator())
@@ -168,7 +168,7 @@ def test_gaussian_baseline_has_the_planners_mean_energy():
 @pytest.mark.parametrize("form", ["sequence", "network"])
 def test_planning_improves_the_criterion_over_its_random_start(form):
     """Noiseless planning on a known A: the returned inputs reproduce the best criterion, above the random start."""
-    problem = LinearSysID(d=3, noise_std=0.0, steps=15)
+    problem = LinearSysID(d=3, noise_std=0.0, max_steps=15)
     a = torch.as_tensor(jordan_matrix(3))[None].expand(3, 3, 3)
     config = PlannerConfig(form=form, criterion="A", iterations=25)
     controller, history = plan(problem, a, torch.zeros(3, 3, 3, dtype=torch.float64), 15, config, generator())
@@ -180,7 +180,7 @@ def test_planning_improves_the_criterion_over_its_random_start(form):
 
 
 def test_planning_callback_can_stop():
-    problem = LinearSysID(d=2, steps=6)
+    problem = LinearSysID(d=2, max_steps=6)
     seen = []
     _, history = plan(problem, torch.eye(2, dtype=torch.float64)[None] * 0.5, torch.zeros(1, 2, 2, dtype=torch.float64), 6,
                       PlannerConfig(iterations=50), generator(), callback=lambda i, m: seen.append(m["criterion"]) or i == 2)
@@ -190,7 +190,7 @@ def test_planning_callback_can_stop():
 def test_least_squares_recovers_a_on_noiseless_data():
     d, runs = 4, 5
     a = random_matrix(torch.randn(runs, d * d, generator=generator(), dtype=torch.float64), d)
-    problem = LinearSysID(d=d, noise_std=0.0, steps=30)
+    problem = LinearSysID(d=d, noise_std=0.0, max_steps=30)
     gram, cross = play(problem, a, gaussian_inputs(30, runs, d, 1.0, generator(1)), torch.zeros(30, runs, d, dtype=torch.float64))
     assert torch.allclose(estimate(gram, cross), a, atol=1e-9)
 

@@ -58,14 +58,14 @@ class Outer:
 
 def test_neural_ode_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "upright"
-    argv = ["DiffCartpole-v0", "--preset", "upright", "--env-kwargs", '{"horizon": 0.2}', "--out", str(out),
+    argv = ["DiffCartpole-v0", "--preset", "upright", "--env-kwargs", '{"max_steps": 10}', "--out", str(out),
             "--iterations", "3", "--batch-size", "2", "--episodes", "2", "--quiet"]
     results = train_script.main(argv)
     assert "final cost" in capsys.readouterr().out
     saved = json.loads((out / "results.json").read_text())
     assert FIELDS <= set(saved)
     assert saved["env"] == "DiffCartpole-v0" and saved["agent"] == "neural-ode" and saved["seed"] == 0
-    assert saved["env_kwargs"] == {**presets()["upright"][1], "horizon": 0.2}
+    assert saved["env_kwargs"] == {**presets()["upright"][1], "max_steps": 10}
     assert saved["env_steps"] == 3 * 2 * 10 and saved["iterations"] == 3
     assert saved["config"]["iterations"] == 3 and saved["config"]["batch_size"] == 2
     assert saved["final_cost"] == pytest.approx(results["final_cost"])
@@ -82,7 +82,7 @@ def test_neural_ode_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 
 def test_analytic_agent_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "harmonic"
-    results = train_script.main(["DiffIsochronism-v0", "--agent", "harmonic", "--env-kwargs", '{"steps": 200}',
+    results = train_script.main(["DiffIsochronism-v0", "--agent", "harmonic", "--env-kwargs", '{"max_steps": 200}',
                                  "--out", str(out), "--episodes", "3"])
     assert results["env_steps"] == 0 and results["iterations"] == 0
     assert results["optimum"] == 0.0 and results["final_cost"] < 1e-2

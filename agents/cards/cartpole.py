@@ -75,5 +75,5 @@ CARD = register(Card(
     },
     reference=reference,
     analytic={"lqr": analytic.cartpole_lqr_policy},
-    tests=TestSettings(short={"horizon": 0.06}),
+    tests=TestSettings(short={"max_steps": 3}),
 ))

@@ -46,5 +46,5 @@ CARD = register(Card(
     },
     reference=reference,
     analytic={"greedy-design": analytic.GreedyDesign},
-    tests=TestSettings(short={"measurements": 3}),
+    tests=TestSettings(short={"max_steps": 3}),
 ))

@@ -39,7 +39,7 @@ CARD = register(Card(
     env_id=ENV_ID,
     neural_ode=lambda env_kwargs: dict(TUNED),
     rl_objective=TrainingObjective(
-        {"steps": 100}, "default, steps=100",
+        {"max_steps": 100}, "default, max_steps=100",
         "the objective is paid only at T: 100-step episodes give 10x more of them per budget than the default 1000"),
     # the whole objective is paid at step 100 of the training episodes
     rl_hyperparameters={"ppo": Hyperparameters(gamma=0.999, n_steps=1000, batch_size=100),
@@ -51,5 +51,5 @@ CARD = register(Card(
     },
     reference=reference,
     analytic={"harmonic": analytic.HarmonicField},
-    tests=TestSettings(short={"steps": 3}),
+    tests=TestSettings(short={"max_steps": 3}),
 ))

@@ -55,5 +55,5 @@ CARD = register(Card(
                   "planning": Budget(60_000)},
     },
     reference=reference,
-    tests=TestSettings(short={"steps": 6}),
+    tests=TestSettings(short={"max_steps": 6}),
 ))

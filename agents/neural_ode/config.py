@@ -11,7 +11,7 @@ import torch
 
 from diffenvs import RK4, Adaptive, Adjoint, problem_of
 from diffenvs.core.problem import check_integer
-from diffenvs.core.rollout import _METHODS as METHODS
+from diffenvs.core.rollout import METHODS
 
 #: loss evaluations (rollouts) per L-BFGS step, torch's ``max_eval``; its strong-Wolfe line search
 #: can take one more, so a step costs at most LBFGS_EVALUATIONS + 1 rollouts (all of them counted)
