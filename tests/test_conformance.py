@@ -8,6 +8,7 @@ import warnings
 
 import gymnasium as gym
 import numpy as np
+import oscillator
 import pytest
 import torch
 from gymnasium.error import ResetNeeded
@@ -15,68 +16,14 @@ from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import diffenvs
+from agents.cards import card
 from diffenvs.cartpole import CartpoleParams
-from diffenvs.core import register_problem
-from diffenvs.core.numerics import columns
 from diffenvs.core.problem import OdeProblem
-from diffenvs.core.render import Canvas
 from diffenvs.zermelo import ZermeloParams
 
-
-@dataclasses.dataclass(frozen=True)
-class OscillatorParams:
-    """Constants: natural angular frequency and damping ratio."""
-
-    omega: float = 2.0  #: ω, rad/s
-    damping: float = 0.1  #: ζ
-
-
-@dataclasses.dataclass(frozen=True)
-class DampedOscillator(OdeProblem):
-    r"""A forced damped oscillator defined outside the package: :math:`\ddot x = -\omega^2 x - 2\zeta\omega \dot x + f`.
-
-    Running cost :math:`x^2 + 0.01 f^2` per second, terminal cost :math:`x^2 + \dot x^2` at the horizon.
-    """
-
-    params: OscillatorParams = dataclasses.field(default_factory=OscillatorParams)
-    max_steps: int = 40
-    dt: float = 0.05
-
-    state_names = ("position", "velocity")
-    state_units = ("m", "m/s")
-    observation_names = ("position", "velocity")
-    observation_low = (-np.inf, -np.inf)
-    observation_high = (np.inf, np.inf)
-    control_names = ("force",)
-    control_units = ("N",)
-    initial_draws = ("uniform", 2)
-    has_running_cost = True
-    control_low = (-1.0,)
-    control_high = (1.0,)
-
-    def vector_field(self, t, x, u, params, ns):
-        return x[1], -params.omega**2 * x[0] - 2.0 * params.damping * params.omega * x[1] + u[0]
-
-    def running_cost(self, t, x, u, params, ns):
-        return x[0] * x[0] + 0.01 * u[0] * u[0]
-
-    def terminal_cost(self, x, x0, params, ns):
-        return x[0] * x[0] + x[1] * x[1]
-
-    def initial_state(self, draws, params, ns):
-        return tuple(2.0 * d - 1.0 for d in columns(draws))
-
-    def observation(self, t, x, params, ns):
-        return x
-
-    def render(self, state: np.ndarray) -> np.ndarray:
-        canvas = Canvas(160, 80, (-3.0, 3.0), (-1.0, 1.0))
-        canvas.disc(float(np.clip(state[0], -3, 3)), 0.0, 0.2, (40, 90, 200))
-        return canvas.image
-
-
-OSCILLATOR = "TestDampedOscillator-v0"
-DampedOscillatorEnv, DampedOscillatorVectorEnv = register_problem(DampedOscillator, OSCILLATOR, DampedOscillator.__doc__)
+OSCILLATOR = oscillator.ENV_ID
+DampedOscillator, DampedOscillatorEnv, DampedOscillatorVectorEnv = (
+    oscillator.DampedOscillator, oscillator.DampedOscillatorEnv, oscillator.DampedOscillatorVectorEnv)
 IDS = diffenvs.registered_ids()
 
 
@@ -247,24 +194,21 @@ def tensor_params(problem) -> tuple[list[str], list[torch.Tensor]]:
 
 
 def gradcheck_start(env_id: str) -> torch.Tensor:
+    """Two start states for gradcheck: the card's, else a drawn start and a shifted copy of it."""
+    given = card(env_id).tests.gradcheck_start
+    if given is not None:
+        return torch.tensor(given, dtype=torch.float64)
     env = gym.make(env_id)
     env.reset(seed=2)
-    if env_id == "DiffZermelo-v0":  # the bank is crossed inside the checked rollout: event location is differentiated
-        return torch.tensor([[0.3, 1.99], [0.4, 1.985]], dtype=torch.float64)
     state = env.unwrapped.state
     return torch.tensor(np.stack([state, state + 0.1 * (np.arange(len(state)) % 2)]), dtype=torch.float64)
 
 
-#: short horizons, so that a few checked steps include the terminal cost
-SHORT = {"DiffCartpole-v0": {"max_steps": 3}, "DiffIsochronism-v0": {"max_steps": 3}, "DiffLinearSysID-v0": {"max_steps": 6},
-         "DiffDecayDesign-v0": {"max_steps": 3}, OSCILLATOR: {"max_steps": 3}}
-
-
 @pytest.mark.parametrize("env_id", IDS)
 def test_gradcheck_short_rollout(env_id: str) -> None:
-    problem = diffenvs.problem_of(env_id, **SHORT.get(env_id, {}))
+    problem = diffenvs.problem_of(env_id, **card(env_id).tests.short)  # a few steps that end the episode
     x0 = gradcheck_start(env_id).requires_grad_(True)
-    steps = min(3, problem.max_steps) if env_id != "DiffLinearSysID-v0" else problem.max_steps
+    steps = problem.max_steps
     low, high = (torch.tensor(b, dtype=torch.float64) for b in (problem.control_low, problem.control_high))
     controls = (low + (high - low) * torch.rand(steps, 2, problem.control_dim, dtype=torch.float64) * 0.8 + 0.1 * (high - low))
     controls.requires_grad_(True)
@@ -418,7 +362,7 @@ def test_a_problem_registered_from_outside_the_package_has_every_face() -> None:
     assert diffenvs.registered_ids()[:len(diffenvs.ENV_IDS)] == diffenvs.ENV_IDS
     assert DampedOscillator.env_id == OSCILLATOR and diffenvs.problem_of(OSCILLATOR, max_steps=7).max_steps == 7
     assert isinstance(gym.make(OSCILLATOR).unwrapped, DampedOscillatorEnv)
-    assert gym.spec(OSCILLATOR).entry_point == f"{__name__}:DampedOscillatorEnv" and gym.spec(OSCILLATOR).to_json()
+    assert gym.spec(OSCILLATOR).entry_point == f"{oscillator.__name__}:DampedOscillatorEnv" and gym.spec(OSCILLATOR).to_json()
     vector = gym.make_vec(OSCILLATOR, num_envs=2, vectorization_mode="vector_entry_point")
     assert isinstance(vector, DampedOscillatorVectorEnv) and vector.reset(seed=0)[0].shape == (2, 2)
     assert DampedOscillator.whole_horizon_solve and not diffenvs.zermelo.Zermelo.whole_horizon_solve

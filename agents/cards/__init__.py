@@ -41,9 +41,9 @@ class TestSettings:
     """What the fast tests need to run an environment in milliseconds."""
 
     short: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments that shorten an episode to a few steps (gradient checks)."""
-    gradcheck_start: tuple[float, ...] | None = None
-    """A physical start state away from kinks and bounds for ``gradcheck`` (``None``: the first drawn start)."""
+    """Keyword arguments that shorten an episode to a few steps that end it (``gradcheck`` of a whole episode)."""
+    gradcheck_start: tuple[tuple[float, ...], ...] | None = None
+    """Physical start states for ``gradcheck``, away from kinks and bounds (``None``: a drawn start and a shifted copy)."""
 
 
 def _no_overrides(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,8 +69,8 @@ class Card:
     budgets: dict[str, dict[str, Budget]] = field(default_factory=dict)
     """Per benchmark mode, budgets keyed by agent name or by agent family (the name wins); the
     benchmark's defaults per family apply to what is not listed."""
-    reference: Callable[[Any], Reference | None] = lambda problem: None
-    """``problem -> Reference``: the analytic answer a run is compared with (``None``: none)."""
+    reference: Callable[[str, dict[str, Any]], Reference | None] = lambda env_id, env_kwargs: None
+    """``(env_id, env_kwargs) -> Reference``: the analytic answer a run is compared with (``None``: none)."""
     analytic: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
     """Analytic controllers by name, ``problem -> torch.nn.Module`` (``scripts/train.py --agent NAME``)."""
     tests: TestSettings = field(default_factory=TestSettings)

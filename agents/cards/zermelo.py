@@ -44,6 +44,6 @@ CARD = register(Card(
     },
     reference=reference,
     analytic={"pontryagin": analytic.PontryaginPolicy},
-    # the bank is crossed inside the checked rollout: the event location is differentiated
-    tests=TestSettings(gradcheck_start=(0.3, 1.99)),
+    # the bank is crossed inside the three checked steps: the event location is differentiated
+    tests=TestSettings(short={"max_steps": 3}, gradcheck_start=((0.3, 1.99), (0.4, 1.985))),
 ))
