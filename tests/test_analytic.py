@@ -199,7 +199,7 @@ def test_references_of_every_environment() -> None:
     assert analytic.reference("DiffLinearSysID-v0", {"matrix": "random"}) is None  # no one truth to plan on
     greedy = analytic.reference("DiffDecayDesign-v0")
     assert greedy.name == "greedy-design" and isinstance(greedy.policy, analytic.GreedyDesign)
-    assert {c.env_id for c in cards().values()} == set(diffenvs.ENV_IDS)  # every environment has its card
+    assert set(diffenvs.ENV_IDS) <= {c.env_id for c in cards().values()}  # every built-in environment has its card
 
 
 def test_greedy_design_is_the_peak_of_the_squared_sensitivity() -> None:

@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-
 import oscillator
+
 from agents import benchmark, neural_ode, registry, rl
 from agents.cards import card
 from agents.registry import Budget
