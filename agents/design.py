@@ -172,7 +172,7 @@ class DesignRun:
 
 def sequential_design(env: gym.Env | VectorEnv, config: DesignConfig, seed: int | None = None,
                       callback: Callback | None = None) -> DesignRun:
-    """Run one episode of Algorithm 2 on the Gymnasium face of ``DiffDecayDesign-v0`` (or its vector face).
+    """Run one episode of Algorithm 2 on the Gymnasium face of the decay-design environment (or its vector face).
 
     Each step: design from the observed belief (:func:`optimal_design`), act with it, read the
     updated belief. With a vector environment its ``num_envs`` episodes (seeds ``seed``,

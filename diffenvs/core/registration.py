@@ -1,6 +1,6 @@
 """Registration: a definition module makes its problem a Gymnasium id in one line.
 
-``CartpoleEnv, CartpoleVectorEnv = register_problem(Cartpole, "DiffCartpole-v0", __doc__, order=2)``
+``OscillatorEnv, OscillatorVectorEnv = register_problem(Oscillator, "MyOscillator-v0", __doc__)``
 builds the two faces (also set as attributes of the definition's module, the string entry
 points gymnasium records), registers them with ``gymnasium.register`` (``gymnasium.make``
 and ``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``), sets
@@ -44,7 +44,7 @@ def register_problem(problem_type: type[Problem], env_id: str, doc: str | None =
     if not (isinstance(problem_type, type) and issubclass(problem_type, Problem)):
         raise TypeError(f"problem_type must be a subclass of diffenvs.core.Problem, got {problem_type!r}")
     if not (isinstance(env_id, str) and env_id):
-        raise ValueError(f"env_id must be a non-empty string such as 'DiffCartpole-v0', got {env_id!r}")
+        raise ValueError(f"env_id must be a non-empty string such as 'MyOscillator-v0', got {env_id!r}")
     single, vector = faces(problem_type, doc)
     problem_type.env_id = env_id
     # gymnasium records entry points as strings (so specs serialise): the classes live in the definition's module
