@@ -8,9 +8,8 @@ due, terminated or truncated) and what a non-finite step does are written here o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -23,8 +22,7 @@ from diffenvs.core.problem import Control, Problem
 OBSERVATION_LIMIT = float(np.finfo(np.float32).max)
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(NamedTuple):
     """The outcome of one step (floats, or tensors of shape ``(batch,)`` for the flags and reward).
 
     ``x`` is the next internal state, ``reward`` the step's reward, ``terminated`` the
@@ -62,10 +60,8 @@ def is_finite(problem: Problem, reward: Any, x: Components, observation: Compone
     return finite
 
 
-def _keep(finite: Any, new: Any, old: Any, ns: SimpleNamespace) -> Any:
-    """``new`` where ``finite``, else ``old`` (broadcasting ``finite`` over trailing axes of tensors)."""
-    if ns.eager:
-        return new if finite else old
+def _keep(finite: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` where ``finite``, else ``old`` (broadcasting ``finite`` over trailing axes)."""
     return torch.where(finite.reshape(finite.shape + (1,) * (new.dim() - finite.dim())), new, old)
 
 
@@ -99,9 +95,13 @@ def transition(
         return Transition(x1, reward, terminated, time_limit)
     observation = problem.observation((k + 1) * problem.dt, x1, params, ns)
     finite = is_finite(problem, reward, x1, observation, ns)
+    if ns.eager:  # one environment on Python floats: a branch, not a masked select (the single face's hot path)
+        if finite:
+            return Transition(x1, reward, terminated, time_limit, True, observation)
+        return Transition(x, 0.0, False, True, False, observation)
     return Transition(
-        x=tuple(_keep(finite, new, old, ns) for new, old in zip(x1, x)),
-        reward=_keep(finite, reward, 0.0 if ns.eager else torch.zeros_like(reward), ns),
+        x=tuple(_keep(finite, new, old) for new, old in zip(x1, x)),
+        reward=_keep(finite, reward, torch.zeros_like(reward)),
         terminated=terminated & finite,
         truncated=time_limit | ns.logical_not(finite),
         finite=finite,
