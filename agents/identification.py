@@ -294,8 +294,9 @@ def _train_planning(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: 
 
 
 register(Agent("planning", "gradient", "adaptive differentiable planning, report Algorithm 1 (agents.identification)",
-               _train_planning, _applies, cost=1.5))
+               _train_planning, _applies, cost=1.5,
+               uses="exact gradients of the model, on the estimated matrix"))
 register(Agent("oracle", "reference", "differentiable planning on the true matrix (agents.planning)", _train_oracle,
-               _applies, cost=0.1))
+               _applies, cost=0.1, uses="the true matrix (planned on it)"))
 register(Agent("gaussian", "reference", "a fixed draw of Gaussian inputs N(0, gamma^2 I / d)", _train_gaussian, _applies,
                cost=0.1))

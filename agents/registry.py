@@ -65,6 +65,14 @@ class Trained:
     """JSON-able facts for the report (e.g. the reward trained on)."""
 
 
+#: the agent families, and what an agent of each may use (the benchmark table's disclosure column)
+FAMILIES: dict[str, str] = {
+    "gradient": "exact model gradients",
+    "zeroth-order": "simulator rollouts, no derivatives",
+    "rl": "model-free samples",
+    "reference": "the analytic answer",
+}
+
 TrainFunction = Callable[[str, dict[str, Any], int, Budget, CurveCost], Trained]
 """``train(env_id, env_kwargs, seed, budget, curve_cost) -> Trained``."""
 
@@ -75,13 +83,20 @@ class Agent:
 
     name: str
     family: str
-    """``gradient``, ``rl`` or ``reference``."""
+    """One of :data:`FAMILIES`: ``gradient``, ``zeroth-order``, ``rl`` or ``reference``."""
     description: str
     train: TrainFunction
     applies: Callable[[str, dict[str, Any]], bool] = lambda env_id, env_kwargs: True
     """Whether the agent can run on ``(env_id, env_kwargs)``: decided from what the problem and its card declare."""
     cost: float = 1.0
     """Relative wall time of one run: a sweep starts the costliest runs first, so that it does not end on one."""
+    uses: str = ""
+    """What the agent may use, for the reader of a comparison (empty: its family's, :data:`FAMILIES`)."""
+
+    @property
+    def disclosure(self) -> str:
+        """What the agent may use: its own words, else its family's."""
+        return self.uses or FAMILIES[self.family]
 
 
 #: modules whose import registers the built-in agents
@@ -93,8 +108,8 @@ _loaded = False
 
 def register(agent: Agent) -> Agent:
     """Add ``agent`` to the table (a name is registered once)."""
-    if agent.family not in ("gradient", "rl", "reference"):
-        raise ValueError(f"agent.family must be 'gradient', 'rl' or 'reference', got {agent.family!r}")
+    if agent.family not in FAMILIES:
+        raise ValueError(f"agent.family must be one of {tuple(FAMILIES)}, got {agent.family!r}")
     if agent.name in _AGENTS and _AGENTS[agent.name] is not agent:
         raise ValueError(f"an agent named {agent.name!r} is already registered")
     _AGENTS[agent.name] = agent

@@ -22,11 +22,13 @@ TARGETS = (0.1, 0.01)
 DEFAULT_BUDGETS: dict[str, dict[str, Budget]] = {
     "quick": {  # minutes in all on two cores: every run also stops after 30 s of training
         "rl": Budget(transitions=5_000, seconds=30.0, eval_every=1_000),
+        "zeroth-order": Budget(transitions=5_000, seconds=30.0, eval_every=1_000),
         "gradient": Budget(transitions=10_000, seconds=30.0, eval_every=1_000),
         "reference": Budget(transitions=1),
     },
     "full": {
         "rl": Budget(transitions=10_000, eval_every=1_000),
+        "zeroth-order": Budget(transitions=10_000, eval_every=1_000),
         "gradient": Budget(transitions=100_000, eval_every=5_000),
         "reference": Budget(transitions=1),
     },
