@@ -33,6 +33,7 @@ SCALAR = SimpleNamespace(
     sin=math.sin,
     cos=math.cos,
     exp=math.exp,
+    erf=math.erf,
     sqrt=math.sqrt,
     atan2=math.atan2,
     tanh=math.tanh,
@@ -50,6 +51,7 @@ TORCH = SimpleNamespace(
     sin=torch.sin,
     cos=torch.cos,
     exp=torch.exp,
+    erf=torch.erf,
     sqrt=torch.sqrt,
     atan2=torch.atan2,
     tanh=torch.tanh,
@@ -57,7 +59,8 @@ TORCH = SimpleNamespace(
     where=lambda c, a, b: (a if c else b) if isinstance(c, bool) else torch.where(c, a, b),
     clip=torch.clamp,
     isfinite=torch.isfinite,
-    logical_not=torch.logical_not,
+    # a flag may still be a Python bool (a step index given as an int, a problem without events)
+    logical_not=lambda v: (not v) if isinstance(v, bool) else torch.logical_not(v),
 )
 """Batched torch tensors: the vector face and the gradient path."""
 

@@ -146,6 +146,18 @@ class Problem(ABC):
         call this through :func:`diffenvs.core.transition.transition`.
         """
 
+    def timeout_cost(self, x: Components, params: Any, ns: SimpleNamespace) -> Any:
+        """Cost paid when the time limit ends an episode before its objective is reached, or ``None`` for none.
+
+        A problem whose objective is defined at an event (:attr:`horizon_ends` ``"truncated"``)
+        prices here what an episode cut by the time limit has left to do, e.g. the cost of a
+        fixed feasible completion from ``x``, so that never reaching the event pays no less
+        than reaching it. :func:`~diffenvs.core.transition.transition` subtracts it from the
+        reward of the step that reaches ``max_steps`` when no event happened in it, on every
+        face alike.
+        """
+        return None
+
     def state_to_physical(self, x: Components) -> Components:
         """The documented physical state (``env.unwrapped.state``) from the internal one."""
         return x
@@ -243,13 +255,14 @@ class OdeProblem(Problem):
     #: memory-light path, :func:`~diffenvs.core.rollout.rollout`): true when the reward is
     #: :meth:`step_reward` of the state on the step grid and the running-cost integral, and
     #: no :meth:`event` ends an episode inside the horizon. A subclass that defines
-    #: :meth:`event` or replaces :meth:`step` or :meth:`advance` and does not declare the
-    #: capability itself gets ``False``.
+    #: :meth:`event` or :meth:`timeout_cost` or replaces :meth:`step` or :meth:`advance` and
+    #: does not declare the capability itself gets ``False``.
     whole_horizon_solve: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "whole_horizon_solve" not in vars(cls) and any(name in vars(cls) for name in ("event", "step", "advance")):
+        replaced = ("event", "step", "advance", "timeout_cost")
+        if "whole_horizon_solve" not in vars(cls) and any(name in vars(cls) for name in replaced):
             cls.whole_horizon_solve = False
 
     @abstractmethod

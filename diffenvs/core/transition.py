@@ -3,7 +3,8 @@
 The Gymnasium face calls :func:`transition` on Python floats (:data:`~diffenvs.core.numerics.SCALAR`),
 the vector face and the gradient path on batched torch tensors
 (:data:`~diffenvs.core.numerics.TORCH`). What reaching the horizon means (the terminal cost
-due, terminated or truncated) and what a non-finite step does are written here once.
+due, terminated or truncated, the timeout cost of an episode the time limit cuts short) and
+what a non-finite step does are written here once.
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ def horizon_flags(problem: Problem, last: Any) -> tuple[Any, Any]:
     return False & last, last
 
 
+def with_timeout_cost(problem: Problem, reward: Any, x1: Components, event: Any, time_limit: Any, params: Any,
+                      ns: SimpleNamespace) -> Any:
+    """``reward`` minus :meth:`~diffenvs.core.problem.Problem.timeout_cost` where the time limit ends the episode
+    and no event did."""
+    due = time_limit & ns.logical_not(event)
+    if isinstance(due, bool) and not due:  # a Python bool (one environment, or an int step index): nothing to compute
+        return reward
+    cost = problem.timeout_cost(x1, params, ns)
+    if cost is None:
+        return reward
+    return reward - ns.where(due, cost, 0.0 * cost)
+
+
 def is_finite(problem: Problem, reward: Any, x: Components, observation: Components, ns: SimpleNamespace) -> Any:
     """Whether the reward and the physical state are finite and the observation inside the float32 range."""
     finite = ns.isfinite(reward)
@@ -82,7 +96,9 @@ def transition(
 
     ``k`` is the step index: an int, or a tensor (one per environment, or a 0-d float
     tensor so a compiled step takes it as an input). The terminal cost is due at step
-    ``max_steps - 1`` when the horizon terminates the episode. ``check_finite`` computes the
+    ``max_steps - 1`` when the horizon terminates the episode; when it truncates it and no
+    event ended the episode inside that step, the problem's timeout cost is paid there
+    instead (:func:`with_timeout_cost`). ``check_finite`` computes the
     end-of-step observation and masks non-finite steps (the Gymnasium faces); the gradient
     path leaves it off.
     """
@@ -90,6 +106,7 @@ def transition(
     terminal_due, time_limit = horizon_flags(problem, last)
     x1, reward, event = problem.step(k * problem.dt, x, control, x0=x0, params=params, ns=ns,
                                      terminal_due=terminal_due, noise=noise, integrate=integrate)
+    reward = with_timeout_cost(problem, reward, x1, event, time_limit, params, ns)
     terminated = event | terminal_due
     if not check_finite:
         return Transition(x1, reward, terminated, time_limit)
