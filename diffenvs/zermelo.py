@@ -11,7 +11,9 @@ Description
 
     The objective is the downstream deviation :math:`x` when the far bank :math:`y = \ell`
     is reached. Pontryagin's principle gives :math:`\cos u = -v / w(y)` (see
-    ``agents.analytic``).
+    ``agents.analytic``); it minimises :math:`dx/dy` at every height, so no crossing ends
+    further upstream. An episode the time limit cuts short is scored as if the boat then
+    headed straight across (see Rewards), so not crossing never pays.
 
 Action Space
     ``Box(-1, 1, (1,), float32)``: heading :math:`u = \tfrac{\pi}{2}(a + 1) \in [0, \pi]`
@@ -22,7 +24,21 @@ Observation Space
     ``env.unwrapped.state`` is the same ``(x, y)``.
 
 Rewards
-    :math:`-(x_{k+1} - x_k)` per step, so the return is :math:`-x` at the crossing.
+    :math:`-(x_{k+1} - x_k)` per step, so the return is :math:`-x` at the crossing. If the
+    time limit comes first, its last step also pays the deviation :math:`\Delta x(y_T)` of
+    a fixed feasible completion, heading straight across (:math:`u = \pi/2`:
+    :math:`\dot x = w(y)`, :math:`\dot y = v`) from :math:`(x_T, y_T)` to the far bank:
+
+    .. math::
+        \Delta x(y) = \int_y^{\ell} \frac{w(s)}{v}\,ds
+        = \frac{1}{v}\Big[w_{\min}(\ell - y) + (w_{\max} - w_{\min})\,\sigma\,\frac{\sqrt\pi}{2}
+          \Big(\operatorname{erf}\frac{\ell - c}{\sigma} - \operatorname{erf}\frac{y - c}{\sigma}\Big)\Big]
+
+    with the wind's centre :math:`c = \ell/2` and width :math:`\sigma = \ell/10`
+    (:meth:`Zermelo.timeout_cost`). The cost (minus the return) is therefore :math:`x` at
+    the crossing, or :math:`x_T + \Delta x(y_T)` at the time limit: the deviation of a
+    complete crossing either way, never below Pontryagin's optimum (1.4126 m with the
+    default parameters).
 
 Starting State
     :math:`(0, 0)` (deterministic), or any state through ``reset(options={"state": ...})``
@@ -32,7 +48,9 @@ Episode End
     Terminates when the boat reaches :math:`y = \ell`; the final state is the state *at*
     the crossing, located inside the step (with the heading held, :math:`y` is linear in
     time, so one secant iteration is exact). Truncates at the time limit ``max_steps * dt``
-    (``problem.horizon``; 10 s, 500 steps of 0.02 s), or if the state becomes non-finite.
+    (``problem.horizon``; 10 s, 500 steps of 0.02 s), paying the completion
+    :math:`\Delta x(y_T)` of the Rewards at that step, or if the state becomes non-finite
+    (nothing more is paid).
 
 Arguments
     ``gymnasium.make("DiffZermelo-v0", params=ZermeloParams(), dt=0.02, max_steps=500)``:
@@ -40,7 +58,11 @@ Arguments
     (``max_steps = round(T / dt)``).
 
 Version History
-    v0: first release.
+    v0: first release. Changed within v0: an episode truncated by the time limit pays the
+    straight-across completion :math:`\Delta x(y_T)`; before, it paid only :math:`x_T`, so
+    never crossing (heading upstream, :math:`x_T \approx 1.0`) beat the optimal crossing
+    (1.41). Returns of episodes that cross are unchanged; results of truncated episodes
+    recorded before the change are not comparable.
 """
 
 from __future__ import annotations
@@ -81,6 +103,23 @@ def wind(y: Any, params: ZermeloParams, ns: SimpleNamespace) -> Any:
     r""":math:`w(y)` in m/s."""
     z = (y - params.wind_centre) / params.wind_width
     return params.wind_min + (params.wind_max - params.wind_min) * ns.exp(-z * z)
+
+
+def straight_across_deviation(y: Any, params: ZermeloParams, ns: SimpleNamespace) -> Any:
+    r"""Downstream travel (m) from height ``y`` to the far bank heading straight across (:math:`u = \pi/2`).
+
+    .. math::
+        \Delta x(y) = \int_y^{\ell} \frac{w(s)}{v}\,ds
+        = \frac{w_{\min}(\ell - y) + (w_{\max} - w_{\min})\,\sigma\,\tfrac{\sqrt\pi}{2}
+          \big(\operatorname{erf}\frac{\ell - c}{\sigma} - \operatorname{erf}\frac{y - c}{\sigma}\big)}{v}
+
+    with :math:`c` the wind's centre and :math:`\sigma` its width; differentiable in ``y``
+    and in tensor fields of ``params`` on :data:`~diffenvs.core.numerics.TORCH`.
+    """
+    centre, width, far = params.wind_centre, params.wind_width, params.river_width
+    gust = (params.wind_max - params.wind_min) * width * (0.5 * math.sqrt(math.pi)) * (
+        ns.erf((far - centre) / width + 0.0 * y) - ns.erf((y - centre) / width))  # + 0 y: a tensor on TORCH
+    return (params.wind_min * (far - y) + gust) / params.boat_speed
 
 
 @renamed_horizon("time_limit", seconds=True, attribute="horizon")
@@ -129,6 +168,10 @@ class Zermelo(OdeProblem):
 
     def event(self, x, params, ns):
         return x[1] - params.river_width
+
+    def timeout_cost(self, x: Components, params: ZermeloParams, ns: SimpleNamespace) -> Any:
+        r"""The straight-across completion :math:`\Delta x(y)` (m) of the module docstring's Rewards."""
+        return straight_across_deviation(x[1], params, ns)
 
     def initial_state(self, draws, params, ns):
         return 0.0, 0.0
