@@ -140,7 +140,8 @@ def current_spec(stored: dict[str, Any]) -> RunSpec | None:
 def collect(out: str | os.PathLike, mode: str) -> tuple[list[dict[str, Any]], list[str]]:
     """Every run file of ``mode`` in ``<out>/runs`` whose spec is the present one, whatever sweep wrote it.
 
-    Returns ``(results, skipped)``: results sorted by file name, and the names of the files
+    Returns ``(results, skipped)``: results in table order (environments as registered, the
+    protocol before its variants, agents as registered, seeds), and the names of the files
     left out because their spec is not what the cards and agents now give (another budget,
     protocol or variant, an unknown agent, an unreadable file). Runs of another mode are
     neither used nor listed.
@@ -160,7 +161,14 @@ def collect(out: str | os.PathLike, mode: str) -> tuple[list[dict[str, Any]], li
             skipped.append(path.name)
         else:
             results.append(result)
-    return results, skipped
+    return sorted(results, key=_table_order), skipped
+
+
+def _table_order(result: dict[str, Any]) -> tuple[int, str, int, int]:
+    envs, agents = list(diffenvs.ENV_IDS), list(registry.agents())
+    env, agent = result["env_id"], result["agent"]
+    return (envs.index(env) if env in envs else len(envs), result.get("variant", ""),
+            agents.index(agent) if agent in agents else len(agents), result["seed"])
 
 
 def sweep(specs: Sequence[RunSpec], out: str | os.PathLike, workers: int = 0, use_ray: bool = False,
