@@ -393,6 +393,10 @@ def test_variants_add_labelled_rows_for_the_families_that_want_them(fake: FakeTr
     rows = benchmark.summarise(results, {"DiffIsochronism-v0": {"optimum": 0.0, "zero_action_cost": 1.0}})
     assert [r["environment"] for r in rows] == ["DiffIsochronism-v0", "DiffIsochronism-v0 [full observation]"]
     assert "| DiffIsochronism-v0 [full observation] | fake | model-free samples |" in benchmark.markdown_table(rows)
+    # the variant is part of the run's spec and file, and a report rebuilt from the folder keeps it apart
+    assert RunSpec.from_dict(fake_only[1].as_dict()) == fake_only[1]
+    collected, skipped = benchmark.collect(tmp_path, "quick")
+    assert [r["variant"] for r in collected] == ["", "full observation"] and not skipped
 
 
 def test_seeds_per_mode_with_a_card_override(monkeypatch) -> None:
