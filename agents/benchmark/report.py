@@ -107,6 +107,7 @@ def interval(estimate: Sequence[float] | None, show: Callable[[float], str]) -> 
 
 
 def seconds(value: float | None) -> str:
+    """Seconds to 3 significant digits, ``–`` for none."""
     return number(value, 3)
 
 
