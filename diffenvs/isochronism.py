@@ -13,8 +13,20 @@ Action Space
     mass); actions outside ``[-1, 1]`` are clipped.
 
 Observation Space
-    ``Box((1,), float32)``: the position :math:`x` (m) alone, so a policy is a force field
-    :math:`f(x)`. The physical state ``env.unwrapped.state`` is ``(x, v)`` in (m, m/s).
+    Set by ``observe``. The physical state ``env.unwrapped.state`` is ``(x, v)`` in (m, m/s).
+
+    ============  ================  =====================  ==========  =====================
+    ``observe``   index             observation            unit        range
+    ============  ================  =====================  ==========  =====================
+    "position"    0                 position :math:`x`     m           (-inf, inf)
+    "full"        0                 position :math:`x`     m           (-inf, inf)
+    "full"        1                 velocity :math:`\dot x` m/s         (-inf, inf)
+    "full"        2                 time fraction t / T    1           [0, 1]
+    ============  ================  =====================  ==========  =====================
+
+    ``"position"`` (the default, the report's observation) makes a policy a force field
+    :math:`f(x)`; ``"full"`` gives a policy the whole state and the time, as a model-free
+    learner needs to act on the Markov state. The reward is the same under both.
 
 Rewards
     Zero before the end, then :math:`-\|X(T) - X(0)\|^2` at :math:`T`.
@@ -34,11 +46,12 @@ Episode End
     field is exact.
 
 Arguments
-    ``gymnasium.make("DiffIsochronism-v0", params=IsochronismParams(), max_steps=1000, max_force=10.0)``:
-    ``max_steps`` steps per period (``dt`` is derived). Deprecated: ``steps=`` for ``max_steps``.
+    ``gymnasium.make("DiffIsochronism-v0", params=IsochronismParams(), max_steps=1000, max_force=10.0,
+    observe="position")``: ``max_steps`` steps per period (``dt`` is derived); ``observe`` is
+    ``"position"`` or ``"full"`` (see Observation Space). Deprecated: ``steps=`` for ``max_steps``.
 
 Version History
-    v0: first release.
+    v0: first release; ``observe="full"`` added (the default observation is unchanged).
 """
 
 from __future__ import annotations
@@ -54,6 +67,9 @@ from diffenvs.core.numerics import columns
 from diffenvs.core.problem import OdeProblem, check_integer, check_positive
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
+
+#: what the Gymnasium face observes: the position alone (a force field), or the state and the time
+OBSERVE = ("position", "full")
 
 
 @dataclass(frozen=True)
@@ -71,12 +87,10 @@ class Isochronism(OdeProblem):
     params: IsochronismParams = field(default_factory=IsochronismParams)
     max_steps: int = 1000
     max_force: float = 10.0
+    observe: str = "position"
 
     state_names: ClassVar = ("position", "velocity")
     state_units: ClassVar = ("m", "m/s")
-    observation_names: ClassVar = ("position",)
-    observation_low: ClassVar = (-np.inf,)
-    observation_high: ClassVar = (np.inf,)
     control_names: ClassVar = ("force",)
     control_units: ClassVar = ("N",)
     initial_draws: ClassVar = ("normal", 2)
@@ -85,6 +99,8 @@ class Isochronism(OdeProblem):
         check_positive("params.period", self.params.period)
         check_positive("max_force", self.max_force)
         check_integer("max_steps", self.max_steps)
+        if self.observe not in OBSERVE:
+            raise ValueError(f"observe must be one of {OBSERVE}, got {self.observe!r}")
 
     @property
     def dt(self) -> float:
@@ -95,6 +111,18 @@ class Isochronism(OdeProblem):
     def horizon(self) -> float:
         """The period T (``max_steps * dt`` up to rounding): the horizon by definition."""
         return self.params.period
+
+    @property
+    def observation_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("position",) if self.observe == "position" else ("position", "velocity", "time_fraction")
+
+    @property
+    def observation_low(self) -> tuple[float, ...]:  # type: ignore[override]
+        return (-np.inf,) if self.observe == "position" else (-np.inf, -np.inf, 0.0)
+
+    @property
+    def observation_high(self) -> tuple[float, ...]:  # type: ignore[override]
+        return (np.inf,) if self.observe == "position" else (np.inf, np.inf, 1.0)
 
     @property
     def control_low(self) -> tuple[float, ...]:
@@ -114,7 +142,7 @@ class Isochronism(OdeProblem):
         return columns(draws)
 
     def observation(self, t, x, params, ns):
-        return (x[0],)
+        return (x[0],) if self.observe == "position" else (x[0], x[1], t / self.horizon)
 
     def render(self, state: np.ndarray) -> np.ndarray:
         x, v = (float(s) for s in state)

@@ -2,8 +2,10 @@
 
     python scripts/benchmark.py --quick --out bench/
     python scripts/benchmark.py --envs DiffCartpole-v0 --agents neural-ode ppo sac --seeds 5
+    python scripts/benchmark.py --report-only --out bench/   # rebuild the report from bench/runs
 
-A sweep into an existing folder resumes: finished runs are kept, the others are run.
+A sweep into an existing folder resumes: finished runs are kept, the others are run. The report
+covers every run file of the mode in <out>/runs with the present spec, whichever sweep wrote it.
 """
 
 from __future__ import annotations

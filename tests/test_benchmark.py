@@ -12,7 +12,8 @@ import pytest
 
 import diffenvs
 from agents import analytic, benchmark, neural_ode, registry
-from agents.benchmark import RunSpec
+from agents.benchmark import RunSpec, stats
+from agents.benchmark import run as benchmark_run
 from agents.episodes import evaluate
 from agents.registry import Agent, Budget, Trained
 
@@ -53,7 +54,7 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(fake: FakeTr
     with pytest.raises(KeyboardInterrupt):
         benchmark.sweep(specs, tmp_path, workers=1, progress=False)
     first = mtimes(tmp_path)
-    assert list(first) == ["DiffZermelo-v0__fake__seed0.json", "DiffZermelo-v0__fake__seed1.json"]
+    assert list(first) == ["quick__DiffZermelo-v0__fake__seed0.json", "quick__DiffZermelo-v0__fake__seed1.json"]
     assert not list((tmp_path / "runs").glob(".*partial"))  # nothing half-written
 
     fake.interrupt_at, fake.calls = None, []
@@ -159,7 +160,7 @@ def test_script_writes_every_output(tmp_path: Path) -> None:
     code = benchmark_script.main(["--quick", "--envs", "DiffZermelo-v0", "--agents", "analytic", "--out", str(tmp_path),
                                   "--workers", "1", "--no-progress"])
     assert code == 0
-    for name in ("results.csv", "results.json", "table.md", "curves.png", "final.png", "references.json"):
+    for name in ("results.csv", "results.json", "table.md", "curves.png", "final.png", "profile.png", "references.json"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| DiffZermelo-v0 | analytic |" in (tmp_path / "table.md").read_text()
     assert len((tmp_path / "results.csv").read_text().splitlines()) == 2
@@ -188,8 +189,8 @@ def test_neural_ode_adapter_follows_the_budget_and_evaluates_the_network_being_t
     assert trained.transitions == 2 * per_iteration and trained.details["iterations"] == 2
     assert [p["transitions"] for p in trained.curve] == [per_iteration, 2.0 * per_iteration]
     assert trained.curve[0]["cost"] != trained.curve[1]["cost"]  # the network moved between the points
-    # the last curve point is the returned policy's cost under the same protocol
-    assert trained.curve[-1]["cost"] == pytest.approx(evaluate(env_id, trained.policy, 3).mean())
+    # the last curve point is the returned policy's cost under the same protocol, on the validation starts
+    assert trained.curve[-1]["cost"] == pytest.approx(evaluate(env_id, trained.policy, 3, seed=benchmark.VALIDATION_SEED).mean())
 
 
 def test_planning_adapters_give_open_loop_policies(monkeypatch) -> None:
@@ -230,16 +231,16 @@ RESULTS = [
 ]
 
 EXPECTED_TABLE = """\
-| environment | agent | trained on | final cost | reference | gap | transitions | training s |
-|---|---|---|---|---|---|---|---|
-| DiffZermelo-v0 | neural-ode | default | 1.01 ± 0.005 | 1 | 1% ± 0.5% | 3,000 | 3 |
-| DiffZermelo-v0 | ppo | default | 1.05 ± 0.15 † (1/2) | 1 | 5% ± 15% | 10,000 | 11 |
-| DiffCartpole-v0 | sac | quadratic (dense) | 0.5 | 0 | 5% | 20,000 | 100 |
+| environment | agent | may use | trained on | seeds | final cost | reference | gap | transitions | training s |
+|---|---|---|---|---|---|---|---|---|---|
+| DiffZermelo-v0 | neural-ode | exact model gradients | default | 2 | 1.01 | 1 | 1% [0.5%, 1.5%] | 3,000 | 3 |
+| DiffZermelo-v0 | ppo | model-free samples | default | 2 | 1.05 † (1/2) | 1 | 5% [-10%, 20%] | 10,000 | 11 |
+| DiffCartpole-v0 | sac | model-free samples | quadratic (dense) | 1 | 0.5 | 0 | 5% | 20,000 | 100 |
 
-| environment | agent | transitions to 10% | seconds to 10% | transitions to 1% | seconds to 1% | best gap |
+| environment | agent | transitions to 10% | seconds to 10% | transitions to 1% | seconds to 1% | best validation gap |
 |---|---|---|---|---|---|---|
-| DiffZermelo-v0 | neural-ode | 2,000 | 1.5 | 3,000 (1/2) | 2 | 0.5% |
-| DiffZermelo-v0 | ppo | – | – | – | – | 20% |
+| DiffZermelo-v0 | neural-ode | 2,000 | 1.5 [1, 2] | 3,000 (1/2) | 2 | 1% |
+| DiffZermelo-v0 | ppo | – | – | – | – | 25% |
 | DiffCartpole-v0 | sac | 20,000 | 100 | – | – | 5% |
 """
 
@@ -249,11 +250,14 @@ def test_table_from_a_fixed_results_file(tmp_path: Path) -> None:
     path.write_text(json.dumps({"references": REFERENCES, "runs": RESULTS}))
     stored = json.loads(path.read_text())
     table = benchmark.markdown_table(benchmark.summarise(stored["runs"], stored["references"]))
-    tables, notes = table.split("\nMean ± standard error", 1)
+    tables, notes = table.split("\nInterquartile mean", 1)
     assert tables == EXPECTED_TABLE
     assert "† (k/n)" in notes
     assert benchmark.headline(benchmark.summarise(stored["runs"], stored["references"])) == [
-        "DiffZermelo-v0: neural-ode reaches 1% after 3,000 transitions, 2 s; no baseline reaches 10% (best: ppo, gap 20%)"]
+        "DiffZermelo-v0: the gradient agent wins: it reaches 1%, the baseline does not. "
+        "Gradient: DiffZermelo-v0 neural-ode (exact model gradients): to 1% 3,000 transitions, 2 s (1/2 seeds); "
+        "to 10% 2,000 transitions, 1.5 [1, 2] s (2/2 seeds). "
+        "Baseline: DiffZermelo-v0 ppo (model-free samples): never 1% (0/2 seeds); never 10% (0/2 seeds)."]
 
 
 def test_gap_is_relative_to_the_optimum_or_to_doing_nothing() -> None:
@@ -269,7 +273,7 @@ def test_report_writes_csv_json_and_plots(tmp_path: Path) -> None:
     assert lines[0].split(",") == list(benchmark.CSV_FIELDS) and len(lines) == 1 + len(RESULTS)
     assert json.loads(paths["json"].read_text())["runs"] == RESULTS
     assert paths["table"].read_text().startswith(EXPECTED_TABLE)
-    assert paths["curves"].stat().st_size > 10_000 and paths["final"].stat().st_size > 10_000
+    assert all(paths[name].stat().st_size > 10_000 for name in ("curves", "final", "profile"))
 
 
 def test_full_budget_of_the_neural_ode_is_its_tuned_run() -> None:
@@ -285,3 +289,147 @@ def test_full_budget_of_the_neural_ode_is_its_tuned_run() -> None:
     # a budget too small for the finish drops it rather than overspend
     small = neural_ode.budget_config("DiffIsochronism-v0", {}, 0, Budget(transitions=2_560_000))
     assert (small.iterations, small.lbfgs_steps) == (10, 0)
+
+
+# ---- validation starts for selection, test starts for the final score ---------------------------
+def test_curve_points_use_validation_starts_and_the_final_score_the_test_starts(fake, monkeypatch) -> None:
+    seen: list[tuple[int, int]] = []
+    played = benchmark_run.run_episodes
+
+    def spy(env_id, policy, episodes, env_kwargs, seed):
+        seen.append((seed, episodes))
+        return played(env_id, policy, episodes, env_kwargs, seed)
+
+    monkeypatch.setattr(benchmark_run, "run_episodes", spy)
+    spec = benchmark.plan_runs(["DiffZermelo-v0"], ["fake"], [0], "quick")[0]
+    result = benchmark.execute(spec.as_dict())
+    episodes = benchmark.protocol("DiffZermelo-v0").episodes
+    # the fake agent's one curve point, then the final score
+    assert seen == [(benchmark.VALIDATION_SEED, episodes), (benchmark.TEST_SEED, episodes)]
+    assert result["starts"] == {"validation": 20_000, "test": 10_000, "episodes": episodes}
+    assert result["spec"]["mode"] == "quick" and result["spec"]["budget"]["transitions"] == spec.budget.transitions
+    # the two sets of starts are different states (on drawn starts), and too many episodes would make them overlap
+    from agents.episodes import start_states
+
+    validation = start_states("DiffIsochronism-v0", {}, episodes, benchmark.VALIDATION_SEED)
+    test = start_states("DiffIsochronism-v0", {}, episodes, benchmark.TEST_SEED)
+    assert not np.any(np.all(np.isclose(validation[:, None], test[None]), axis=-1))
+    benchmark.check_starts(episodes)
+    with pytest.raises(ValueError, match="episodes"):
+        benchmark.check_starts(benchmark.VALIDATION_SEED - benchmark.TEST_SEED + 1)
+
+
+def test_best_gap_and_time_to_target_use_the_validation_reference() -> None:
+    reference = {"optimum": 1.0, "zero_action_cost": 2.0, "validation": {"optimum": 2.0, "zero_action_cost": 3.0}}
+    result = {"curve": [{"transitions": 5, "seconds": 1.0, "cost": 2.1}], "incomplete": 0, "final_cost": 1.0}
+    from agents.benchmark.report import best_gap, time_to_target
+
+    assert best_gap(result, reference) == pytest.approx(0.05)  # (2.1 - 2) / 2, not (2.1 - 1) / 1; the final is not used
+    assert time_to_target(result, reference, 0.1) == (5, 1.0)
+
+
+# ---- statistics --------------------------------------------------------------------------------
+def test_iqm_and_its_interval_against_a_hand_computation() -> None:
+    assert stats.iqm([7, 1, 100, 3, 2, 6, 5, 4]) == pytest.approx(4.5)  # drop 2 at each end: mean of 3, 4, 5, 6
+    assert stats.iqm([0.005, 0.015]) == pytest.approx(0.01)  # fewer than 4 values: nothing dropped
+    # resampling 3 values, the mean is 0 with probability 1/27 > 2.5% (and 2 likewise): the interval is [0, 2]
+    assert stats.iqm_ci([0.0, 1.0, 2.0]) == pytest.approx((1.0, 0.0, 2.0))
+    assert stats.iqm_ci([0.005, 0.015]) == pytest.approx((0.01, 0.005, 0.015))
+    assert stats.iqm_ci([3.0]) == (3.0, 3.0, 3.0)
+    value, low, high = stats.iqm_ci([0.1, 0.2, 0.05, 0.3, 0.5, 0.01, 0.02, 0.2, 0.15, 0.9])
+    # 10 values: drop 2 at each end, the mean of 0.05, 0.1, 0.15, 0.2, 0.2, 0.3
+    assert low < value < high and value == pytest.approx(1.0 / 6)
+    with pytest.raises(ValueError, match="values"):
+        stats.iqm([])
+
+
+def test_performance_profile_on_fixed_data() -> None:
+    # environment A: gaps 0.001 and 0.2; environment B: 0.05; fractions of the 3 runs within each tau
+    fraction, band = stats.profile([[0.001, 0.2], [0.05]], [0.0001, 0.01, 0.1, 1.0])
+    np.testing.assert_allclose(fraction, [0, 1 / 3, 2 / 3, 1])
+    assert band.shape == (2, 4) and np.all(band[0] <= fraction) and np.all(fraction <= band[1])
+    np.testing.assert_allclose(band[:, [0, 3]], [[0, 1], [0, 1]])  # no resample moves a fraction of 0 or 1
+    assert band[0, 2] < 2 / 3 < band[1, 2]
+
+
+def test_verdict_says_which_side_wins() -> None:
+    def row(transitions, seconds, reached=10):
+        return {"seeds": 10, "reached_0.01": reached, "transitions_0.01": transitions, "seconds_0.01": seconds,
+                "reached_0.1": reached, "transitions_0.1": transitions, "seconds_0.1": seconds, "gap": (0.0, 0.0, 0.0)}
+
+    fast = row((1_000, 900, 1_100), (1.0, 0.9, 1.1))
+    slow = row((50_000, 40_000, 60_000), (10.0, 9.0, 11.0))
+    assert benchmark.verdict(fast, slow).startswith("the gradient agent wins: ≥10× fewer transitions and less wall time")
+    assert benchmark.verdict(slow, fast).startswith("the baseline wins: fewer transitions and less wall time")
+    cheap_but_slow = row((1_000, 900, 1_100), (20.0, 19.0, 21.0))
+    assert benchmark.verdict(cheap_but_slow, slow).startswith("no clear winner at 1%")
+    assert benchmark.verdict(row(None, None, 0), fast) == "the baseline wins: it reaches 1%, the gradient agent does not"
+
+
+# ---- disclosure, variants, seeds -------------------------------------------------------------------
+def test_the_table_says_what_each_agent_may_use(monkeypatch) -> None:
+    registry.agents()
+    monkeypatch.setitem(registry._AGENTS, "peeker", Agent("peeker", "rl", "", FakeTrainer(), uses="the simulator state"))
+    runs = [{**RESULTS[4], "agent": "peeker"}, {**RESULTS[0]}]
+    table = benchmark.markdown_table(benchmark.summarise(runs, REFERENCES))
+    assert "| DiffCartpole-v0 | peeker | the simulator state |" in table
+    assert "| DiffZermelo-v0 | neural-ode | exact model gradients |" in table
+
+
+def test_variants_add_labelled_rows_for_the_families_that_want_them(fake: FakeTrainer, tmp_path: Path) -> None:
+    specs = benchmark.plan_runs(["DiffIsochronism-v0"], ["fake", "analytic"], [0], "quick")
+    assert [(s.agent, s.variant, s.env_kwargs) for s in specs] == [
+        ("fake", "", {}), ("analytic", "", {}), ("fake", "full observation", {"observe": "full"})]
+    kwargs_seen = []
+    trainer = registry.get("fake").train
+
+    def trains(env_id, env_kwargs, seed, budget, curve_cost):
+        kwargs_seen.append(dict(env_kwargs))
+        return trainer(env_id, env_kwargs, seed, budget, curve_cost)
+
+    fake_only = [s for s in specs if s.agent == "fake"]
+    registry._AGENTS["fake"] = dataclasses.replace(registry.get("fake"), train=trains)
+    results, failures = benchmark.sweep(fake_only, tmp_path, workers=1, progress=False)
+    assert not failures and kwargs_seen == [{}, {"observe": "full"}]
+    assert results[0]["final_cost"] == pytest.approx(results[1]["final_cost"])  # the same objective on the same starts
+    rows = benchmark.summarise(results, {"DiffIsochronism-v0": {"optimum": 0.0, "zero_action_cost": 1.0}})
+    assert [r["environment"] for r in rows] == ["DiffIsochronism-v0", "DiffIsochronism-v0 [full observation]"]
+    assert "| DiffIsochronism-v0 [full observation] | fake | model-free samples |" in benchmark.markdown_table(rows)
+    # the variant is part of the run's spec and file, and a report rebuilt from the folder keeps it apart
+    assert RunSpec.from_dict(fake_only[1].as_dict()) == fake_only[1]
+    collected, skipped = benchmark.collect(tmp_path, "quick")
+    assert [r["variant"] for r in collected] == ["", "full observation"] and not skipped
+
+
+def test_seeds_per_mode_with_a_card_override(monkeypatch) -> None:
+    from agents import cards
+
+    assert benchmark.seeds("full", "DiffZermelo-v0") == 10 and benchmark.seeds("quick", "DiffZermelo-v0") == 1
+    slow = dataclasses.replace(cards.card("DiffZermelo-v0"), seeds={"full": 5})
+    monkeypatch.setitem(cards.CARDS, "DiffZermelo-v0", slow)
+    assert [s.seed for s in benchmark.plan_runs(["DiffZermelo-v0"], ["ppo"], None, "full")] == [0, 1, 2, 3, 4]
+    assert len(benchmark.plan_runs(["DiffZermelo-v0"], ["ppo"], [0, 1], "full")) == 2  # --seeds wins
+    assert benchmark.BenchmarkConfig().seed_list is None and benchmark.BenchmarkConfig(seeds=3).seed_list == [0, 1, 2]
+
+
+# ---- separate sweeps into one folder merge into one report ---------------------------------------
+def test_two_sweeps_into_one_folder_merge_and_a_stale_run_is_left_out(tmp_path: Path, capsys) -> None:
+    common = ["--quick", "--agents", "analytic", "--out", str(tmp_path), "--workers", "1", "--no-progress"]
+    assert benchmark_script.main([*common, "--envs", "DiffZermelo-v0"]) == 0
+    assert benchmark_script.main([*common, "--envs", "DiffIsochronism-v0"]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert "| DiffZermelo-v0 | analytic | the analytic answer |" in table
+    assert "| DiffIsochronism-v0 | analytic | the analytic answer |" in table
+    # a run file from another spec (here another budget) is listed and left out, never mixed in
+    stale = tmp_path / "runs" / "quick__DiffZermelo-v0__analytic__seed0.json"
+    data = json.loads(stale.read_text())
+    data["spec"]["budget"]["transitions"] = 7
+    stale.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert benchmark_script.main(["--quick", "--report-only", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "left out of the report" in capsys.readouterr().out
+    table = (tmp_path / "table.md").read_text()
+    assert "| DiffZermelo-v0 |" not in table and "| DiffIsochronism-v0 | analytic |" in table
+    # the full mode's report does not take quick runs
+    assert benchmark_script.main(["--report-only", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "| DiffIsochronism-v0 |" not in (tmp_path / "table.md").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import scipy.linalg
@@ -91,6 +92,39 @@ def test_harmonic_field_is_isochronous() -> None:
     # a stiffer field is not isochronous
     stiff = diffenvs.rollout(problem, lambda obs: -1.5 * obs, x0, control="feedback")
     assert stiff.costs.mean() > 0.1
+
+
+def test_isochronism_full_observation_is_state_and_time_on_every_face() -> None:
+    problem = Isochronism(max_steps=10, observe="full")
+    env = gym.make("DiffIsochronism-v0", max_steps=10, observe="full")
+    observation, _ = env.reset(seed=0)
+    start = env.unwrapped.state.copy()
+    for _ in range(3):
+        observation, *_ = env.step(np.array([0.5], np.float32))
+    np.testing.assert_allclose(observation, [*env.unwrapped.state, 3 / 10], rtol=1e-6)
+    vector = gym.make_vec("DiffIsochronism-v0", num_envs=2, vectorization_mode="vector_entry_point", max_steps=10,
+                          observe="full")
+    observations, _ = vector.reset(seed=0)
+    assert observations.shape == (2, 3) and np.all(observations[:, 2] == 0)
+    seen = []  # the gradient path's policy sees (x, v, t/T) too
+
+    def field(obs: torch.Tensor) -> torch.Tensor:
+        seen.append(obs.clone())
+        return torch.full((obs.shape[0], 1), 0.5 * problem.max_force, dtype=obs.dtype)
+
+    trajectory = diffenvs.rollout(problem, field, torch.as_tensor(start, dtype=torch.float64)[None], steps=3)
+    torch.testing.assert_close(seen[-1][0], torch.tensor([*trajectory.states[2, 0].tolist(), 0.2], dtype=torch.float64))
+    np.testing.assert_allclose(trajectory.states[-1, 0].numpy(), env.unwrapped.state, rtol=1e-5)
+    # the default observes the position alone, and the objective is the same under both
+    position = gym.make("DiffIsochronism-v0", max_steps=10)
+    assert position.observation_space.shape == (1,)
+    returns = []
+    for face in (env, position):
+        face.reset(seed=5)
+        returns.append(sum(face.step(np.array([0.3], np.float32))[1] for _ in range(10)))
+    assert returns[0] == returns[1] != 0
+    with pytest.raises(ValueError, match="observe"):
+        Isochronism(observe="velocity")
 
 
 def test_linear_system_against_its_closed_form() -> None:

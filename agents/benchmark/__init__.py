@@ -2,12 +2,15 @@
 
 For each (environment, agent, seed) a run trains the agent under a budget
 (the environment's card, else :data:`DEFAULT_BUDGETS`; in environment transitions) and
-evaluates its deterministic policy with :func:`agents.episodes.evaluate` on the Gymnasium
-face, from fixed starts, on the objective of the card's protocol — whatever reward the agent
-trained on.
-A run records its final cost, the transitions and training seconds it used and its learning
-curve (cost against transitions and against seconds; the time spent evaluating the curve is
-not counted).
+evaluates its deterministic policy on the Gymnasium face, on the objective of the card's
+protocol — whatever reward the agent trained on. Two disjoint sets of starts: every
+learning-curve point (:class:`CurveCost`), and so the best gap and the time to a target, uses
+the validation starts ``reset(seed=VALIDATION_SEED + i)``; the final score alone uses the test
+starts ``reset(seed=TEST_SEED + i)``. A run records its final cost, the transitions and training
+seconds it used, its learning curve (cost against transitions and against seconds; the time
+spent evaluating the curve is not counted), both sets of starts and its full spec (mode, budget,
+protocol, variant). A card's variants (e.g. isochronism with the full state observed) add runs,
+labelled ``env_id [label]``, for the agent families they name, under the same objective.
 
 Each result is compared with the environment's reference (:func:`compute_reference`): the
 analytic answer of the environment's card (:func:`agents.analytic.reference`): a closed-form
@@ -25,18 +28,26 @@ An episode that ends by truncation in an environment whose objective is paid on 
 (``problem.horizon_ends == "truncated"``: e.g. a far bank never reached) has not reached the objective; its cost is
 recorded but flagged, and such a run or curve point never counts as reaching a target.
 
+Summaries over seeds are interquartile means with 95% stratified-bootstrap intervals
+(:mod:`~agents.benchmark.stats`, on ``rliable``); seeds per mode come from the card, else
+:data:`DEFAULT_SEEDS`.
+
 Runs are independent: the sweep runs them in parallel processes (spawned, one torch thread
 each) or as Ray tasks (``use_ray``, the optional extra ``ray``). Each finished run is written
-atomically to ``<out>/runs/<env>__<agent>__seed<k>.json``; a sweep started again skips the
-runs already there with the same specification, so an interrupted sweep resumes where it
-stopped. :func:`report` writes ``results.csv``, ``results.json``, ``table.md``,
-``curves.png`` and ``final.png``.
+atomically to ``<out>/runs/<mode>__<env>[<variant>]__<agent>__seed<k>.json``; a sweep started
+again skips the runs already there with the same specification, so an interrupted sweep
+resumes where it stopped. The report is built from every run file of the mode in
+``<out>/runs`` whose spec is the present one (:func:`collect`), so sweeps of one environment
+at a time into one folder merge; a file of another spec is listed, never used. :func:`report`
+writes ``results.csv``, ``results.json``, ``table.md``, ``curves.png``, ``final.png`` and
+``profile.png``.
 
 The package is split by job: :mod:`~agents.benchmark.config` (targets, budgets, run specs,
 options), :mod:`~agents.benchmark.run` (one run, the resuming sweep),
 :mod:`~agents.benchmark.backends` (local processes, Ray), :mod:`~agents.benchmark.reference`
-(the reference and the normalised gap), :mod:`~agents.benchmark.report` (tables) and
-:mod:`~agents.benchmark.plots` (pictures).
+(the reference and the normalised gap), :mod:`~agents.benchmark.stats` (IQM, bootstrap,
+profiles), :mod:`~agents.benchmark.report` (tables, headline) and :mod:`~agents.benchmark.plots`
+(pictures).
 """
 
 from __future__ import annotations
@@ -49,35 +60,57 @@ import diffenvs
 from agents import registry
 from agents.benchmark.config import (
     DEFAULT_BUDGETS,
+    DEFAULT_SEEDS,
     MODES,
     TARGETS,
+    TEST_SEED,
+    VALIDATION_SEED,
     BenchmarkConfig,
     RunSpec,
     budget,
+    check_starts,
     plan_runs,
     protocol,
+    seeds,
 )
 from agents.benchmark.reference import compute_reference, normalised_gap, references
-from agents.benchmark.report import CSV_FIELDS, headline, markdown_table, report, summarise
-from agents.benchmark.run import CurveCost, execute, finished, incomplete_episodes, protocol_costs, run_path, sweep
+from agents.benchmark.report import CSV_FIELDS, headline, markdown_table, report, summarise, verdict
+from agents.benchmark.run import (
+    CurveCost,
+    collect,
+    execute,
+    finished,
+    incomplete_episodes,
+    protocol_costs,
+    run_path,
+    sweep,
+)
 from agents.files import write_json
 
-__all__ = ["CSV_FIELDS", "DEFAULT_BUDGETS", "MODES", "TARGETS", "BenchmarkConfig", "CurveCost", "RunSpec", "budget",
-           "compute_reference", "execute", "finished", "headline", "incomplete_episodes", "markdown_table",
-           "normalised_gap", "plan_runs", "protocol", "protocol_costs", "references", "report", "run_benchmark",
-           "run_path", "summarise", "sweep", "write_json"]
+__all__ = ["CSV_FIELDS", "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "MODES", "TARGETS", "TEST_SEED", "VALIDATION_SEED",
+           "BenchmarkConfig", "CurveCost", "RunSpec", "budget", "check_starts", "collect", "compute_reference", "execute",
+           "finished", "headline", "incomplete_episodes", "markdown_table", "normalised_gap", "plan_runs", "protocol",
+           "protocol_costs", "references", "report", "run_benchmark", "run_path", "seeds", "summarise", "sweep",
+           "verdict", "write_json"]
 
 
 def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Plan, sweep (resuming), compute references and write the report of ``config``."""
-    envs = list(config.envs or diffenvs.ENV_IDS)
-    agents = list(config.agents or registry.agents())
-    specs = plan_runs(envs, agents, config.seed_list, config.mode)
+    """Plan and sweep (resuming; nothing with ``report_only``), then report every run of the mode in ``config.out``."""
     began = time.perf_counter()
-    results, failures = sweep(specs, config.out, config.workers, config.ray, config.ray_address or None, config.progress)
-    refs = references(envs, config.out)
+    specs: list[RunSpec] = []
+    failures: list[dict[str, Any]] = []
+    if not config.report_only:
+        envs = list(config.envs or diffenvs.ENV_IDS)
+        agents = list(config.agents or registry.agents())
+        specs = plan_runs(envs, agents, config.seed_list, config.mode)
+        _, failures = sweep(specs, config.out, config.workers, config.ray, config.ray_address or None, config.progress)
+    results, skipped = collect(config.out, config.mode)
+    if skipped:
+        log(f"left out of the report, their spec is not the present one: {', '.join(skipped)}")
+    refs = references(list(dict.fromkeys(r["env_id"] for r in results)), config.out)
     paths = report(results, refs, config.out)
     wall = time.perf_counter() - began
-    log(f"{len(results)}/{len(specs)} runs finished, {len(failures)} failed, {wall:.0f} s; table: {paths['table']}")
-    return {"specs": specs, "results": results, "failures": failures, "references": refs, "paths": paths,
-            "seconds": wall}
+    log(f"{len(results)} runs reported ({len(specs)} planned, {len(failures)} failed), {wall:.0f} s; "
+        f"table: {paths['table']}")
+    return {"specs": specs, "results": results, "failures": failures, "skipped": skipped, "references": refs,
+            "paths": paths, "seconds": wall}

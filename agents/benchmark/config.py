@@ -13,10 +13,18 @@ import gymnasium as gym
 
 from agents import registry
 from agents.cards import Protocol, card
+from agents.episodes import EVAL_SEED
 from agents.registry import Budget
 
 #: the learning-curve targets: normalised gaps of 10% and 1%
 TARGETS = (0.1, 0.01)
+
+#: the final score's episodes start from ``reset(seed=TEST_SEED + i)``, and from nothing else
+TEST_SEED = EVAL_SEED
+#: every selection (learning-curve points, best gap, time to target) uses ``reset(seed=VALIDATION_SEED + i)``
+VALIDATION_SEED = 20_000
+#: seeds per (environment, agent) by mode, where a card sets none (a card with slow runs may ask fewer, ≥ 5)
+DEFAULT_SEEDS = {"quick": 1, "full": 10}
 
 #: budgets per mode and agent family where an environment's card sets none
 DEFAULT_BUDGETS: dict[str, dict[str, Budget]] = {
@@ -41,6 +49,23 @@ def protocol(env_id: str) -> Protocol:
     return card(env_id).protocol
 
 
+def check_starts(episodes: int) -> None:
+    """Raise ``ValueError`` unless ``episodes`` validation starts and ``episodes`` test starts are disjoint."""
+    validation = range(VALIDATION_SEED, VALIDATION_SEED + episodes)
+    test = range(TEST_SEED, TEST_SEED + episodes)
+    if episodes < 1 or set(validation) & set(test):
+        raise ValueError(f"episodes must be between 1 and {abs(VALIDATION_SEED - TEST_SEED)} so that the validation "
+                         f"starts (seed {VALIDATION_SEED} + i) and the test starts (seed {TEST_SEED} + i) are disjoint, "
+                         f"got {episodes}")
+
+
+def seeds(mode: str, env_id: str) -> int:
+    """Seeds per agent on ``env_id`` in ``mode``: the card's, else :data:`DEFAULT_SEEDS`."""
+    if mode not in DEFAULT_SEEDS:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return card(env_id).seeds.get(mode, DEFAULT_SEEDS[mode])
+
+
 def budget(mode: str, env_id: str, agent: str) -> Budget:
     """The budget of ``agent`` on ``env_id`` in ``mode``: the card's for the agent, else for its family, else the default."""
     if mode not in DEFAULT_BUDGETS:
@@ -52,17 +77,32 @@ def budget(mode: str, env_id: str, agent: str) -> Budget:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines a run (a finished run is reused only if its spec is equal)."""
+    """Everything that determines a run (a finished run is reused, or reported, only if its spec is equal)."""
 
     env_id: str
     agent: str
     seed: int
     budget: Budget
     protocol: Protocol
+    mode: str = "full"
+    """The benchmark mode that planned the run (a quick run never stands in a full table)."""
+    variant: str = ""
+    """The card's variant label (empty: the protocol itself)."""
+    variant_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The variant's ``env_kwargs``, added to the protocol's."""
+    starts: tuple[int, int] = (VALIDATION_SEED, TEST_SEED)
+    """The first reset seeds of the validation and the test episodes."""
 
     @property
     def key(self) -> str:
-        return f"{self.env_id}__{self.agent}__seed{self.seed}"
+        """The run file's name: mode, environment (and variant), agent, seed."""
+        variant = f"[{self.variant.replace(' ', '-')}]" if self.variant else ""
+        return f"{self.mode}__{self.env_id}{variant}__{self.agent}__seed{self.seed}"
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        """What the run trains and is evaluated on: the protocol's ``env_kwargs`` and the variant's."""
+        return {**self.protocol.env_kwargs, **self.variant_kwargs}
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON (an unlimited ``budget.seconds`` is ``None``)."""
@@ -75,21 +115,33 @@ class RunSpec:
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         seconds = data["budget"]["seconds"]
         budget = Budget(**{**data["budget"], "seconds": math.inf if seconds is None else float(seconds)})
-        return cls(data["env_id"], data["agent"], data["seed"], budget, Protocol(**data["protocol"]))
+        return cls(data["env_id"], data["agent"], data["seed"], budget, Protocol(**data["protocol"]), data["mode"],
+                   data["variant"], data["variant_kwargs"], tuple(data["starts"]))
 
 
-def plan_runs(envs: Sequence[str], agents: Sequence[str], seeds: Sequence[int], mode: str) -> list[RunSpec]:
-    """Every (environment, agent, seed) run, skipping agents that do not apply to an environment."""
+def plan_runs(envs: Sequence[str], agents: Sequence[str], seed_list: Sequence[int] | None, mode: str) -> list[RunSpec]:
+    """Every (environment, variant, agent, seed) run, skipping agents that do not apply.
+
+    ``seed_list`` (``None``: ``range(seeds(mode, env_id))`` per environment); reference agents
+    run one seed. Each card variant adds runs for the agent families it names.
+    """
     specs = []
     for env_id in envs:
         if env_id not in gym.registry:
             raise ValueError(f"envs must be registered ids, got {env_id!r}")
         proto = protocol(env_id)
-        for agent in agents:
-            if not registry.get(agent).applies(env_id, dict(proto.env_kwargs)):
-                continue
-            seed_list = seeds[:1] if registry.get(agent).family == "reference" else seeds
-            specs.extend(RunSpec(env_id, agent, seed, budget(mode, env_id, agent), proto) for seed in seed_list)
+        check_starts(proto.episodes)
+        variants = {"": ({}, tuple(registry.FAMILIES))}
+        variants.update({label: (v.env_kwargs, v.families) for label, v in card(env_id).variants.items()})
+        env_seeds = list(range(seeds(mode, env_id))) if seed_list is None else list(seed_list)
+        for label, (extra, families) in variants.items():
+            for agent in agents:
+                family = registry.get(agent).family
+                if family not in families or not registry.get(agent).applies(env_id, {**proto.env_kwargs, **extra}):
+                    continue
+                chosen = env_seeds[:1] if family == "reference" else env_seeds
+                specs.extend(RunSpec(env_id, agent, seed, budget(mode, env_id, agent), proto, mode, label, dict(extra))
+                             for seed in chosen)
     return specs
 
 
@@ -102,7 +154,8 @@ class BenchmarkConfig:
     agents: tuple[str, ...] = ()
     """Agent names (default: every registered agent; each runs where it applies)."""
     seeds: int = 0
-    """Seeds per (environment, agent) (0: 1 with --quick, 3 otherwise; reference agents: one)."""
+    """Seeds per (environment, agent) (0: the card's for the mode, else 1 with --quick and 10 otherwise;
+    reference agents: one)."""
     quick: bool = False
     """Small budgets: every agent on every environment in minutes on a laptop CPU."""
     out: str = "bench"
@@ -115,6 +168,8 @@ class BenchmarkConfig:
     """Address of a running Ray cluster (empty: start a local Ray instance)."""
     progress: bool = True
     """Show a progress bar over the sweep."""
+    report_only: bool = False
+    """Run nothing: rebuild the tables and plots from every run file of the mode in <out>/runs."""
 
     def __post_init__(self) -> None:
         if self.seeds < 0:
@@ -132,5 +187,6 @@ class BenchmarkConfig:
         return "quick" if self.quick else "full"
 
     @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.seeds or (1 if self.quick else 3)))
+    def seed_list(self) -> list[int] | None:
+        """The seeds asked on the command line (``None``: each card's for the mode)."""
+        return list(range(self.seeds)) if self.seeds else None

@@ -1,4 +1,5 @@
-"""The benchmark's pictures: learning curves (gap against transitions and seconds) and final costs per seed."""
+"""The benchmark's pictures: learning curves (gap against transitions and seconds), final costs per seed and the
+performance profile (fraction of runs within a gap, over the gap)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from agents.benchmark.config import TARGETS
-from agents.benchmark.reference import mean_se, normalised_gap
+from agents.benchmark.reference import env_label, mean_se, normalised_gap, on_validation
+from agents.benchmark.stats import profile
 from agents.plots import pyplot, save
 
 #: gaps below this (including negative ones: a cost at or below the reference) are drawn at it
@@ -25,16 +27,17 @@ def _colours(agents: Sequence[str]) -> dict[str, Any]:
 
 
 def plot_curves(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Learning curves: normalised gap against transitions and against seconds, log axes, one row per environment."""
+    """Learning curves (validation starts): gap against transitions and against seconds, log axes, a row per environment."""
     plt = pyplot()
-    envs = list(dict.fromkeys(r["env_id"] for r in results))
+    envs = list(dict.fromkeys(env_label(r) for r in results))
     colours = _colours(list(dict.fromkeys(r["agent"] for r in results)))
     fig, axes = plt.subplots(len(envs), 2, figsize=(11, 3.2 * len(envs)), squeeze=False)
-    for row, env_id in enumerate(envs):
-        reference = refs.get(env_id, {"optimum": None})
+    for row, env in enumerate(envs):
+        runs = [r for r in results if env_label(r) == env]
+        reference = on_validation(refs.get(runs[0]["env_id"], {"optimum": None}))
         labelled: set[str] = set()
         has_reference = reference.get("optimum") is not None
-        for result in (r for r in results if r["env_id"] == env_id):
+        for result in runs:
             agent = result["agent"]
             points = [p for p in result["curve"] if not p.get("incomplete", 0)]
             if not points:
@@ -65,23 +68,24 @@ def plot_curves(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any
                 ax.set_ylabel("gap to reference")
             else:
                 ax.set_ylabel("cost (no reference)")
-            ax.set_title(f"{env_id} (reference: {reference.get('name') or 'none'})", fontsize=9)
+            ax.set_title(f"{env} (reference: {reference.get('name') or 'none'})", fontsize=9)
         axes[row, 0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"Learning curves: gap to the reference (dashed: 10% and 1%; gaps ≤ {GAP_FLOOR:g} drawn at "
-                 f"{GAP_FLOOR:g}; dotted: agents without training)", fontsize=10)
+    fig.suptitle(f"Learning curves on the validation starts: gap to the reference (dashed: 10% and 1%; "
+                 f"gaps ≤ {GAP_FLOOR:g} drawn at {GAP_FLOOR:g}; dotted: agents without training)", fontsize=10)
     return save(fig, path, dpi=110)
 
 
 def plot_final(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
     """Final cost per agent, one panel per environment: every seed as a dot, mean ± standard error, the reference dashed."""
     plt = pyplot()
-    envs = list(dict.fromkeys(r["env_id"] for r in results))
+    envs = list(dict.fromkeys(env_label(r) for r in results))
     colours = _colours(list(dict.fromkeys(r["agent"] for r in results)))
     columns = min(len(envs), 2)
     rows = math.ceil(len(envs) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 3.4 * rows), squeeze=False)
-    for ax, env_id in zip(axes.flat, envs):
-        runs = [r for r in results if r["env_id"] == env_id]
+    for ax, env in zip(axes.flat, envs):
+        runs = [r for r in results if env_label(r) == env]
+        env_id = runs[0]["env_id"]
         agents = list(dict.fromkeys(r["agent"] for r in runs))
         costs_all = []
         for i, agent in enumerate(agents):
@@ -105,10 +109,43 @@ def plot_final(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]
                     va="top", fontsize=7)
         ax.set_xticks(range(len(agents)), agents, rotation=30, fontsize=8)
         ax.set_ylabel("final cost")
-        ax.set_title(env_id, fontsize=9)
+        ax.set_title(env, fontsize=9)
     for ax in list(axes.flat)[len(envs):]:
         ax.axis("off")
-    fig.suptitle("Final cost per agent (dots: seeds, x: objective not reached; bar: mean ± s.e.)", fontsize=10)
+    fig.suptitle("Final cost per agent on the test starts (dots: seeds, x: objective not reached; bar: mean ± s.e.)", fontsize=10)
     return save(fig, path, dpi=110)
 
 
+
+
+#: the gaps at which the performance profile is drawn
+PROFILE_TAUS = np.logspace(-4, 1, 101)
+
+
+def plot_profile(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
+    r"""Performance profile: per agent (and variant), the fraction of its runs with final gap :math:`\le \tau`, over
+    :math:`\tau`, pooled across the environments with a reference; shaded: the 95% stratified-bootstrap interval."""
+    plt = pyplot()
+    gaps: dict[str, dict[str, list[float]]] = {}
+    for result in results:
+        gap = normalised_gap(result["final_cost"], refs.get(result["env_id"], {"optimum": None}))
+        if gap is not None:
+            label = f"{result['agent']} [{result['variant']}]" if result.get("variant") else result["agent"]
+            gaps.setdefault(label, {}).setdefault(result["env_id"], []).append(gap)
+    colours = _colours(list(gaps))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, per_env in gaps.items():
+        fraction, band = profile(list(per_env.values()), PROFILE_TAUS)
+        ax.step(PROFILE_TAUS, fraction, where="post", color=colours[label], lw=1.4,
+                label=f"{label} ({len(per_env)} env., {sum(map(len, per_env.values()))} runs)")
+        ax.fill_between(PROFILE_TAUS, band[0], band[1], step="post", color=colours[label], alpha=0.15)
+    for target in TARGETS:
+        ax.axvline(target, color="0.5", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("normalised gap τ (final score, test starts)")
+    ax.set_ylabel("fraction of runs with gap ≤ τ")
+    if gaps:
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Performance profile across environments (shaded: 95% stratified-bootstrap interval)", fontsize=9)
+    return save(fig, path, dpi=110)

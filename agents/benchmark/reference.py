@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents import analytic
-from agents.benchmark.config import protocol
+from agents.benchmark.config import TEST_SEED, VALIDATION_SEED, protocol
 from agents.cards import Protocol
 from agents.episodes import evaluate, start_states
 from agents.files import write_json
@@ -26,19 +26,24 @@ def compute_reference(env_id: str, proto: Protocol) -> dict[str, Any]:
     (:attr:`agents.cards.Card.reference`) on the protocol's starts — a closed form where there
     is one, else what the card computes (for system identification, the oracle planner's cost
     under the protocol). ``zero_action_cost``: the protocol cost of the zero action.
-    ``optimum`` is ``None`` where no reference exists.
+    ``optimum`` is ``None`` where no reference exists. Both are on the test starts (the final
+    score's); ``validation`` holds the same two numbers on the validation starts (the learning
+    curves').
     """
     kwargs = dict(proto.env_kwargs)
     env = gym.make(env_id, **kwargs)
     zeros = np.zeros(env.action_space.shape, dtype=np.float32)
     env.close()
-    zero_cost = float(evaluate(env_id, lambda observation: zeros, proto.episodes, kwargs).mean())
-    result: dict[str, Any] = {"env_id": env_id, "protocol": dataclasses.asdict(proto), "zero_action_cost": zero_cost,
-                              "optimum": None, "name": None, "description": "no reference"}
     reference = analytic.reference(env_id, kwargs)
+    numbers = {}
+    for split, seed in (("test", TEST_SEED), ("validation", VALIDATION_SEED)):
+        zero_cost = float(evaluate(env_id, lambda observation: zeros, proto.episodes, kwargs, seed).mean())
+        optimum = None if reference is None else reference.analytic(start_states(env_id, kwargs, proto.episodes, seed))
+        numbers[split] = {"optimum": None if optimum is None else optimum["optimum"], "zero_action_cost": zero_cost}
+    result: dict[str, Any] = {"env_id": env_id, "protocol": dataclasses.asdict(proto), **numbers["test"],
+                              "validation": numbers["validation"], "name": None, "description": "no reference"}
     if reference is not None:
-        numbers = reference.analytic(start_states(env_id, kwargs, proto.episodes))
-        result.update(optimum=numbers["optimum"], name=reference.name, description=reference.description)
+        result.update(name=reference.name, description=reference.description)
     return result
 
 
@@ -50,6 +55,16 @@ def references(envs: Sequence[str], out: str | os.PathLike) -> dict[str, dict[st
     refs = {env_id: compute_reference(env_id, protocol(env_id)) for env_id in envs}
     write_json(Path(out) / "references.json", refs)
     return refs
+
+
+def env_label(result: dict[str, Any]) -> str:
+    """A run's or row's environment as the table shows it: ``env_id``, or ``env_id [variant]``."""
+    return f"{result['env_id']} [{result['variant']}]" if result.get("variant") else result["env_id"]
+
+
+def on_validation(reference: dict[str, Any]) -> dict[str, Any]:
+    """The reference on the validation starts, for learning-curve points (itself if it has no validation numbers)."""
+    return {**reference, **reference.get("validation", {})}
 
 
 def normalised_gap(cost: float, reference: dict[str, Any]) -> float | None:

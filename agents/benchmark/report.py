@@ -1,24 +1,25 @@
-"""The benchmark's report: per-seed rows, summaries over seeds, the markdown tables and the headline."""
+"""The benchmark's report: per-seed rows, IQM summaries over seeds with bootstrap intervals, the markdown tables."""
 
 from __future__ import annotations
 
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from agents import registry
 from agents.benchmark.config import TARGETS
-from agents.benchmark.plots import plot_curves, plot_final
-from agents.benchmark.reference import mean_se, normalised_gap
+from agents.benchmark.plots import plot_curves, plot_final, plot_profile
+from agents.benchmark.reference import env_label, normalised_gap, on_validation
+from agents.benchmark.stats import Estimate, iqm, iqm_ci
 from agents.files import atomic_write, jsonable, write_json, write_text
 
 
 def time_to_target(result: dict[str, Any], reference: dict[str, Any], target: float) -> tuple[float, float] | None:
-    """(transitions, seconds) at the first curve point within ``target`` of the reference, None if never."""
+    """(transitions, seconds) at the first validation curve point within ``target`` of the reference, None if never."""
+    reference = on_validation(reference)
     for point in result["curve"]:
         gap = normalised_gap(point["cost"], reference)
         if gap is not None and gap <= target and not point.get("incomplete", 0):
@@ -27,92 +28,117 @@ def time_to_target(result: dict[str, Any], reference: dict[str, Any], target: fl
 
 
 def best_gap(result: dict[str, Any], reference: dict[str, Any]) -> float | None:
-    """The smallest normalised gap over the run's complete curve points and its final evaluation."""
+    """The smallest normalised gap over the run's complete learning-curve points (validation starts only)."""
+    reference = on_validation(reference)
     gaps = [normalised_gap(p["cost"], reference) for p in result["curve"] if not p.get("incomplete", 0)]
-    if not result["incomplete"]:
-        gaps.append(normalised_gap(result["final_cost"], reference))
     gaps = [g for g in gaps if g is not None]
     return min(gaps) if gaps else None
 
 
+def disclosure(agent: str, family: str) -> str:
+    """What ``agent`` may use (:attr:`agents.registry.Agent.disclosure`; its family's if it is not registered here)."""
+    try:
+        return registry.get(agent).disclosure
+    except ValueError:
+        return registry.FAMILIES.get(family, "?")
+
+
+def _estimate(values: Sequence[float]) -> Estimate | None:
+    return iqm_ci(values) if len(values) else None
+
+
 def summarise(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (environment, agent), in the order first met: means ± standard errors over seeds."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    """One row per (environment, variant, agent), in the order first met: IQMs over seeds with 95% intervals.
+
+    ``gap`` is the final score (test starts); the times to each target and ``best_gap`` come
+    from the learning curves (validation starts), the times over the seeds that reached the target.
+    """
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for result in results:
-        groups.setdefault((result["env_id"], result["agent"]), []).append(result)
+        groups.setdefault((result["env_id"], result.get("variant", ""), result["agent"]), []).append(result)
     rows = []
-    for (env_id, agent), runs in groups.items():
+    for (env_id, variant, agent), runs in groups.items():
         reference = refs.get(env_id, {"optimum": None})
-        row: dict[str, Any] = {"env_id": env_id, "agent": agent, "family": runs[0]["family"], "seeds": len(runs),
+        family = runs[0]["family"]
+        row: dict[str, Any] = {"env_id": env_id, "variant": variant, "environment": env_label(runs[0]), "agent": agent,
+                               "family": family, "uses": disclosure(agent, family), "seeds": len(runs),
                                "trained_on": runs[0].get("details", {}).get("trained_on", "default"),
                                "optimum": reference.get("optimum"),
                                "incomplete_runs": sum(1 for r in runs if r["incomplete"])}
-        row["cost"], row["cost_se"] = mean_se([r["final_cost"] for r in runs])
+        row["cost"] = iqm([r["final_cost"] for r in runs])
         gaps = [normalised_gap(r["final_cost"], reference) for r in runs]
-        row["gap"], row["gap_se"] = mean_se(gaps) if None not in gaps else (None, None)
-        row["transitions"], row["transitions_se"] = mean_se([r["transitions"] for r in runs])
-        row["seconds"], row["seconds_se"] = mean_se([r["seconds"] for r in runs])
+        row["gap"] = _estimate(gaps) if None not in gaps else None
+        row["transitions"] = iqm([r["transitions"] for r in runs])
+        row["seconds"] = iqm([r["seconds"] for r in runs])
         for target in TARGETS:
             reached = [t for r in runs if (t := time_to_target(r, reference, target)) is not None]
             row[f"reached_{target}"] = len(reached)
-            row[f"transitions_{target}"] = float(np.mean([t[0] for t in reached])) if reached else None
-            row[f"seconds_{target}"] = float(np.mean([t[1] for t in reached])) if reached else None
+            row[f"transitions_{target}"] = _estimate([t[0] for t in reached])
+            row[f"seconds_{target}"] = _estimate([t[1] for t in reached])
         best = [b for r in runs if (b := best_gap(r, reference)) is not None]
-        row["best_gap"] = min(best) if best else None
+        row["best_gap"] = iqm(best) if best else None
         rows.append(row)
     return rows
 
 
-def _number(value: float | None, digits: int = 4) -> str:
+def number(value: float | None, digits: int = 4) -> str:
+    """``value`` to ``digits`` significant digits, ``–`` for none."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}g}"
 
 
-def _plus_minus(mean: float | None, se: float | None, digits: int = 4) -> str:
-    if mean is None:
-        return "–"
-    if se is None or math.isnan(se):
-        return _number(mean, digits)
-    return f"{_number(mean, digits)} ± {_number(se, 2)}"
-
-
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """``value`` as a percentage to 3 significant digits, ``–`` for none."""
     return "–" if value is None else f"{100 * value:.3g}%"
 
 
-def _count(value: float | None) -> str:
+def count(value: float | None) -> str:
+    """``value`` rounded, with thousands separators, ``–`` for none."""
     return "–" if value is None else f"{round(value):,}"
+
+
+def interval(estimate: Sequence[float] | None, show: Callable[[float], str]) -> str:
+    """``value [low, high]`` (a zero-width interval: the value alone)."""
+    if estimate is None:
+        return "–"
+    value, low, high = estimate
+    return show(value) if low == high else f"{show(value)} [{show(low)}, {show(high)}]"
+
+
+def seconds(value: float | None) -> str:
+    """Seconds to 3 significant digits, ``–`` for none."""
+    return number(value, 3)
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The benchmark's tables in markdown: final results, then time to the 10% and 1% targets."""
-    lines = ["| environment | agent | trained on | final cost | reference | gap | transitions | training s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| environment | agent | may use | trained on | seeds | final cost | reference | gap | transitions | "
+             "training s |", "|---|---|---|---|---|---|---|---|---|---|"]
     flagged = False
     for row in rows:
-        cost = _plus_minus(row["cost"], row["cost_se"])
+        cost = number(row["cost"])
         if row["incomplete_runs"]:
             cost += f" † ({row['incomplete_runs']}/{row['seeds']})"
             flagged = True
-        gap = _percent(row["gap"])
-        if row["gap"] is not None and row["gap_se"] is not None and not math.isnan(row["gap_se"]):
-            gap += f" ± {_percent(row['gap_se'])}"
-        lines.append(f"| {row['env_id']} | {row['agent']} | {row['trained_on']} | {cost} | {_number(row['optimum'])} | "
-                     f"{gap} | {_count(row['transitions'])} | {_number(row['seconds'], 3)} |")
+        lines.append(f"| {row['environment']} | {row['agent']} | {row['uses']} | {row['trained_on']} | {row['seeds']} | "
+                     f"{cost} | {number(row['optimum'])} | {interval(row['gap'], percent)} | "
+                     f"{count(row['transitions'])} | {seconds(row['seconds'])} |")
     lines += ["", "| environment | agent | transitions to 10% | seconds to 10% | transitions to 1% | seconds to 1% | "
-              "best gap |", "|---|---|---|---|---|---|---|"]
+              "best validation gap |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         cells = []
         for target in TARGETS:
             reached = row[f"reached_{target}"]
             share = "" if reached in (0, row["seeds"]) else f" ({reached}/{row['seeds']})"
-            cells += [_count(row[f"transitions_{target}"]) + share, _number(row[f"seconds_{target}"], 3)]
-        lines.append(f"| {row['env_id']} | {row['agent']} | {' | '.join(cells)} | {_percent(row['best_gap'])} |")
-    notes = ["", "Mean ± standard error over seeds (a single seed: the value alone). gap = (cost − reference) / "
-             "|reference|, or / (zero-action cost − reference) where the reference is 0. Targets: the first learning-"
-             "curve point within the gap, averaged over the seeds that reached it ((k/n): only k of n seeds did); "
-             "best gap: the smallest over all curve points and the final evaluation."]
+            cells += [interval(row[f"transitions_{target}"], count) + share, interval(row[f"seconds_{target}"], seconds)]
+        lines.append(f"| {row['environment']} | {row['agent']} | {' | '.join(cells)} | {percent(row['best_gap'])} |")
+    notes = ["", "Interquartile mean (IQM) over seeds, with its 95% stratified-bootstrap interval [low, high] where it "
+             "has width (rliable). gap = (cost − reference) / |reference|, or / (zero-action cost − reference) where the "
+             "reference is 0, on the test starts, which serve the final score only. Targets and best validation gap: "
+             "learning-curve points on the validation starts, disjoint from the test starts; the first point within the "
+             "target, over the seeds that reached it ((k/n): only k of n seeds did). may use: what the agent may use. "
+             "[label]: a variant of the environment under the same objective."]
     if flagged:
         notes.append("† (k/n): in k of n runs some evaluation episodes ended at the time limit without reaching the "
                      "objective (an arrival the episode never made, such as a river crossing); their cost is not that of "
@@ -120,56 +146,102 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
+#: the families a gradient agent is compared against in the headline
+BASELINES = ("rl", "zeroth-order")
+
+
+def _best(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The row that reaches 1% with the fewest transitions (IQM), else 10%, else with the smallest final gap."""
+    def key(row: dict[str, Any]) -> tuple[float, float, float]:
+        to = [row[f"transitions_{t}"][0] if _reaches(row, t) else math.inf for t in sorted(TARGETS)]
+        return (*to, row["gap"][0] if row["gap"] else math.inf)  # type: ignore[return-value]
+    return min(rows, key=key)
+
+
+def _reaches(row: dict[str, Any], target: float) -> bool:
+    """Whether at least half of the row's seeds reach ``target`` on their validation curves."""
+    return 2 * row[f"reached_{target}"] >= row["seeds"] > 0
+
+
+def _progress(row: dict[str, Any]) -> str:
+    parts = []
+    for target in sorted(TARGETS):
+        share = f"{row[f'reached_{target}']}/{row['seeds']} seeds"
+        if row[f"reached_{target}"]:
+            parts.append(f"to {100 * target:g}% {interval(row[f'transitions_{target}'], count)} transitions, "
+                         f"{interval(row[f'seconds_{target}'], seconds)} s ({share})")
+        else:
+            parts.append(f"never {100 * target:g}% ({share})")
+    return f"{row['environment']} {row['agent']} ({row['uses']}): " + "; ".join(parts)
+
+
+def verdict(gradient: dict[str, Any], baseline: dict[str, Any], target: float = min(TARGETS)) -> str:
+    """Which side wins at ``target``: the gradient agent if it gets there with ≥10× fewer transitions and less
+    wall time (95% intervals apart), the baseline if it needs fewer of both; else neither."""
+    mine, theirs = _reaches(gradient, target), _reaches(baseline, target)
+    goal = f"{100 * target:g}%"
+    if mine and not theirs:
+        return f"the gradient agent wins: it reaches {goal}, the baseline does not"
+    if theirs and not mine:
+        return f"the baseline wins: it reaches {goal}, the gradient agent does not"
+    if not mine:
+        better = "the gradient agent" if _best([gradient, baseline]) is gradient else "the baseline"
+        return f"neither reaches {goal}; {better} gets closer"
+    steps, time = (gradient[f"transitions_{target}"], baseline[f"transitions_{target}"]), \
+        (gradient[f"seconds_{target}"], baseline[f"seconds_{target}"])
+    if 10 * steps[0][2] <= steps[1][1] and time[0][2] < time[1][1]:
+        return f"the gradient agent wins: ≥10× fewer transitions and less wall time to {goal}"
+    if steps[1][2] < steps[0][1] and time[1][2] < time[0][1]:
+        return f"the baseline wins: fewer transitions and less wall time to {goal}"
+    ratio, speed = steps[1][0] / max(steps[0][0], 1.0), time[1][0] / max(time[0][0], 1e-9)
+    return (f"no clear winner at {goal}: the baseline needs {ratio:.3g}× the transitions and {speed:.3g}× the wall "
+            f"time of the gradient agent (IQMs; the gradient agent wins only with ≥10× and < 1× outside the intervals)")
+
+
 def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Per environment and gradient-family agent: its transitions and seconds to 1% against the best RL baseline's."""
+    """Per environment: the best gradient agent against the best baseline (:data:`BASELINES`, every variant).
+
+    Transitions and seconds to 10% and 1% (IQM [95% CI] on the validation curves) and the
+    :func:`verdict`.
+    """
     lines = []
-    for mine in rows:
-        others = [r for r in rows if r["env_id"] == mine["env_id"] and r["family"] == "rl"]
-        if mine["family"] != "gradient" or not others or mine["optimum"] is None:
+    for env_id in dict.fromkeys(row["env_id"] for row in rows):
+        mine = [r for r in rows if r["env_id"] == env_id and r["optimum"] is not None]
+        gradients = [r for r in mine if r["family"] == "gradient"]
+        baselines = [r for r in mine if r["family"] in BASELINES]
+        if not gradients or not baselines:
             continue
-        text = f"{mine['env_id']}: {mine['agent']} "
-        if mine["transitions_0.01"] is not None:
-            text += f"reaches 1% after {_count(mine['transitions_0.01'])} transitions, {_number(mine['seconds_0.01'], 3)} s"
-        else:
-            text += f"does not reach 1% (best gap {_percent(mine['best_gap'])})"
-        for target in TARGETS:
-            reached = [r for r in others if r[f"transitions_{target}"] is not None]
-            if reached:
-                best = min(reached, key=lambda r: r[f"transitions_{target}"])
-                text += (f"; best baseline to {100 * target:g}%: {best['agent']}, {_count(best[f'transitions_{target}'])} "
-                         f"transitions, {_number(best[f'seconds_{target}'], 3)} s")
-                break
-        else:
-            best = min(others, key=lambda r: math.inf if r["best_gap"] is None else r["best_gap"])
-            text += f"; no baseline reaches 10% (best: {best['agent']}, gap {_percent(best['best_gap'])})"
-        lines.append(text)
+        gradient, baseline = _best(gradients), _best(baselines)
+        lines.append(f"{env_id}: {verdict(gradient, baseline)}. Gradient: {_progress(gradient)}. "
+                     f"Baseline: {_progress(baseline)}.")
     return lines
 
 
-CSV_FIELDS = ("env_id", "agent", "family", "seed", "final_cost", "incomplete", "gap", "transitions", "seconds",
-              "total_seconds", "trained_on", "transitions_to_10pct", "seconds_to_10pct", "transitions_to_1pct",
-              "seconds_to_1pct")
+CSV_FIELDS = ("env_id", "variant", "mode", "agent", "family", "uses", "seed", "final_cost", "incomplete", "gap",
+              "transitions", "seconds", "total_seconds", "trained_on", "transitions_to_10pct", "seconds_to_10pct",
+              "transitions_to_1pct", "seconds_to_1pct")
+
+
+def _csv_row(result: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    reach = {t: time_to_target(result, reference, t) or (None, None) for t in TARGETS}
+    return {"env_id": result["env_id"], "variant": result.get("variant", ""), "mode": result.get("mode", ""),
+            "agent": result["agent"], "family": result["family"], "uses": disclosure(result["agent"], result["family"]),
+            "seed": result["seed"], "final_cost": result["final_cost"], "incomplete": result["incomplete"],
+            "gap": normalised_gap(result["final_cost"], reference), "transitions": result["transitions"],
+            "seconds": result["seconds"], "total_seconds": result["total_seconds"],
+            "trained_on": result.get("details", {}).get("trained_on", "default"),
+            "transitions_to_10pct": reach[0.1][0], "seconds_to_10pct": reach[0.1][1],
+            "transitions_to_1pct": reach[0.01][0], "seconds_to_1pct": reach[0.01][1]}
 
 
 def report(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], out: str | os.PathLike,
            plots: bool = True) -> dict[str, Path]:
-    """Write ``results.csv``, ``results.json``, ``table.md`` (and ``curves.png``, ``final.png``) in ``out``."""
+    """Write ``results.csv``, ``results.json``, ``table.md`` (and ``curves.png``, ``final.png``, ``profile.png``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for r in results:
-        reference = refs.get(r["env_id"], {"optimum": None})
-        reach = {t: time_to_target(r, reference, t) for t in TARGETS}
-        rows.append({
-            "env_id": r["env_id"], "agent": r["agent"], "family": r["family"], "seed": r["seed"],
-            "final_cost": r["final_cost"], "incomplete": r["incomplete"],
-            "gap": normalised_gap(r["final_cost"], reference), "transitions": r["transitions"], "seconds": r["seconds"],
-            "total_seconds": r["total_seconds"], "trained_on": r.get("details", {}).get("trained_on", "default"),
-            "transitions_to_10pct": reach[0.1][0] if reach[0.1] else None,
-            "seconds_to_10pct": reach[0.1][1] if reach[0.1] else None,
-            "transitions_to_1pct": reach[0.01][0] if reach[0.01] else None,
-            "seconds_to_1pct": reach[0.01][1] if reach[0.01] else None})
+    rows = [_csv_row(r, refs.get(r["env_id"], {"optimum": None})) for r in results]
     paths = {"csv": out / "results.csv", "json": out / "results.json", "table": out / "table.md"}
+
     def write_csv(file: Any) -> None:
         writer = csv.DictWriter(file, CSV_FIELDS)
         writer.writeheader()
@@ -179,10 +251,9 @@ def report(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], o
     summary = summarise(results, refs)
     write_json(paths["json"], jsonable({"references": refs, "summary": summary, "runs": list(results)}))
     write_text(paths["table"], markdown_table(summary) + "\n" + "\n".join(f"- {line}" for line in headline(summary))
-                + "\n")
+               + "\n")
     if plots and results:
         paths["curves"] = plot_curves(results, refs, out / "curves.png")
         paths["final"] = plot_final(results, refs, out / "final.png")
+        paths["profile"] = plot_profile(results, refs, out / "profile.png")
     return paths
-
-

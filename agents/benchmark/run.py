@@ -16,21 +16,24 @@ from tqdm.auto import tqdm
 import diffenvs
 from agents import registry
 from agents.benchmark.backends import RAY_MISSING, local, ray_tasks
-from agents.benchmark.config import RunSpec
-from agents.cards import Protocol
+from agents.benchmark.config import TEST_SEED, VALIDATION_SEED, RunSpec, budget, protocol
+from agents.cards import Protocol, card
 from agents.episodes import GymPolicy, run_episodes
 from agents.files import jsonable, write_json
 
 
-def protocol_costs(env_id: str, policy: GymPolicy, episodes: int, env_kwargs: dict[str, Any] | None = None
-                   ) -> tuple[np.ndarray, int]:
+def protocol_costs(env_id: str, policy: GymPolicy, episodes: int, env_kwargs: dict[str, Any] | None = None,
+                   seed: int = TEST_SEED) -> tuple[np.ndarray, int]:
     """The protocol's episode costs, and how many episodes end by truncation where the objective is paid on arrival.
+
+    Episode ``i`` starts from ``reset(seed=seed + i)``: :data:`TEST_SEED` for the final score,
+    :data:`VALIDATION_SEED` for everything an agent or the report selects on.
 
     Only environments whose horizon is a time limit outside the problem (``horizon_ends ==
     "truncated"``, e.g. Zermelo) can fail this way; elsewhere the count is 0. One pass over the
     episodes gives both.
     """
-    costs, terminated = run_episodes(env_id, policy, episodes, env_kwargs)
+    costs, terminated = run_episodes(env_id, policy, episodes, env_kwargs, seed)
     arrival = diffenvs.problem_of(env_id, **(env_kwargs or {})).horizon_ends == "truncated"
     return costs, int((~terminated).sum()) if arrival else 0
 
@@ -41,22 +44,26 @@ def incomplete_episodes(env_id: str, policy: GymPolicy, episodes: int, env_kwarg
 
 
 class CurveCost:
-    """The benchmark's learning-curve evaluator: the mean protocol cost of a policy.
+    """The benchmark's learning-curve evaluator: the mean protocol cost of a policy on the validation starts.
 
+    Its episodes start from ``reset(seed=VALIDATION_SEED + i)``, disjoint from the test starts
+    of the final score, so that whatever an agent or the report selects on a curve (the
+    best point, the time to a target, early stopping) never sees the test set.
     It also counts each evaluation's episodes that did not reach the objective
-    (:func:`protocol_costs`), keyed by the cost it returned, so that :meth:`flag` can
-    mark the agent's curve points (an agent may evaluate more often than it keeps points).
+    (:func:`protocol_costs`), keyed by the cost it returned, so that :meth:`flag` can mark the
+    agent's curve points (an agent may evaluate more often than it keeps points).
     """
 
-    def __init__(self, env_id: str, protocol: Protocol):
-        self.env_id, self.protocol = env_id, protocol
+    def __init__(self, env_id: str, protocol: Protocol, env_kwargs: dict[str, Any] | None = None,
+                 seed: int = VALIDATION_SEED):
+        self.env_id, self.protocol, self.seed = env_id, protocol, seed
+        self.env_kwargs = dict(protocol.env_kwargs if env_kwargs is None else env_kwargs)
         self.incomplete: dict[float, int] = {}
         self.seconds = 0.0
 
     def __call__(self, policy: GymPolicy) -> float:
         start = time.perf_counter()
-        episodes, kwargs = self.protocol.episodes, self.protocol.env_kwargs
-        costs, incomplete = protocol_costs(self.env_id, policy, episodes, kwargs)
+        costs, incomplete = protocol_costs(self.env_id, policy, self.protocol.episodes, self.env_kwargs, self.seed)
         cost = float(costs.mean())
         self.incomplete[cost] = incomplete
         self.seconds += time.perf_counter() - start
@@ -68,9 +75,10 @@ class CurveCost:
 
 
 def execute(spec_data: dict[str, Any]) -> dict[str, Any]:
-    """Train and evaluate one run (in a worker process or a Ray task); never raises.
+    """Train (curve points on the validation starts) and score on the test starts one run; never raises.
 
-    Returns the run's result, or ``{"spec": ..., "error": traceback}`` if it failed.
+    Runs in a worker process or a Ray task. Returns the run's result, or
+    ``{"spec": ..., "error": traceback}`` if it failed.
     """
     import torch
 
@@ -80,14 +88,17 @@ def execute(spec_data: dict[str, Any]) -> dict[str, Any]:
         torch.manual_seed(spec.seed)
         np.random.seed(spec.seed)
         agent = registry.get(spec.agent)
-        kwargs = dict(spec.protocol.env_kwargs)
-        curve_cost = CurveCost(spec.env_id, spec.protocol)
+        kwargs = spec.env_kwargs
+        validation, test = spec.starts
+        curve_cost = CurveCost(spec.env_id, spec.protocol, kwargs, validation)
         began = time.perf_counter()
         trained = agent.train(spec.env_id, kwargs, spec.seed, spec.budget, curve_cost)
-        costs, incomplete = protocol_costs(spec.env_id, trained.policy, spec.protocol.episodes, kwargs)
+        costs, incomplete = protocol_costs(spec.env_id, trained.policy, spec.protocol.episodes, kwargs, test)
         curve = curve_cost.flag(trained.curve)
         return {
-            "spec": spec_data, "env_id": spec.env_id, "agent": spec.agent, "family": agent.family, "seed": spec.seed,
+            "spec": spec_data, "env_id": spec.env_id, "variant": spec.variant, "mode": spec.mode, "agent": spec.agent,
+            "family": agent.family, "seed": spec.seed,
+            "starts": {"validation": validation, "test": test, "episodes": spec.protocol.episodes},
             "final_cost": float(costs.mean()), "final_costs": costs.tolist(), "incomplete": incomplete,
             "transitions": int(trained.transitions), "seconds": float(trained.seconds),
             "total_seconds": time.perf_counter() - began, "curve": curve, "details": jsonable(trained.details),
@@ -110,6 +121,54 @@ def finished(out: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return result if result.get("spec") == spec.as_dict() else None
+
+
+def current_spec(stored: dict[str, Any]) -> RunSpec | None:
+    """The spec the present cards and agents give the run of a stored spec (``None``: its agent or environment is gone)."""
+    try:
+        old = RunSpec.from_dict(stored)
+        variants = card(old.env_id).variants
+        if old.variant and old.variant not in variants:
+            return None
+        extra = dict(variants[old.variant].env_kwargs) if old.variant else {}
+        return RunSpec(old.env_id, old.agent, old.seed, budget(old.mode, old.env_id, old.agent), protocol(old.env_id),
+                       old.mode, old.variant, extra)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def collect(out: str | os.PathLike, mode: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every run file of ``mode`` in ``<out>/runs`` whose spec is the present one, whatever sweep wrote it.
+
+    Returns ``(results, skipped)``: results in table order (environments as registered, the
+    protocol before its variants, agents as registered, seeds), and the names of the files
+    left out because their spec is not what the cards and agents now give (another budget,
+    protocol or variant, an unknown agent, an unreadable file). Runs of another mode are
+    neither used nor listed.
+    """
+    results, skipped = [], []
+    for path in sorted((Path(out) / "runs").glob("*.json")):
+        try:
+            result = json.loads(path.read_text())
+            stored = result["spec"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            skipped.append(path.name)
+            continue
+        if stored.get("mode", mode) != mode:
+            continue
+        spec = current_spec(stored)
+        if spec is None or spec.as_dict() != stored:
+            skipped.append(path.name)
+        else:
+            results.append(result)
+    return sorted(results, key=_table_order), skipped
+
+
+def _table_order(result: dict[str, Any]) -> tuple[int, str, int, int]:
+    envs, agents = list(diffenvs.ENV_IDS), list(registry.agents())
+    env, agent = result["env_id"], result["agent"]
+    return (envs.index(env) if env in envs else len(envs), result.get("variant", ""),
+            agents.index(agent) if agent in agents else len(agents), result["seed"])
 
 
 def sweep(specs: Sequence[RunSpec], out: str | os.PathLike, workers: int = 0, use_ray: bool = False,

@@ -33,7 +33,24 @@ class Protocol:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """The objective every agent is evaluated on (the environment's default: empty)."""
     episodes: int = 20
-    """Episodes of every evaluation, learning-curve points and final alike (starts ``reset(seed=10000 + i)``)."""
+    """Episodes of every evaluation: learning-curve points on the validation starts
+    (``reset(seed=20000 + i)``), the final score on the test starts (``reset(seed=10000 + i)``);
+    see :mod:`agents.benchmark.config`."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A labelled change of the environment for some agent families, under the same objective.
+
+    A variant's run trains and is evaluated on the protocol's ``env_kwargs`` updated with
+    ``env_kwargs``, on the same starts; the table labels its rows ``env_id [label]``. It may
+    change what an agent observes, never the reward.
+    """
+
+    env_kwargs: dict[str, Any]
+    """Added to the protocol's ``env_kwargs`` (e.g. ``{"observe": "full"}``)."""
+    families: tuple[str, ...] = ("rl", "zeroth-order")
+    """The agent families that also run this variant (beside the protocol itself)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,11 @@ class Card:
     """Analytic controllers by name, ``problem -> torch.nn.Module`` (``scripts/train.py --agent NAME``)."""
     tests: TestSettings = field(default_factory=TestSettings)
     """Settings of the fast tests."""
+    seeds: dict[str, int] = field(default_factory=dict)
+    """Seeds per (environment, agent) by benchmark mode, where the benchmark's default per mode does not
+    fit (e.g. ``{"full": 5}`` where a full run takes more than a minute); ``--seeds`` overrides both."""
+    variants: dict[str, Variant] = field(default_factory=dict)
+    """Protocol variants by label (e.g. ``"full observation"``): extra rows for the families that want them."""
 
     def budget(self, mode: str, agent: str, family: str) -> Budget | None:
         """This card's budget for ``agent`` (of ``family``) in ``mode``, ``None`` if the card sets none."""
