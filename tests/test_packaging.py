@@ -8,11 +8,12 @@ import textwrap
 
 #: the packages of the optional extra 'agents' (pyproject.toml), hidden from the child interpreter; scipy
 #: is in the extra too but torchdiffeq, a dependency of the environments, needs it already
-EXTRA = ("stable_baselines3", "matplotlib", "tqdm", "tyro")
+EXTRA = ("stable_baselines3", "matplotlib", "tqdm", "tyro", "rliable")
 
 
 def run_without_extra(code: str) -> subprocess.CompletedProcess:
-    hide = "".join(f"sys.modules[{name!r}] = None\n" for name in EXTRA)  # a None entry makes the import fail
+    # a None entry in sys.modules makes the import fail
+    hide = f"EXTRA_NAMES = {EXTRA!r}\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in EXTRA)
     program = "import sys\n" + hide + textwrap.dedent(code)
     return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
 
@@ -34,7 +35,7 @@ def test_environments_run_without_the_agents_extra() -> None:
         problem = diffenvs.problem_of("DiffCartpole-v0")
         x0 = torch.zeros(2, 4, dtype=torch.float64)
         assert torch.isfinite(diffenvs.rollout(problem, torch.zeros(3, 2, 1, dtype=torch.float64), x0, steps=3).costs).all()
-        for module in ("stable_baselines3", "matplotlib", "tqdm", "tyro"):
+        for module in EXTRA_NAMES:
             assert sys.modules[module] is None, module  # still hidden: nothing above needed it
         print("environments ok")
     """)
