@@ -219,7 +219,7 @@ def describe(env_id: str, algorithm: str) -> dict[str, Any]:
     hp = hyperparameters(env_id, algorithm)
     defaults = Hyperparameters()
     settings = {name: value for name, value in dataclasses.asdict(hp).items()
-                if name != "zoo" and value != getattr(defaults, name)}
+                if name != "zoo" and (value != getattr(defaults, name) or (name == "noise_std" and hp.noise_type))}
     return {"trained_on": training_objective(env_id).label, "zoo": hp.zoo, **settings}
 
 

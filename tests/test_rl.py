@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -134,3 +137,21 @@ def test_normalised_training_evaluates_with_the_frozen_observation_normalisation
     np.testing.assert_allclose(result.policy(observation), expected, rtol=1e-5, atol=1e-6)
     # the curve's last point is the returned policy under the protocol
     assert result.curve[-1]["cost"] == pytest.approx(evaluate("DiffCartpole-v0", result.policy, 1).mean())
+
+
+def _sanity_script():
+    spec = importlib.util.spec_from_file_location("rl_sanity", Path(__file__).resolve().parents[1] / "scripts" / "rl_sanity.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # tyro resolves the config's annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sanity_script_trains_on_pendulum_and_writes_its_table(tmp_path: Path) -> None:
+    rows = _sanity_script().main(["--algorithms", "sac", "--transitions", "200", "--eval-every", "200",
+                                  "--episodes", "1", "--out", str(tmp_path)])
+    assert [row["algorithm"] for row in rows] == ["sac"] and rows[0]["transitions"] == "200"
+    text = (tmp_path / "rl_sanity.md").read_text()
+    assert "| sac | sac.yml:Pendulum-v1 | 200 |" in text and "-157.0 ± 88.7 (20k)" in text
+    with pytest.raises(SystemExit):
+        _sanity_script().main(["--algorithms", "dqn"])
