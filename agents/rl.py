@@ -1,24 +1,20 @@
-"""Reinforcement-learning baselines: stable-baselines3 PPO, SAC and TD3, unmodified, on the Gymnasium face.
+"""Reinforcement-learning baselines: stable-baselines3 PPO, SAC and TD3, unmodified, set up as rl-baselines3-zoo runs them.
 
-The algorithms are SB3's own; this module only chooses their hyperparameters (one table,
-:data:`HYPERPARAMETERS`), the reward they train on (:data:`TRAINING_OBJECTIVES`) and
-records a learning curve with the project's one evaluation protocol
-(:func:`agents.episodes.evaluate`, deterministic policy, fixed starts).
+The algorithms are SB3's own; this module chooses their settings, the reward they train on
+(:func:`training_objective`) and records a learning curve with the project's one evaluation
+protocol (:func:`agents.episodes.evaluate`, deterministic policy, fixed starts, Gymnasium face).
+
+Hyperparameters. Each card (:mod:`agents.cards`) gives, per algorithm, the zoo's entry for the
+task nearest to its environment (:func:`agents.rl_zoo.from_zoo`, which says why) and any
+stated deviation; an environment without a card gets the zoo's ``default`` entry (SB3's
+defaults). Training runs on ``n_envs`` environments of the vector face in one batched step
+(:mod:`agents.sb3_vec`), wrapped in SB3's ``VecNormalize`` where the entry normalises.
 
 Training reward. Each baseline trains on the environment's default objective except where its
-card (:mod:`agents.cards`) names another, with the reason (e.g. the cartpole's dense quadratic
-cost where the default pays only at T). Whatever a baseline trains on, its learning curve and
-final cost are evaluated on the objective the caller asks for (``env_kwargs``; the default objective in the benchmark).
-
-Hyperparameters. :class:`Hyperparameters` holds every SB3 argument this module sets; its
-defaults apply to every (environment, algorithm) pair whose card does not list one. They are
-SB3's defaults except: (64, 64) networks for SAC and TD3 (SB3: 256, 256) and replay batches of
-128 (SB3: 256), which run 3-5x faster per step on one CPU thread and are ample for
-1-6-dimensional observations; a learning rate of 3e-4 for TD3 too (SB3: 1e-3); 1000 random
-transitions before SAC and TD3 learn (SB3: 100); PPO rollouts of 1024 transitions in
-minibatches of 128 (SB3: 2048 and 64). Where the objective is paid at the end of 100-step
-episodes, the card sets ``gamma = 0.999`` (and PPO rollouts of ten whole
-episodes), so that the discount does not hide the terminal cost.
+card names another, with the reason (e.g. the cartpole's dense quadratic cost where the
+default pays only at T). Whatever a baseline trains on, its learning curve and final cost are
+evaluated on the objective the caller asks for (``env_kwargs``; the default objective in the
+benchmark), with the policy's observation normalisation frozen at its training values.
 """
 
 from __future__ import annotations
@@ -31,58 +27,21 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3 import PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import diffenvs  # noqa: F401  (registers the ids)
 from agents.episodes import GymPolicy, evaluate
 from agents.registry import Agent, Budget, CurveCost, Trained, register
+from agents.rl_zoo import ALGORITHMS as SB3_CLASSES
+from agents.rl_zoo import Hyperparameters, from_zoo
+from agents.sb3_vec import make_vec_env
 
 ALGORITHMS = ("ppo", "sac", "td3")
 
 StepCallback = Callable[[int, dict[str, float]], bool]
 """``on_step(step, metrics) -> bool``: called at every learning-curve point; returning True stops training."""
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """The SB3 constructor arguments a table row sets; each maps to one SB3 argument of the same name."""
-
-    learning_rate: float = 3e-4
-    """Adam step size (all algorithms)."""
-    hidden: tuple[int, ...] = (64, 64)
-    """Hidden layer widths of the actor and of the critic (SB3 ``net_arch``)."""
-    gamma: float = 0.99
-    """Discount factor."""
-    batch_size: int = 128
-    """Minibatch size (PPO) or replay batch size (SAC, TD3)."""
-    n_steps: int = 1024
-    """PPO: transitions collected per update."""
-    n_epochs: int = 10
-    """PPO: passes over each rollout."""
-    gae_lambda: float = 0.95
-    """PPO: GAE lambda."""
-    ent_coef: float = 0.0
-    """PPO: entropy bonus coefficient (SAC tunes its own entropy automatically)."""
-    learning_starts: int = 1000
-    """SAC, TD3: uniformly random transitions collected before learning."""
-    buffer_size: int = 1_000_000
-    """SAC, TD3: replay buffer capacity."""
-    train_freq: int = 1
-    """SAC, TD3: environment steps between updates."""
-    gradient_steps: int = 1
-    """SAC, TD3: gradient steps per update."""
-    action_noise: float = 0.1
-    """TD3: standard deviation of the Gaussian exploration noise, in action units ([-1, 1])."""
-
-    def __post_init__(self) -> None:
-        for name in ("learning_rate", "batch_size", "n_steps", "n_epochs", "buffer_size", "train_freq", "gradient_steps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma!r}")
 
 
 @dataclass(frozen=True)
@@ -98,11 +57,11 @@ class TrainingObjective:
 
 
 def hyperparameters(env_id: str, algorithm: str) -> Hyperparameters:
-    """The hyperparameters of ``algorithm`` on ``env_id``: its card's, else the defaults."""
+    """The hyperparameters of ``algorithm`` on ``env_id``: its card's, else the zoo's ``default`` entry."""
     from agents.cards import card
 
     _check_algorithm(algorithm)
-    return card(env_id).rl_hyperparameters.get(algorithm, Hyperparameters())
+    return card(env_id).rl_hyperparameters.get(algorithm) or from_zoo(algorithm, "default")
 
 
 def training_objective(env_id: str) -> TrainingObjective:
@@ -132,28 +91,38 @@ def _check_algorithm(algorithm: str) -> None:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
 
 
-def make_model(algorithm: str, env: gym.Env, hp: Hyperparameters, seed: int) -> BaseAlgorithm:
-    """The SB3 model for ``algorithm`` on ``env`` with the hyperparameters ``hp``."""
+def make_model(algorithm: str, env: VecEnv, hp: Hyperparameters, seed: int) -> BaseAlgorithm:
+    """The SB3 model for ``algorithm`` on ``env`` with the hyperparameters ``hp`` (CPU, silent)."""
     _check_algorithm(algorithm)
-    common = dict(learning_rate=hp.learning_rate, gamma=hp.gamma, batch_size=hp.batch_size, seed=seed,
-                  device="cpu", verbose=0, policy_kwargs=dict(net_arch=list(hp.hidden)))
-    if algorithm == "ppo":
-        return PPO("MlpPolicy", env, n_steps=hp.n_steps, n_epochs=hp.n_epochs, gae_lambda=hp.gae_lambda,
-                   ent_coef=hp.ent_coef, **common)
-    off_policy = dict(learning_starts=hp.learning_starts, buffer_size=hp.buffer_size, train_freq=hp.train_freq,
-                      gradient_steps=hp.gradient_steps, **common)
-    if algorithm == "sac":
-        return SAC("MlpPolicy", env, **off_policy)
-    dim = env.action_space.shape[0]
-    noise = NormalActionNoise(np.zeros(dim), hp.action_noise * np.ones(dim))
-    return TD3("MlpPolicy", env, action_noise=noise, **off_policy)
+    arguments = hp.sb3_arguments(algorithm, env.action_space.shape[0])
+    return SB3_CLASSES[algorithm]("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **arguments)
+
+
+def observation_normaliser(model: BaseAlgorithm) -> Callable[[np.ndarray], np.ndarray]:
+    """The model's observation normalisation, frozen now: ``VecNormalize``'s, or the identity.
+
+    With running mean :math:`\\mu` and variance :math:`\\sigma^2` of the training observations,
+    :math:`\\hat o = \\mathrm{clip}((o - \\mu) / \\sqrt{\\sigma^2 + \\epsilon}, -c, c)`
+    (``VecNormalize.normalize_obs`` with its statistics copied, so that further training does not move them).
+    """
+    normaliser = model.get_vec_normalize_env()
+    if normaliser is None or not normaliser.norm_obs:
+        return lambda observation: observation
+    mean, var = normaliser.obs_rms.mean.copy(), normaliser.obs_rms.var.copy()
+    epsilon, clip = normaliser.epsilon, normaliser.clip_obs
+
+    def normalise(observation: np.ndarray) -> np.ndarray:
+        return np.clip((observation - mean) / np.sqrt(var + epsilon), -clip, clip).astype(np.float32)
+
+    return normalise
 
 
 def deterministic_policy(model: BaseAlgorithm) -> GymPolicy:
-    """The model's deterministic action as a Gymnasium policy."""
+    """The model's deterministic action as a Gymnasium policy, its observation normalisation frozen now."""
+    normalise = observation_normaliser(model)
 
     def policy(observation: np.ndarray) -> np.ndarray:
-        return model.predict(observation, deterministic=True)[0]
+        return model.predict(normalise(np.asarray(observation)), deterministic=True)[0]
 
     return policy
 
@@ -216,7 +185,9 @@ def train(env_id: str, algorithm: str, budget: Budget, seed: int = 0, env_kwargs
     is the mean cost of ``eval_episodes`` deterministic episodes of
     :func:`agents.episodes.evaluate` on ``env_kwargs`` as given, or ``curve_cost(policy)`` when
     given (the benchmark's protocol). ``hp`` replaces the card's hyperparameters when given;
-    ``seed`` seeds the algorithm and the training environment's resets.
+    ``seed`` seeds the algorithm and the training environments' resets (environment ``i``:
+    ``seed + i``). Training steps ``hp.n_envs`` environments at once, so it may end up to
+    ``n_envs - 1`` transitions (PPO: up to one rollout) past ``budget.transitions``.
     """
     _check_algorithm(algorithm)
     if env_id not in gym.registry:
@@ -224,9 +195,11 @@ def train(env_id: str, algorithm: str, budget: Budget, seed: int = 0, env_kwargs
     if not isinstance(budget, Budget):
         raise TypeError(f"budget must be an agents.registry.Budget, got {type(budget).__name__}")
     env_kwargs = dict(env_kwargs or {})
-    train_env = gym.make(env_id, **{**env_kwargs, **training_objective(env_id).env_kwargs})
-    train_env.reset(seed=seed)
     hp = hyperparameters(env_id, algorithm) if hp is None else hp
+    train_env = make_vec_env(env_id, hp.n_envs, seed, {**env_kwargs, **training_objective(env_id).env_kwargs})
+    if hp.norm_obs or hp.norm_reward:  # the zoo's normalisation: its gamma for the return's scale
+        train_env = VecNormalize(train_env, norm_obs=hp.norm_obs, norm_reward=hp.norm_reward,
+                                 gamma=0.99 if hp.gamma is None else hp.gamma)
     model = make_model(algorithm, train_env, hp, seed)
 
     def evaluate_cost(policy: GymPolicy) -> float:
@@ -239,8 +212,15 @@ def train(env_id: str, algorithm: str, budget: Budget, seed: int = 0, env_kwargs
 
 
 def describe(env_id: str, algorithm: str) -> dict[str, Any]:
-    """The training objective and the hyperparameters of ``algorithm`` in ``env_id`` (for reports)."""
-    return {"trained_on": training_objective(env_id).label, **dataclasses.asdict(hyperparameters(env_id, algorithm))}
+    """The training objective, the zoo entry and the hyperparameters of ``algorithm`` in ``env_id`` (for reports).
+
+    Only the settings the entry sets are listed; the others are SB3's defaults.
+    """
+    hp = hyperparameters(env_id, algorithm)
+    defaults = Hyperparameters()
+    settings = {name: value for name, value in dataclasses.asdict(hp).items()
+                if name != "zoo" and (value != getattr(defaults, name) or (name == "noise_std" and hp.noise_type))}
+    return {"trained_on": training_objective(env_id).label, "zoo": hp.zoo, **settings}
 
 
 def _benchmark_train(algorithm: str) -> Callable[..., Trained]:
@@ -253,5 +233,6 @@ def _benchmark_train(algorithm: str) -> Callable[..., Trained]:
 
 
 for _algorithm, _cost in (("ppo", 1.0), ("sac", 4.0), ("td3", 2.0)):
-    register(Agent(_algorithm, "rl", f"stable-baselines3 {_algorithm.upper()} on the Gymnasium face (hyperparameters: "
-                   "the environment's card, else agents.rl.Hyperparameters)", _benchmark_train(_algorithm), cost=_cost))
+    register(Agent(_algorithm, "rl", f"stable-baselines3 {_algorithm.upper()} on the vector face (hyperparameters: "
+                   "rl-baselines3-zoo's entry for the nearest task, from the environment's card)",
+                   _benchmark_train(_algorithm), cost=_cost))

@@ -11,6 +11,7 @@ from agents.cards import Card, Protocol, TestSettings, register
 from agents.episodes import Episode, evaluate, gym_policy
 from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
+from agents.rl_zoo import from_zoo
 from diffenvs import problem_of
 
 ENV_ID = "DiffDecayDesign-v0"
@@ -36,8 +37,17 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
                               problem, greedy, greedy_cost, belief_probe, plane=(0, 1))
 
 
+#: rl-baselines3-zoo's nearest task: Pendulum-v1 (hyperparams/{ppo,sac,td3}.yml, entry Pendulum-v1), the zoo's small
+#: continuous-control task with a dense reward (here the information gain of each measurement). Two deviations scale
+#: the zoo's 20k and 100k budgets to this card's 5k: TD3 collects random transitions for half the budget as the zoo
+#: does (2500 of 5k, the zoo 10k of 20k), and PPO rollouts of 4 x 128 transitions (the zoo 4 x 1024) give ten updates,
+#: where the zoo's rollouts would give one.
+ZOO = {"ppo": from_zoo("ppo", "Pendulum-v1", n_steps=128), "sac": from_zoo("sac", "Pendulum-v1"),
+       "td3": from_zoo("td3", "Pendulum-v1", learning_starts=2500)}
+
 CARD = register(Card(
     env_id=ENV_ID,
+    rl_hyperparameters=ZOO,
     protocol=Protocol(episodes=20),
     budgets={
         "quick": {"rl": Budget(2_000, 30.0, 500), "neural-ode": Budget(1_000, 30.0, 100)},

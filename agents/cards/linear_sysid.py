@@ -11,7 +11,8 @@ from agents.cards import Card, Protocol, TestSettings, register
 from agents.episodes import evaluate
 from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
-from agents.rl import Hyperparameters
+from agents.rl import ALGORITHMS
+from agents.rl_zoo import from_zoo
 from diffenvs import problem_of
 
 ENV_ID = "DiffLinearSysID-v0"
@@ -40,14 +41,17 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference | N
                               "protocol", problem, None, oracle_cost)
 
 
-#: the whole objective is paid at the last of 100 steps: a discount that does not hide it
-_FAR_SIGHTED = {"ppo": Hyperparameters(gamma=0.999, n_steps=1000, batch_size=100),
-                "sac": Hyperparameters(gamma=0.999), "td3": Hyperparameters(gamma=0.999)}
+#: rl-baselines3-zoo's nearest task: Pendulum-v1 (hyperparams/{ppo,sac,td3}.yml, entry Pendulum-v1). The zoo has no
+#: identification task; Pendulum-v1 is its small continuous-control task, tuned for budgets of this order. One
+#: deviation: the whole objective is paid at the last of 100 steps, which the zoo's discounts (PPO 0.9, TD3 0.98, SAC
+#: 0.99) would weigh by 3e-5, 0.13 and 0.37 at the first step; gamma = 0.999 weighs it by 0.9.
+ZOO = {algorithm: from_zoo(algorithm, "Pendulum-v1", gamma=0.999) for algorithm in ALGORITHMS}
+
 
 CARD = register(Card(
     env_id=ENV_ID,
     neural_ode=lambda env_kwargs: dict(TUNED),
-    rl_hyperparameters=_FAR_SIGHTED,
+    rl_hyperparameters=ZOO,
     protocol=Protocol(episodes=50),
     budgets={
         "quick": {"neural-ode": Budget(80_000, 30.0, 8_000), "planning": Budget(30_000, 30.0)},
