@@ -60,7 +60,7 @@ def play(env_id: str, policy: GymPolicy, episodes: int = 1, env_kwargs: dict[str
     if not (isinstance(episodes, int) and episodes >= 1):
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     env = gym.make(env_id, **(env_kwargs or {}))
-    problem = env.unwrapped.problem
+    problem = env.unwrapped.problem if record else None  # a recorded trajectory is in the definition's units
     played = []
     for i in range(episodes):
         options = None if states is None else {"state": states[i]}

@@ -6,8 +6,7 @@ trains each algorithm on gymnasium's ``Pendulum-v1`` with rl-baselines3-zoo's en
 (:data:`agents.rl_zoo.ZOO`) and its budget (``n_timesteps``: 20k for SAC and TD3, 100k for
 PPO; ``--transitions`` overrides), by the very code the benchmark runs (:func:`agents.rl.train`),
 then scores the final deterministic policy by the project's protocol: episode ``i`` from
-``reset(seed=10000 + i)``, cost minus the return (:func:`returns`: the loop of
-:func:`agents.episodes.play`, which reads a diffenvs problem and so runs on diffenvs ids only). Writes
+``reset(seed=10000 + i)``, the return (:func:`agents.episodes.evaluate` gives its cost). Writes
 ``<out>/rl_sanity.md``: the mean return ± standard deviation over the episodes and the wall
 time, beside the zoo's published score (rl-baselines3-zoo ``benchmark.md``).
 """
@@ -20,12 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import gymnasium as gym
-import numpy as np
 import torch
 
 from agents import cli, rl
-from agents.episodes import EVAL_SEED, GymPolicy
+from agents.episodes import evaluate
 from agents.files import write_text
 from agents.registry import Budget
 from agents.rl_zoo import from_zoo
@@ -66,29 +63,14 @@ class SanityConfig:
 PUBLISHED = {"ppo": "-172.2 ± 104.2 (100k)", "sac": "-157.0 ± 88.7 (20k)", "td3": "-151.9 ± 90.2 (20k)"}
 
 
-def returns(env_id: str, policy: GymPolicy, episodes: int, seed: int = EVAL_SEED) -> np.ndarray:
-    """The return of ``policy`` in each of ``episodes`` episodes of ``env_id``, episode ``i`` from ``reset(seed=seed + i)``."""
-    env = gym.make(env_id)
-    totals = np.zeros(episodes)
-    for i in range(episodes):
-        observation, _ = env.reset(seed=seed + i)
-        done = False
-        while not done:
-            observation, reward, terminated, truncated, _ = env.step(policy(observation))
-            totals[i] += float(reward)
-            done = terminated or truncated
-    env.close()
-    return totals
-
-
 def run(config: SanityConfig, algorithm: str) -> dict[str, str]:
     """Train ``algorithm`` and score its final policy; one row of the table."""
     hp = from_zoo(algorithm, config.env_id)
     transitions = config.transitions or hp.n_timesteps
     start = time.perf_counter()
     result = rl.train(config.env_id, algorithm, Budget(transitions, config.seconds, config.eval_every), config.seed,
-                      hp=hp, curve_cost=lambda policy: -float(returns(config.env_id, policy, config.episodes).mean()))
-    final = returns(config.env_id, result.policy, config.episodes)
+                      hp=hp, curve_cost=lambda policy: float(evaluate(config.env_id, policy, config.episodes).mean()))
+    final = -evaluate(config.env_id, result.policy, config.episodes)  # returns: minus the costs
     return {"algorithm": algorithm, "zoo entry": hp.zoo, "transitions": str(result.transitions),
             "return": f"{final.mean():.1f} ± {final.std():.1f}",
             "zoo's score": PUBLISHED.get(algorithm, "") if config.env_id == "Pendulum-v1" else "",
