@@ -65,8 +65,9 @@ def train(env_id: str, budget: Budget, config: EvolutionConfig | None = None, en
     derivatives) and tells it their mean costs. It counts every simulated transition,
     :math:`P \\times B \\times T`. Generations run while the next one fits in
     ``budget.transitions`` (at least one runs) and the training clock is under
-    ``budget.seconds``. Every ``budget.eval_every`` transitions, and after the last generation,
-    ``curve_cost`` (if given) scores the mean weights; its time is not on the training clock.
+    ``budget.seconds``. After the first generation past each multiple of ``budget.eval_every``
+    transitions, and after the last generation, ``curve_cost`` (if given) scores the mean
+    weights; its time is not on the training clock.
     """
     env_kwargs = dict(env_kwargs or {})
     config = EvolutionConfig() if config is None else config
@@ -116,8 +117,8 @@ def _loop(result: EvolutionResult, budget: Budget, curve_cost: CurveCost | None)
         result.history.append({"generation": len(result.history), "transitions": transitions, "seconds": seconds,
                                "mean_cost": float(finite.mean()) if finite.numel() else float("nan"),
                                "best_cost": float(finite.min()) if finite.numel() else float("nan")})
-        if transitions >= next_point:
-            next_point = transitions + budget.eval_every
+        if transitions >= next_point:  # the first generation past each multiple of eval_every
+            next_point += budget.eval_every * ((transitions - next_point) // budget.eval_every + 1)
             point()
     if not result.curve or result.curve[-1]["transitions"] != transitions:
         point()
