@@ -14,7 +14,7 @@ from agents.evolution.config import EvolutionConfig
 from agents.evolution.population import flat_weights, load_weights, population_costs
 from agents.evolution.strategies import strategy
 from agents.neural_ode import PolicyNetwork, initial_states
-from agents.registry import Agent, Budget, CurveCost, Trained, register
+from agents.registry import Agent, Budget, CurveCost, Trained, TrainFunction, register
 from diffenvs import problem_of
 from diffenvs.core.problem import Problem
 
@@ -125,9 +125,10 @@ def _loop(result: EvolutionResult, budget: Budget, curve_cost: CurveCost | None)
     load_weights(network, search.mean)
 
 
-def _adapter(strategy_name: str):  # noqa: ANN202  (a TrainFunction)
+def _adapter(strategy_name: str) -> TrainFunction:
     def train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget,
                     curve_cost: CurveCost) -> Trained:
+        """The benchmark adapter: the default :class:`EvolutionConfig` with the run's seed."""
         config = EvolutionConfig(strategy=strategy_name, seed=seed)
         result = train(env_id, budget, config, env_kwargs, curve_cost)
         details = {"generations": len(result.history), "population": config.population, "sigma": config.sigma,
