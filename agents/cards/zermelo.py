@@ -38,7 +38,7 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
 #: 2-D navigation task at this scale. Its small continuous tasks are Pendulum-v1 (a dense reward, like the crossing's
 #: -dx per step; tuned for 20k transitions, this card's budget) and MountainCarContinuous-v0, whose entries are tuned
 #: for hard exploration of a sparse reward (SAC ent_coef 0.1, gSDE with log_std_init -3.67) that the crossing does
-#: not pose: every heading reaches the far bank.
+#: not pose: it pays -dx every step, and the straight-across completion if the time limit comes first.
 ZOO = {algorithm: from_zoo(algorithm, "Pendulum-v1") for algorithm in ALGORITHMS}
 
 CARD = register(Card(
