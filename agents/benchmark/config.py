@@ -12,7 +12,7 @@ from typing import Any
 import gymnasium as gym
 
 from agents import registry
-from agents.cards import Protocol, card
+from agents.cards import QUICK_SECONDS, Protocol, card
 from agents.episodes import EVAL_SEED
 from agents.registry import Budget
 
@@ -28,10 +28,10 @@ DEFAULT_SEEDS = {"quick": 1, "full": 10}
 
 #: budgets per mode and agent family where an environment's card sets none
 DEFAULT_BUDGETS: dict[str, dict[str, Budget]] = {
-    "quick": {  # minutes in all on two cores: every run also stops after 30 s of training
-        "rl": Budget(transitions=5_000, seconds=30.0, eval_every=1_000),
-        "zeroth-order": Budget(transitions=5_000, seconds=30.0, eval_every=1_000),
-        "gradient": Budget(transitions=10_000, seconds=30.0, eval_every=1_000),
+    "quick": {  # minutes in all on two cores: every run also stops after QUICK_SECONDS of training
+        "rl": Budget(transitions=5_000, seconds=QUICK_SECONDS, eval_every=1_000),
+        "zeroth-order": Budget(transitions=5_000, seconds=QUICK_SECONDS, eval_every=1_000),
+        "gradient": Budget(transitions=10_000, seconds=QUICK_SECONDS, eval_every=1_000),
         "reference": Budget(transitions=1),
     },
     "full": {

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from agents.rl import Hyperparameters, TrainingObjective
 
 
+#: the quick mode's cap on each run's training seconds: a smoke run of the whole pipeline, not a result
+QUICK_SECONDS = 15.0
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How an environment is evaluated in the benchmark."""

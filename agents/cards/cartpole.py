@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from agents import analytic
-from agents.cards import Card, Protocol, TestSettings, register
+from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
 from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
 from agents.rl import ALGORITHMS, TrainingObjective
@@ -75,7 +75,7 @@ CARD = register(Card(
     rl_hyperparameters=ZOO,
     protocol=Protocol(episodes=20),
     budgets={
-        "quick": {"rl": Budget(10_000, 30.0, 2_000), "neural-ode": Budget(80_000, 30.0, 8_000)},
+        "quick": {"rl": Budget(10_000, QUICK_SECONDS, 2_000), "neural-ode": Budget(80_000, QUICK_SECONDS, 8_000)},
         "full": {"rl": Budget(30_000, eval_every=2_500), "ppo": Budget(60_000, eval_every=2_500),
                  "neural-ode": Budget(tuned_run_transitions(SWING_UP, 100), eval_every=8_000)},  # its tuned run
     },

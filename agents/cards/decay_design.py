@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from agents import analytic
-from agents.cards import Card, Protocol, TestSettings, register
+from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
 from agents.episodes import Episode, evaluate, gym_policy
 from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
@@ -50,7 +50,7 @@ CARD = register(Card(
     rl_hyperparameters=ZOO,
     protocol=Protocol(episodes=20),
     budgets={
-        "quick": {"rl": Budget(2_000, 30.0, 500), "neural-ode": Budget(1_000, 30.0, 100)},
+        "quick": {"rl": Budget(2_000, QUICK_SECONDS, 500), "neural-ode": Budget(1_000, QUICK_SECONDS, 100)},
         "full": {"rl": Budget(5_000, eval_every=250),
                  "neural-ode": Budget(tuned_run_transitions({}, 10), eval_every=50)},  # its default run
     },

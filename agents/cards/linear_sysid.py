@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from agents import analytic
-from agents.cards import Card, Protocol, TestSettings, register
+from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
 from agents.episodes import evaluate
 from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
@@ -54,7 +54,7 @@ CARD = register(Card(
     rl_hyperparameters=ZOO,
     protocol=Protocol(episodes=50),
     budgets={
-        "quick": {"neural-ode": Budget(80_000, 30.0, 8_000), "planning": Budget(30_000, 30.0)},
+        "quick": {"neural-ode": Budget(80_000, QUICK_SECONDS, 8_000), "planning": Budget(30_000, QUICK_SECONDS)},
         "full": {"neural-ode": Budget(tuned_run_transitions(TUNED, 100), eval_every=8_000),  # its tuned run
                   "planning": Budget(60_000)},
     },

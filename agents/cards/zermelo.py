@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from agents import analytic
-from agents.cards import Card, Protocol, TestSettings, register
+from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
 from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
 from agents.rl import ALGORITHMS
@@ -48,7 +48,7 @@ CARD = register(Card(
     # the start is deterministic, so one episode of a deterministic policy is exact
     protocol=Protocol(episodes=1),
     budgets={
-        "quick": {"rl": Budget(5_000, 30.0, 1_000), "neural-ode": Budget(15_000, 30.0, 1_500)},
+        "quick": {"rl": Budget(5_000, QUICK_SECONDS, 1_000), "neural-ode": Budget(15_000, QUICK_SECONDS, 1_500)},
         "full": {"rl": Budget(20_000, eval_every=1_000),
                  "neural-ode": Budget(tuned_run_transitions(TUNED, TUNED["steps"]), eval_every=1_500)},  # its tuned run
     },
