@@ -138,3 +138,29 @@ def gym_policy(policy: Callable[[torch.Tensor], torch.Tensor], problem: Any, dty
 def controls_on(problem: Any, policy: GymPolicy, observations: np.ndarray) -> np.ndarray:
     """Physical controls ``(k, m)`` a Gymnasium policy applies at each of ``observations``."""
     return np.array([physical_control(problem, policy(np.asarray(o, np.float32))) for o in observations])
+
+
+class TrainedNetwork:
+    """What a training run of a torch policy network hands back, read from its ``history``.
+
+    A subclass (a dataclass) has ``problem``, ``policy`` (observations -> physical controls) and
+    ``history``, one dict per iteration with at least the cumulative ``transitions`` and ``seconds``.
+    """
+
+    problem: Any
+    policy: torch.nn.Module
+    history: list[dict[str, float]]
+
+    @property
+    def transitions(self) -> int:
+        """Simulated transitions of the whole run."""
+        return int(self.history[-1]["transitions"]) if self.history else 0
+
+    @property
+    def seconds(self) -> float:
+        """Training wall time of the whole run."""
+        return float(self.history[-1]["seconds"]) if self.history else 0.0
+
+    def gym_policy(self) -> GymPolicy:
+        """The network as a Gymnasium policy: numpy observation -> action in [-1, 1]."""
+        return gym_policy(self.policy, self.problem)

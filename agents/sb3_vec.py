@@ -9,7 +9,7 @@ SB3 and Gymnasium's vector face disagree on one thing, the autoreset:
   last one in ``infos[i]["terminal_observation"]`` and ``infos[i]["TimeLimit.truncated"]``
   set for an episode cut short rather than ended.
 
-:class:`NativeVecEnv` bridges them: after each batched ``step`` it restarts the environments
+:class:`NativeVecEnv` bridges them: after each batched ``step`` it restarts the environments (``DiffVectorEnv.restart_episodes``)
 that just ended, drawing exactly the start the next-step autoreset would have drawn (the
 same counter-based draw: episode ``k + 1`` of environment ``i``), and clears their pending
 autoreset. So the transitions SB3 sees equal those of SB3's ``DummyVecEnv`` over single
@@ -27,35 +27,12 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 import diffenvs  # noqa: F401  (registers the ids)
 from diffenvs.core.vector_face import DiffVectorEnv
-
-
-def restart(env: DiffVectorEnv, indices: np.ndarray) -> np.ndarray:
-    """Start the next episode of the environments ``indices`` of ``env`` now; their first observations.
-
-    This is the vector face's next-step autoreset (``DiffVectorEnv.step``) run at once: the
-    episode counter of each environment advances by one, its start is drawn from that
-    counter, its step count is zeroed, and its pending autoreset is cleared so that the
-    next ``step`` applies its action. The vector face has no partial reset in its public
-    API (Gymnasium's ``reset(options={"reset_mask": ...})``); this function is the one
-    place that reaches into its state, and the equality test against ``DummyVecEnv`` guards it.
-    """
-    env._episodes[indices] += np.uint64(1)
-    fresh = env._initial(indices)
-    index = torch.as_tensor(indices, device=env.device)
-    env._x = tuple(c.index_copy(0, index, f) for c, f in zip(env._x, fresh))
-    env._x0 = tuple(c.index_copy(0, index, f) for c, f in zip(env._x0, fresh))
-    env._steps = env._steps.index_fill(0, index, 0)
-    first = env._observe(env._steps[index], fresh).to(torch.float32)
-    env._obs = env._obs.index_copy(0, index, first)
-    env._autoreset[indices] = False
-    return first.cpu().numpy()
 
 
 class NativeVecEnv(VecEnv):
@@ -99,7 +76,7 @@ class NativeVecEnv(VecEnv):
         if len(ended):
             for i in ended:
                 infos[i]["terminal_observation"] = observation[i].copy()
-            observation[ended] = restart(self.vector_env, ended)
+            observation[ended] = self.vector_env.restart_episodes(ended)
         return observation, reward.astype(np.float32), dones, infos
 
     def close(self) -> None:

@@ -76,3 +76,17 @@ def test_ids_without_a_vector_face_use_dummy_vec_env_and_bad_input_is_named() ->
         make_vec_env("DiffZermelo-v0", 0, 0)
     with pytest.raises(TypeError, match="vector_env"):
         NativeVecEnv(gym.make("DiffZermelo-v0"))
+
+
+def test_restart_episodes_is_the_autoreset_draw_and_checks_its_indices() -> None:
+    envs = gym.make_vec("DiffCartpole-v0", num_envs=3, vectorization_mode="vector_entry_point")
+    with pytest.raises(gym.error.ResetNeeded):
+        envs.unwrapped.restart_episodes([0])
+    envs.reset(seed=5)
+    first = envs.unwrapped.restart_episodes([1])  # episode 1 of environment 1
+    single = gym.make("DiffCartpole-v0")
+    single.reset(seed=6)
+    expected, _ = single.reset()  # the second episode of a single env seeded 5 + 1
+    np.testing.assert_array_equal(first[0], expected)
+    with pytest.raises(ValueError, match="indices"):
+        envs.unwrapped.restart_episodes([3])

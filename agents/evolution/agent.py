@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from agents.episodes import GymPolicy, gym_policy
+from agents.episodes import TrainedNetwork, gym_policy
 from agents.evolution.config import EvolutionConfig
 from agents.evolution.population import flat_weights, load_weights, population_costs
 from agents.evolution.strategies import strategy
@@ -20,7 +20,7 @@ from diffenvs.core.problem import Problem
 
 
 @dataclass
-class EvolutionResult:
+class EvolutionResult(TrainedNetwork):
     """What :func:`train` returns: the mean weights as a ``policy`` network, its learning ``curve`` and ``history``.
 
     ``history`` has one dict per generation (``generation``, ``mean_cost`` and ``best_cost`` of
@@ -35,18 +35,6 @@ class EvolutionResult:
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
     curve: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def transitions(self) -> int:
-        return int(self.history[-1]["transitions"]) if self.history else 0
-
-    @property
-    def seconds(self) -> float:
-        return float(self.history[-1]["seconds"]) if self.history else 0.0
-
-    def gym_policy(self) -> GymPolicy:
-        """The mean weights as a Gymnasium policy: numpy observation -> action in [-1, 1]."""
-        return gym_policy(self.policy, self.problem)
 
 
 def generation_transitions(config: EvolutionConfig, env_id: str, env_kwargs: dict[str, Any] | None = None) -> int:

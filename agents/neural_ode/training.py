@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from agents.episodes import GymPolicy, gym_policy
+from agents.episodes import TrainedNetwork
 from agents.files import load_checkpoint, save_checkpoint
 from agents.neural_ode.config import LBFGS_EVALUATIONS, Callback, NeuralOdeConfig, default_config
 from agents.neural_ode.network import PolicyNetwork, initial_states
@@ -28,7 +28,7 @@ class NonFiniteError(RuntimeError):
 
 
 @dataclass
-class NeuralOdeResult:
+class NeuralOdeResult(TrainedNetwork):
     """What :func:`train` returns: the trained ``policy`` (torch path), its ``problem`` and the learning ``history``.
 
     ``history`` holds one dict per iteration (``iteration``, ``loss``, ``grad_norm``,
@@ -44,18 +44,6 @@ class NeuralOdeResult:
     policy: PolicyNetwork
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: bool = False
-
-    @property
-    def transitions(self) -> int:
-        return int(self.history[-1]["transitions"]) if self.history else 0
-
-    @property
-    def seconds(self) -> float:
-        return float(self.history[-1]["seconds"]) if self.history else 0.0
-
-    def gym_policy(self) -> GymPolicy:
-        """The trained network as a Gymnasium policy: numpy observation -> action in [-1, 1]."""
-        return gym_policy(self.policy, self.problem)
 
 
 def _grad_norm(parameters: list[torch.Tensor]) -> torch.Tensor:

@@ -139,16 +139,39 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         # next-step autoreset: environments whose episode ended at the previous step restart now
         reset = np.flatnonzero(self._autoreset)
         if len(reset):
-            self._episodes[reset] += np.uint64(1)
-            fresh = self._initial(reset)
-            index = torch.as_tensor(reset, device=self.device)
-            self._x = tuple(c.index_copy(0, index, f) for c, f in zip(self._x, fresh))
-            self._x0 = tuple(c.index_copy(0, index, f) for c, f in zip(self._x0, fresh))
-            self._steps = self._steps.index_fill(0, index, 0)
-            self._obs = self._obs.index_copy(0, index, self._observe(self._steps[index], fresh).to(torch.float32))
+            self._restart(reset)
             reward[reset], terminated[reset], truncated[reset] = 0.0, False, False
         self._autoreset = terminated | truncated
         return self._obs.cpu().numpy().copy(), reward, terminated, truncated, info
+
+    def _restart(self, indices: np.ndarray) -> torch.Tensor:
+        """Start the next episode of the environments ``indices`` (their counters advance by one); their first
+        observations, float32."""
+        self._episodes[indices] += np.uint64(1)
+        fresh = self._initial(indices)
+        index = torch.as_tensor(indices, device=self.device)
+        self._x = tuple(c.index_copy(0, index, f) for c, f in zip(self._x, fresh))
+        self._x0 = tuple(c.index_copy(0, index, f) for c, f in zip(self._x0, fresh))
+        self._steps = self._steps.index_fill(0, index, 0)
+        first = self._observe(self._steps[index], fresh).to(torch.float32)
+        self._obs = self._obs.index_copy(0, index, first)
+        self._autoreset[indices] = False
+        return first
+
+    def restart_episodes(self, indices: Any) -> np.ndarray:
+        """Start the next episode of the environments ``indices`` now, as the next-step autoreset would; their
+        first observations ``(len(indices), obs)``.
+
+        The draw is the one the autoreset would make (each environment's episode counter advances by
+        one), so a same-step-autoreset wrapper (e.g. an SB3 ``VecEnv``) gives the trajectories of the
+        single environments. The pending autoreset of those environments is cleared.
+        """
+        if self._x is None:
+            raise ResetNeeded("call reset() before restart_episodes()")
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size and (indices.min() < 0 or indices.max() >= self.num_envs):
+            raise ValueError(f"indices must lie in [0, {self.num_envs}), got {indices.tolist()}")
+        return self._restart(indices).cpu().numpy()
 
     def _observation(self) -> np.ndarray:
         self._obs = self._observe(self._steps, self._x).to(torch.float32)
