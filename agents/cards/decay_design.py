@@ -9,7 +9,6 @@ import numpy as np
 from agents import analytic
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
 from agents.episodes import Episode, evaluate, gym_policy
-from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
 from agents.rl_zoo import from_zoo
 from diffenvs import problem_of
@@ -51,8 +50,9 @@ CARD = register(Card(
     protocol=Protocol(episodes=20),
     budgets={
         "quick": {"rl": Budget(2_000, QUICK_SECONDS, 500), "neural-ode": Budget(1_000, QUICK_SECONDS, 100)},
-        "full": {"rl": Budget(5_000, eval_every=250),
-                 "neural-ode": Budget(tuned_run_transitions({}, 10), eval_every=50)},  # its default run
+        # equal footing: every learning agent gets the same 5,000 transitions and the same curve grid
+        "full": {"rl": Budget(5_000, eval_every=250), "zeroth-order": Budget(5_000, eval_every=250),
+                 "gradient": Budget(5_000, eval_every=250)},
     },
     reference=reference,
     analytic={"greedy-design": analytic.GreedyDesign},
