@@ -406,10 +406,11 @@ def test_variants_add_labelled_rows_for_the_families_that_want_them(fake: FakeTr
 def test_seeds_per_mode_with_a_card_override(monkeypatch) -> None:
     from agents import cards
 
-    assert benchmark.seeds("full", "DiffZermelo-v0") == 10 and benchmark.seeds("quick", "DiffZermelo-v0") == 1
-    slow = dataclasses.replace(cards.card("DiffZermelo-v0"), seeds={"full": 5})
-    monkeypatch.setitem(cards.CARDS, "DiffZermelo-v0", slow)
-    assert [s.seed for s in benchmark.plan_runs(["DiffZermelo-v0"], ["ppo"], None, "full")] == [0, 1, 2, 3, 4]
+    assert benchmark.seeds("full", "DiffDecayDesign-v0") == 10 and benchmark.seeds("quick", "DiffDecayDesign-v0") == 1
+    slow = dataclasses.replace(cards.card("DiffDecayDesign-v0"), seeds={"full": 5})
+    monkeypatch.setitem(cards.CARDS, "DiffDecayDesign-v0", slow)
+    assert benchmark.seeds("full", "DiffDecayDesign-v0") == 5
+    assert [s.seed for s in benchmark.plan_runs(["DiffZermelo-v0"], ["ppo"], None, "full")] == [0, 1, 2, 3, 4]  # its card
     assert len(benchmark.plan_runs(["DiffZermelo-v0"], ["ppo"], [0, 1], "full")) == 2  # --seeds wins
     assert benchmark.BenchmarkConfig().seed_list is None and benchmark.BenchmarkConfig(seeds=3).seed_list == [0, 1, 2]
 

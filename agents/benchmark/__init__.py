@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import diffenvs
@@ -74,7 +75,17 @@ from agents.benchmark.config import (
     seeds,
 )
 from agents.benchmark.reference import compute_reference, normalised_gap, references
-from agents.benchmark.report import CSV_FIELDS, headline, markdown_table, report, summarise, verdict
+from agents.benchmark.report import (
+    CSV_FIELDS,
+    block,
+    headline,
+    markdown_table,
+    report,
+    splice,
+    summarise,
+    table_text,
+    verdict,
+)
 from agents.benchmark.run import (
     CurveCost,
     collect,
@@ -85,13 +96,13 @@ from agents.benchmark.run import (
     run_path,
     sweep,
 )
-from agents.files import write_json
+from agents.files import write_json, write_text
 
 __all__ = ["CSV_FIELDS", "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "MODES", "TARGETS", "TEST_SEED", "VALIDATION_SEED",
            "BenchmarkConfig", "CurveCost", "RunSpec", "budget", "check_starts", "collect", "compute_reference", "execute",
            "finished", "headline", "incomplete_episodes", "markdown_table", "normalised_gap", "plan_runs", "protocol",
            "protocol_costs", "references", "report", "run_benchmark", "run_path", "seeds", "summarise", "sweep",
-           "verdict", "write_json"]
+           "verdict", "write_json", "block", "splice", "table_text"]
 
 
 def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -109,6 +120,9 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
         log(f"left out of the report, their spec is not the present one: {', '.join(skipped)}")
     refs = references(list(dict.fromkeys(r["env_id"] for r in results)), config.out)
     paths = report(results, refs, config.out)
+    if config.readme:
+        document = Path(config.readme)
+        write_text(document, splice(document.read_text(), paths["table"].read_text()))
     wall = time.perf_counter() - began
     log(f"{len(results)} runs reported ({len(specs)} planned, {len(failures)} failed), {wall:.0f} s; "
         f"table: {paths['table']}")

@@ -170,6 +170,8 @@ class BenchmarkConfig:
     """Show a progress bar over the sweep."""
     report_only: bool = False
     """Run nothing: rebuild the tables and plots from every run file of the mode in <out>/runs."""
+    readme: str = ""
+    """A document (e.g. README.md) whose block between the benchmark-table markers is rewritten with table.md."""
 
     def __post_init__(self) -> None:
         if self.seeds < 0:

@@ -234,6 +234,30 @@ def _csv_row(result: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any
             "transitions_to_1pct": reach[0.01][0], "seconds_to_1pct": reach[0.01][1]}
 
 
+def table_text(summary: Sequence[dict[str, Any]]) -> str:
+    """The text of ``table.md`` from :func:`summarise`'s rows: the tables, then the headline lines."""
+    return markdown_table(summary) + "\n" + "\n".join(f"- {line}" for line in headline(summary)) + "\n"
+
+
+#: the lines between which a document (the README) holds a copy of a report's ``table.md``
+BLOCK_BEGIN, BLOCK_END = "<!-- benchmark table: begin -->", "<!-- benchmark table: end -->"
+
+
+def block(document: str) -> str:
+    """The text between :data:`BLOCK_BEGIN` and :data:`BLOCK_END` in ``document``."""
+    begin, end = document.find(BLOCK_BEGIN), document.find(BLOCK_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"the document has no block between {BLOCK_BEGIN!r} and {BLOCK_END!r}")
+    return document[begin + len(BLOCK_BEGIN):end].strip("\n") + "\n"
+
+
+def splice(document: str, text: str) -> str:
+    """``document`` with its block (see :func:`block`) replaced by ``text``."""
+    block(document)  # refuses a document without the markers
+    begin, end = document.find(BLOCK_BEGIN) + len(BLOCK_BEGIN), document.find(BLOCK_END)
+    return document[:begin] + "\n" + text.strip("\n") + "\n" + document[end:]
+
+
 def report(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], out: str | os.PathLike,
            plots: bool = True) -> dict[str, Path]:
     """Write ``results.csv``, ``results.json``, ``table.md`` (and ``curves.png``, ``final.png``, ``profile.png``)."""
@@ -250,8 +274,7 @@ def report(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], o
     atomic_write(paths["csv"], write_csv, newline="")
     summary = summarise(results, refs)
     write_json(paths["json"], jsonable({"references": refs, "summary": summary, "runs": list(results)}))
-    write_text(paths["table"], markdown_table(summary) + "\n" + "\n".join(f"- {line}" for line in headline(summary))
-               + "\n")
+    write_text(paths["table"], table_text(summary))
     if plots and results:
         paths["curves"] = plot_curves(results, refs, out / "curves.png")
         paths["final"] = plot_final(results, refs, out / "final.png")
