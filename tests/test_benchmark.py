@@ -436,3 +436,14 @@ def test_two_sweeps_into_one_folder_merge_and_a_stale_run_is_left_out(tmp_path: 
     # the full mode's report does not take quick runs
     assert benchmark_script.main(["--report-only", "--out", str(tmp_path), "--no-progress"]) == 0
     assert "| DiffIsochronism-v0 |" not in (tmp_path / "table.md").read_text()
+
+
+def test_bootstrap_intervals_are_the_same_on_every_call_and_leave_numpy_s_stream_alone() -> None:
+    from agents.benchmark.stats import iqm_ci
+
+    sample = [0.1, 0.5, 0.2, 0.9, 0.3, 0.35, 2.0]
+    np.random.seed(7)
+    before = np.random.get_state()[1].copy()
+    first, second = iqm_ci(sample), iqm_ci(sample)
+    assert first == second and first.low < first.value < first.high
+    assert np.array_equal(np.random.get_state()[1], before)  # the caller's random stream is untouched

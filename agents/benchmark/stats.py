@@ -84,12 +84,22 @@ def profile(gaps_per_env: Sequence[Sequence[float]], taus: Sequence[float], reps
 
 def _interval(scores: np.ndarray | list[np.ndarray], function: Callable[..., np.ndarray], reps: int | None
               ) -> np.ndarray:
-    """rliable's stratified bootstrap interval ``(2, ...)`` of ``function`` on ``scores``, seeded."""
-    with warnings.catch_warnings():  # arch warns that it will prefer numpy Generators to the RandomState rliable passes
-        warnings.simplefilter("ignore", FutureWarning)
-        _, intervals = library.get_interval_estimates(
-            {"runs": scores}, function, reps=reps or REPS, confidence_interval_size=CONFIDENCE,
-            random_state=np.random.RandomState(BOOTSTRAP_SEED))
+    """rliable's stratified bootstrap interval ``(2, ...)`` of ``function`` on ``scores``, seeded.
+
+    rliable 1.2 draws its resampling indices from numpy's global generator whatever ``random_state``
+    says, so the global generator is seeded here and restored afterwards: the same scores always give
+    the same interval, and the caller's random stream is left as it was.
+    """
+    state = np.random.get_state()
+    np.random.seed(BOOTSTRAP_SEED)
+    try:
+        with warnings.catch_warnings():  # arch warns that it will prefer numpy Generators to the RandomState passed
+            warnings.simplefilter("ignore", FutureWarning)
+            _, intervals = library.get_interval_estimates(
+                {"runs": scores}, function, reps=reps or REPS, confidence_interval_size=CONFIDENCE,
+                random_state=np.random.RandomState(BOOTSTRAP_SEED))
+    finally:
+        np.random.set_state(state)
     return np.asarray(intervals["runs"])
 
 
