@@ -126,3 +126,22 @@ def test_every_face_pays_the_completion_at_the_time_limit() -> None:
                                   torch.zeros(2, 2, dtype=torch.float64))
     np.testing.assert_allclose(trajectory.costs.numpy(), completed, rtol=1e-12)
 
+
+
+def test_a_shorter_or_longer_rollout_cannot_escape_the_completion() -> None:
+    """Heading upstream never crosses: a rollout of any length pays the completion where its time limit falls."""
+    problem = Zermelo()
+    x0 = torch.zeros(1, 2, dtype=torch.float64)
+
+    def upstream_cost(episode: Zermelo, steps: int) -> float:
+        controls = torch.full((steps, 1, 1), math.pi, dtype=torch.float64)  # heading u = π: straight upstream
+        return float(diffenvs.rollout(episode, controls, x0, steps=steps).costs[0])
+
+    full = upstream_cost(problem, problem.max_steps)
+    short = diffenvs.core.rollout.time_limited(problem, 300)  # a training rollout of 6 s is a 6 s time limit
+    assert short.max_steps == 300 and short.params == problem.params
+    x_300 = upstream_cost(problem, 300)  # the prefix of the 10 s episode pays no completion ...
+    assert upstream_cost(short, 300) > analytic.pontryagin_deviation() > x_300  # ... the time-limited one does
+    assert upstream_cost(problem, 600) == pytest.approx(full, rel=1e-12)  # past the time limit: frozen
+    cartpole = diffenvs.problem_of("DiffCartpole-v0")
+    assert diffenvs.core.rollout.time_limited(cartpole, 30) is cartpole  # an objective at T: a prefix stays a prefix

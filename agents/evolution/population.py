@@ -17,6 +17,7 @@ from torch.func import functional_call, vmap
 from agents.neural_ode import PolicyNetwork
 from diffenvs import rollout
 from diffenvs.core.problem import Problem
+from diffenvs.core.rollout import time_limited
 
 
 def flat_weights(network: torch.nn.Module) -> torch.Tensor:
@@ -67,6 +68,6 @@ def population_costs(problem: Problem, network: PolicyNetwork, members: torch.Te
     starts = x0.repeat(population, 1)  # member-major: member j has rows j B .. (j+1) B - 1
     shared = None if noise is None else noise.repeat(1, population, 1)
     with torch.no_grad():
-        trajectory = rollout(problem, PopulationPolicy(network, members.to(x0.dtype)), starts, steps=steps,
+        trajectory = rollout(time_limited(problem, steps), PopulationPolicy(network, members.to(x0.dtype)), starts, steps=steps,
                              noise=shared)
     return trajectory.costs.reshape(population, batch).mean(1)

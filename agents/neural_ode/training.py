@@ -21,6 +21,7 @@ from agents.neural_ode.config import LBFGS_EVALUATIONS, Callback, NeuralOdeConfi
 from agents.neural_ode.network import PolicyNetwork, initial_states
 from diffenvs import problem_of, rollout
 from diffenvs.core.problem import Problem
+from diffenvs.core.rollout import time_limited
 
 
 class NonFiniteError(RuntimeError):
@@ -66,6 +67,8 @@ class _Run:
         self.lbfgs: torch.optim.LBFGS | None = None
         self.lbfgs_state: dict[str, Any] | None = None
         self.solver = config.solver_object()
+        #: what a training rollout of ``steps`` steps is: a prefix of the episode, or a shorter time limit
+        self.episode = time_limited(problem, steps)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -97,7 +100,7 @@ class _Run:
 
     def loss(self, x0: torch.Tensor, noise: torch.Tensor | None, iteration: int) -> torch.Tensor:
         """The batch's mean episode cost, :math:`L = \\frac1B \\sum_i J(x_0^i)`."""
-        trajectory = rollout(self.problem, self.policy, x0, steps=self.steps, control=self.config.control,
+        trajectory = rollout(self.episode, self.policy, x0, steps=self.steps, control=self.config.control,
                              solver=self.solver, noise=noise)
         loss = trajectory.costs.mean()
         if not torch.isfinite(loss):

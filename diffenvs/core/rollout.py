@@ -261,6 +261,21 @@ def _checked_arguments(problem: Problem, policy: Any, x0: Any, steps: Any, contr
     return policy
 
 
+def time_limited(problem: Problem, steps: int) -> Problem:
+    """The problem whose rollout of ``steps`` steps is an episode cut there by its time limit.
+
+    For a problem whose horizon is a time limit outside the objective (``horizon_ends ==
+    "truncated"``, e.g. Zermelo), a shorter rollout is a shorter time limit: the same problem with
+    ``max_steps = steps``, so that what the time limit costs (:meth:`Problem.timeout_cost`) is paid
+    at the rollout's end and a trajectory that never arrives cannot score better than one that
+    does. Otherwise the problem itself: a shorter rollout is a prefix of the episode.
+    """
+    check_integer("steps", steps)
+    if problem.horizon_ends != "truncated" or steps == problem.max_steps:
+        return problem
+    return dataclasses.replace(problem, max_steps=steps)
+
+
 def rollout(
     problem: Problem,
     policy: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor,
@@ -326,7 +341,8 @@ def rollout(
                           noise=None if step_noise is None else step_noise.unbind(-1), integrate=integrate,
                           check_finite=False)
         x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, step.x))
-        return x1, torch.where(done, torch.zeros_like(step.reward), step.reward), done | step.terminated, u
+        # the episode ends where it terminates or reaches its time limit (steps past it are frozen, as on the faces)
+        return x1, torch.where(done, torch.zeros_like(step.reward), step.reward), done | step.terminated | step.truncated, u
 
     compiled = isinstance(solver, RK4) and solver.compile
     step_function = torch.compile(advance, dynamic=False) if compiled else advance
