@@ -51,6 +51,8 @@ def test_centred_ranks_span_minus_half_to_half_with_non_finite_costs_worst() -> 
     ranks = centred_ranks(costs)
     assert ranks[2] == -0.5 and ranks[0] == -0.25 and ranks[3] == 0.0
     assert sorted(ranks[[1, 4]].tolist()) == [0.25, 0.5]
+    minus_infinity = centred_ranks(torch.tensor([2.0, float("-inf"), 1.0]))  # a diverged rollout is never the best
+    assert minus_infinity[1] == 0.5 and minus_infinity[2] == -0.5
     with pytest.raises(ValueError, match="costs"):
         centred_ranks(torch.tensor([1.0]))
 
@@ -130,3 +132,12 @@ def test_bad_config_values_name_the_field(field: str, value: object) -> None:
 def test_steps_beyond_the_horizon_are_refused() -> None:
     with pytest.raises(ValueError, match="steps"):
         EvolutionConfig(steps=11).resolved(CARTPOLE, QUADRATIC)
+
+
+def test_the_network_is_the_neural_ode_agent_s_own_on_each_environment() -> None:
+    from agents.evolution.agent import train as evolve
+
+    result = evolve("DiffIsochronism-v0", Budget(1), EvolutionConfig(steps=5, population=4), {})
+    assert result.policy.symmetric  # the odd network of the isochronism card, as for the neural-ODE agent
+    observation = torch.tensor([[0.3]], dtype=torch.float64)
+    assert torch.allclose(result.policy(-observation), -result.policy(observation))

@@ -13,7 +13,7 @@ from agents.episodes import TrainedNetwork, gym_policy
 from agents.evolution.config import EvolutionConfig
 from agents.evolution.population import flat_weights, load_weights, population_costs
 from agents.evolution.strategies import strategy
-from agents.neural_ode import PolicyNetwork, initial_states
+from agents.neural_ode import PolicyNetwork, default_config, initial_states
 from agents.registry import Agent, Budget, CurveCost, Trained, TrainFunction, register
 from diffenvs import problem_of
 from diffenvs.core.problem import Problem
@@ -70,7 +70,9 @@ def train(env_id: str, budget: Budget, config: EvolutionConfig | None = None, en
     try:
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)  # the neural-ODE agent's initial weights for the same seed
-            network = PolicyNetwork(problem, config.width, config.depth, config.init_scale).to(torch.float64)
+            # the neural-ODE agent's architecture on this environment (e.g. its odd network for isochronism)
+            symmetric = default_config(env_id, env_kwargs).symmetric
+            network = PolicyNetwork(problem, config.width, config.depth, config.init_scale, symmetric).to(torch.float64)
         result = EvolutionResult(config, problem, network, batch_size, steps)
         _loop(result, budget, curve_cost)
         return result

@@ -41,11 +41,11 @@ def centred_ranks(costs: torch.Tensor) -> torch.Tensor:
     r"""Fitness shaping: the ranks of ``costs`` ``(n,)`` scaled to :math:`[-\frac12, \frac12]`, :math:`r_i/(n-1) - \frac12`.
 
     The lowest cost gets :math:`-\frac12`, the highest :math:`+\frac12`; a non-finite cost ranks
-    as the highest. Ties are broken by order.
+    as the highest (NaN and ``-inf`` alike: a diverged rollout is never the best). Ties are broken by order.
     """
     if costs.dim() != 1 or costs.numel() < 2:
         raise ValueError(f"costs must be a vector of at least 2 values, got shape {tuple(costs.shape)}")
-    finite = torch.where(torch.isnan(costs), torch.full_like(costs, torch.inf), costs)
+    finite = torch.where(torch.isfinite(costs), costs, torch.full_like(costs, torch.inf))
     ranks = torch.empty_like(costs)
     ranks[torch.argsort(finite, stable=True)] = torch.arange(costs.numel(), dtype=costs.dtype)
     return ranks / (costs.numel() - 1) - 0.5
