@@ -7,7 +7,9 @@ SB3 and Gymnasium's vector face disagree on one thing, the autoreset:
   and returns its first observation with reward 0 (Gymnasium's next-step autoreset);
 - SB3 expects the *same* ``step`` to return the next episode's first observation, with the
   last one in ``infos[i]["terminal_observation"]`` and ``infos[i]["TimeLimit.truncated"]``
-  set for an episode cut short rather than ended.
+  set for an episode cut short rather than ended (its value is then bootstrapped from the last
+  observation). A time limit that the problem prices (``timeout_cost``: Zermelo pays the
+  straight-across completion there) is a terminal value already, so there the flag stays off.
 
 :class:`NativeVecEnv` bridges them: after each batched ``step`` it restarts the environments (``DiffVectorEnv.restart_episodes``)
 that just ended, drawing exactly the start the next-step autoreset would have drawn (the
@@ -32,7 +34,14 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 import diffenvs  # noqa: F401  (registers the ids)
+from diffenvs.core.numerics import SCALAR
 from diffenvs.core.vector_face import DiffVectorEnv
+
+
+def priced_time_limit(problem: Any) -> bool:
+    """Whether ``problem`` pays a cost when its time limit ends an episode (:meth:`Problem.timeout_cost`)."""
+    x = problem.initial_state(np.full(problem.initial_draws[1], 0.5).tolist(), problem.params, SCALAR)
+    return problem.timeout_cost(x, problem.params, SCALAR) is not None
 
 
 class NativeVecEnv(VecEnv):
@@ -46,6 +55,9 @@ class NativeVecEnv(VecEnv):
         if not isinstance(vector_env, DiffVectorEnv):
             raise TypeError(f"vector_env must be a diffenvs DiffVectorEnv, got {type(vector_env).__name__}")
         self.vector_env = vector_env
+        #: the time limit is priced (``problem.timeout_cost``): the step that reaches it already pays what the
+        #: episode had left to do, a terminal value, so a learner must not bootstrap V(s_T) on top of it
+        self.priced_time_limit = priced_time_limit(vector_env.problem)
         super().__init__(vector_env.num_envs, vector_env.single_observation_space, vector_env.single_action_space)
         self._actions: np.ndarray | None = None
 
@@ -67,8 +79,10 @@ class NativeVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         observation, reward, terminated, truncated, info = self.vector_env.step(self._actions)
         dones = terminated | truncated
-        infos: list[dict[str, Any]] = [{"TimeLimit.truncated": bool(truncated[i] and not terminated[i])}
-                                       for i in range(self.num_envs)]
+        bootstrap = truncated & ~terminated
+        if self.priced_time_limit:  # only a non-finite state still cuts an episode whose value is unknown
+            bootstrap = bootstrap & np.asarray(info.get("nonfinite_state", np.zeros(self.num_envs, bool)), bool)
+        infos: list[dict[str, Any]] = [{"TimeLimit.truncated": bool(bootstrap[i])} for i in range(self.num_envs)]
         for key, values in info.items():  # the vector face's per-environment arrays, e.g. nonfinite_state
             for i in range(self.num_envs):
                 infos[i][key] = values[i]

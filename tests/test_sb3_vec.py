@@ -33,7 +33,8 @@ def play_both(env_id: str, env_kwargs: dict, n: int = 3, seed: int = 7, steps: i
         np.testing.assert_array_equal(dones, expected_dones)
         assert reward.dtype == expected_reward.dtype and dones.dtype == expected_dones.dtype
         for info, expected in zip(infos, expected_infos):
-            assert info["TimeLimit.truncated"] == expected["TimeLimit.truncated"]
+            # a priced time limit (Zermelo's completion) is terminal for the learner; elsewhere the flags agree
+            assert info["TimeLimit.truncated"] == (expected["TimeLimit.truncated"] and not native.priced_time_limit)
             assert ("terminal_observation" in info) == ("terminal_observation" in expected)
             if "terminal_observation" in info:
                 np.testing.assert_allclose(info["terminal_observation"], expected["terminal_observation"], rtol=1e-6, atol=1e-6)
@@ -90,3 +91,18 @@ def test_restart_episodes_is_the_autoreset_draw_and_checks_its_indices() -> None
     np.testing.assert_array_equal(first[0], expected)
     with pytest.raises(ValueError, match="indices"):
         envs.unwrapped.restart_episodes([3])
+
+
+def test_a_priced_time_limit_is_terminal_for_the_learner() -> None:
+    """Zermelo's time limit pays the straight-across completion: the learner must not bootstrap past it."""
+    native = make_vec_env("DiffZermelo-v0", 2, 0, {"max_steps": 5})
+    reference = dummy("DiffZermelo-v0", 2, 0, {"max_steps": 5})
+    native.reset(), reference.reset()
+    upstream = np.ones((2, 1), dtype=np.float32)  # heading u = π never crosses: every episode meets the time limit
+    for _ in range(5):
+        _, reward, dones, infos = native.step(upstream)
+        _, expected_reward, _, expected_infos = reference.step(upstream)
+    np.testing.assert_allclose(reward, expected_reward, rtol=1e-6)  # the same completion is paid
+    assert dones.all() and [i["TimeLimit.truncated"] for i in expected_infos] == [True, True]
+    assert [i["TimeLimit.truncated"] for i in infos] == [False, False]
+    assert not make_vec_env("DiffCartpole-v0", 2, 0, {}).priced_time_limit
