@@ -239,10 +239,17 @@ def _truth(problem: LinearSysID) -> torch.Tensor:
     return torch.as_tensor(problem.params.A, dtype=torch.float64)
 
 
+#: the oracle's plans already made in this process, by (problem, seed): planning is deterministic, so a
+#: reference asked for again (every report, every test) reuses the plan instead of planning for seconds again
+_ORACLE_PLANS: dict[tuple[str, int], np.ndarray] = {}
+
+
 def oracle_policy(problem: LinearSysID, seed: int) -> GymPolicy:
-    """The plan of the planner on the true matrix, as a policy."""
-    controls, _ = plan_controls(problem, _truth(problem), torch.Generator().manual_seed(seed))
-    return open_loop_policy(problem, controls)
+    """The plan of the planner on the true matrix, as a policy (planned once per problem and seed in a process)."""
+    key = (repr(problem) + repr(np.asarray(problem.params.A).tolist()), seed)
+    if key not in _ORACLE_PLANS:
+        _ORACLE_PLANS[key], _ = plan_controls(problem, _truth(problem), torch.Generator().manual_seed(seed))
+    return open_loop_policy(problem, _ORACLE_PLANS[key])
 
 
 def _train_oracle(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
