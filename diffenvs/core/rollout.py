@@ -45,7 +45,6 @@ from diffenvs.core.transition import horizon_flags, transition
 #: ``explicit_adams``, ``implicit_adams``, ``fixed_adams``; and ``scipy_solver``
 METHODS = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2", "heun3", "rk4",
            "explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver")
-_METHODS = METHODS  # the former private name, kept while callers move to METHODS
 
 
 @dataclass(frozen=True)
