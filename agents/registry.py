@@ -92,6 +92,9 @@ class Agent:
     """Relative wall time of one run: a sweep starts the costliest runs first, so that it does not end on one."""
     uses: str = ""
     """What the agent may use, for the reader of a comparison (empty: its family's, :data:`FAMILIES`)."""
+    tuned: Callable[[str, dict[str, Any]], bool] = lambda env_id, env_kwargs: False
+    """Whether its hyperparameters on ``(env_id, env_kwargs)`` were tuned by hand on that environment (the
+    benchmark's verdict compares agents of equal tuning); False: published defaults."""
 
     @property
     def disclosure(self) -> str:

@@ -231,11 +231,11 @@ RESULTS = [
 ]
 
 EXPECTED_TABLE = """\
-| environment | agent | may use | trained on | seeds | final cost | reference | gap | transitions | training s |
-|---|---|---|---|---|---|---|---|---|---|
-| DiffZermelo-v0 | neural-ode | exact model gradients | default | 2 | 1.01 | 1 | 1% [0.5%, 1.5%] | 3,000 | 3 |
-| DiffZermelo-v0 | ppo | model-free samples | default | 2 | 1.05 † (1/2) | 1 | 5% [-10%, 20%] | 10,000 | 11 |
-| DiffCartpole-v0 | sac | model-free samples | quadratic (dense) | 1 | 0.5 | 0 | 5% | 20,000 | 100 |
+| environment | agent | may use | settings | trained on | seeds | final cost | reference | gap | transitions | training s |
+|---|---|---|---|---|---|---|---|---|---|---|
+| DiffZermelo-v0 | neural-ode | exact model gradients | tuned here | default | 2 | 1.01 | 1 | 1% [0.5%, 1.5%] | 3,000 | 3 |
+| DiffZermelo-v0 | ppo | model-free samples | defaults | default | 2 | 1.05 † (1/2) | 1 | 5% [-10%, 20%] | 10,000 | 11 |
+| DiffCartpole-v0 | sac | model-free samples | defaults | quadratic (dense) | 1 | 0.5 | 0 | 5% | 20,000 | 100 |
 
 | environment | agent | transitions to 10% | seconds to 10% | transitions to 1% | seconds to 1% | best validation gap |
 |---|---|---|---|---|---|---|
@@ -254,10 +254,25 @@ def test_table_from_a_fixed_results_file(tmp_path: Path) -> None:
     assert tables == EXPECTED_TABLE
     assert "† (k/n)" in notes
     assert benchmark.headline(benchmark.summarise(stored["runs"], stored["references"])) == [
-        "DiffZermelo-v0: the gradient agent wins: it reaches 1%, the baseline does not. "
+        "DiffZermelo-v0, gradient agent tuned here (unequal tuning): the gradient agent wins: it reaches 1%, "
+        "the baseline does not. "
         "Gradient: DiffZermelo-v0 neural-ode (exact model gradients): to 1% 3,000 transitions, 2 s (1/2 seeds); "
         "to 10% 2,000 transitions, 1.5 [1, 2] s (2/2 seeds). "
         "Baseline: DiffZermelo-v0 ppo (model-free samples): never 1% (0/2 seeds); never 10% (0/2 seeds)."]
+
+
+def test_the_verdict_compares_agents_of_equal_tuning() -> None:
+    untuned = [{**run, "agent": "neural-ode-default", "final_cost": run["final_cost"] + 0.1,
+                "curve": [{**point, "cost": point["cost"] + 0.1} for point in run["curve"]]} for run in RESULTS[:2]]
+    rows = benchmark.summarise(RESULTS[:4] + untuned, REFERENCES)
+    assert [(r["agent"], r["settings"]) for r in rows] == [
+        ("neural-ode", "tuned here"), ("ppo", "defaults"), ("neural-ode-default", "defaults")]
+    equal, unequal = benchmark.headline(rows)
+    assert equal.startswith("DiffZermelo-v0, equal tuning (defaults): neither reaches 1%; the baseline gets closer. "
+                            "Gradient: DiffZermelo-v0 neural-ode-default")
+    assert unequal.startswith("DiffZermelo-v0, gradient agent tuned here (unequal tuning): the gradient agent wins")
+    # where the tuned agent is not the better one, only the equal-tuning line is written
+    assert len(benchmark.headline(benchmark.summarise(RESULTS[2:4] + untuned, REFERENCES))) == 1
 
 
 def test_gap_is_relative_to_the_optimum_or_to_doing_nothing() -> None:
@@ -288,6 +303,11 @@ def test_a_budget_of_the_tuned_run_gives_the_tuned_iterations() -> None:
         full = neural_ode.budget_config(env_id, kwargs, 0, benchmark.budget("full", env_id, "neural-ode"))
         spent = config.iterations * rollout + config.lbfgs_steps * neural_ode.LBFGS_EVALUATIONS * rollout
         assert spent <= run.transitions and full.iterations >= 1, env_id  # never more than the budget, by construction
+    # the untuned agent: the report's settings, whatever the card tunes, with the budget's iterations
+    untuned = neural_ode.budget_config("DiffCartpole-v0", {}, 3, Budget(100_000), untuned=True)
+    assert untuned == dataclasses.replace(neural_ode.NeuralOdeConfig(), iterations=1_000, seed=3)
+    assert registry.get("neural-ode").tuned("DiffCartpole-v0", {}) and not registry.get("es").tuned("DiffCartpole-v0", {})
+    assert not registry.get("neural-ode-default").applies("DiffDecayDesign-v0", {})  # nothing tuned there: no second agent
     # a budget too small for the finish drops it rather than overspend
     small = neural_ode.budget_config("DiffIsochronism-v0", {}, 0, Budget(transitions=2_560_000))
     assert (small.iterations, small.lbfgs_steps) == (10, 0)

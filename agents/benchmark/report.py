@@ -43,6 +43,20 @@ def disclosure(agent: str, family: str) -> str:
         return registry.FAMILIES.get(family, "?")
 
 
+def settings(result: dict[str, Any]) -> str:
+    """How the run's hyperparameters were chosen: ``tuned here`` (by hand, on this environment) or ``defaults``
+    (:attr:`agents.registry.Agent.tuned`; ``defaults`` for an agent not registered here)."""
+    if result["family"] == "reference":
+        return "–"
+    try:
+        agent = registry.get(result["agent"])
+    except ValueError:
+        return "defaults"
+    spec = result.get("spec", {})
+    env_kwargs = {**spec.get("protocol", {}).get("env_kwargs", {}), **spec.get("variant_kwargs", {})}
+    return "tuned here" if agent.tuned(result["env_id"], env_kwargs) else "defaults"
+
+
 def _estimate(values: Sequence[float]) -> Estimate | None:
     return iqm_ci(values) if len(values) else None
 
@@ -63,7 +77,7 @@ def summarise(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]]
         row: dict[str, Any] = {"env_id": env_id, "variant": variant, "environment": env_label(runs[0]), "agent": agent,
                                "family": family, "uses": disclosure(agent, family), "seeds": len(runs),
                                "trained_on": runs[0].get("details", {}).get("trained_on", "default"),
-                               "optimum": reference.get("optimum"),
+                               "settings": settings(runs[0]), "optimum": reference.get("optimum"),
                                "incomplete_runs": sum(1 for r in runs if r["incomplete"])}
         row["cost"] = iqm([r["final_cost"] for r in runs])
         gaps = [normalised_gap(r["final_cost"], reference) for r in runs]
@@ -113,15 +127,16 @@ def seconds(value: float | None) -> str:
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The benchmark's tables in markdown: final results, then time to the 10% and 1% targets."""
-    lines = ["| environment | agent | may use | trained on | seeds | final cost | reference | gap | transitions | "
-             "training s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| environment | agent | may use | settings | trained on | seeds | final cost | reference | gap | "
+             "transitions | training s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     flagged = False
     for row in rows:
         cost = number(row["cost"])
         if row["incomplete_runs"]:
             cost += f" † ({row['incomplete_runs']}/{row['seeds']})"
             flagged = True
-        lines.append(f"| {row['environment']} | {row['agent']} | {row['uses']} | {row['trained_on']} | {row['seeds']} | "
+        lines.append(f"| {row['environment']} | {row['agent']} | {row['uses']} | {row['settings']} | {row['trained_on']} | "
+                     f"{row['seeds']} | "
                      f"{cost} | {number(row['optimum'])} | {interval(row['gap'], percent)} | "
                      f"{count(row['transitions'])} | {seconds(row['seconds'])} |")
     lines += ["", "| environment | agent | transitions to 10% | seconds to 10% | transitions to 1% | seconds to 1% | "
@@ -138,7 +153,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
              "reference is 0, on the test starts, which serve the final score only. Targets and best validation gap: "
              "learning-curve points on the validation starts, disjoint from the test starts; the first point within the "
              "target, over the seeds that reached it ((k/n): only k of n seeds did). may use: what the agent may use. "
-             "[label]: a variant of the environment under the same objective."]
+             "settings: the agent's published defaults (RL: rl-baselines3-zoo's for the nearest task), or tuned here by "
+             "hand on this environment; the verdict compares agents of equal tuning. [label]: a variant of the environment under the same objective."]
     if flagged:
         notes.append("† (k/n): in k of n runs some evaluation episodes ended at the time limit without reaching the "
                      "objective (an arrival the episode never made, such as a river crossing); their cost is not that of "
@@ -201,8 +217,10 @@ def verdict(gradient: dict[str, Any], baseline: dict[str, Any], target: float = 
 def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Per environment: the best gradient agent against the best baseline (:data:`BASELINES`, every variant).
 
-    Transitions and seconds to 10% and 1% (IQM [95% CI] on the validation curves) and the
-    :func:`verdict`.
+    The verdict compares agents of equal tuning: the best gradient agent on its defaults against
+    the baselines, which run theirs. Where an agent tuned here does better, a second line gives
+    its verdict, labelled as unequal tuning. Transitions and seconds to 10% and 1% (IQM [95% CI]
+    on the validation curves) and the :func:`verdict`.
     """
     lines = []
     for env_id in dict.fromkeys(row["env_id"] for row in rows):
@@ -211,9 +229,16 @@ def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
         baselines = [r for r in mine if r["family"] in BASELINES]
         if not gradients or not baselines:
             continue
-        gradient, baseline = _best(gradients), _best(baselines)
-        lines.append(f"{env_id}: {verdict(gradient, baseline)}. Gradient: {_progress(gradient)}. "
-                     f"Baseline: {_progress(baseline)}.")
+        baseline = _best(baselines)
+        untuned = [r for r in gradients if r["settings"] == "defaults"]
+        best = _best(gradients)
+        if untuned:
+            gradient = _best(untuned)
+            lines.append(f"{env_id}, equal tuning (defaults): {verdict(gradient, baseline)}. "
+                         f"Gradient: {_progress(gradient)}. Baseline: {_progress(baseline)}.")
+        if best["settings"] != "defaults":
+            lines.append(f"{env_id}, gradient agent tuned here (unequal tuning): {verdict(best, baseline)}. "
+                         f"Gradient: {_progress(best)}. Baseline: {_progress(baseline)}.")
     return lines
 
 

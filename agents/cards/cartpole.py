@@ -82,7 +82,9 @@ CARD = register(Card(
         # transitions would take about 1.5 h a seed on one core)
         "full": {"gradient": Budget(tuned_run_transitions(SWING_UP, 100), eval_every=8_000),
                  "zeroth-order": Budget(320_000, eval_every=8_000), "ppo": Budget(320_000, eval_every=8_000),
-                 "sac": Budget(20_000, eval_every=1_000), "td3": Budget(20_000, eval_every=1_000)},
+                 "sac": Budget(20_000, eval_every=1_000), "td3": Budget(20_000, eval_every=1_000),
+                 # the untuned agent's batch of one takes a third of a second an iteration: 1,000 iterations
+                 "neural-ode-default": Budget(100_000, eval_every=8_000)},
     },
     reference=reference,
     analytic={"lqr": analytic.cartpole_lqr_policy},

@@ -62,7 +62,7 @@ CARD = register(Card(
         "full": {"neural-ode": Budget(tuned_run_transitions(TUNED, 100), eval_every=8_000),
                  "planning": Budget(60_000), "zeroth-order": Budget(160_000, eval_every=8_000),
                  "ppo": Budget(160_000, eval_every=8_000), "sac": Budget(20_000, eval_every=1_000),
-                 "td3": Budget(20_000, eval_every=1_000)},
+                 "td3": Budget(20_000, eval_every=1_000), "neural-ode-default": Budget(160_000, eval_every=8_000)},
     },
     reference=reference,
     tests=TestSettings(short={"max_steps": 6}),
