@@ -154,7 +154,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
              "learning-curve points on the validation starts, disjoint from the test starts; the first point within the "
              "target, over the seeds that reached it ((k/n): only k of n seeds did). may use: what the agent may use. "
              "settings: the agent's published defaults (RL: rl-baselines3-zoo's for the nearest task), or tuned here by "
-             "hand on this environment; the verdict compares agents of equal tuning. [label]: a variant of the environment under the same objective."]
+             "hand on this environment; the verdict compares agents of equal tuning. [label]: a variant of the "
+             "environment under the same objective."]
     if flagged:
         notes.append("† (k/n): in k of n runs some evaluation episodes ended at the time limit without reaching the "
                      "objective (an arrival the episode never made, such as a river crossing); their cost is not that of "

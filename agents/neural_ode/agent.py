@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from agents.episodes import gym_policy
 from agents.cards import card
+from agents.episodes import gym_policy
 from agents.neural_ode.config import LBFGS_EVALUATIONS, NeuralOdeConfig, default_config
 from agents.neural_ode.training import train
 from agents.registry import Agent, Budget, CurveCost, Trained, register
