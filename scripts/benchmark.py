@@ -4,8 +4,11 @@
     python scripts/benchmark.py --envs DiffCartpole-v0 --agents neural-ode ppo sac --seeds 5
     python scripts/benchmark.py --report-only --out bench/   # rebuild the report from bench/runs
 
-A sweep into an existing folder resumes: finished runs are kept, the others are run. The report
-covers every run file of the mode in <out>/runs with the present spec, whichever sweep wrote it.
+A sweep into an existing folder resumes: finished runs are kept, the others are run. A run file
+of another spec (e.g. the same run under another budget) is never overwritten: the sweep stops
+first, naming it, unless --replace is given. The report covers every run file of the mode in
+<out>/runs with the present spec, whichever sweep wrote it. One sweep at a time writes into a
+folder (<out>/sweep.lock).
 """
 
 from __future__ import annotations

@@ -67,9 +67,12 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(fake: FakeTr
     again, _ = benchmark.sweep(specs, tmp_path, workers=1, progress=False)
     assert fake.calls == [] and again == results
 
-    # a run whose specification changed (here its budget) is run again, the others are kept
+    # a run whose specification changed (here its budget) is refused, then with replace run again; the others are kept
     changed = [dataclasses.replace(specs[0], budget=Budget(transitions=7))] + specs[1:]
-    benchmark.sweep(changed, tmp_path, workers=1, progress=False)
+    with pytest.raises(ValueError, match=r"seed0\.json: another spec than planned \(budget\.transitions: 5000"):
+        benchmark.sweep(changed, tmp_path, workers=1, progress=False)
+    assert fake.calls == []
+    benchmark.sweep(changed, tmp_path, workers=1, progress=False, replace=True, warn=lambda message: None)
     assert fake.calls == [("DiffZermelo-v0", 0)]
 
 

@@ -36,7 +36,13 @@ Runs are independent: the sweep runs them in parallel processes (spawned, one to
 each) or as Ray tasks (``use_ray``, the optional extra ``ray``). Each finished run is written
 atomically to ``<out>/runs/<mode>__<env>[<variant>]__<agent>__seed<k>.json``; a sweep started
 again skips the runs already there with the same specification, so an interrupted sweep
-resumes where it stopped. The report is built from every run file of the mode in
+resumes where it stopped. It never overwrites a run file of another specification (the same
+mode, environment, variant, agent and seed under another budget or protocol): it stops before
+running anything, naming each file and what differs, unless told to ``replace`` them. A run
+file that cannot be read is moved aside to ``<name>.corrupt`` and its run done again; one that
+names another run than its spec or its name is refused. One sweep at a time writes into a
+folder: it holds ``<out>/sweep.lock`` (its process id), and takes over the lock of a killed
+sweep. The report is built from every run file of the mode in
 ``<out>/runs`` whose spec is the present one (:func:`collect`), so sweeps of one environment
 at a time into one folder merge; a file of another spec is listed, never used. :func:`report`
 writes ``results.csv``, ``results.json``, ``table.md``, ``curves.png``, ``final.png`` and
@@ -62,6 +68,7 @@ from agents import registry
 from agents.benchmark.config import (
     DEFAULT_BUDGETS,
     DEFAULT_SEEDS,
+    MAX_SEEDS,
     MODES,
     TARGETS,
     TEST_SEED,
@@ -87,37 +94,62 @@ from agents.benchmark.report import (
     verdict,
 )
 from agents.benchmark.run import (
+    LOCK_FILE,
     CurveCost,
+    RunFileError,
     collect,
     execute,
     finished,
     incomplete_episodes,
     protocol_costs,
+    read_run,
     run_path,
     sweep,
+    sweep_lock,
 )
 from agents.files import write_json, write_text
 
-__all__ = ["CSV_FIELDS", "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "MODES", "TARGETS", "TEST_SEED", "VALIDATION_SEED",
-           "BenchmarkConfig", "CurveCost", "RunSpec", "budget", "check_starts", "collect", "compute_reference", "execute",
+__all__ = ["CSV_FIELDS", "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "LOCK_FILE", "MAX_SEEDS", "MODES", "TARGETS", "TEST_SEED",
+           "VALIDATION_SEED", "BenchmarkConfig", "CurveCost", "RunFileError", "RunSpec", "budget", "check_plan",
+           "check_starts", "collect", "compute_reference", "execute",
            "finished", "headline", "incomplete_episodes", "markdown_table", "normalised_gap", "plan_runs", "protocol",
-           "protocol_costs", "references", "report", "run_benchmark", "run_path", "seeds", "summarise", "sweep",
+           "protocol_costs", "read_run", "references", "report", "run_benchmark", "run_path", "seeds", "summarise", "sweep",
+           "sweep_lock",
            "verdict", "write_json", "block", "splice", "table_text"]
 
 
+def check_plan(specs: list[RunSpec], envs: list[str], agents: list[str]) -> None:
+    """Raise ``ValueError`` if the plan is empty, or if one of the ``agents`` asked for applies to none of ``envs``."""
+    idle = [agent for agent in agents if not any(spec.agent == agent for spec in specs)]
+    if idle:
+        raise ValueError(f"agents {idle} apply to none of the environments {envs}: leave them out, or add an "
+                         f"environment they apply to")
+    if not specs:
+        raise ValueError(f"nothing to run: none of the agents applies to any of the environments {envs}")
+
+
 def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Plan and sweep (resuming; nothing with ``report_only``), then report every run of the mode in ``config.out``."""
+    """Plan and sweep (resuming; nothing with ``report_only``), then report every run of the mode in ``config.out``.
+
+    Raises ``ValueError`` before anything runs if the plan is empty, an agent asked for applies
+    to none of the environments (:func:`check_plan`), or a run file in the way is of another
+    spec (see :func:`sweep`; ``config.replace`` overwrites it), and ``RuntimeError`` if another
+    sweep is writing into ``config.out``.
+    """
     began = time.perf_counter()
     specs: list[RunSpec] = []
     failures: list[dict[str, Any]] = []
     if not config.report_only:
-        envs = list(config.envs or diffenvs.ENV_IDS)
-        agents = list(config.agents or registry.agents())
+        envs = list(dict.fromkeys(config.envs or diffenvs.ENV_IDS))
+        agents = list(dict.fromkeys(config.agents or registry.agents()))
         specs = plan_runs(envs, agents, config.seed_list, config.mode)
-        _, failures = sweep(specs, config.out, config.workers, config.ray, config.ray_address or None, config.progress)
+        check_plan(specs, envs, list(dict.fromkeys(config.agents)))
+        _, failures = sweep(specs, config.out, config.workers, config.ray, config.ray_address or None, config.progress,
+                            replace=config.replace)
     results, skipped = collect(config.out, config.mode)
     if skipped:
-        log(f"left out of the report, their spec is not the present one: {', '.join(skipped)}")
+        log("left out of the report (another spec than the present one, or not a run's file):\n  "
+            + "\n  ".join(skipped))
     refs = references(list(dict.fromkeys(r["env_id"] for r in results)), config.out)
     paths = report(results, refs, config.out)
     if config.readme:

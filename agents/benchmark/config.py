@@ -25,6 +25,8 @@ TEST_SEED = EVAL_SEED
 VALIDATION_SEED = 20_000
 #: seeds per (environment, agent) by mode, where a card sets none (a card with slow runs may ask fewer, ≥ 5)
 DEFAULT_SEEDS = {"quick": 1, "full": 10}
+#: the most seeds a sweep may ask per (environment, agent): far above any table's need, so a typo fails at once
+MAX_SEEDS = 1000
 
 #: budgets per mode and agent family where an environment's card sets none
 DEFAULT_BUDGETS: dict[str, dict[str, Budget]] = {
@@ -123,8 +125,11 @@ def plan_runs(envs: Sequence[str], agents: Sequence[str], seed_list: Sequence[in
     """Every (environment, variant, agent, seed) run, skipping agents that do not apply.
 
     ``seed_list`` (``None``: ``range(seeds(mode, env_id))`` per environment); reference agents
-    run one seed. Each card variant adds runs for the agent families it names.
+    run one seed. Each card variant adds runs for the agent families it names. An environment,
+    agent or seed named twice counts once (the first place it is named keeps its order).
     """
+    envs, agents = list(dict.fromkeys(envs)), list(dict.fromkeys(agents))
+    seed_list = None if seed_list is None else list(dict.fromkeys(seed_list))
     specs = []
     for env_id in envs:
         if env_id not in gym.registry:
@@ -160,6 +165,9 @@ class BenchmarkConfig:
     """Small budgets: every agent on every environment in minutes on a laptop CPU."""
     out: str = "bench"
     """Output folder (runs, tables, plots); a sweep into the same folder resumes."""
+    replace: bool = False
+    """Run again, and overwrite, the run files in <out>/runs of another spec (e.g. another budget) than planned
+    (without it such a sweep stops before it runs anything, naming the files)."""
     workers: int = 0
     """Parallel worker processes (0: one per CPU core; 1: in this process)."""
     ray: bool = False
@@ -174,8 +182,8 @@ class BenchmarkConfig:
     """A document (e.g. README.md) whose block between the benchmark-table markers is rewritten with table.md."""
 
     def __post_init__(self) -> None:
-        if self.seeds < 0:
-            raise ValueError(f"seeds must be non-negative (0: the mode's default), got {self.seeds}")
+        if not 0 <= self.seeds <= MAX_SEEDS:
+            raise ValueError(f"seeds must be between 0 (the mode's default) and {MAX_SEEDS}, got {self.seeds}")
         if self.workers < 0:
             raise ValueError(f"workers must be non-negative (0: one per CPU core), got {self.workers}")
         for agent in self.agents:

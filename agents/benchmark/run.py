@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,19 +111,105 @@ def execute(spec_data: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_path(out: str | os.PathLike, spec: RunSpec) -> Path:
+    """The run file of ``spec`` in the folder ``out``: ``<out>/runs/<spec.key>.json``."""
     return Path(out) / "runs" / f"{spec.key}.json"
 
 
+class RunFileError(ValueError):
+    """A run file that is not a benchmark run of its name; the message names the file and what is wrong.
+
+    ``foreign`` is False for a file that cannot be read as a run (damaged, truncated, not a
+    run's JSON object, fields missing or of the wrong type), True for a readable run that names
+    another run than its spec or its file name.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str, foreign: bool = False):
+        super().__init__(f"run file {path}: {reason}")
+        self.path, self.reason, self.foreign = Path(path), reason, foreign
+
+
+#: what :func:`execute` writes into every run file and the report reads, with the JSON types it expects
+RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "spec": dict, "env_id": str, "agent": str, "family": str, "seed": int, "final_cost": (int, float),
+    "incomplete": int, "transitions": (int, float), "seconds": (int, float), "total_seconds": (int, float),
+    "curve": list,
+}
+#: what every learning-curve point holds
+CURVE_FIELDS = ("transitions", "seconds", "cost")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_run(path: str | os.PathLike) -> dict[str, Any]:
+    """The run stored in ``path``, checked: it is whole, and it is the run its spec and its file name say.
+
+    Raises :class:`RunFileError` naming the file and what is wrong: ``foreign=False`` if it
+    cannot be read as a run, ``foreign=True`` if its body (``env_id``, ``agent``, ``seed``,
+    ``mode``, ``variant``) names another run than its spec, or its spec another than its name.
+    """
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise RunFileError(path, "not UTF-8 text (a binary or damaged file)") from None
+    except json.JSONDecodeError as error:
+        raise RunFileError(path, f"not whole JSON (truncated or damaged: {error})") from None
+    except OSError as error:
+        raise RunFileError(path, f"cannot be read ({error.strerror or error})") from None
+    if not isinstance(result, dict):
+        raise RunFileError(path, f"holds a JSON {type(result).__name__}, not a run's object")
+    missing = [name for name in RUN_FIELDS if name not in result]
+    if missing:
+        raise RunFileError(path, f"has no {', '.join(missing)} (not a run written by the benchmark)")
+    for name, kind in RUN_FIELDS.items():
+        value = result[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RunFileError(path, f"its {name} is {value!r}, not of the type a run holds")
+    for point in result["curve"]:
+        if not (isinstance(point, dict) and all(_number(point.get(name)) for name in CURVE_FIELDS)):
+            raise RunFileError(path, f"a learning-curve point is {point!r}, not numbers {', '.join(CURVE_FIELDS)}")
+    try:
+        spec = RunSpec.from_dict(result["spec"])
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise RunFileError(path, f"its spec cannot be read ({type(error).__name__}: {error})") from None
+    others = [f"{name} {result[name]!r} in its body, {getattr(spec, name)!r} in its spec"
+              for name in ("env_id", "agent", "seed", "mode", "variant")
+              if name in result and result[name] != getattr(spec, name)]
+    if path.name != f"{spec.key}.json":
+        others.append(f"its spec is the run {spec.key!r}, its name {path.name!r}")
+    if others:
+        raise RunFileError(path, "names another run: " + "; ".join(others), foreign=True)
+    return result
+
+
 def finished(out: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
-    """The stored result of ``spec`` if it finished with the same specification, else None."""
+    """The stored result of ``spec`` if it finished with the same specification, else None (also for a bad file)."""
     path = run_path(out, spec)
     if not path.exists():
         return None
     try:
-        result = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        result = read_run(path)
+    except RunFileError:
         return None
-    return result if result.get("spec") == spec.as_dict() else None
+    return result if result["spec"] == spec.as_dict() else None
+
+
+def spec_differences(stored: Any, planned: Any, prefix: str = "") -> list[str]:
+    """Each field where two spec dicts differ: ``name: <stored> in the file, <planned> planned`` (``budget.seconds``...)."""
+    if not (isinstance(stored, dict) and isinstance(planned, dict)):
+        return [] if stored == planned else [f"{prefix or 'spec'}: {stored!r} in the file, {planned!r} planned"]
+    missing = object()
+    differences = []
+    for name in list(dict.fromkeys([*planned, *stored])):
+        old, new = stored.get(name, missing), planned.get(name, missing)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += spec_differences(old, new, f"{prefix}{name}.")
+        elif old != new:
+            show = lambda value: "nothing" if value is missing else repr(value)  # noqa: E731
+            differences.append(f"{prefix}{name}: {show(old)} in the file, {show(new)} planned")
+    return differences
 
 
 def current_spec(stored: dict[str, Any]) -> RunSpec | None:
@@ -133,7 +222,7 @@ def current_spec(stored: dict[str, Any]) -> RunSpec | None:
         extra = dict(variants[old.variant].env_kwargs) if old.variant else {}
         return RunSpec(old.env_id, old.agent, old.seed, budget(old.mode, old.env_id, old.agent), protocol(old.env_id),
                        old.mode, old.variant, extra)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
 
@@ -141,24 +230,28 @@ def collect(out: str | os.PathLike, mode: str) -> tuple[list[dict[str, Any]], li
     """Every run file of ``mode`` in ``<out>/runs`` whose spec is the present one, whatever sweep wrote it.
 
     Returns ``(results, skipped)``: results in table order (environments as registered, the
-    protocol before its variants, agents as registered, seeds), and the names of the files
-    left out because their spec is not what the cards and agents now give (another budget,
-    protocol or variant, an unknown agent, an unreadable file). Runs of another mode are
+    protocol before its variants, agents as registered, seeds), and the files left out, each
+    as ``name (why)``: their spec is not what the cards and agents now give (another budget,
+    protocol or variant, an unknown agent), or the file cannot be read as a run, or it names
+    another run than its spec or its name (:func:`read_run`). Runs of another mode are
     neither used nor listed.
     """
     results, skipped = [], []
     for path in sorted((Path(out) / "runs").glob("*.json")):
         try:
-            result = json.loads(path.read_text())
-            stored = result["spec"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-            skipped.append(path.name)
+            result = read_run(path)
+        except RunFileError as error:
+            skipped.append(f"{path.name} ({error.reason})")
             continue
+        stored = result["spec"]
         if stored.get("mode", mode) != mode:
             continue
         spec = current_spec(stored)
-        if spec is None or spec.as_dict() != stored:
-            skipped.append(path.name)
+        if spec is None:
+            skipped.append(f"{path.name} (its agent, environment or variant is not registered)")
+        elif spec.as_dict() != stored:
+            skipped.append(f"{path.name} (another spec than the present one: "
+                           f"{'; '.join(spec_differences(stored, spec.as_dict()))})")
         else:
             results.append(result)
     return sorted(results, key=_table_order), skipped
@@ -171,14 +264,182 @@ def _table_order(result: dict[str, Any]) -> tuple[int, str, int, int]:
             agents.index(agent) if agent in agents else len(agents), result["seed"])
 
 
+#: the file in a sweep's output folder that holds the process id of the sweep writing there
+LOCK_FILE = "sweep.lock"
+
+
+def warn_stderr(message: str) -> None:
+    """Print ``warning: <message>`` to stderr (the default of a sweep's ``warn``)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _lock_text() -> str:
+    return f"{os.getpid()}\n{socket.gethostname()}\n"
+
+
+def _holder(text: str) -> tuple[int, str] | None:
+    """(pid, host) of a lock file's text, None if it holds none."""
+    lines = text.split()
+    if not lines or not lines[0].isdigit():
+        return None
+    return int(lines[0]), lines[1] if len(lines) > 1 else socket.gethostname()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def _take_over(path: Path, seen: str) -> bool:
+    """Remove the stale lock ``path`` if it still holds ``seen``; whether it did (False: another sweep got there first)."""
+    aside = path.with_name(f"{path.name}.stale-{os.getpid()}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return False
+    try:
+        if aside.read_text() != seen:  # another sweep took it over meanwhile: its lock goes back
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, path)
+            return False
+        return True
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def _create(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` if it does not exist (``O_CREAT | O_EXCL``); whether it did."""
+    try:
+        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(handle, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    return True
+
+
+@contextlib.contextmanager
+def sweep_lock(out: str | os.PathLike, warn: Callable[[str], None] = warn_stderr) -> Iterator[Path]:
+    """Hold ``<out>/sweep.lock`` while the block runs, so that no two sweeps write into one folder at once.
+
+    The lock is created with ``O_CREAT | O_EXCL`` and holds this process's id and host. A lock
+    whose process is gone (a sweep killed before it could remove it) is taken over, with a
+    ``warn``ing; a lock of a live process (or of another host, which cannot be checked) raises
+    ``RuntimeError`` naming the lock and the process.
+    """
+    path = Path(out) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mine = _lock_text()
+    for _ in range(100):
+        if _create(path, mine):
+            break
+        try:
+            seen = path.read_text()
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:  # released meanwhile
+            continue
+        holder = _holder(seen)
+        if holder is None and age < 2.0:  # just created, its pid not yet written
+            time.sleep(0.05)
+            continue
+        if holder is not None:
+            pid, host = holder
+            if host != socket.gethostname() or _alive(pid):
+                where = "this process" if (pid, host) == (os.getpid(), socket.gethostname()) else f"process {pid} on {host}"
+                raise RuntimeError(f"another sweep ({where}) is writing into {Path(out)}: its lock {path} is held; wait for "
+                                   f"it to end or use another --out (remove the lock only if that process is not a sweep)")
+        if _take_over(path, seen):
+            gone = "an empty lock" if holder is None else f"the lock of process {holder[0]}, which is gone"
+            warn(f"took over {gone} in {path}: a sweep into this folder was stopped before it ended")
+    else:
+        raise RuntimeError(f"could not take the lock {path}: other processes keep taking it")
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text() == mine:
+                path.unlink()
+
+
+def _aside(path: Path) -> Path:
+    """``path`` moved to ``<name>.corrupt`` (``.corrupt.1``, ... if taken); the new path."""
+    target, number = path.with_name(f"{path.name}.corrupt"), 0
+    while target.exists():
+        number += 1
+        target = path.with_name(f"{path.name}.corrupt.{number}")
+    os.replace(path, target)
+    return target
+
+
+def _stored_runs(specs: Sequence[RunSpec], out: Path, replace: bool,
+                 warn: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """The finished runs among ``specs`` in ``out``; the others' files are checked before anything runs.
+
+    A file that cannot be read is moved aside to ``<name>.corrupt`` (its run is done again). A
+    file of another spec, or one that names another run, raises ``ValueError`` naming the
+    files and the differences, unless ``replace``: then its run is done again and overwrites it.
+    """
+    done: dict[str, dict[str, Any]] = {}
+    refused: list[str] = []
+    damaged: list[RunFileError] = []
+    for spec in specs:
+        path = run_path(out, spec)
+        if not path.exists():
+            continue
+        try:
+            result = read_run(path)
+        except RunFileError as error:
+            if not error.foreign:
+                damaged.append(error)
+            elif replace:
+                warn(f"{error}; --replace: the run is done again and overwrites it")
+            else:
+                refused.append(f"{path}: it {error.reason}")
+            continue
+        if result["spec"] == spec.as_dict():
+            done[spec.key] = result
+            continue
+        differences = "; ".join(spec_differences(result["spec"], spec.as_dict()))
+        if replace:
+            warn(f"run file {path} holds a run of another spec ({differences}); --replace: the run is done again and "
+                 f"overwrites it")
+        else:
+            refused.append(f"{path}: another spec than planned ({differences})")
+    if refused:
+        raise ValueError(f"{len(refused)} run file(s) in {out / 'runs'} are not the runs this sweep plans, and a sweep "
+                         f"never overwrites them: sweep into another --out, or pass --replace to run them again and "
+                         f"overwrite them.\n  " + "\n  ".join(refused))
+    for error in damaged:
+        warn(f"{error}; moved aside to {_aside(error.path).name}, the run is done again")
+    return done
+
+
 def sweep(specs: Sequence[RunSpec], out: str | os.PathLike, workers: int = 0, use_ray: bool = False,
-          ray_address: str | None = None, progress: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+          ray_address: str | None = None, progress: bool = True, replace: bool = False,
+          warn: Callable[[str], None] = warn_stderr) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Run every spec not already finished in ``out``; returns ``(results, failures)`` in the order of ``specs``.
 
     ``workers`` local processes (0: one per CPU core; 1: in this process), or Ray tasks
     (``use_ray``; ``ray_address`` of a running cluster, default a local instance). Each
     result is written atomically as it arrives, so an interruption loses only the runs in
     flight.
+
+    The sweep holds ``<out>/sweep.lock`` (:func:`sweep_lock`): a second sweep into the same
+    folder at once raises ``RuntimeError``. Before anything runs, the run files of ``specs``
+    already in ``out`` are checked (:func:`read_run`): a file that cannot be read is moved
+    aside to ``<name>.corrupt`` with a ``warn``ing and its run done again; a file of another
+    spec (e.g. another budget), or one that names another run, raises ``ValueError`` naming
+    each file and what differs, unless ``replace`` (then the run is done again and its new
+    result overwrites the file). Specs sharing a run file must be equal (repeats count once).
     """
     if workers < 0:
         raise ValueError(f"workers must be non-negative (0: one per CPU core), got {workers}")
@@ -187,27 +448,34 @@ def sweep(specs: Sequence[RunSpec], out: str | os.PathLike, workers: int = 0, us
             import ray  # noqa: F401
         except ImportError as error:
             raise RuntimeError(RAY_MISSING) from error
+    unique: dict[str, RunSpec] = {}
+    for spec in specs:
+        if unique.setdefault(spec.key, spec) != spec:
+            raise ValueError(f"specs holds two different runs with the run file {spec.key}.json: "
+                             f"{'; '.join(spec_differences(unique[spec.key].as_dict(), spec.as_dict()))}")
     out = Path(out)
-    done = {spec.key: result for spec in specs if (result := finished(out, spec)) is not None}
-    # the slowest agents first, so that the sweep does not end on one long run
-    todo = sorted((spec for spec in specs if spec.key not in done), key=lambda spec: -registry.get(spec.agent).cost)
-    failures: list[dict[str, Any]] = []
-    bar = tqdm(total=len(specs), initial=len(done), desc="benchmark", unit="run", disable=not progress,
-               dynamic_ncols=True)
-    if todo:
-        workers = workers or os.cpu_count() or 1
-        stream = ray_tasks(todo, ray_address, execute) if use_ray else local(todo, min(workers, len(todo)), execute)
-        for result in stream:
-            spec = RunSpec.from_dict(result["spec"])
-            if "error" in result:
-                failures.append(result)
-                bar.write(f"run {spec.key} failed:\n{result['error']}")
-            else:
-                write_json(run_path(out, spec), result)
-                done[spec.key] = result
-            bar.set_postfix_str(spec.key)
-            bar.update()
-    bar.close()
-    return [done[spec.key] for spec in specs if spec.key in done], failures
-
-
+    with sweep_lock(out, warn):
+        for leftover in (out / "runs").glob(".*.partial"):  # a write cut short by a killed sweep (none runs now)
+            leftover.unlink(missing_ok=True)
+        done = _stored_runs(list(unique.values()), out, replace, warn)
+        # the slowest agents first, so that the sweep does not end on one long run
+        todo = sorted((spec for spec in unique.values() if spec.key not in done),
+                      key=lambda spec: -registry.get(spec.agent).cost)
+        failures: list[dict[str, Any]] = []
+        bar = tqdm(total=len(unique), initial=len(done), desc="benchmark", unit="run", disable=not progress,
+                   dynamic_ncols=True)
+        if todo:
+            workers = workers or os.cpu_count() or 1
+            stream = ray_tasks(todo, ray_address, execute) if use_ray else local(todo, min(workers, len(todo)), execute)
+            for result in stream:
+                spec = RunSpec.from_dict(result["spec"])
+                if "error" in result:
+                    failures.append(result)
+                    bar.write(f"run {spec.key} failed:\n{result['error']}")
+                else:
+                    write_json(run_path(out, spec), result)
+                    done[spec.key] = result
+                bar.set_postfix_str(spec.key)
+                bar.update()
+        bar.close()
+    return [done[key] for key in unique if key in done], failures

@@ -1,0 +1,307 @@
+"""The benchmark's run files and command lines under misuse: reruns of another spec, damaged or foreign run files,
+two sweeps into one folder, sweeps killed at any point, duplicate or idle names, bad --out, --env-kwargs and seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import multiprocessing
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import benchmark, registry
+from agents.benchmark import run as benchmark_run
+from agents.registry import Agent, Budget, Trained
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+import benchmark as benchmark_script  # noqa: E402  (scripts/benchmark.py)
+
+ENV = "DiffZermelo-v0"
+
+
+def fake_train(env_id, env_kwargs, seed, budget, curve_cost) -> Trained:
+    """A deterministic agent: a constant heading that depends on the seed."""
+    policy = lambda observation: np.full(1, 0.1 * seed, dtype=np.float32)  # noqa: E731
+    return Trained(policy, [{"transitions": 10.0, "seconds": 0.0, "cost": curve_cost(policy)}], 10, 0.0,
+                   {"trained_on": "default"})
+
+
+@pytest.fixture
+def fake(monkeypatch) -> list[int]:
+    """Registers the agent ``fake`` (it applies everywhere) and ``nowhere`` (it applies nowhere); the seeds trained."""
+    calls: list[int] = []
+
+    def train(env_id, env_kwargs, seed, budget, curve_cost) -> Trained:
+        calls.append(seed)
+        return fake_train(env_id, env_kwargs, seed, budget, curve_cost)
+
+    registry.agents()
+    monkeypatch.setitem(registry._AGENTS, "fake", Agent("fake", "rl", "a test agent", train, lambda e, k: True))
+    monkeypatch.setitem(registry._AGENTS, "nowhere", Agent("nowhere", "rl", "applies nowhere", train, lambda e, k: False))
+    return calls
+
+
+def specs(seeds: list[int] | range = (0, 1)) -> list[benchmark.RunSpec]:
+    return benchmark.plan_runs([ENV], ["fake"], list(seeds), "quick")
+
+
+def quiet_sweep(specs_: list[benchmark.RunSpec], out: Path, **options):
+    warnings: list[str] = []
+    results, failures = benchmark.sweep(specs_, out, workers=1, progress=False, warn=warnings.append, **options)
+    return results, failures, warnings
+
+
+def without_times(result: dict) -> dict:
+    return {key: value for key, value in result.items() if key != "total_seconds"}
+
+
+# ---- 3: a rerun of another spec never overwrites, two sweeps never write at once --------------------------------
+def test_a_sweep_of_another_budget_refuses_naming_the_file_and_fields_unless_replace(fake, tmp_path, monkeypatch,
+                                                                                      capsys) -> None:
+    common = ["--quick", "--envs", ENV, "--agents", "fake", "--seeds", "2", "--out", str(tmp_path), "--workers", "1",
+              "--no-progress"]
+    assert benchmark_script.main(common) == 0
+    path = tmp_path / "runs" / f"quick__{ENV}__fake__seed0.json"
+    before = {p.name: p.read_bytes() for p in (tmp_path / "runs").iterdir()}
+    fake.clear()
+    # the same (mode, env, agent, seed) under another budget: refused before anything runs, the files untouched
+    from agents import cards
+
+    old = cards.card(ENV)
+    budgets = {**old.budgets, "quick": {**old.budgets.get("quick", {}), "fake": Budget(transitions=7, eval_every=7)}}
+    monkeypatch.setitem(cards.CARDS, ENV, dataclasses.replace(old, budgets=budgets))
+    capsys.readouterr()
+    assert benchmark_script.main(common) == 2
+    error = capsys.readouterr().err
+    assert str(path) in error and "budget.transitions: 5000 in the file, 7 planned" in error and "--replace" in error
+    assert fake == [] and {p.name: p.read_bytes() for p in (tmp_path / "runs").iterdir()} == before
+    # --replace runs them again and overwrites them
+    assert benchmark_script.main([*common, "--replace"]) == 0
+    assert fake == [0, 1] and json.loads(path.read_text())["spec"]["budget"]["transitions"] == 7
+    assert "--replace" in capsys.readouterr().err  # each overwrite is said
+
+
+def test_specs_sharing_a_run_file_must_be_equal(fake, tmp_path) -> None:
+    first = specs([0])[0]
+    results, _, _ = quiet_sweep([first, first], tmp_path)
+    assert len(results) == 1 and fake == [0]  # a repeat counts once
+    with pytest.raises(ValueError, match=r"two different runs with the run file .*seed0\.json: budget\.transitions"):
+        quiet_sweep([first, dataclasses.replace(first, budget=Budget(transitions=3))], tmp_path)
+
+
+def test_a_second_sweep_into_a_folder_in_use_is_refused(fake, tmp_path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / benchmark.LOCK_FILE).write_text(f"{holder.pid}\n{socket.gethostname()}\n")
+        with pytest.raises(RuntimeError, match=rf"process {holder.pid} .*{benchmark.LOCK_FILE} is held"):
+            quiet_sweep(specs(), tmp_path)
+        assert fake == [] and not (tmp_path / "runs").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # a lock in this very process (a sweep inside a sweep) is refused too
+    with benchmark_run.sweep_lock(tmp_path):
+        with pytest.raises(RuntimeError, match="this process"):
+            quiet_sweep(specs(), tmp_path)
+    assert not (tmp_path / benchmark.LOCK_FILE).exists()  # released
+
+
+def test_the_lock_of_a_dead_sweep_is_taken_over_with_a_warning(fake, tmp_path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock = tmp_path / benchmark.LOCK_FILE
+    lock.write_text(f"{gone.pid}\n{socket.gethostname()}\n")
+    results, failures, warnings = quiet_sweep(specs(), tmp_path)
+    assert len(results) == 2 and not failures
+    assert len(warnings) == 1 and f"process {gone.pid}, which is gone" in warnings[0] and str(lock) in warnings[0]
+    assert not lock.exists()
+    # an empty lock (a sweep killed between creating it and writing its pid) is taken over once it is not new
+    lock.write_text("")
+    os.utime(lock, (time.time() - 10, time.time() - 10))
+    _, _, warnings = quiet_sweep(specs(), tmp_path)
+    assert "empty lock" in warnings[0] and not lock.exists()
+
+
+def test_the_lock_is_created_exclusively_with_the_pid_inside(tmp_path) -> None:
+    with benchmark_run.sweep_lock(tmp_path) as lock:
+        assert lock.read_text().split()[0] == str(os.getpid())
+        assert not benchmark_run._create(lock, "other")  # O_EXCL: a second creation fails
+    assert not lock.exists()
+
+
+# ---- 17: damaged, truncated and foreign run files ------------------------------------------------------------
+DAMAGES = {
+    "truncated": lambda text: text[: len(text) // 2],
+    "binary": lambda text: b"\xff\xfe\x00 not text",
+    "a JSON list": lambda text: "[1, 2]",
+    "no final_cost": lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "final_cost"}),
+    "a spec that is a string": lambda text: json.dumps({**json.loads(text), "spec": "quick"}),
+    "a curve of strings": lambda text: json.dumps({**json.loads(text), "curve": ["x"]}),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_run_file_that_cannot_be_read_is_named_moved_aside_and_redone(fake, tmp_path, damage) -> None:
+    planned = specs()
+    quiet_sweep(planned, tmp_path)
+    path = benchmark.run_path(tmp_path, planned[0])
+    good = json.loads(path.read_text())
+    damaged = DAMAGES[damage](path.read_text())
+    path.write_bytes(damaged if isinstance(damaged, bytes) else damaged.encode())
+    # the report names the file and what is wrong, and leaves it out (the old code raised in collect or report)
+    results, skipped = benchmark.collect(tmp_path, "quick")
+    assert [r["seed"] for r in results] == [1] and len(skipped) == 1 and skipped[0].startswith(path.name + " (")
+    with pytest.raises(benchmark.RunFileError, match=f"run file {re.escape(str(path))}: "):
+        benchmark.read_run(path)
+    # a sweep moves it aside with a warning naming it, and runs it again (the old code stopped on a JSON list)
+    fake.clear()
+    results, failures, warnings = quiet_sweep(planned, tmp_path)
+    assert fake == [0] and not failures and [r["seed"] for r in results] == [0, 1]
+    assert len(warnings) == 1 and str(path) in warnings[0] and f"moved aside to {path.name}.corrupt" in warnings[0]
+    assert path.with_name(path.name + ".corrupt").read_bytes() == (damaged if isinstance(damaged, bytes) else
+                                                                  damaged.encode())
+    assert without_times(json.loads(path.read_text())) == without_times(good)
+
+
+def test_a_run_file_naming_another_run_is_refused_and_left_out(fake, tmp_path) -> None:
+    planned = specs()
+    quiet_sweep(planned, tmp_path)
+    first, second = (benchmark.run_path(tmp_path, spec) for spec in planned)
+    body = json.loads(first.read_text())
+    first.write_text(json.dumps({**body, "seed": 5}))  # its body says seed 5, its spec and name seed 0
+    second.write_text(json.dumps(body))  # the run of seed 0 under the name of seed 1
+    results, skipped = benchmark.collect(tmp_path, "quick")
+    assert results == []
+    assert skipped == [f"{first.name} (names another run: seed 5 in its body, 0 in its spec)",
+                       f"{second.name} (names another run: its spec is the run '{planned[0].key}', its name "
+                       f"'{second.name}')"]
+    fake.clear()
+    with pytest.raises(ValueError, match="never overwrites") as refused:
+        quiet_sweep(planned, tmp_path)
+    assert str(first) in str(refused.value) and str(second) in str(refused.value) and fake == []
+    _, _, warnings = quiet_sweep(planned, tmp_path, replace=True)
+    assert fake == [0, 1] and len(warnings) == 2 and not benchmark.collect(tmp_path, "quick")[1]
+
+
+def test_the_report_lists_why_a_run_is_left_out(fake, tmp_path, capsys) -> None:
+    common = ["--quick", "--envs", ENV, "--agents", "fake", "--out", str(tmp_path), "--workers", "1", "--no-progress"]
+    assert benchmark_script.main(common) == 0
+    (tmp_path / "runs" / f"quick__{ENV}__fake__seed3.json").write_text("{")
+    capsys.readouterr()
+    assert benchmark_script.main(["--quick", "--report-only", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"quick__{ENV}__fake__seed3.json (not whole JSON" in out and "| DiffZermelo-v0 | fake |" in \
+        (tmp_path / "table.md").read_text()
+
+
+# ---- crash safety: a sweep killed at several points resumes to the same results ------------------------------
+def _sweep_then_die(out: str, kill_at: str, report: str) -> None:
+    """In a forked child: sweep 4 runs of ``fake`` into ``out``, SIGKILLing itself at ``kill_at``."""
+    try:
+        from agents import files
+
+        counts = {"train": 0, "write": 0}
+        original = files.atomic_write
+
+        def die() -> None:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        def train(env_id, env_kwargs, seed, budget, curve_cost) -> Trained:
+            counts["train"] += 1
+            if kill_at == f"train:{counts['train']}":
+                die()
+            if kill_at == "slow":
+                time.sleep(0.3)
+            return fake_train(env_id, env_kwargs, seed, budget, curve_cost)
+
+        def atomic_write(path, write, binary=False, newline=None):
+            if Path(path).parent.name != "runs":
+                return original(path, write, binary, newline)
+            counts["write"] += 1
+            if kill_at == f"half-written:{counts['write']}":
+                def half(file) -> None:
+                    buffer = io.StringIO()
+                    write(buffer)
+                    file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+                    file.flush()
+                    die()
+                return original(path, half, binary, newline)
+            written = original(path, write, binary, newline)
+            if kill_at == f"written:{counts['write']}":
+                die()
+            return written
+
+        files.atomic_write = atomic_write
+        registry._AGENTS["fake"] = Agent("fake", "rl", "a test agent", train, lambda e, k: True)
+        with open(report, "a") as log:
+            benchmark.sweep(specs(range(4)), out, workers=1, progress=False, warn=lambda m: print(m, file=log, flush=True))
+    except BaseException:
+        with open(report, "a") as log:
+            traceback.print_exc(file=log)
+        os._exit(1)
+    os._exit(0)
+
+
+def test_a_sweep_killed_at_any_point_resumes_without_losing_or_damaging_a_run(fake, tmp_path) -> None:
+    expected = {benchmark.run_path(tmp_path / "whole", s).name: without_times(r)
+                for s, r in zip(specs(range(4)), quiet_sweep(specs(range(4)), tmp_path / "whole")[0])}
+    out, report = tmp_path / "killed", tmp_path / "warnings.txt"
+    context = multiprocessing.get_context("fork")
+    seen: dict[str, bytes] = {}
+    # killed while training the 2nd run, half-way through writing the next run file, just after writing one,
+    # and from outside at whatever point it has reached once a run file appeared; then it runs to the end
+    for kill_at in ("train:2", "half-written:1", "written:1", "slow", "none"):
+        child = context.Process(target=_sweep_then_die, args=(str(out), kill_at, str(report)))
+        child.start()
+        if kill_at == "slow":
+            deadline = time.monotonic() + 20
+            while len(list((out / "runs").glob("*.json"))) <= len(seen) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+        assert child.exitcode == (0 if kill_at == "none" else -signal.SIGKILL), report.read_text()
+        files = {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")}
+        assert set(seen) <= set(files) and all(files[name] == data for name, data in seen.items())  # none lost or changed
+        for name in files:  # every run file whole, and the run its name says
+            assert without_times(benchmark.read_run(out / "runs" / name)) == expected[name]
+        seen = files
+    assert set(seen) == set(expected)
+    results, skipped = benchmark.collect(out, "quick")
+    assert [without_times(r) for r in results] == list(expected.values()) and not skipped
+    assert not list((out / "runs").glob(".*partial")) and not (out / benchmark.LOCK_FILE).exists()
+    assert report.read_text().count("which is gone") == 4  # each killed sweep's lock was taken over, with a warning
+
+
+# ---- 18: names given twice, agents that apply nowhere --------------------------------------------------------
+def test_names_given_twice_count_once(fake) -> None:
+    twice = benchmark.plan_runs([ENV, ENV], ["fake", "analytic", "fake"], [0, 1, 0], "quick")
+    assert [(s.agent, s.seed) for s in twice] == [("fake", 0), ("fake", 1), ("analytic", 0)]
+
+
+def test_an_agent_that_applies_to_no_environment_is_an_error(fake, tmp_path, capsys) -> None:
+    code = benchmark_script.main(["--quick", "--envs", ENV, "--agents", "fake", "nowhere", "--out", str(tmp_path),
+                                  "--workers", "1", "--no-progress"])
+    assert code == 2 and "agents ['nowhere'] apply to none of the environments ['DiffZermelo-v0']" in \
+        capsys.readouterr().err
+    assert fake == [] and not (tmp_path / "runs").exists()
+    with pytest.raises(ValueError, match="nothing to run"):
+        benchmark.check_plan([], [ENV], [])
+
+
+def test_a_sweep_of_names_given_twice_runs_each_once(fake, tmp_path) -> None:
+    code = benchmark_script.main(["--quick", "--envs", ENV, ENV, "--agents", "fake", "fake", "--out", str(tmp_path),
+                                  "--workers", "1", "--no-progress"])
+    assert code == 0 and fake == [0]
+    assert "| DiffZermelo-v0 | fake | model-free samples | defaults | default | 1 |" in (tmp_path / "table.md").read_text()
