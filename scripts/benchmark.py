@@ -24,6 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse (one option per field of :class:`BenchmarkConfig`), sweep, print the table; the exit status."""
     config = cli.parse(BenchmarkConfig, argv, description=__doc__)
     try:
+        cli.check_out_folder(config.out)
         outcome = run_benchmark(config)
     except (ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)

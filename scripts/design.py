@@ -142,6 +142,7 @@ def plot(path: Path, run: DesignRun, theta_true: float) -> Path:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     script, agent = cli.parse_pair(DesignScriptConfig, DesignConfig, argv, titles=("experiment", "agent"),
                                    description=__doc__)
+    cli.check_out_folder(script.out)
     torch.set_num_threads(script.threads)
     began = time.perf_counter()
     out = Path(script.out)

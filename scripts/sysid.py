@@ -99,6 +99,7 @@ def report(result: SysIDResult, argv: list[str], seconds: float, cpu_seconds: fl
 def main(argv: list[str] | None = None) -> SysIDResult:
     argv = sys.argv[1:] if argv is None else list(argv)
     config, options = parse(argv)
+    cli.check_out_folder(options.out)
     torch.set_num_threads(options.threads)
     start, cpu_start = time.perf_counter(), time.process_time()
     result = identify(config, progress=bool(options.progress))

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_arguments(argv)
     env_kwargs = parse_env_kwargs(args.env_kwargs, args.preset, args.env_id)
     out = args.out if args.out is not None else Path("runs") / f"{args.env_id}-{args.agent}"
+    cli.check_out_folder(out)
     reference = analytic.reference(args.env_id, env_kwargs)
     if args.agent == "neural-ode":
         config = args.neural_ode

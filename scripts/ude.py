@@ -346,6 +346,7 @@ def plot(path: Path, times: torch.Tensor, clean: torch.Tensor, data: torch.Tenso
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = cli.parse(UdeConfig, argv, description=__doc__)
+    cli.check_out_folder(config.out)
     torch.set_num_threads(config.threads)
     began = time.perf_counter()
     out = Path(config.out)

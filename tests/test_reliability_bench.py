@@ -17,12 +17,14 @@ import time
 import traceback
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents import benchmark, registry
+from agents import benchmark, cli, registry
 from agents.benchmark import run as benchmark_run
 from agents.registry import Agent, Budget, Trained
+from diffenvs.cartpole import CartpoleParams
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -305,3 +307,97 @@ def test_a_sweep_of_names_given_twice_runs_each_once(fake, tmp_path) -> None:
                                   "--workers", "1", "--no-progress"])
     assert code == 0 and fake == [0]
     assert "| DiffZermelo-v0 | fake | model-free samples | defaults | default | 1 |" in (tmp_path / "table.md").read_text()
+
+
+# ---- 19: the command line: --out, --env-kwargs, seeds --------------------------------------------------------
+def test_check_out_folder_refuses_what_cannot_be_an_output_folder(tmp_path, monkeypatch) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for bad, why in (("", "must name a folder, got ''"), ("  ", "must name a folder"),
+                     (str(a_file), "an existing file"), (str(a_file / "below"), "whose parent .* is a file")):
+        with pytest.raises(ValueError, match=f"--out {why}" if why.startswith("must") else f"--out .*{why}"):
+            cli.check_out_folder(bad)
+    assert cli.check_out_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # nothing created
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(ValueError, match=r"--out must be a folder this process can write into.*its parent .* not writable"):
+        cli.check_out_folder(tmp_path / "new")
+    with pytest.raises(TypeError, match="--out"):
+        cli.check_out_folder(None)  # type: ignore[arg-type]
+
+
+def test_the_benchmark_script_checks_out_before_running(fake, tmp_path, capsys) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out in (str(a_file), ""):
+        code = benchmark_script.main(["--quick", "--envs", ENV, "--agents", "fake", "--out", out, "--workers", "1",
+                                      "--no-progress"])
+        assert code == 2 and "--out" in capsys.readouterr().err and fake == []
+    assert a_file.read_text() == "x" and not (Path.cwd() / "runs" / f"quick__{ENV}__fake__seed0.json").exists()
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"script_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["train", "ude", "design", "sysid"])
+def test_every_script_checks_out_before_it_works(name, tmp_path, monkeypatch) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    script = _script(name)
+    # what each script does first after parsing: reaching it would mean the check came too late
+    first_work = {"train": "analytic", "ude": "make_data", "design": "derivative_checks", "sysid": "identify"}[name]
+    monkeypatch.setattr(script, first_work, None)
+    argv = (["DiffZermelo-v0"] if name == "train" else []) + ["--out", str(a_file)]
+    with pytest.raises(ValueError, match=re.escape(f"--out must be a folder, got '{a_file}', an existing file")):
+        script.main(argv)
+
+
+def test_an_empty_path_option_is_refused(tmp_path, capsys) -> None:
+    train = _script("train")
+    with pytest.raises(SystemExit) as exit_:
+        train.parse_arguments(["DiffZermelo-v0", "--out", ""])
+    assert exit_.value.code == 2 and "--out must name a folder or file, got ''" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.parse_arguments(["DiffZermelo-v0", "--out="])
+    assert train.parse_arguments(["DiffZermelo-v0", "--out", str(tmp_path)]).out == tmp_path
+
+
+@pytest.mark.parametrize("seed", [str(2**64), "-1"])
+def test_seeds_out_of_range_are_refused_naming_the_option(seed, capsys) -> None:
+    train = _script("train")
+    with pytest.raises(SystemExit) as exit_:  # the neural-ODE config's seed, nested in the command line
+        train.parse_arguments(["DiffZermelo-v0", "--seed", seed])
+    assert exit_.value.code == 2 and f"--seed must be an integer from 0 to {cli.MAX_SEED} (2**31 - 1), got {seed}" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _script("ude").main(["--seed", seed])
+    assert train.parse_arguments(["DiffZermelo-v0", "--seed", str(cli.MAX_SEED)]).neural_ode.seed == cli.MAX_SEED
+    with pytest.raises(ValueError, match=f"seeds must be between 0 .* and {benchmark.MAX_SEEDS}, got 100000000000"):
+        benchmark.BenchmarkConfig(seeds=10**11)
+
+
+def test_env_kwargs_params_set_the_problem_s_constants() -> None:
+    kwargs = cli.parse_env_kwargs('{"params": {"gravity": 1.62, "pole_length": 2}}', None, "DiffCartpole-v0")
+    assert kwargs["params"] == CartpoleParams(gravity=1.62, pole_length=2)
+    env = gym.make("DiffCartpole-v0", **kwargs)  # the old code kept the dict: AttributeError in the environment
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    assert env.unwrapped.params.gravity == 1.62
+    env.close()
+    with pytest.raises(ValueError, match=r"--env-kwargs params of DiffCartpole-v0: CartpoleParams has no field\(s\) "
+                                         r"\['gravty'\]; its fields are \['cart_mass', 'pole_mass', 'pole_length', "
+                                         r"'gravity'\]"):
+        cli.parse_env_kwargs('{"params": {"gravty": 1.62}}', None, "DiffCartpole-v0")
+    with pytest.raises(ValueError, match="gravity must be a number, got 'low'"):
+        cli.parse_env_kwargs('{"params": {"gravity": "low"}}', None, "DiffCartpole-v0")
+    with pytest.raises(ValueError, match="must be a JSON object of CartpoleParams fields"):
+        cli.parse_env_kwargs('{"params": 3}', None, "DiffCartpole-v0")
+    with pytest.raises(ValueError, match="DiffLinearSysID-v0 takes no params"):
+        cli.parse_env_kwargs('{"params": {"gamma": 2}}', None, "DiffLinearSysID-v0")
