@@ -12,9 +12,9 @@ face, the analytic optimum, the gap, environment steps, wall time) and the plots
 ``trajectory.png`` and ``control.png``, then prints a summary. Every file is written atomically.
 The folder is locked while the run writes (a second run into it is refused); a folder holding
 another run is refused unless ``--overwrite`` (which deletes that run's files first), and
-``--resume`` refuses a folder whose run differs in environment, agent or settings. Neural-ODE options default to the tuned values
-of the environment's card (``agents.neural_ode.default_config``); any given on the command line
-replaces them.
+``--resume`` refuses a folder whose run differs in environment, agent or settings.
+Neural-ODE options default to the tuned values of the environment's card
+(``agents.neural_ode.default_config``); any given on the command line replaces them.
 """
 
 from __future__ import annotations
