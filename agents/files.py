@@ -1,25 +1,41 @@
-"""Files a run writes and reads: one atomic writer, JSON, checkpoints.
+"""Files a run writes and reads: one atomic writer, JSON, checksummed checkpoints, the folder's lock.
 
 Every file goes through :func:`atomic_write`: it is written to a temporary file beside its
-destination, flushed to disk, then moved onto it with ``os.replace``, so a reader (or a run
-killed half-way) sees either the old file or the new one, never a part. Checkpoints are read
-with ``torch.load(weights_only=True)``: tensors and plain Python values only, no pickled code.
+destination (a unique name, ``.<name>.<random>.partial``), flushed to disk, then moved onto it
+with ``os.replace``, so a reader (or a run killed half-way) sees either the old file or the new
+one, never a part.
+
+A checkpoint holds its state serialised by :func:`torch.save` together with the SHA-256 of those
+bytes. It is read with ``torch.load(weights_only=True)`` (tensors and plain Python values only:
+pickled code is refused before it runs) and its checksum is verified, so a truncated, corrupted
+or foreign file fails with a :class:`CheckpointError` naming the file and what is wrong.
+
+:func:`folder_lock` makes one process the only writer of an output folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import math
 import os
+import pickle
+import socket
 import tempfile
-from collections.abc import Callable
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 import torch
+
+#: how the temporary files of :func:`atomic_write` end
+PARTIAL_SUFFIX = ".partial"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False,
@@ -30,7 +46,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
     try:
         with os.fdopen(handle, "wb" if binary else "w", newline=None if binary else newline) as file:
             write(file)
@@ -87,13 +103,202 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write(path, write)
 
 
+#: what :func:`save_checkpoint` writes: ``{"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+#: "sha256": <hex digest of the state's bytes>, "state": <those bytes as a uint8 tensor>}``
+CHECKPOINT_FORMAT = "diffenvs-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a whole checkpoint of this format: truncated, corrupted, foreign, or holding pickled code."""
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` (tensors and plain Python values) with :func:`torch.save`, atomically."""
+    """Write ``state`` (tensors and plain Python values) with :func:`torch.save` and its SHA-256, atomically."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
+    payload = buffer.getvalue()
+    wrapped = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "sha256": hashlib.sha256(payload).hexdigest(),
+               "state": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+    buffer = io.BytesIO()
+    torch.save(wrapped, buffer)
     return atomic_write(path, lambda file: file.write(buffer.getvalue()), binary=True)
 
 
+def _weights_only(path: Path, data: bytes, what: str) -> Any:
+    """``torch.load`` of ``data`` weights-only, its failures turned into a :class:`CheckpointError` naming ``path``."""
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # the weights-only unpickler refuses a global (a function or class: code) or an object built from one
+        refused = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "Can only" in line), None)
+        if refused is not None:
+            raise CheckpointError(f"checkpoint {path}: {what} holds objects other than tensors and plain Python values, "
+                                  f"refused unread (loading them could run code): {refused}") from None
+        raise CheckpointError(f"checkpoint {path}: {what} is truncated or corrupted ({_first_line(error)})") from None
+    except Exception as error:  # torch reports a damaged file as RuntimeError, EOFError, KeyError, ... as it happens
+        raise CheckpointError(f"checkpoint {path}: {what} is truncated or corrupted ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return type(error).__name__ + (": " + text.splitlines()[0] if text else "")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`, weights-only (no pickled code runs)."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Read a checkpoint written by :func:`save_checkpoint`: weights-only (no pickled code runs), checksum verified.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        CheckpointError: the file is truncated or corrupted (it cannot be read, or its checksum
+            does not match), is not a checkpoint of this format, or holds pickled objects other
+            than tensors and plain Python values; the message names the file and what is wrong.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if not data:
+        raise CheckpointError(f"checkpoint {path}: the file is empty")
+    wrapped = _weights_only(path, data, "the file")
+    if not isinstance(wrapped, dict) or wrapped.get("format") != CHECKPOINT_FORMAT:
+        held = f"a dict with keys {sorted(map(str, wrapped))}" if isinstance(wrapped, dict) else type(wrapped).__name__
+        raise CheckpointError(f"checkpoint {path}: not a {CHECKPOINT_FORMAT} file (a torch file holding {held}; "
+                              "checkpoints without a checksum are not read)")
+    if wrapped.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"checkpoint {path}: format version {wrapped.get('version')!r}, this version reads "
+                              f"{CHECKPOINT_VERSION}")
+    payload, digest = wrapped.get("state"), wrapped.get("sha256")
+    if not (isinstance(payload, torch.Tensor) and payload.dtype == torch.uint8 and payload.dim() == 1
+            and isinstance(digest, str)):
+        raise CheckpointError(f"checkpoint {path}: corrupted (its state is not a byte tensor with a sha256 string)")
+    data = payload.numpy().tobytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise CheckpointError(f"checkpoint {path}: corrupted (the state's SHA-256 is {actual}, the file says {digest})")
+    state = _weights_only(path, data, "its state")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: its state is a {type(state).__name__}, not a dict")
+    return state
+
+
+def differences(found: Any, expected: Any, name: str = "") -> list[str]:
+    """Where two JSON-like values differ, one ``"name: found ... expected ..."`` line per leaf (``a.b`` for nesting).
+
+    Both sides go through :func:`jsonable` first, so a dataclass compares with the dict it was saved as.
+    """
+    found, expected = jsonable(found), jsonable(expected)
+    if isinstance(found, dict) and isinstance(expected, dict):
+        return [line for key in sorted(set(found) | set(expected), key=str)
+                for line in differences(found.get(key, "<absent>"), expected.get(key, "<absent>"),
+                                        f"{name}.{key}" if name else str(key))]
+    return [] if found == expected else [f"{name or 'value'}: {found!r} there, {expected!r} here"]
+
+
+# ---- the lock of an output folder ----------------------------------------------------------
+
+LOCK_FILE = ".lock"
+
+
+class FolderLockedError(RuntimeError):
+    """Another live process holds the lock of the output folder."""
+
+
+def _owner(lock: Path) -> tuple[tuple[Any, ...] | None, int | None, str]:
+    """What identifies this ``lock`` file (inode, time, text; None if there is none), the pid it names
+    (None if none) and its host."""
+    try:
+        stat = lock.stat()
+        text = lock.read_text()
+    except FileNotFoundError:
+        return None, None, ""
+    fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
+    pid = fields.get("pid", "")
+    return (stat.st_ino, stat.st_mtime_ns, text), int(pid) if pid.isdigit() else None, fields.get("host", "")
+
+
+def _age(path: Path) -> float:
+    """Seconds since ``path`` was last written (0 if it is gone)."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, wait: float = 1.0) -> Iterator[Path]:
+    """Hold ``folder``'s lock while the block runs: one writer per output folder.
+
+    The lock is the file ``<folder>/.lock`` holding the owner's pid and host, created with
+    ``O_CREAT | O_EXCL`` (so of two processes exactly one creates it) and removed on leaving.
+    A lock whose process is dead (a run that was killed) is taken over with a warning; a live
+    one raises :class:`FolderLockedError` naming the folder and the pid. A lock file that
+    names no pid is given ``wait`` seconds from its creation to get one (its owner may be
+    writing it), then counts as dead. A process on another host is always taken as alive. Once held, the
+    temporary files (``.*.partial``) that killed writers left in ``folder`` are removed:
+    no one else writes there. Yields the folder's path.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_FILE
+    mine = f"pid={os.getpid()} host={socket.gethostname()}\n"
+    while True:
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            seen, pid, host = _owner(lock)
+            elsewhere = host not in ("", socket.gethostname())
+            if pid is not None and (elsewhere or _alive(pid)):
+                where = f" on {host}" if elsewhere else ""
+                raise FolderLockedError(f"the output folder {folder} is in use by process {pid}{where} (its lock "
+                                        f"{lock}); wait for that run to end, or choose another folder. If no such "
+                                        "process is running, delete the lock file") from None
+            if pid is None and _age(lock) < wait:
+                time.sleep(0.05)  # just created: its owner writes its pid next
+                continue
+            if seen is not None:
+                _take_over(lock, seen, folder)
+            continue
+        with os.fdopen(handle, "w") as file:
+            file.write(mine)
+            file.flush()
+            os.fsync(file.fileno())
+        break
+    try:
+        for leftover in folder.glob(f".*{PARTIAL_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
+        yield folder
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if lock.read_text() == mine:
+                lock.unlink()
+
+
+def _take_over(lock: Path, stale: tuple[Any, ...], folder: Path) -> None:
+    """Remove ``lock`` if it is still the file ``stale`` identifies (a dead owner's), under a guard file so
+    that of several processes taking it over at once only one removes it (the others then find the new
+    owner's lock)."""
+    guard = lock.with_name(lock.name + ".takeover")
+    try:
+        handle = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        if _age(guard) > 10:  # its writer died within these few lines
+            guard.unlink(missing_ok=True)
+        time.sleep(0.05)
+        return
+    try:
+        if _owner(lock)[0] == stale:
+            warnings.warn(f"the output folder {folder} was locked by a process that is no longer running "
+                          f"({stale[-1].strip() or 'an empty lock file'}): taking the lock over", stacklevel=4)
+            lock.unlink()
+    finally:
+        os.close(handle)
+        guard.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
-"""A finished training run: evaluate its policy on the Gymnasium face, compare it with the analytic
-reference, write ``results.json`` and plots, and say how it did.
+"""A training run's folder and its end: claim the folder (:func:`claim_folder`), then evaluate the
+policy on the Gymnasium face, compare it with the analytic reference, write ``results.json`` and
+plots, and say how it did.
 
 Nothing here knows a particular agent or environment: any agent that gives a Gymnasium
 policy, gradient-based or not, goes through :func:`finish_run`.
@@ -7,6 +8,7 @@ policy, gradient-based or not, goes through :func:`finish_run`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -18,12 +20,71 @@ import numpy as np
 
 from agents.analytic import Reference
 from agents.episodes import EVAL_SEED, Episode, GymPolicy, controls_on, evaluate, record_episode, start_states
-from agents.files import jsonable, write_json
+from agents.files import PARTIAL_SUFFIX, differences, jsonable, write_json
 from agents.plots import plot_controls, plot_learning_curve, plot_trajectories
 from diffenvs import problem_of
 
 RESULTS_FILE = "results.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+#: what the run in a folder is (environment, agent, its settings), written when the run claims the folder
+RUN_FILE = "run.json"
+#: every file a run writes (results.json also lists its plots)
+RUN_FILES = (RUN_FILE, RESULTS_FILE, CHECKPOINT_FILE, "loss.png", "trajectory.png", "control.png")
+
+
+def run_identity(env_id: str, agent: str, env_kwargs: dict[str, Any] | None, config: Any = None) -> dict[str, Any]:
+    """What makes two runs the same run, as JSON values: what ``run.json`` holds."""
+    return jsonable({"env": env_id, "agent": agent, "env_kwargs": dict(env_kwargs or {}), "config": config})
+
+
+def _run_files(out: Path) -> list[Path]:
+    """The files of a run present in ``out``: :data:`RUN_FILES`, the plots its results list, temporary files."""
+    names = set(RUN_FILES)
+    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+        names.update(Path(name).name for name in json.loads((out / RESULTS_FILE).read_text()).get("plots", []))
+    present = [out / name for name in sorted(names) if (out / name).is_file()]
+    return present + sorted(out.glob(f".*{PARTIAL_SUFFIX}"))
+
+
+def claim_folder(out: str | os.PathLike, identity: dict[str, Any], *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Make ``out`` the folder of the run ``identity`` (:func:`run_identity`), or refuse.
+
+    An empty (or new) folder is claimed. A folder holding a run's files is claimed only if
+    ``resume`` and its ``run.json`` says it is the same run, or if ``overwrite``: then the old
+    run's files are deleted first, so none of them (a plot the new run does not draw) stays
+    beside the new results. Writes ``run.json``. Hold the folder's lock
+    (:func:`agents.files.folder_lock`) around this and the run.
+
+    The messages name the options of ``scripts/train.py`` (``--resume``, ``--overwrite``, ``--out``).
+
+    Raises:
+        ValueError: ``resume`` and ``overwrite`` both given; ``out`` holds a run and neither
+            is given; or ``resume`` and the run in ``out`` is another one (each difference named).
+    """
+    out = Path(out)
+    if resume and overwrite:
+        raise ValueError(f"--resume continues the run in {out} and --overwrite deletes it: give one, not both")
+    present = [path for path in _run_files(out) if not path.name.endswith(PARTIAL_SUFFIX)] if out.is_dir() else []
+    if present and overwrite:
+        for path in _run_files(out):
+            path.unlink(missing_ok=True)
+    elif present and not resume:
+        raise ValueError(f"the output folder {out} holds a run already ({', '.join(p.name for p in present)}): "
+                         "give --resume to continue it, --overwrite to replace it, or another --out")
+    elif present:
+        try:
+            found = json.loads((out / RUN_FILE).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"--resume: the output folder {out} holds files of a run ({', '.join(p.name for p in present)}) "
+                             f"but no {RUN_FILE} saying which run; give --overwrite to replace it") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--resume: {out / RUN_FILE} is not JSON ({error})") from None
+        mismatch = differences(found, identity)
+        if mismatch:
+            raise ValueError(f"--resume: the run in {out} is another run (its value there, this run's here): "
+                             f"{'; '.join(mismatch)}. Give --overwrite to replace it, or another --out")
+    write_json(out / RUN_FILE, identity)
+    return out
 
 
 def write_results(out: str | os.PathLike, results: dict[str, Any]) -> Path:

@@ -106,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     for experiment in (e for e in EXPERIMENTS if e.name in args.only):
         folder = args.out / "runs" / experiment.name
         arguments = [*(experiment.quick if args.quick else experiment.arguments), "--out", str(folder)]
+        if experiment.script is train:
+            arguments.append("--overwrite")  # made afresh: train.py refuses a folder holding a run otherwise
         print(f"== {experiment.name}: {Path(experiment.script.__file__).name} {' '.join(arguments)}", flush=True)
         began = time.perf_counter()
         outcome = experiment.script.main(arguments)

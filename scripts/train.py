@@ -6,12 +6,15 @@
     python scripts/train.py DiffIsochronism-v0 --agent neural-ode
     python scripts/train.py DiffCartpole-v0 --agent lqr --preset upright
 
-The run writes into ``--out`` (default ``runs/<env>-<agent>``): ``checkpoint.pt`` (resume
-with ``--resume``), ``results.json`` (final cost on the Gymnasium face, the analytic optimum,
-the gap, environment steps, wall time) and the plots ``loss.png``, ``trajectory.png`` and
-``control.png``, then prints a summary. Neural-ODE options default to the tuned values
-of the environment's card (``agents.neural_ode.default_config``); any given on the command line
-replaces them.
+The run writes into ``--out`` (default ``runs/<env>-<agent>``): ``run.json`` (which run this
+is), ``checkpoint.pt`` (resume with ``--resume``), ``results.json`` (final cost on the Gymnasium
+face, the analytic optimum, the gap, environment steps, wall time) and the plots ``loss.png``,
+``trajectory.png`` and ``control.png``, then prints a summary. Every file is written atomically.
+The folder is locked while the run writes (a second run into it is refused); a folder holding
+another run is refused unless ``--overwrite`` (which deletes that run's files first), and
+``--resume`` refuses a folder whose run differs in environment, agent or settings.
+Neural-ODE options default to the tuned values of the environment's card
+(``agents.neural_ode.default_config``); any given on the command line replaces them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from agents import analytic, cli, neural_ode
 from agents.cards import cards, presets
 from agents.cli import parse_env_kwargs
 from agents.episodes import gym_policy
-from agents.training import CHECKPOINT_FILE, finish_run, summary
+from agents.files import folder_lock
+from agents.training import CHECKPOINT_FILE, claim_folder, finish_run, run_identity, summary
 from diffenvs import ENV_IDS
 
 #: the trainable agent, then every card's analytic controllers (each answers its own environment)
@@ -62,6 +66,8 @@ class TrainArguments:
     """evaluation episodes on the Gymnasium face"""
     resume: cli.Switch = False
     """continue the run saved in the output folder's checkpoint"""
+    overwrite: cli.Switch = False
+    """delete the run in the output folder and start afresh"""
     quiet: cli.Switch = False
     """no progress bar"""
     neural_ode: Annotated[neural_ode.NeuralOdeConfig, tyro.conf.arg(help=_TUNED_HELP)] = dataclasses.field(
@@ -83,23 +89,32 @@ def parse_arguments(argv: list[str] | None = None) -> TrainArguments:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse, train (or build the analytic agent), evaluate, write results and plots; returns the results."""
+    """Parse, train (or build the analytic agent), evaluate, write results and plots; returns the results.
+
+    The output folder is locked for the run (:func:`agents.files.folder_lock`) and claimed by
+    :func:`agents.training.claim_folder` (``--resume``, ``--overwrite``).
+    """
     args = parse_arguments(argv)
     env_kwargs = parse_env_kwargs(args.env_kwargs, args.preset, args.env_id)
     out = args.out if args.out is not None else Path("runs") / f"{args.env_id}-{args.agent}"
     cli.check_out_folder(out)
+    config = args.neural_ode if args.agent == "neural-ode" else None
     reference = analytic.reference(args.env_id, env_kwargs)
-    if args.agent == "neural-ode":
-        config = args.neural_ode
-        result = neural_ode.train(args.env_id, config, env_kwargs, checkpoint=Path(out) / CHECKPOINT_FILE,
-                                  resume=args.resume, progress=not args.quiet)
-        results = finish_run(out, env_id=args.env_id, agent=args.agent, policy=result.gym_policy(), env_kwargs=env_kwargs,
-                             seed=config.seed, reference=reference, history=result.history, env_steps=result.transitions,
-                             train_seconds=result.seconds, config=config, episodes=args.episodes)
-    else:
-        controller = analytic.analytic_agent(args.agent, args.env_id, env_kwargs)
-        results = finish_run(out, env_id=args.env_id, agent=args.agent, policy=gym_policy(controller, controller.problem),
-                             env_kwargs=env_kwargs, reference=reference, episodes=args.episodes)
+    with folder_lock(out):
+        claim_folder(out, run_identity(args.env_id, args.agent, env_kwargs, config), resume=args.resume,
+                     overwrite=args.overwrite)
+        if config is not None:
+            result = neural_ode.train(args.env_id, config, env_kwargs, checkpoint=Path(out) / CHECKPOINT_FILE,
+                                      resume=args.resume, progress=not args.quiet)
+            results = finish_run(out, env_id=args.env_id, agent=args.agent, policy=result.gym_policy(),
+                                 env_kwargs=env_kwargs, seed=config.seed, reference=reference, history=result.history,
+                                 env_steps=result.transitions, train_seconds=result.seconds, config=config,
+                                 episodes=args.episodes)
+        else:
+            controller = analytic.analytic_agent(args.agent, args.env_id, env_kwargs)
+            results = finish_run(out, env_id=args.env_id, agent=args.agent,
+                                 policy=gym_policy(controller, controller.problem), env_kwargs=env_kwargs,
+                                 reference=reference, episodes=args.episodes)
     print(summary(results))
     print(f"  results and plots in {out}")
     return results

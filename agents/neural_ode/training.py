@@ -6,8 +6,10 @@ generator, history) and what a checkpoint saves of it; :func:`train` drives it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.episodes import TrainedNetwork
-from agents.files import load_checkpoint, save_checkpoint
+from agents.files import CheckpointError, differences, load_checkpoint, save_checkpoint
 from agents.neural_ode.config import LBFGS_EVALUATIONS, Callback, NeuralOdeConfig, default_config
 from agents.neural_ode.network import PolicyNetwork, initial_states
 from diffenvs import problem_of, rollout
@@ -78,14 +80,16 @@ class _Run:
                 "lbfgs": None if self.lbfgs is None else self.lbfgs.state_dict()}
 
     def restore(self, checkpoint: str | Path) -> None:
-        state = load_checkpoint(checkpoint)
-        if (state["env_id"] != self.env_id or state["env_kwargs"] != self.env_kwargs
-                or state["config"] != dataclasses.asdict(self.config)):
-            raise ValueError(f"the checkpoint {checkpoint} is of another run: {state['env_id']} {state['env_kwargs']} "
-                             f"{state['config']}")
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
+        state = _read(checkpoint)
+        mismatch = differences({"env_id": state["env_id"], "env_kwargs": state["env_kwargs"], "config": state["config"]},
+                               {"env_id": self.env_id, "env_kwargs": self.env_kwargs, "config": self.config})
+        if mismatch:
+            raise ValueError(f"the checkpoint {checkpoint} is of another run (checkpoint's value there, this run's "
+                             f"here): {'; '.join(mismatch)}")
+        with _loading(checkpoint):
+            self.policy.load_state_dict(state["policy"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
         self.history, self.fixed, self.lbfgs_state = state["history"], state["fixed"], state.get("lbfgs")
 
     # ---- data and loss -------------------------------------------------------------------
@@ -184,12 +188,15 @@ def train(env_id: str, config: NeuralOdeConfig | None = None, env_kwargs: dict[s
         checkpoint: file to save the run to every ``config.checkpoint_every`` iterations and at
             the end (weights, Adam's state, the RNG state, the history).
         resume: continue from ``checkpoint`` if it exists; the continued run gives the same
-            result as an uninterrupted one. The checkpoint's config and env must match.
+            result as an uninterrupted one. The checkpoint's config and env must match (a
+            ``ValueError`` names each difference).
         progress: show a progress bar with the loss.
 
     Raises:
         NonFiniteError: the loss or the gradient became non-finite (the weights are left at
             their last finite values and no checkpoint is written for that iteration).
+        agents.files.CheckpointError: ``resume`` and the checkpoint is truncated, corrupted or
+            foreign (the message names the file and what is wrong).
     """
     env_kwargs = dict(env_kwargs or {})
     config = default_config(env_id, env_kwargs) if config is None else config
@@ -253,11 +260,45 @@ def _loop(run: _Run, on_step: Callback | None, checkpoint: str | Path | None, pr
     return stopped
 
 
-def load_policy(checkpoint: str | Path) -> NeuralOdeResult:
-    """The run saved in ``checkpoint`` (policy, problem, config and history), without training further."""
+#: what a checkpoint of this agent holds (``lbfgs`` too, None before the L-BFGS phase)
+_CHECKPOINT_KEYS = ("env_id", "env_kwargs", "config", "policy", "optimizer", "generator", "history", "fixed")
+
+
+def _read(checkpoint: str | Path) -> dict[str, Any]:
+    """The state saved in ``checkpoint``; :class:`CheckpointError` if it is not a neural-ODE run's."""
     state = load_checkpoint(checkpoint)
-    config = NeuralOdeConfig(**state["config"])
-    problem = problem_of(state["env_id"], **state["env_kwargs"])
-    policy = PolicyNetwork(problem, config.width, config.depth, config.init_scale, config.symmetric).to(config.torch_dtype)
-    policy.load_state_dict(state["policy"])
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {checkpoint}: not a neural-ODE run's (it lacks {', '.join(missing)}; "
+                              f"it holds {', '.join(map(str, state)) or 'nothing'})")
+    return state
+
+
+@contextlib.contextmanager
+def _loading(checkpoint: str | Path) -> Iterator[None]:
+    """Turn a failure to build the run from ``checkpoint``'s values into a :class:`CheckpointError` naming it."""
+    try:
+        yield
+    except (TypeError, ValueError, KeyError, RuntimeError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {checkpoint}: its values do not make a neural-ODE run of this version "
+                              f"({type(error).__name__}: {error})") from error
+
+
+def load_policy(checkpoint: str | Path) -> NeuralOdeResult:
+    """The run saved in ``checkpoint`` (policy, problem, config and history), without training further.
+
+    Raises:
+        CheckpointError: the file is not a whole checkpoint (see :func:`agents.files.load_checkpoint`),
+            or its values do not make a neural-ODE run (missing keys, unknown config fields,
+            weights of another shape); the message names the file.
+    """
+    state = _read(checkpoint)
+    with _loading(checkpoint):
+        config = NeuralOdeConfig(**state["config"])
+        problem = problem_of(state["env_id"], **state["env_kwargs"])
+        policy = PolicyNetwork(problem, config.width, config.depth, config.init_scale, config.symmetric)
+        policy = policy.to(config.torch_dtype)
+        policy.load_state_dict(state["policy"])
     return NeuralOdeResult(state["env_id"], state["env_kwargs"], config, problem, policy, state["history"])
