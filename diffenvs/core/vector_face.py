@@ -35,7 +35,7 @@ def check_num_envs(num_envs: Any) -> int:
     if isinstance(num_envs, (bool, np.bool_)) or not isinstance(num_envs, (int, np.integer)):
         raise TypeError(f"num_envs must be a positive integer, got {num_envs!r} of type {type(num_envs).__name__}")
     if num_envs < 1:
-        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        raise ValueError(f"num_envs must be a positive integer, got {int(num_envs)}")
     return int(num_envs)
 
 
