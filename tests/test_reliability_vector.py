@@ -202,13 +202,19 @@ def test_a_nonfinite_state_is_reported_as_gymnasium_reports_infos(mode: Autorese
     vector, sync = native("DiffCartpole-v0", 2, mode), singles_sync("DiffCartpole-v0", 2, mode)
     vector.reset(seed=0, options={"state": states})
     sync.reset(seed=0)
-    for env, state in zip(sync.envs, states):
-        env.reset(options={"state": state})
+    for i, (env, state) in enumerate(zip(sync.envs, states)):
+        env.reset(seed=i, options={"state": state})  # what the vector face's reset(seed=0, options=...) does
     outputs, expected = vector.step(np.zeros((2, 1), np.float32)), sync.step(np.zeros((2, 1), np.float32))
     assert outputs[3].tolist() == expected[3].tolist() == [True, False]
     assert_same_info(outputs[4], expected[4], True, str(mode))
     flags = outputs[4]["final_info"] if mode == AutoresetMode.SAME_STEP else outputs[4]
     assert flags["nonfinite_state"].tolist() == flags["_nonfinite_state"].tolist() == [True, False]
+    if mode == AutoresetMode.DISABLED:
+        return
+    # the next step restarts (NEXT_STEP) or continues (SAME_STEP) that environment: nothing non-finite is reported
+    outputs, expected = vector.step(np.zeros((2, 1), np.float32)), sync.step(np.zeros((2, 1), np.float32))
+    assert outputs[4] == expected[4] == {}
+    assert_same(outputs[0], expected[0], True, str(mode))
 
 
 def test_partial_resets_take_seeds_and_states_as_gymnasium_does() -> None:
