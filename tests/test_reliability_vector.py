@@ -313,6 +313,15 @@ def test_a_bad_row_in_a_large_batch_is_named_briefly() -> None:
         vector.reset(options={"state": states})
     with pytest.raises(ValueError, match="must have shape"):
         vector.step(np.zeros((3, 1)))
+    before = vector.unwrapped.state.copy()
+    states = np.zeros((2_000, 4))
+    states[5, 1] = 1e200  # the cart's velocity beyond the float32 range of the observation
+    with pytest.raises(ValueError, match="float32 range"):
+        vector.reset(seed=3, options={"state": states, "reset_mask": np.arange(2_000) % 2 == 1})
+    np.testing.assert_array_equal(vector.unwrapped.state, before)  # a refused reset changes nothing
+    zermelo = native("DiffZermelo-v0", 3)
+    with pytest.raises(ValueError, match=r'options\["state"\] row 2: state y must be below'):
+        zermelo.reset(options={"state": [[0.0, 0.0], [0.0, 1.0], [0.0, 5.0]]})
     with pytest.raises(ValueError) as error:
         vector.step(["x"] * 2_000)
     assert len(str(error.value)) < 300

@@ -213,22 +213,20 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
                     self.problem.check_state(state)
                 except ValueError as error:
                     raise ValueError(f'options["state"] row {i}: {error}') from None
-        self._seed(seed, indices)
-        if states is not None:
-            states_tensor = self._tensor(states)
-            fresh = self._batched(self.problem.state_from_physical(states_tensor.unbind(-1), self._tensor_params, TORCH),
-                                  len(indices))
-        else:
+            fresh = self._batched(self.problem.state_from_physical(self._tensor(states).unbind(-1), self._tensor_params,
+                                                                   TORCH), len(indices))
+            zero = torch.zeros(len(indices), dtype=torch.long, device=self.device)
+            if not bool((self._observe(zero, fresh).abs() <= OBSERVATION_LIMIT).all()):
+                raise ValueError('options["state"] gives observations outside the float32 range')
+        self._seed(seed, indices)  # nothing changes before the checks above have passed
+        if states is None:
             fresh = self._initial(indices)
         if len(indices) == n:
             self._x = self._x0 = fresh
             self._steps = torch.zeros(n, dtype=torch.long, device=self.device)
             self._obs = self._observe(self._steps, fresh).to(torch.float32)
-            first = self._obs
         else:
-            first = self._start(indices, fresh)
-        if states is not None and not bool((first.abs() <= OBSERVATION_LIMIT).all()):
-            raise ValueError('options["state"] gives observations outside the float32 range')
+            self._start(indices, fresh)
         self._ended[indices] = False
         return self._obs.cpu().numpy().copy(), {}
 
