@@ -1,12 +1,18 @@
-"""The vector face: N environments stepped in one batched torch call, with next-step autoreset.
+"""The vector face: N environments stepped in one batched torch call, with Gymnasium's three autoreset modes.
 
 Environment ``i`` of a vector env reset with ``seed=s`` draws exactly the numbers of a single
 environment reset with ``seed=s + i`` (counter-based draws, :mod:`diffenvs.core.random`),
-so N single environments and one vector env give the same trajectories.
+so N single environments and one vector env give the same trajectories. In float64 (the
+default) both faces take the same arithmetic steps in the same order, the step index and the
+time included; they differ only where a definition calls a transcendental function
+(``exp``, ``sin``, ``erf``, ``sqrt``, ``log1p``) or a linear solve, which Python's ``math``
+(the single face) and torch's vectorised kernels (this face) may round differently in the
+last bit.
 """
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -19,9 +25,61 @@ from gymnasium.vector.utils import batch_space
 from diffenvs.core import random
 from diffenvs.core.gym_face import action_space, initial_draws, observation_space
 from diffenvs.core.numerics import TORCH, stack
-from diffenvs.core.problem import Held, Problem, ProblemAttributes, check_integer
+from diffenvs.core.problem import Held, Problem, ProblemAttributes
 from diffenvs.core.transition import OBSERVATION_LIMIT, transition
-from diffenvs.core.validation import as_finite_array, check_options
+from diffenvs.core.validation import check_options
+
+
+def check_num_envs(num_envs: Any) -> int:
+    """``num_envs`` as an ``int``: a Python or numpy integer of at least 1 (not a bool), else an error naming it."""
+    if isinstance(num_envs, (bool, np.bool_)) or not isinstance(num_envs, (int, np.integer)):
+        raise TypeError(f"num_envs must be a positive integer, got {num_envs!r} of type {type(num_envs).__name__}")
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be a positive integer, got {int(num_envs)}")
+    return int(num_envs)
+
+
+def as_finite_batch(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as a float64 array of exactly ``shape`` (rows first) with finite entries, else ``ValueError``.
+
+    A batch can hold a million rows: the error names the shapes, or the number of rows that are
+    not finite and the first of them (its index and its values), never the whole batch.
+    """
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be an array of numbers of shape {shape}, got {reprlib.repr(value)}") from error
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got shape {array.shape}")
+    bad = np.flatnonzero(~np.isfinite(array.reshape(shape[0], -1)).all(axis=1))
+    if len(bad):
+        raise ValueError(f"{name} must be finite: {len(bad)} of {shape[0]} rows are not, the first is row {bad[0]}: "
+                         f"{array[bad[0]].tolist()}")
+    return array
+
+
+def check_reset_mask(mask: Any, num_envs: int) -> np.ndarray:
+    """``options["reset_mask"]`` as Gymnasium's vector envs take it: a numpy bool array ``(num_envs,)``, not all False."""
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f'options["reset_mask"] must be a numpy array, got {type(mask).__name__}')
+    if mask.shape != (num_envs,):
+        raise ValueError(f'options["reset_mask"] must have shape ({num_envs},), got {mask.shape}')
+    if mask.dtype != np.bool_:
+        raise TypeError(f'options["reset_mask"] must have dtype bool, got {mask.dtype}')
+    if not mask.any():
+        raise ValueError('options["reset_mask"] must have at least one True entry, got none')
+    return mask
+
+
+def check_autoreset_mode(mode: Any) -> AutoresetMode:
+    """``mode`` as a :class:`gymnasium.vector.AutoresetMode` (the enum or its value, e.g. ``"SameStep"``)."""
+    if isinstance(mode, AutoresetMode):
+        return mode
+    try:
+        return AutoresetMode(mode)
+    except ValueError:
+        raise ValueError(f"autoreset_mode must be a gymnasium.vector.AutoresetMode or one of "
+                         f"{[m.value for m in AutoresetMode]}, got {mode!r}") from None
 
 
 class DiffVectorEnv(ProblemAttributes, VectorEnv):
@@ -30,20 +88,41 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
     Arguments: ``num_envs``; ``dtype`` (``torch.float64`` by default, the single
     environment's precision; ``torch.float32`` for throughput); ``device``; ``compile``
     (fuse the step with ``torch.compile``: seconds to compile, then several times faster
-    at large ``num_envs``); the rest builds the problem. Observations, rewards and flags
-    are numpy arrays; the batched physical state is :attr:`state` ``(num_envs, n)``.
+    at large ``num_envs``); ``autoreset_mode`` (a :class:`gymnasium.vector.AutoresetMode`, also
+    in ``metadata["autoreset_mode"]`` and :attr:`autoreset_mode`):
+
+    - ``NEXT_STEP`` (default): an environment whose episode ended at one ``step`` restarts
+      during the next one, which ignores its action and returns its first observation with
+      reward 0 and both flags false;
+    - ``SAME_STEP``: the ``step`` that ends an episode returns the next episode's first
+      observation, with the last one in ``info["final_obs"]`` (an object array, ``None`` for the
+      environments that did not end), that step's info in ``info["final_info"]``, and the masks
+      ``info["_final_obs"]``, ``info["_final_info"]``;
+    - ``DISABLED``: nothing restarts by itself; ``reset(options={"reset_mask": mask})`` restarts
+      the environments where ``mask`` is true, and stepping an ended one raises ``ResetNeeded``.
+
+    ``reset(options={"reset_mask": mask})`` works in every mode, as in Gymnasium's own vector
+    envs (with ``seed=s`` environment ``i`` of the mask is seeded ``s + i``); ``options["state"]``
+    gives the physical start states ``(num_envs, n)`` (only the masked rows are used with a mask).
+    The rest builds the problem. Observations, rewards and flags are numpy arrays; the batched
+    physical state is :attr:`state` ``(num_envs, n)``. An info key is paired with a mask ``_key``
+    saying which environments it holds for (``nonfinite_state``: the state left the representable
+    range, the episode is truncated and keeps its last good state).
     """
 
     problem_type: ClassVar[type[Problem]]
     metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, dtype: torch.dtype = torch.float64,
-                 device: str | torch.device = "cpu", compile: bool = False, **problem_kwargs: Any):
-        check_integer("num_envs", num_envs)
+                 device: str | torch.device = "cpu", compile: bool = False,
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **problem_kwargs: Any):
+        num_envs = check_num_envs(num_envs)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.autoreset_mode = check_autoreset_mode(autoreset_mode)
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.problem = self.problem_type(**problem_kwargs)
         self.num_envs, self.render_mode = num_envs, render_mode
         self.dtype, self.device = dtype, torch.device(device)
@@ -54,8 +133,11 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         self._tensor_params = self.problem.params_like(self.problem.params, torch.zeros((), dtype=dtype, device=self.device))
         self._step_fn = torch.compile(self._batched_step, dynamic=False) if compile else self._batched_step
         self._keys: np.ndarray | None = None
+        self._episodes = np.zeros(num_envs, np.uint64)
         self._x: tuple[torch.Tensor, ...] | None = None
         self._obs: torch.Tensor | None = None  # the last observation, float32 (returned again for a non-finite state)
+        #: environments whose episode has ended and that have not restarted yet
+        self._ended = np.zeros(num_envs, dtype=bool)
 
     @property
     def state(self) -> np.ndarray:
@@ -70,42 +152,90 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
     def _initial(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
         draws = self._tensor(initial_draws(self.problem, self._keys[indices], self._episodes[indices]))
         x = self.problem.initial_state(draws, self._tensor_params, TORCH)
-        n = len(indices)
+        return self._batched(x, len(indices))
+
+    def _batched(self, x: tuple[Any, ...], n: int) -> tuple[torch.Tensor, ...]:
+        """State components as tensors with ``n`` rows (a constant component is broadcast)."""
         return tuple(torch.as_tensor(c, dtype=self.dtype, device=self.device).expand(n) if not isinstance(c, torch.Tensor)
                      or c.dim() == 0 else c for c in x)
 
-    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        options = check_options(options, ("state",))
+    def _seed(self, seed: int | list[int | None] | None, indices: np.ndarray) -> None:
+        """Key and episode counter of the environments ``indices``, as N single envs reset with these seeds would set them.
+
+        ``seed=s`` seeds environment ``i`` with ``s + i``; a list gives each environment its seed; ``None`` (or
+        a ``None`` in the list) continues an environment's seeded sequence with its next episode.
+        """
         n = self.num_envs
         if isinstance(seed, (list, tuple)):
             if len(seed) != n:
                 raise ValueError(f"seed must be an int, None or a list of {n} ints, got a list of {len(seed)}")
-            self._keys = np.array([random.key_from_generator(gym.utils.seeding.np_random(s)[0]) for s in seed], np.uint64)
-            self._episodes = np.zeros(n, np.uint64)
-        elif seed is not None or self._keys is None:
-            self._keys, self._episodes = random.keys_for_seed(seed, n), np.zeros(n, np.uint64)
+            seeds = list(seed)
+            for i, s in enumerate(seeds):
+                if s is not None and (isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer))):
+                    raise TypeError(f"seed[{i}] must be an int or None, got {s!r}")
+        elif seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_))):
+            seeds = [None] * n if seed is None else None
         else:
-            self._episodes = self._episodes + np.uint64(1)
+            raise TypeError(f"seed must be an int, None or a list of {n} ints, got {seed!r}")
+        first = self._keys is None
+        if first:
+            self._keys, self._episodes = np.zeros(n, np.uint64), np.zeros(n, np.uint64)
+        if seed is None and not first:  # every environment continues with its next episode
+            self._episodes[indices] += np.uint64(1)
+            return
+        if seeds is None:  # one int: the seeds s, s + 1, ... (one vectorised draw of the keys)
+            self._keys[indices] = random.keys_for_seed(int(seed), n)[indices]
+            self._episodes[indices] = 0
+            return
+        for i in indices:
+            s = seeds[i]
+            if s is None and not first:
+                self._episodes[i] += np.uint64(1)
+                continue
+            self._keys[i] = random.key_from_generator(gym.utils.seeding.np_random(None if s is None else int(s))[0])
+            self._episodes[i] = 0
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        """Start new episodes: of every environment, or of those in ``options["reset_mask"]`` (see the class docstring)."""
+        options = check_options(options, ("state", "reset_mask"))
+        n = self.num_envs
+        if "reset_mask" in options:
+            if self._x is None:
+                raise ResetNeeded('reset() every environment once before a reset with options["reset_mask"]')
+            indices = np.flatnonzero(check_reset_mask(options["reset_mask"], n))
+        else:
+            indices = np.arange(n)
+        states = None
         if "state" in options:
-            states = as_finite_array('options["state"]', options["state"], (n, self.problem.state_dim))
-            for state in states:
-                self.problem.check_state(state)
-            states_tensor = self._tensor(states)
-            self._x = self.problem.state_from_physical(states_tensor.unbind(-1), self._tensor_params, TORCH)
-            observation = stack(self.problem.observation(0.0, self._x, self._tensor_params, TORCH), like=states_tensor)
-            if not bool((observation.abs() <= OBSERVATION_LIMIT).all()):
+            states = as_finite_batch('options["state"]', options["state"], (n, self.problem.state_dim))[indices]
+            for i, state in zip(indices, states):
+                try:
+                    self.problem.check_state(state)
+                except ValueError as error:
+                    raise ValueError(f'options["state"] row {i}: {error}') from None
+            fresh = self._batched(self.problem.state_from_physical(self._tensor(states).unbind(-1), self._tensor_params,
+                                                                   TORCH), len(indices))
+            zero = torch.zeros(len(indices), dtype=torch.long, device=self.device)
+            if not bool((self._observe(zero, fresh).abs() <= OBSERVATION_LIMIT).all()):
                 raise ValueError('options["state"] gives observations outside the float32 range')
+        self._seed(seed, indices)  # nothing changes before the checks above have passed
+        if states is None:
+            fresh = self._initial(indices)
+        if len(indices) == n:
+            self._x = self._x0 = fresh
+            self._steps = torch.zeros(n, dtype=torch.long, device=self.device)
+            self._obs = self._observe(self._steps, fresh).to(torch.float32)
         else:
-            self._x = self._initial(np.arange(n))
-        self._x0 = self._x
-        self._steps = torch.zeros(n, dtype=torch.long, device=self.device)
-        self._autoreset = np.zeros(n, dtype=bool)
-        return self._observation(), {}
+            self._start(indices, fresh)
+        self._ended[indices] = False
+        return self._obs.cpu().numpy().copy(), {}
 
     def _batched_step(self, steps, x, x0, action, noise, previous):
         """Everything per step that is arithmetic on the batch, in one function (fused when compiled).
 
-        ``previous`` is the last observation (float32), returned again where the new state is not finite.
+        ``steps`` is the step index in the state's dtype, so the time ``k * dt`` is computed in the
+        precision of the state, as the single environment computes it in float64; ``previous`` is the
+        last observation (float32), returned again where the new state is not finite.
         """
         problem, params = self.problem, self._tensor_params
         control = Held(problem.control_from_action(action.unbind(-1), TORCH))
@@ -121,41 +251,61 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         return stack(self.problem.observation(t, x, self._tensor_params, TORCH), like=t)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """One step of every environment; what an ended episode does depends on :attr:`autoreset_mode`."""
         if self._x is None:
             raise ResetNeeded("call reset() before step()")
+        mode = self.autoreset_mode
+        if mode == AutoresetMode.DISABLED and self._ended.any():
+            ended = np.flatnonzero(self._ended)
+            raise ResetNeeded(f"{len(ended)} environments have ended (the first: {ended[:5].tolist()}); autoreset_mode is "
+                              'DISABLED: restart them with reset(options={"reset_mask": mask}) before step()')
         problem = self.problem
-        a = as_finite_array("actions", actions, self.action_space.shape)
+        a = as_finite_batch("actions", actions, self.action_space.shape)
         noise = None
         if problem.step_noise:
             steps = self._steps.cpu().numpy().astype(np.uint64) + np.uint64(1)
             noise = self._tensor(random.normal(self._keys, self._episodes, steps, problem.step_noise))
         self._x, self._obs, reward, terminated, truncated, finite = self._step_fn(
-            self._steps, self._x, self._x0, self._tensor(a), noise, self._obs)
+            self._steps.to(self.dtype), self._x, self._x0, self._tensor(a), noise, self._obs)
         self._steps = self._steps + 1
         reward, terminated, truncated = reward.double().cpu().numpy(), terminated.cpu().numpy(), truncated.cpu().numpy()
+        nonfinite = ~finite.cpu().numpy()
         info: dict[str, Any] = {}
-        if not bool(finite.all()):
-            info["nonfinite_state"] = (~finite).cpu().numpy()
         # next-step autoreset: environments whose episode ended at the previous step restart now
-        reset = np.flatnonzero(self._autoreset)
-        if len(reset):
-            self._restart(reset)
-            reward[reset], terminated[reset], truncated[reset] = 0.0, False, False
-        self._autoreset = terminated | truncated
-        return self._obs.cpu().numpy().copy(), reward, terminated, truncated, info
+        restarting = np.flatnonzero(self._ended)
+        if len(restarting):
+            self._start(restarting, self._next_episode(restarting))
+            reward[restarting], terminated[restarting], truncated[restarting] = 0.0, False, False
+            nonfinite[restarting] = False
+        ended = terminated | truncated
+        step_info = {"nonfinite_state": nonfinite, "_nonfinite_state": nonfinite.copy()} if nonfinite.any() else {}
+        observation = self._obs.cpu().numpy().copy()
+        if mode == AutoresetMode.SAME_STEP and ended.any():
+            indices = np.flatnonzero(ended)
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            for i in indices:
+                final_obs[i] = observation[i].copy()
+            info.update(final_obs=final_obs, _final_obs=ended.copy(), final_info=step_info, _final_info=ended.copy())
+            observation[indices] = self._start(indices, self._next_episode(indices)).cpu().numpy()
+        else:
+            info.update(step_info)
+            self._ended = ended
+        return observation, reward, terminated, truncated, info
 
-    def _restart(self, indices: np.ndarray) -> torch.Tensor:
-        """Start the next episode of the environments ``indices`` (their counters advance by one); their first
-        observations, float32."""
+    def _next_episode(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The start states of the next episode of the environments ``indices`` (their counters advance by one)."""
         self._episodes[indices] += np.uint64(1)
-        fresh = self._initial(indices)
+        return self._initial(indices)
+
+    def _start(self, indices: np.ndarray, fresh: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Put the environments ``indices`` at the start states ``fresh``, step 0; their first observations, float32."""
         index = torch.as_tensor(indices, device=self.device)
         self._x = tuple(c.index_copy(0, index, f) for c, f in zip(self._x, fresh))
         self._x0 = tuple(c.index_copy(0, index, f) for c, f in zip(self._x0, fresh))
         self._steps = self._steps.index_fill(0, index, 0)
         first = self._observe(self._steps[index], fresh).to(torch.float32)
         self._obs = self._obs.index_copy(0, index, first)
-        self._autoreset[indices] = False
+        self._ended[indices] = False
         return first
 
     def restart_episodes(self, indices: Any) -> np.ndarray:
@@ -170,15 +320,10 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
             raise ResetNeeded("call reset() before restart_episodes()")
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size and (indices.min() < 0 or indices.max() >= self.num_envs):
-            raise ValueError(f"indices must lie in [0, {self.num_envs}), got {indices.tolist()}")
-        return self._restart(indices).cpu().numpy()
-
-    def _observation(self) -> np.ndarray:
-        self._obs = self._observe(self._steps, self._x).to(torch.float32)
-        return self._obs.cpu().numpy().copy()
+            raise ValueError(f"indices must lie in [0, {self.num_envs}), got {reprlib.repr(indices.tolist())}")
+        return self._start(indices, self._next_episode(indices)).cpu().numpy()
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode is None:
             return None
         return tuple(self.problem.render(s) for s in self.state)
-
