@@ -29,6 +29,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
@@ -54,6 +55,9 @@ class NativeVecEnv(VecEnv):
     def __init__(self, vector_env: DiffVectorEnv):
         if not isinstance(vector_env, DiffVectorEnv):
             raise TypeError(f"vector_env must be a diffenvs DiffVectorEnv, got {type(vector_env).__name__}")
+        if vector_env.autoreset_mode != AutoresetMode.NEXT_STEP:
+            raise ValueError("vector_env must restart its episodes at the next step (autoreset_mode=NEXT_STEP, the "
+                             f"default): this wrapper restarts ended episodes itself, got {vector_env.autoreset_mode}")
         self.vector_env = vector_env
         #: the time limit is priced (``problem.timeout_cost``): the step that reaches it already pays what the
         #: episode had left to do, a terminal value, so a learner must not bootstrap V(s_T) on top of it

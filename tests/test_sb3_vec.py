@@ -106,3 +106,10 @@ def test_a_priced_time_limit_is_terminal_for_the_learner() -> None:
     assert dones.all() and [i["TimeLimit.truncated"] for i in expected_infos] == [True, True]
     assert [i["TimeLimit.truncated"] for i in infos] == [False, False]
     assert not make_vec_env("DiffCartpole-v0", 2, 0, {}).priced_time_limit
+
+
+def test_a_vector_env_that_restarts_by_itself_is_refused() -> None:
+    vector = gym.make_vec("DiffZermelo-v0", num_envs=2, vectorization_mode="vector_entry_point",
+                          autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    with pytest.raises(ValueError, match="autoreset_mode"):
+        NativeVecEnv(vector)
