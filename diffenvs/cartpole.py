@@ -52,7 +52,8 @@ Arguments
     ``gymnasium.make("DiffCartpole-v0", params=CartpoleParams(), cost="terminal",
     max_force=50.0, max_steps=100, dt=0.02, initial_angle=math.pi, initial_noise=0.05)``:
     ``max_steps`` steps per episode of ``dt`` seconds each. Deprecated: ``horizon=T`` in
-    seconds (``max_steps = round(T / dt)``).
+    seconds (``max_steps = T / dt``, which must be a whole number). Numpy scalars are accepted
+    as numbers, bools are not; ``initial_noise`` is at most the largest float32.
 
 Version History
     v0: first release.

@@ -58,6 +58,8 @@ Episode End
 Arguments
     ``gymnasium.make("DiffDecayDesign-v0", params=DecayDesignParams(), max_steps=10, t_max=5.0)``:
     ``max_steps`` measurements per episode. Deprecated: ``measurements=`` for ``max_steps``.
+    ``params.prior_mean`` and ``params.prior_variance`` are the first observation: finite and
+    at most the largest float32, checked when the environment is built.
 
 Version History
     v0: first release.

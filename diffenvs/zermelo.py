@@ -55,7 +55,7 @@ Episode End
 Arguments
     ``gymnasium.make("DiffZermelo-v0", params=ZermeloParams(), dt=0.02, max_steps=500)``:
     ``max_steps`` steps of ``dt`` seconds each. Deprecated: ``time_limit=T`` in seconds
-    (``max_steps = round(T / dt)``).
+    (``max_steps = T / dt``, which must be a whole number).
 
 Version History
     v0: first release. Changed within v0: an episode truncated by the time limit pays the

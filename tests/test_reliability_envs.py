@@ -209,6 +209,16 @@ def test_decay_design_refuses_constants_at_construction(field, value):
         gym.make("DiffDecayDesign-v0", params=DecayDesignParams(**{field: value}))
 
 
+def test_reset_blames_the_constants_not_an_options_state_that_was_not_passed():
+    env = gym.make("DiffDecayDesign-v0")
+    object.__setattr__(env.unwrapped.problem, "params", DecayDesignParams(prior_mean=1e39))  # past the checks
+    with pytest.raises(ValueError, match="constructor's constants") as caught:
+        env.reset(seed=0)
+    assert "options" not in str(caught.value)
+    with pytest.raises(ValueError, match=r'options\["state"\]'):
+        env.reset(seed=0, options={"state": [1e39, 1.0]})
+
+
 def test_cartpole_refuses_an_initial_noise_beyond_float32():
     with pytest.raises(ValueError, match="initial_noise"):
         Cartpole(initial_noise=1e39)
