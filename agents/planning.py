@@ -275,17 +275,21 @@ def _epoch_problem(problem: LinearSysID, steps: int) -> LinearSysID:
 def _rollout(problem: LinearSysID, policy: Any, params: Any, noise: torch.Tensor) -> diffenvs.Trajectory:
     """:func:`diffenvs.rollout` from :math:`x_0 = 0`, with a singular experiment reported as such.
 
-    The definition's terminal reward is the least-squares error on the experiment's own data,
-    whose solve fails when that design is exactly singular.
+    The definition's terminal reward is the least-squares error on the experiment's own data; where
+    that design is exactly singular the environment pays the minimum-norm estimate's error, which
+    says nothing about the inputs' information, so such an experiment is refused here.
     """
     x0 = torch.zeros(noise.shape[1], problem.d, dtype=noise.dtype)
-    try:
-        return diffenvs.rollout(problem, policy, x0, params=params, noise=noise)
-    except torch.linalg.LinAlgError as error:
+    trajectory = diffenvs.rollout(problem, policy, x0, params=params, noise=noise)
+    with torch.no_grad():
+        info = torch.linalg.inv_ex(design_matrix(trajectory.states.detach())).info
+    if bool((info != 0).any()):
+        runs = torch.nonzero(info.reshape(-1)).flatten().tolist()
         raise RankDeficientDesignError(
-            f"the design matrix of an experiment of {problem.max_steps} samples is singular (its least-squares reward "
-            f"failed: {error}): the data do not excite every direction of the state; use at least d + 1 = "
-            f"{problem.d + 1} samples per experiment and inputs or noise that span the state space") from error
+            f"the design matrix of an experiment of {problem.max_steps} samples is singular in runs {runs[:10]}: the "
+            f"data do not excite every direction of the state; use at least d + 1 = {problem.d + 1} samples per "
+            "experiment and inputs or noise that span the state space")
+    return trajectory
 
 
 def plan(problem: LinearSysID, matrix: torch.Tensor, prior: torch.Tensor, steps: int, config: PlannerConfig,

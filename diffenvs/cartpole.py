@@ -52,7 +52,8 @@ Arguments
     ``gymnasium.make("DiffCartpole-v0", params=CartpoleParams(), cost="terminal",
     max_force=50.0, max_steps=100, dt=0.02, initial_angle=math.pi, initial_noise=0.05)``:
     ``max_steps`` steps per episode of ``dt`` seconds each. Deprecated: ``horizon=T`` in
-    seconds (``max_steps = round(T / dt)``).
+    seconds (``max_steps = T / dt``, which must be a whole number). Numpy scalars are accepted
+    as numbers, bools are not; ``initial_noise`` is at most the largest float32.
 
 Version History
     v0: first release.
@@ -69,7 +70,16 @@ import numpy as np
 
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components, columns, wrap_angle
-from diffenvs.core.problem import OdeProblem, check_choice, check_integer, check_positive, check_positive_fields
+from diffenvs.core.problem import (
+    FLOAT32_MAX,
+    OdeProblem,
+    check_choice,
+    check_episode,
+    check_finite,
+    check_positive,
+    check_positive_fields,
+    plain_constants,
+)
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
@@ -113,14 +123,15 @@ class Cartpole(OdeProblem):
     initial_draws: ClassVar = ("uniform", 4)
 
     def __post_init__(self) -> None:
+        plain_constants(self, CartpoleParams)
         check_choice("cost", self.cost, ("terminal", "quadratic"))
         check_positive_fields(self.params, ("cart_mass", "pole_mass", "pole_length", "gravity"))
         for name in ("max_force", "dt"):
             check_positive(name, getattr(self, name))
-        check_integer("max_steps", self.max_steps)
-        if not math.isfinite(self.initial_angle) or not (math.isfinite(self.initial_noise) and self.initial_noise >= 0):
-            raise ValueError("initial_angle must be finite and initial_noise finite and non-negative, "
-                             f"got {self.initial_angle!r} and {self.initial_noise!r}")
+        check_episode(self)
+        check_finite("initial_angle", self.initial_angle)
+        # the start's cart position is observed: it must stay inside the float32 range
+        check_finite("initial_noise", self.initial_noise, least=0.0, bound=FLOAT32_MAX)
 
     @property
     def control_low(self) -> tuple[float, ...]:

@@ -58,6 +58,8 @@ Episode End
 Arguments
     ``gymnasium.make("DiffDecayDesign-v0", params=DecayDesignParams(), max_steps=10, t_max=5.0)``:
     ``max_steps`` measurements per episode. Deprecated: ``measurements=`` for ``max_steps``.
+    ``params.prior_mean`` and ``params.prior_variance`` are the first observation: finite and
+    at most the largest float32, checked when the environment is built.
 
 Version History
     v0: first release.
@@ -75,7 +77,7 @@ import torch
 
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components
-from diffenvs.core.problem import Held, Problem, check_integer, check_positive
+from diffenvs.core.problem import FLOAT32_MAX, Held, Problem, check_episode, check_finite, check_positive, plain_constants
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
@@ -85,7 +87,7 @@ _LARGEST_EXPONENT = 709.0  # math.exp overflows above ~709.78; torch returns inf
 def _exp(v: Any, ns: SimpleNamespace) -> Any:
     """``exp`` on either namespace, ``inf`` (not ``OverflowError``) for huge floats."""
     if ns.eager:
-        return math.exp(v) if v < _LARGEST_EXPONENT else math.inf
+        return math.exp(v) if v < _LARGEST_EXPONENT else v * math.inf  # inf, or nan for nan
     return torch.exp(v)
 
 
@@ -154,12 +156,15 @@ class DecayDesign(Problem):
     step_noise: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        check_integer("max_steps", self.max_steps)
+        plain_constants(self, DecayDesignParams)
+        check_episode(self)
         check_positive("t_max", self.t_max)
         check_positive("params.noise_std", self.params.noise_std)
+        # the prior is the first observation: inside the float32 range
         check_positive("params.prior_variance", self.params.prior_variance)
-        if not np.isfinite(self.params.prior_mean) or not np.isfinite(self.params.theta_true):
-            raise ValueError(f"params.prior_mean and params.theta_true must be finite, got {self.params!r}")
+        check_finite("params.prior_variance", self.params.prior_variance, bound=FLOAT32_MAX)
+        check_finite("params.prior_mean", self.params.prior_mean, bound=FLOAT32_MAX)
+        check_finite("params.theta_true", self.params.theta_true)
 
     @property
     def control_low(self) -> tuple[float, ...]:

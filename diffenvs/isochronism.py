@@ -64,7 +64,7 @@ import numpy as np
 
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import columns
-from diffenvs.core.problem import OdeProblem, check_integer, check_positive
+from diffenvs.core.problem import OdeProblem, check_choice, check_episode, check_positive, plain_constants
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
@@ -96,11 +96,11 @@ class Isochronism(OdeProblem):
     initial_draws: ClassVar = ("normal", 2)
 
     def __post_init__(self) -> None:
+        plain_constants(self, IsochronismParams)
         check_positive("params.period", self.params.period)
         check_positive("max_force", self.max_force)
-        check_integer("max_steps", self.max_steps)
-        if self.observe not in OBSERVE:
-            raise ValueError(f"observe must be one of {OBSERVE}, got {self.observe!r}")
+        check_choice("observe", self.observe, OBSERVE)
+        check_episode(self)  # dt = period / max_steps
 
     @property
     def dt(self) -> float:

@@ -12,15 +12,18 @@ Description
     (:func:`information`) are differentiable functions of them.
 
 Action Space
-    ``Box(-1, 1, (d,), float32)``: :math:`u = \gamma a / \max(1, \|a\|)`, the action
-    scaled by :math:`\gamma` and projected onto the ball :math:`\|u\| \le \gamma`.
+    ``Box(-1, 1, (d,), float32)``: :math:`u = \gamma \bar a / \max(1, \|\bar a\|)` with
+    :math:`\bar a` the action clipped to the box: actions outside ``[-1, 1]`` are clipped,
+    then scaled by :math:`\gamma` and projected onto the ball :math:`\|u\| \le \gamma`.
 
 Observation Space
     ``Box((d + 1,), float32)``: the state :math:`x_t` and the time fraction :math:`t/T`.
     :math:`A` is hidden. ``env.unwrapped.state`` is :math:`x_t`.
 
 Rewards
-    Zero before the end, then :math:`-\|\hat A - A\|_F` from the episode's data.
+    Zero before the end, then :math:`-\|\hat A - A\|_F` from the episode's data. Where the
+    inputs did not excite every direction (:math:`G` singular, e.g. ``noise_std=0``),
+    :math:`\hat A = C G^+` is the minimum-norm least-squares estimate.
 
 Starting State
     :math:`x_0 = 0`. ``matrix="jordan"`` (default): the fixed Jordan block, 0.9 on the
@@ -33,7 +36,9 @@ Episode End
 
 Arguments
     ``gymnasium.make("DiffLinearSysID-v0", d=4, matrix="jordan", noise_std=0.1, gamma=1.0, max_steps=100)``:
-    ``max_steps`` samples per episode, at least ``d``. Deprecated: ``steps=`` for ``max_steps``.
+    ``max_steps`` samples per episode, at least ``d + 1`` (the start :math:`x_0 = 0` adds
+    nothing to :math:`G`, so ``d`` samples leave it singular). ``matrix`` is ``"jordan"``,
+    ``"random"`` or a finite ``d x d`` array. Deprecated: ``steps=`` for ``max_steps``.
 
 Version History
     v0: first release.
@@ -50,7 +55,7 @@ import torch
 
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components
-from diffenvs.core.problem import Held, Problem, check_choice, check_integer, check_positive
+from diffenvs.core.problem import Held, Problem, check_choice, check_finite, check_integer, check_positive, plain_constants
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
@@ -70,12 +75,19 @@ def random_matrix(normal_draws: Any, d: int) -> Any:
 
 
 def least_squares(gram: Any, cross: Any) -> Any:
-    r"""OLS estimate :math:`\hat A = C G^{-1}`.
+    r"""OLS estimate :math:`\hat A = C G^{+}`, the minimum-norm one where :math:`G` is singular.
 
     From the design matrix :math:`G = \sum x_t x_t^\top` and :math:`C = \sum (x_{t+1} - Bu_t) x_t^\top`.
+    :math:`G^+` is the pseudo-inverse (:math:`G^{-1}` where :math:`G` is invertible), with
+    singular values below ``d * eps`` of the largest treated as zero, so a design that does
+    not excite every direction gives a finite estimate instead of ``LinAlgError`` (and one
+    singular environment of a batch does not stop the others). Differentiable (torch).
     """
-    lib = torch if isinstance(gram, torch.Tensor) else np
-    return lib.linalg.solve(gram, cross.swapaxes(-1, -2)).swapaxes(-1, -2)
+    if isinstance(gram, torch.Tensor):
+        rtol = gram.shape[-1] * torch.finfo(gram.dtype).eps
+        return cross @ torch.linalg.pinv(gram, rtol=rtol, hermitian=True)
+    rtol = gram.shape[-1] * np.finfo(np.float64).eps
+    return cross @ np.linalg.pinv(gram, rcond=rtol, hermitian=True)  # rcond: numpy 1.x has no rtol
 
 
 def information(gram: torch.Tensor, criterion: str = "E") -> torch.Tensor:
@@ -121,17 +133,21 @@ class LinearSysID(Problem):
     step_noise: ClassVar[int] = 0  # set per instance to d in __post_init__
 
     def __post_init__(self) -> None:
+        plain_constants(self)
         check_integer("d", self.d)
-        if not (isinstance(self.max_steps, int) and self.max_steps >= self.d):
-            raise ValueError(f"max_steps must be an integer >= d = {self.d} (OLS needs d samples), got {self.max_steps!r}")
+        # x_0 = 0 adds nothing to G: d + 1 samples are the fewest that can make it invertible
+        check_integer(f"max_steps (at least d + 1 with d = {self.d})", self.max_steps, least=self.d + 1)
         check_positive("gamma", self.gamma)
-        if not (np.isfinite(self.noise_std) and self.noise_std >= 0):
-            raise ValueError(f"noise_std must be finite and non-negative, got {self.noise_std!r}")
+        check_finite("noise_std", self.noise_std, least=0.0)
         if isinstance(self.matrix, str):
             check_choice("matrix", self.matrix, ("jordan", "random"))
             a = jordan_matrix(self.d) if self.matrix == "jordan" else np.full((self.d, self.d), np.nan)
         else:
-            a = np.asarray(self.matrix, dtype=np.float64)
+            try:
+                a = np.asarray(self.matrix, dtype=np.float64)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"matrix must be 'jordan', 'random' or a finite array of shape ({self.d}, {self.d}), "
+                                 f"got {self.matrix!r}") from error
             if a.shape != (self.d, self.d) or not np.isfinite(a).all():
                 raise ValueError(f"matrix must be 'jordan', 'random' or a finite array of shape ({self.d}, {self.d}), "
                                  f"got shape {a.shape}")
@@ -160,8 +176,13 @@ class LinearSysID(Problem):
         return tuple(f"u{i}" for i in range(self.d))
 
     @property
+    def random(self) -> bool:
+        """Whether the true matrix is drawn at each reset (``matrix="random"``)."""
+        return isinstance(self.matrix, str) and self.matrix == "random"
+
+    @property
     def initial_draws(self) -> tuple[str, int]:  # type: ignore[override]
-        return ("normal", self.d * self.d if self.matrix == "random" else 0)
+        return ("normal", self.d * self.d if self.random else 0)
 
     @property
     def control_low(self) -> tuple[float, ...]:
@@ -172,7 +193,12 @@ class LinearSysID(Problem):
         return (self.gamma,) * self.d
 
     def control_from_action(self, action: Components, ns: SimpleNamespace) -> Components:
-        """``u = gamma a / max(1, |a|)``: the ball ``|u| <= gamma``."""
+        """``u = gamma a / max(1, |a|)`` with ``a`` clipped to ``[-1, 1]`` first: the ball ``|u| <= gamma``.
+
+        Clipping first makes an action outside the box act as the clipped one (as on every
+        environment) and keeps the norm at most ``sqrt(d)``, so huge actions cannot overflow it.
+        """
+        action = tuple(ns.clip(a, -1.0, 1.0) for a in action)
         norm = ns.sqrt(sum(a * a for a in action))
         scale = self.gamma / ns.clip(norm, 1.0, float("inf"))
         return tuple(a * scale for a in action)
@@ -184,9 +210,9 @@ class LinearSysID(Problem):
     def initial_state(self, draws: Any, params: Any, ns: SimpleNamespace) -> Components:
         if isinstance(draws, torch.Tensor):
             x = torch.zeros(draws.shape[0], self.d, dtype=draws.dtype, device=draws.device)
-            a = random_matrix(draws, self.d) if self.matrix == "random" else None
+            a = random_matrix(draws, self.d) if self.random else None
             return self.state_from_physical(x.unbind(-1), params, ns, a)
-        a = random_matrix(np.asarray(draws), self.d) if self.matrix == "random" else None
+        a = random_matrix(np.asarray(draws), self.d) if self.random else None
         return self.state_from_physical([0.0] * self.d, params, ns, a)
 
     def state_from_physical(self, state: Components, params: Any, ns: SimpleNamespace, matrix: Any = None) -> Components:

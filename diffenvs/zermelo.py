@@ -55,7 +55,7 @@ Episode End
 Arguments
     ``gymnasium.make("DiffZermelo-v0", params=ZermeloParams(), dt=0.02, max_steps=500)``:
     ``max_steps`` steps of ``dt`` seconds each. Deprecated: ``time_limit=T`` in seconds
-    (``max_steps = round(T / dt)``).
+    (``max_steps = T / dt``, which must be a whole number).
 
 Version History
     v0: first release. Changed within v0: an episode truncated by the time limit pays the
@@ -76,7 +76,7 @@ import numpy as np
 
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components
-from diffenvs.core.problem import OdeProblem, check_integer, check_positive, check_positive_fields
+from diffenvs.core.problem import OdeProblem, check_episode, check_positive, check_positive_fields, plain_constants
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
@@ -142,8 +142,9 @@ class Zermelo(OdeProblem):
     whole_horizon_solve: ClassVar = False  # the crossing (an event) ends the episode inside the horizon
 
     def __post_init__(self) -> None:
+        plain_constants(self, ZermeloParams)
         check_positive("dt", self.dt)
-        check_integer("max_steps", self.max_steps)
+        check_episode(self)
         check_positive_fields(self.params, ("boat_speed", "river_width", "wind_min", "wind_max"))
         p = self.params
         if all(isinstance(v, (int, float)) for v in (p.boat_speed, p.wind_min, p.wind_max)) and not (

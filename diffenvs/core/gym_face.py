@@ -7,11 +7,13 @@ code and step rule the batched torch faces run.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.error import ResetNeeded
 
 from diffenvs.core import random
@@ -37,6 +39,12 @@ def initial_draws(problem: Problem, key: Any, episode: Any) -> np.ndarray:
     return draw(key, episode, 0, count)
 
 
+def render_fps(dt: float) -> int:
+    """Frames per second of ``human`` rendering: one frame per step, between 1 and 1000."""
+    fps = 1.0 / dt
+    return 1000 if fps > 1000 else max(1, round(fps))
+
+
 class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
     """Gymnasium environment built from a :class:`~diffenvs.core.problem.Problem`.
 
@@ -44,6 +52,17 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
     physical state is :attr:`state` (numpy, the order of ``problem.state_names``), the
     seconds per step :attr:`dt`, the constants :attr:`params`.
     ``reset(options={"state": s})`` starts from the physical state ``s``.
+
+    A step whose state, reward or observation is not representable (inf, nan, beyond the
+    float32 range, or an arithmetic error of the Python-float physics) keeps the last good
+    state and truncates the episode with ``info["nonfinite_state"]``, as the vector face does.
+
+    The environment ends its episodes itself after ``max_steps`` steps (or earlier), so its
+    id is registered without a ``TimeLimit``; the spec that ``gymnasium.make`` sets reports
+    ``max_episode_steps = max_steps`` for the arguments it was made with, so that
+    ``gymnasium.wrappers.TimeAwareObservation`` and other readers of ``env.spec`` see the
+    episode's real length. (``gymnasium.make(id, max_episode_steps=n)`` still adds a
+    ``TimeLimit`` of ``n`` steps, and the wrapper's spec then reports ``n``.)
     """
 
     problem_type: ClassVar[type[Problem]]
@@ -56,7 +75,7 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         self.render_mode = render_mode
         self.observation_space = observation_space(self.problem)
         self.action_space = action_space(self.problem)
-        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.problem.dt)}
+        self.metadata = {**self.metadata, "render_fps": render_fps(self.problem.dt)}
         self._key: np.uint64 | None = None
         self._episode = 0
         self._x: tuple[float, ...] | None = None
@@ -66,6 +85,17 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         self._figure: Any = None
 
     # ---- documented attributes ---------------------------------------------------------
+    @property
+    def spec(self) -> EnvSpec | None:  # type: ignore[override]
+        """The spec ``gymnasium.make`` set, with ``max_episode_steps`` the episode's length ``max_steps``."""
+        return self.__dict__.get("_spec")
+
+    @spec.setter
+    def spec(self, spec: EnvSpec | None) -> None:
+        if spec is not None and spec.max_episode_steps is None:
+            spec = dataclasses.replace(spec, max_episode_steps=self.problem.max_steps)
+        self._spec = spec
+
     @property
     def state(self) -> np.ndarray:
         """The physical state, float64, in the order of ``problem.state_names``."""
@@ -104,7 +134,8 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
             x = problem.initial_state(draws, problem.params, SCALAR)
         observation = problem.observation(0.0, x, problem.params, SCALAR)
         if not all(-OBSERVATION_LIMIT <= o <= OBSERVATION_LIMIT for o in observation):
-            raise ValueError(f'options["state"] gives an observation outside the float32 range: {observation}')
+            source = 'options["state"]' if "state" in options else "the start drawn from the constructor's constants"
+            raise ValueError(f"{source} gives an observation outside the float32 range: {observation}")
         self._x, self._x0, self._steps, self._done = x, x, 0, False
         if self.render_mode == "human":
             self.render()
@@ -121,10 +152,13 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         noise = None
         if problem.step_noise:
             noise = random.normal_scalar(self._key, self._episode, self._steps + 1, problem.step_noise)
-        step = transition(problem, self._steps, self._x, Held(u), x0=self._x0, params=problem.params, ns=SCALAR,
-                          noise=noise)
+        try:
+            step = transition(problem, self._steps, self._x, Held(u), x0=self._x0, params=problem.params, ns=SCALAR,
+                              noise=noise)
+        except ArithmeticError:  # Python floats raise (x / 0.0, an overflowing **) where tensors give inf or nan
+            step = None
         info: dict[str, Any] = {}
-        if not step.finite:
+        if step is None or not step.finite:
             self._done = True
             info["nonfinite_state"] = True  # the state left the representable range: keep the last good one
             return self._observation(), 0.0, False, True, info

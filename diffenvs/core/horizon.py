@@ -11,6 +11,7 @@ with a ``FutureWarning`` naming what replaces them.
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,10 +22,19 @@ T = TypeVar("T", bound=type)
 
 
 def steps_of(name: str, seconds: Any, dt: Any) -> int:
-    """The number of steps of ``dt`` in ``seconds`` (a deprecated horizon in seconds, named ``name``)."""
+    """The number of steps of ``dt`` in ``seconds`` (a deprecated horizon in seconds, named ``name``).
+
+    ``ValueError`` unless ``dt`` divides ``seconds`` into a whole number (at least 1) of steps,
+    up to rounding: rounding to the nearest step count would silently change the episode.
+    """
     check_positive("dt", dt)
     check_positive(name, seconds)
-    return round(seconds / dt)
+    ratio = seconds / dt
+    steps = round(ratio) if math.isfinite(ratio) else 0
+    if steps < 1 or abs(ratio - steps) > 1e-9 * steps:
+        raise ValueError(f"{name} = {seconds!r} s must be a whole number of steps of dt = {dt!r} s, got {ratio!r} "
+                         f"steps; pass max_steps (the number of steps) and dt instead")
+    return steps
 
 
 def _deprecated_property(old: str, new: str) -> property:

@@ -27,17 +27,55 @@ def _scalar_where(condition: bool, a: Any, b: Any) -> Any:
     return a if condition else b
 
 
+# The math module raises where torch returns inf or nan (sin(inf), exp(1000), ceil(nan), sqrt(-1)). The
+# Gymnasium face must see the same non-finite values as the vector face, so that its finite-state check
+# truncates the episode instead of raising: these wrappers give torch's results (no cost unless they raise).
+def _sin(v: float) -> float:
+    try:
+        return math.sin(v)
+    except ValueError:  # sin(inf)
+        return math.nan
+
+
+def _cos(v: float) -> float:
+    try:
+        return math.cos(v)
+    except ValueError:
+        return math.nan
+
+
+def _exp(v: float) -> float:
+    try:
+        return math.exp(v)
+    except OverflowError:
+        return math.inf
+
+
+def _sqrt(v: float) -> float:
+    try:
+        return math.sqrt(v)
+    except ValueError:  # a negative number
+        return math.nan
+
+
+def _ceil(v: float) -> float:
+    try:
+        return math.ceil(v)
+    except (OverflowError, ValueError):  # inf and nan stay what they are
+        return v
+
+
 SCALAR = SimpleNamespace(
     name="scalar",
     eager=True,  # Python control flow on values is allowed (and cheaper than computing both branches)
-    sin=math.sin,
-    cos=math.cos,
-    exp=math.exp,
+    sin=_sin,
+    cos=_cos,
+    exp=_exp,
     erf=math.erf,
-    sqrt=math.sqrt,
+    sqrt=_sqrt,
     atan2=math.atan2,
     tanh=math.tanh,
-    ceil=math.ceil,
+    ceil=_ceil,
     where=_scalar_where,
     clip=lambda v, lo, hi: min(max(v, lo), hi),
     isfinite=math.isfinite,

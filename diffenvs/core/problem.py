@@ -15,6 +15,7 @@ the step) or :class:`Feedback` (a function of time and state inside the ODE).
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
@@ -80,7 +81,8 @@ class Problem(ABC):
 
     def __post_init__(self) -> None:
         """Validation of a definition's fields (dataclasses call it; a definition with more fields overrides it)."""
-        check_integer("max_steps", self.max_steps)
+        plain_constants(self)
+        check_episode(self)
 
     # ---- bounds and the Gymnasium action ---------------------------------------------
     @property
@@ -201,17 +203,83 @@ class ProblemAttributes:
         return self.problem.params
 
 
+#: the largest float32: a constant that is observed directly must not exceed it
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a real number: a Python or numpy int or float, not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def check_positive(name: str, value: float) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite positive number."""
-    if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+    """Raise ``ValueError`` unless ``value`` is a finite positive number (numpy scalars count, bools do not)."""
+    if not (is_real(value) and _finite(value) and value > 0):
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
 
 
+def check_finite(name: str, value: float, *, least: float = -math.inf, bound: float = math.inf) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number ``>= least`` and at most ``bound`` in magnitude."""
+    if not (is_real(value) and _finite(value) and value >= least and abs(value) <= bound):
+        expected = "a finite number" + (f" >= {least}" if least > -math.inf else "")
+        expected += f" of magnitude at most {bound:.4g}" if bound < math.inf else ""
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
 def check_integer(name: str, value: Any, least: int = 1) -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer of at least ``least`` (default: a positive integer)."""
-    if not (isinstance(value, int) and value >= least):
+    """Raise ``ValueError`` unless ``value`` is an integer of at least ``least`` (default: a positive integer).
+
+    Python and numpy integers count; bools do not.
+    """
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= least):
         kind = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
         raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def plain_constants(problem: Problem, params_type: type | None = None) -> None:
+    """Turn numpy scalar constants of ``problem`` (a frozen dataclass) and of its ``params`` into Python numbers.
+
+    Called first in a definition's ``__post_init__``, so that the checks and the physics see
+    plain ``int``/``float`` (a ``numpy.float32`` constant would otherwise make the Python-float
+    physics of the Gymnasium face compute in float32). With ``params_type``, ``params`` must
+    be an instance of it (``TypeError`` otherwise). Bools and tensors are left as they are.
+    """
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.integer):
+            return int(value)
+        if isinstance(value, np.floating):
+            return float(value)
+        return value
+
+    for f in dataclasses.fields(problem):
+        if f.init and f.name != "params":
+            object.__setattr__(problem, f.name, plain(getattr(problem, f.name)))
+    if params_type is None:
+        return
+    params = problem.params
+    if not isinstance(params, params_type):
+        raise TypeError(f"params must be a {params_type.__name__}, got {type(params).__name__}: {params!r}")
+    changes = {f.name: plain(getattr(params, f.name)) for f in dataclasses.fields(params)
+               if isinstance(getattr(params, f.name), (np.integer, np.floating))}
+    if changes:
+        object.__setattr__(problem, "params", dataclasses.replace(params, **changes))
+
+
+def check_episode(problem: Problem) -> None:
+    """Raise ``ValueError`` unless ``max_steps >= 1`` and ``dt`` (given or derived) is finite and positive."""
+    check_integer("max_steps", problem.max_steps)
+    dt = problem.dt
+    if not (is_real(dt) and _finite(dt) and dt > 0):
+        raise ValueError(f"dt must be a finite positive number (seconds per step), got {dt!r} "
+                         f"(max_steps = {problem.max_steps!r})")
 
 
 def check_positive_fields(params: Any, names: Sequence[str]) -> None:

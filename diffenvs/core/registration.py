@@ -6,6 +6,12 @@ points gymnasium records), registers them with ``gymnasium.register`` (``gymnasi
 and ``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``), sets
 ``Cartpole.env_id`` and records the id for :func:`problem_type_of`. A definition in a
 user's own file registers the same way.
+
+No ``max_episode_steps`` is registered: ``gymnasium.make`` would wrap every environment in a
+``TimeLimit`` of that length whatever its keyword arguments, cutting an episode of a longer
+``max_steps`` short. Each environment ends its episodes itself, and the spec that
+``gymnasium.make`` gives it reports that length (``env.spec.max_episode_steps == max_steps``,
+see :class:`~diffenvs.core.gym_face.DiffEnv`), which is what ``TimeAwareObservation`` reads.
 """
 
 from __future__ import annotations
