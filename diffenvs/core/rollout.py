@@ -28,6 +28,7 @@ flat in everything but the number of steps.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,8 +78,8 @@ class Adaptive:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         for name in ("rtol", "atol"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a positive number, finite, got {value!r}")
 
 
 @dataclass(frozen=True)
