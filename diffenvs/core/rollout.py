@@ -27,6 +27,7 @@ flat in everything but the number of steps.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Callable
@@ -228,6 +229,32 @@ def _param_tensors(params: Any) -> list[torch.Tensor]:
     return [v for f in dataclasses.fields(params) if isinstance(v := getattr(params, f.name), torch.Tensor)]
 
 
+def _checked_params(problem: Problem, params: Any) -> Any:
+    """``params`` (default ``problem.params``) after the checks ``problem``'s constructor applies to its own.
+
+    The definition's ``__post_init__`` runs on a copy of ``problem`` holding ``params``, so a
+    constant given here meets exactly the checks it meets in the constructor (``pole_mass=-1``
+    fails as ``Cartpole(params=...)`` does). Tensor fields, the constants being differentiated,
+    are not checked (a check on a tensor's value would be a branch on it): the copy holds the
+    problem's own, already checked, value of those fields.
+    """
+    own = problem.params
+    if params is None or params is own:
+        return own
+    if dataclasses.is_dataclass(own) and not isinstance(params, type(own)):
+        raise TypeError(f"params must be a {type(own).__name__} (the constants of {type(problem).__name__}), "
+                        f"got {type(params).__name__}")
+    checked = params
+    if dataclasses.is_dataclass(params):
+        tensors = {f.name: getattr(own, f.name) for f in dataclasses.fields(params)
+                   if f.init and isinstance(getattr(params, f.name), torch.Tensor)}
+        checked = dataclasses.replace(params, **tensors) if tensors else params
+    probe = copy.copy(problem)
+    object.__setattr__(probe, "params", checked)
+    probe.__post_init__()
+    return params
+
+
 def _checked_arguments(problem: Problem, policy: Any, x0: Any, steps: Any, control: Any, solver: Any,
                        noise: Any) -> Any:
     """Validate :func:`rollout`'s arguments once; the policy comes back (a tensor of controls broadcast over the batch)."""
@@ -299,7 +326,8 @@ def rollout(
         steps: number of steps (default ``problem.max_steps``). The terminal cost is paid at
             step ``problem.max_steps`` as on the Gymnasium face; for a shorter objective build
             the problem with a shorter horizon.
-        params: physical constants (default ``problem.params``); tensor fields get gradients.
+        params: physical constants (default ``problem.params``), checked as the problem's
+            constructor checks its own (tensor fields excepted); tensor fields get gradients.
         control: ``"sampled"`` (held over each step, as ``env.step``) or ``"feedback"``.
         solver: :class:`RK4` (default), :class:`Adaptive` or :class:`Adjoint`.
         noise: process noise ``(steps, batch, problem.step_noise)`` for stochastic
@@ -309,7 +337,7 @@ def rollout(
     policy = _checked_arguments(problem, policy, x0, steps, control, solver, noise)
     batch, open_loop = x0.shape[0], isinstance(policy, torch.Tensor)
 
-    params = problem.params_like(problem.params if params is None else params, x0)
+    params = problem.params_like(_checked_params(problem, params), x0)
     policy_parameters = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
     leaves = [p for p in (*policy_parameters, *_param_tensors(params)) if p.requires_grad]
     if isinstance(solver, Adjoint) and any(not p.is_leaf for p in leaves):
