@@ -255,31 +255,101 @@ def _checked_params(problem: Problem, params: Any) -> Any:
     return params
 
 
+def _finite(value: torch.Tensor) -> torch.Tensor:
+    """``torch.isfinite`` outside the autograd graph (on a tensor that requires grad it would record, and save, an ``abs``)."""
+    return torch.isfinite(value.detach())
+
+
+def _first_bad(finite: torch.Tensor) -> tuple[int, ...]:
+    """The index of the first ``False`` of ``finite`` (row-major: the earliest step, then the lowest trajectory)."""
+    return tuple(int(i) for i in torch.nonzero(~finite)[0])
+
+
+def _checked_tensor(name: str, value: Any, shape: tuple[int, ...], x0: torch.Tensor, check: bool, axes: str) -> None:
+    """Raise unless ``value`` is a tensor of ``shape`` and ``x0``'s dtype and device, finite when ``check``.
+
+    ``axes`` names the leading axes of ``value`` for the message (e.g. ``"step, trajectory"``).
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {shape}, got {type(value).__name__}")
+    if tuple(value.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(value.shape)}")
+    if value.dtype != x0.dtype or value.device != x0.device:
+        raise TypeError(f"{name} must have x0's dtype and device ({x0.dtype}, {x0.device}), "
+                        f"got ({value.dtype}, {value.device})")
+    if check and not bool(_finite(value).all()):
+        index = _first_bad(_finite(value).flatten(len(axes.split(", "))).all(-1))
+        raise ValueError(f"{name} must be finite, got {value[index].tolist()} at ({axes}) = {index}; "
+                         "check=False skips this check")
+
+
+def _policy_output(u: Any, step: Any, batch: int, m: int, x0: torch.Tensor) -> torch.Tensor:
+    """A callable policy's output, checked: a tensor ``(batch, m)`` of ``x0``'s dtype and device."""
+    at = f" at step {step}" if isinstance(step, int) else ""
+    if not isinstance(u, torch.Tensor):
+        raise TypeError(f"policy must return a torch.Tensor of controls of shape ({batch}, {m}), got "
+                        f"{type(u).__name__}{at}")
+    if tuple(u.shape) != (batch, m):
+        raise ValueError(f"policy must return controls of shape (batch, control_dim) = ({batch}, {m}), "
+                         f"got {tuple(u.shape)}{at}")
+    if u.dtype != x0.dtype or u.device != x0.device:
+        raise TypeError(f"policy must return controls of x0's dtype and device ({x0.dtype}, {x0.device}), "
+                        f"got ({u.dtype}, {u.device}){at}")
+    return u
+
+
+def _check_policy_outputs(raw: torch.Tensor, states: torch.Tensor, first_step: int = 0) -> None:
+    """Raise if the policy returned a non-finite control ``raw`` ``(steps, batch, m)`` from a finite state.
+
+    ``states`` ``(steps, batch, n)`` are the states the controls were computed from, at steps
+    ``first_step, first_step + 1, ...``. A state that had already diverged is not the policy's
+    fault, and not an error here: the trajectory holds the non-finite values, as the faces'
+    finite-state check would truncate there. One synchronisation per call when all is finite.
+    """
+    finite = _finite(raw)
+    if bool(finite.all()):  # the common case: one reduction, the states untouched
+        return
+    blamed = ~finite.all(-1) & _finite(states).all(-1)
+    if bool(blamed.any()):
+        step, row = _first_bad(~blamed)
+        raise ValueError(f"policy must return finite controls, got {raw[step, row].tolist()} at step {first_step + step} "
+                         f"(trajectory {row}) from the finite state {states[step, row].tolist()}; "
+                         "check=False skips this check")
+
+
 def _checked_arguments(problem: Problem, policy: Any, x0: Any, steps: Any, control: Any, solver: Any,
-                       noise: Any) -> Any:
+                       noise: Any, check: bool) -> Any:
     """Validate :func:`rollout`'s arguments once; the policy comes back (a tensor of controls broadcast over the batch)."""
     if control not in ("sampled", "feedback"):
         raise ValueError(f"control must be 'sampled' or 'feedback', got {control!r}")
     if not isinstance(solver, (RK4, Adaptive)):
         raise TypeError(f"solver must be RK4(), Adaptive(...) or Adjoint(...), got {solver!r}")
+    if not isinstance(check, bool):
+        raise TypeError(f"check must be True or False, got {check!r}")
     if not isinstance(x0, torch.Tensor) or x0.dim() != 2 or x0.shape[-1] != problem.state_dim:
         raise ValueError(f"x0 must be a tensor of shape (batch, {problem.state_dim}), got "
                          f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
     if not x0.is_floating_point():
         raise ValueError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
+    if check and not bool(_finite(x0).all()):
+        (row,) = _first_bad(_finite(x0).all(-1))
+        raise ValueError(f"x0 must be finite, got {x0[row].tolist()} in row {row}; check=False skips this check")
     check_integer("steps", steps)
     batch, m = x0.shape[0], problem.control_dim
     if isinstance(policy, torch.Tensor):
+        if control == "feedback":
+            raise ValueError("control='feedback' needs a callable policy, not a tensor of controls")
         if policy.dim() == 2:
             policy = policy.unsqueeze(1).expand(-1, batch, -1)
         if tuple(policy.shape) != (steps, batch, m):
             raise ValueError(f"policy as a tensor of controls must have shape ({steps}, {batch}, {m}), got {tuple(policy.shape)}")
-        if control == "feedback":
-            raise ValueError("control='feedback' needs a callable policy, not a tensor of controls")
+        _checked_tensor("policy as a tensor of controls", policy, (steps, batch, m), x0, check, "step, trajectory")
     elif not callable(policy):
         raise TypeError(f"policy must be callable or a tensor of controls, got {type(policy).__name__}")
-    if problem.step_noise and noise is not None and tuple(noise.shape) != (steps, batch, problem.step_noise):
-        raise ValueError(f"noise must have shape ({steps}, {batch}, {problem.step_noise}), got {tuple(noise.shape)}")
+    if noise is not None:
+        if not problem.step_noise:
+            raise ValueError(f"noise must be None: {type(problem).__name__} has no process noise (step_noise = 0)")
+        _checked_tensor("noise", noise, (steps, batch, problem.step_noise), x0, check, "step, trajectory")
     if not isinstance(problem, OdeProblem) and (control == "feedback" or not isinstance(solver, RK4)):
         raise ValueError(f"{type(problem).__name__} is a discrete-time map: it takes control='sampled' and solver=RK4()")
     if isinstance(solver, Adjoint) and control == "feedback" and not isinstance(policy, torch.nn.Module):
@@ -313,15 +383,16 @@ def rollout(
     control: str = "sampled",
     solver: Solver = RK4(),
     noise: torch.Tensor | None = None,
+    check: bool = True,
 ) -> Trajectory:
-    """Roll a batch of trajectories out of ``problem`` under ``policy``.
+    r"""Roll a batch of trajectories out of ``problem`` under ``policy``.
 
     Args:
         problem: the definition (e.g. ``diffenvs.cartpole.Cartpole()``, or
             ``gymnasium.make(id).unwrapped.problem``).
         policy: a callable from observations ``(batch, obs_dim)`` to physical controls
-            ``(batch, m)`` (any torch module), or an open-loop tensor of controls
-            ``(steps, batch, m)``.
+            ``(batch, m)`` of ``x0``'s dtype and device (any torch module), or an open-loop
+            tensor of controls ``(steps, batch, m)`` (or ``(steps, m)``, shared by the batch).
         x0: physical start states ``(batch, n)``; its dtype and device are used throughout.
         steps: number of steps (default ``problem.max_steps``). The terminal cost is paid at
             step ``problem.max_steps`` as on the Gymnasium face; for a shorter objective build
@@ -332,10 +403,20 @@ def rollout(
         solver: :class:`RK4` (default), :class:`Adaptive` or :class:`Adjoint`.
         noise: process noise ``(steps, batch, problem.step_noise)`` for stochastic
             definitions (reparametrisation: fixed draws); ``None`` means none.
+        check: whether to check the values of ``x0``, ``noise``, a tensor of controls and every
+            control the policy returns at a step's start for finiteness (``ValueError`` naming
+            the argument, and the step for the policy). The policy's controls are checked
+            once, after the loop (one synchronisation), and only where the state they came
+            from is finite: a trajectory that diverges by itself is not an error here.
+            (:class:`Adaptive` and :class:`Adjoint` check each step's control before integrating
+            it, as their step-size control synchronises anyway; the whole-horizon adjoint solve
+            checks the first control only, before the solve.)
+            ``check=False`` skips these value checks (inside compiled or training loops);
+            types, shapes, dtypes and ``params`` are checked either way.
     """
     steps = problem.max_steps if steps is None else steps
-    policy = _checked_arguments(problem, policy, x0, steps, control, solver, noise)
-    batch, open_loop = x0.shape[0], isinstance(policy, torch.Tensor)
+    policy = _checked_arguments(problem, policy, x0, steps, control, solver, noise, check)
+    batch, m, open_loop = x0.shape[0], problem.control_dim, isinstance(policy, torch.Tensor)
 
     params = problem.params_like(_checked_params(problem, params), x0)
     policy_parameters = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
@@ -353,24 +434,42 @@ def rollout(
     x = problem.state_from_physical(x0.unbind(-1), params, TORCH)
     start = x
     if control == "feedback" and isinstance(solver, Adjoint) and noise is None and problem.whole_horizon_solve:
-        return _adjoint_feedback_rollout(problem, policy, observe, x0, start, steps, params, solver, leaves)
+        with torch.no_grad():  # the policy's output checked before the solve calls it
+            first = _policy_output(policy(observe(0.0, start)), 0, batch, m, x0)
+        if check:
+            _check_policy_outputs(first[None], x0[None])
+        trajectory = _adjoint_feedback_rollout(problem, policy, observe, x0, start, steps, params, solver, leaves)
+        if check:
+            _check_policy_outputs(trajectory.controls, trajectory.states[:-1])
+        return trajectory
 
-    def advance(k: Any, x: Components, done: torch.Tensor, u: torch.Tensor | None,
-                step_noise: torch.Tensor | None) -> tuple[Components, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Step ``k`` of every trajectory; ``u`` is the held control (``None``: from the policy)."""
+    checked = check and not open_loop  # a tensor of controls was checked whole, before the loop
+    now = checked and not isinstance(solver, RK4)  # each step, before an adaptive solver meets a NaN (a step size underflow)
+    after = checked and isinstance(solver, RK4)  # once, after the loop: one synchronisation for the rollout
+
+    def advance(k: Any, x: Components, done: torch.Tensor, u: torch.Tensor | None, step_noise: torch.Tensor | None
+                ) -> tuple[Components, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step ``k`` of every trajectory; ``u`` is the held control (``None``: from the policy).
+
+        Returns the next state, the reward, the done flags and the control held (for
+        ``"feedback"``, the one at the step's start).
+        """
         t = k * problem.dt
         if u is None and control == "feedback":  # recorded for inspection only: the dynamics evaluate the policy
             with torch.no_grad():
-                u = policy(observe(t, x))
+                u = _policy_output(policy(observe(t, x)), k, batch, m, x0)
         elif u is None:
-            u = policy(observe(t, x))
+            u = _policy_output(policy(observe(t, x)), k, batch, m, x0)
+        if now:
+            _check_policy_outputs(u[None], stack(problem.state_to_physical(x), like=x0)[None], k)
         step_control = Feedback(feedback) if control == "feedback" else Held(u.unbind(-1))
         step = transition(problem, k, x, step_control, x0=start, params=params, ns=TORCH,
                           noise=None if step_noise is None else step_noise.unbind(-1), integrate=integrate,
                           check_finite=False)
         x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, step.x))
         # the episode ends where it terminates or reaches its time limit (steps past it are frozen, as on the faces)
-        return x1, torch.where(done, torch.zeros_like(step.reward), step.reward), done | step.terminated | step.truncated, u
+        reward = torch.where(done, torch.zeros_like(step.reward), step.reward)
+        return x1, reward, done | step.terminated | step.truncated, u
 
     compiled = isinstance(solver, RK4) and solver.compile
     step_function = torch.compile(advance, dynamic=False) if compiled else advance
@@ -386,4 +485,7 @@ def rollout(
         controls.append(u)
         dones.append(done)
     times = torch.arange(steps + 1, dtype=x0.dtype, device=x0.device) * problem.dt
-    return Trajectory(torch.stack(states), torch.stack(controls), torch.stack(rewards), torch.stack(dones), times)
+    trajectory = Trajectory(torch.stack(states), torch.stack(controls), torch.stack(rewards), torch.stack(dones), times)
+    if after:
+        _check_policy_outputs(trajectory.controls, trajectory.states[:-1])
+    return trajectory
