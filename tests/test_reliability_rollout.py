@@ -1,10 +1,11 @@
-"""The gradient path refuses bad input by name."""
+"""The gradient path refuses bad input by name, and clips controls as ``env.step`` does."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -63,6 +64,16 @@ def test_a_policy_returning_nan_is_named_with_its_step() -> None:
     with pytest.raises(ValueError, match=r"policy must return finite controls, got \[nan\] at step 7 \(trajectory 0\)"):
         diffenvs.rollout(Cartpole(), late_nan, starts())
     assert torch.isnan(diffenvs.rollout(Cartpole(), late_nan, starts(), check=False).costs).all()
+
+
+def test_a_policy_returning_inf_is_refused_although_clipping_would_hide_it() -> None:
+    def infinite(observation: torch.Tensor) -> torch.Tensor:
+        return torch.full((observation.shape[0], 1), math.inf, dtype=observation.dtype)
+
+    with pytest.raises(ValueError, match=r"got \[inf\] at step 0"):
+        diffenvs.rollout(Cartpole(), infinite, starts())
+    unchecked = diffenvs.rollout(Cartpole(), infinite, starts(), check=False)
+    torch.testing.assert_close(unchecked.states, diffenvs.rollout(Cartpole(), constant(50.0), starts()).states)
 
 
 TOLERANCE = dict(rtol=1e-6, atol=1e-8)
@@ -160,6 +171,58 @@ def test_tensor_params_are_left_to_the_gradient(problem: Problem) -> None:
 
 
 # ---- control bounds ----------------------------------------------------------------------
+
+def test_out_of_bounds_force_is_clipped_as_env_step_clips_the_action() -> None:
+    problem = Cartpole()
+    pushed, at_bound = (diffenvs.rollout(problem, constant(force), starts()) for force in (100.0, 50.0))
+    torch.testing.assert_close(pushed.costs, at_bound.costs, rtol=0, atol=0)
+    assert (pushed.controls == 50.0).all()  # the controls recorded are those applied
+    env = gym.make("DiffCartpole-v0")
+    env.reset(options={"state": HANGING[0]})
+    rewards = [env.step(np.array([2.0], np.float32))[1] for _ in range(problem.max_steps)]  # 100 N as an action
+    np.testing.assert_allclose(-sum(rewards), float(pushed.costs[0]), rtol=1e-10)
+
+
+BOX_IDS = [i for i in diffenvs.ENV_IDS
+           if type(diffenvs.problem_of(i)).control_from_action is Problem.control_from_action]  # not LinearSysID's ball
+
+
+@pytest.mark.parametrize("env_id", BOX_IDS)
+def test_rollout_of_out_of_bounds_controls_equals_env_step(env_id: str) -> None:
+    """Actions in [-3, 3] (env.step clips them), mapped to physical controls without clipping (the rollout clips them)."""
+    env = gym.make(env_id)
+    problem = env.unwrapped.problem
+    steps = min(problem.max_steps, 60)
+    actions = np.random.default_rng(3).uniform(-3.0, 3.0, (steps, problem.control_dim)).astype(np.float32)
+    low, high = np.asarray(problem.control_low), np.asarray(problem.control_high)
+    controls = torch.as_tensor(low + 0.5 * (actions.astype(np.float64) + 1.0) * (high - low))[:, None]
+    assert ((controls < torch.as_tensor(low)) | (controls > torch.as_tensor(high))).any()
+    env.reset(seed=4)
+    x0 = torch.as_tensor(env.unwrapped.state)[None]
+    noise = torch.as_tensor(env.unwrapped.episode_noise(steps))[:, None] if problem.step_noise else None
+    rewards, states = [], [env.unwrapped.state]
+    for action in actions:
+        _, reward, terminated, truncated, _ = env.step(action)
+        rewards.append(reward), states.append(env.unwrapped.state)
+        if terminated or truncated:
+            break
+    trajectory = diffenvs.rollout(problem, controls, x0, steps=steps, noise=noise)
+    k = len(rewards)
+    np.testing.assert_allclose(trajectory.states[: k + 1, 0].numpy(), np.array(states), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(trajectory.rewards[:k, 0].numpy(), rewards, rtol=1e-10, atol=1e-10)
+
+
+def test_clipping_keeps_gradients_defined() -> None:
+    """Zero through a clipped control, as through the inside at the bound itself; gradcheck away from the kinks."""
+    problem = Cartpole(max_steps=4, cost="quadratic")
+    x0 = starts()[:1]
+    controls = torch.tensor([[[80.0]], [[50.0]], [[10.0]], [[-70.0]]], dtype=torch.float64, requires_grad=True)
+    (gradient,) = torch.autograd.grad(diffenvs.rollout(problem, controls, x0).costs.sum(), controls)
+    assert torch.isfinite(gradient).all()
+    assert gradient[0] == 0 and gradient[3] == 0 and gradient[1] != 0 and gradient[2] != 0
+    inside_and_out = torch.tensor([[[80.0]], [[30.0]], [[-20.0]], [[-70.0]]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda u: diffenvs.rollout(problem, u, x0).costs, (inside_and_out,))
+
 
 # ---- shapes, dtypes, tolerances ----------------------------------------------------------
 

@@ -103,7 +103,7 @@ class Trajectory:
     """A batch of trajectories (time first).
 
     ``states`` ``(steps + 1, batch, n)`` physical states, ``controls`` ``(steps, batch, m)``
-    physical controls held over each step (for ``"feedback"`` the control at the step's
+    physical controls held over each step, clipped to the bounds (for ``"feedback"`` the control at the step's
     start, recorded without gradient), ``rewards`` ``(steps, batch)``, ``done`` ``(steps + 1, batch)``: the episode had
     ended by then (states are frozen and rewards zero afterwards), ``times`` ``(steps + 1,)``.
     """
@@ -160,8 +160,8 @@ def _odeint_integrator(solver: Adaptive, leaves: list[torch.Tensor]) -> Integrat
 
 
 def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, observe: Callable[[Any, Components], torch.Tensor],
-                              x0: torch.Tensor, start: Components, steps: int, params: Any, solver: Adjoint,
-                              leaves: list[torch.Tensor]) -> Trajectory:
+                              clip: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, start: Components, steps: int,
+                              params: Any, solver: Adjoint, leaves: list[torch.Tensor]) -> tuple[Trajectory, torch.Tensor]:
     r"""A feedback rollout as one ``odeint_adjoint`` solve over the whole horizon.
 
     The augmented state :math:`z = (x, c)` follows
@@ -183,7 +183,8 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
     without a graph and saves only the grid solution (plus ``t`` and the parameters), so the
     memory kept for backward is :math:`(K + 1) \times \text{batch} \times (n + 1)` numbers
     (:math:`n` without :math:`c`) and a few grid-sized tensors of the reward, whatever the
-    policy's size and the solver's steps.
+    policy's size and the solver's steps. The controls are clipped to the bounds (``clip``), as on
+    the per-step path; the policy's raw outputs at the steps' starts come back for the finiteness check.
     """
     n, batch, has_cost = problem.state_dim, x0.shape[0], problem.has_running_cost
     terminated = problem.horizon_ends == "terminated"
@@ -191,7 +192,7 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
 
     def rhs(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         x = z.unbind(-1)[:n]
-        u = policy(observe(t, x)).unbind(-1)
+        u = clip(policy(observe(t, x))).unbind(-1)
         derivative = problem.vector_field(t, x, u, params, TORCH)
         if has_cost:
             derivative = (*derivative, problem.running_cost(t, x, u, params, TORCH))
@@ -215,12 +216,13 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
     states = torch.cat([states, states[-1:].expand(frozen, -1, -1)])
     rewards = torch.cat([rewards, rewards.new_zeros(frozen, batch)])
     with torch.no_grad():  # the control at each step's start, recorded for inspection
-        controls = torch.stack([policy(observe(k * problem.dt, solution[min(k, solved), :, :n].unbind(-1)))
-                                for k in range(steps)])
+        raw = torch.stack([policy(observe(k * problem.dt, solution[min(k, solved), :, :n].unbind(-1)))
+                           for k in range(steps)])
+        controls = clip(raw)
     ended = torch.arange(steps + 1, device=x0.device) >= problem.max_steps
     done = horizon_flags(problem, ended)[0].unsqueeze(-1).expand(-1, batch).contiguous()
     times = torch.arange(steps + 1, dtype=x0.dtype, device=x0.device) * problem.dt
-    return Trajectory(states, controls, rewards, done, times)
+    return Trajectory(states, controls, rewards, done, times), raw
 
 
 def _param_tensors(params: Any) -> list[torch.Tensor]:
@@ -387,6 +389,14 @@ def rollout(
 ) -> Trajectory:
     r"""Roll a batch of trajectories out of ``problem`` under ``policy``.
 
+    Controls outside the problem's bounds are clipped to them, component by component
+    (``torch.clamp`` to ``[problem.control_low, problem.control_high]``): what ``env.step`` does
+    to an action outside ``[-1, 1]``, so the rollout of an out-of-bounds policy agrees with the
+    Gymnasium and vector faces. A clipped component has zero gradient with respect to the
+    policy's output (one inside, and at, the bounds). A problem whose action map is not the
+    box's (``LinearSysID`` projects onto the ball :math:`\|u\| \le \gamma`) is clipped to its box
+    here: keep its controls inside its own set. ``Trajectory.controls`` holds the clipped controls.
+
     Args:
         problem: the definition (e.g. ``diffenvs.cartpole.Cartpole()``, or
             ``gymnasium.make(id).unwrapped.problem``).
@@ -424,12 +434,17 @@ def rollout(
     if isinstance(solver, Adjoint) and any(not p.is_leaf for p in leaves):
         raise ValueError("with the Adjoint solver, tensors in params and the policy's parameters must be leaf tensors")
     integrate = rk4_step if isinstance(solver, RK4) else _odeint_integrator(solver, leaves)
+    low, high = (torch.tensor(bound, dtype=x0.dtype, device=x0.device) for bound in (problem.control_low, problem.control_high))
+
+    def clip(u: torch.Tensor) -> torch.Tensor:
+        """Controls clipped to the problem's bounds (the rule of ``env.step``)."""
+        return torch.clamp(u, low, high)
 
     def observe(t: Any, x: Components) -> torch.Tensor:
         return stack(problem.observation(t, x, params, TORCH), like=x0)
 
     def feedback(t: Any, x: Components) -> Components:
-        return policy(observe(t, x)).unbind(-1)
+        return clip(policy(observe(t, x))).unbind(-1)
 
     x = problem.state_from_physical(x0.unbind(-1), params, TORCH)
     start = x
@@ -438,9 +453,9 @@ def rollout(
             first = _policy_output(policy(observe(0.0, start)), 0, batch, m, x0)
         if check:
             _check_policy_outputs(first[None], x0[None])
-        trajectory = _adjoint_feedback_rollout(problem, policy, observe, x0, start, steps, params, solver, leaves)
+        trajectory, raw = _adjoint_feedback_rollout(problem, policy, observe, clip, x0, start, steps, params, solver, leaves)
         if check:
-            _check_policy_outputs(trajectory.controls, trajectory.states[:-1])
+            _check_policy_outputs(raw, trajectory.states[:-1])
         return trajectory
 
     checked = check and not open_loop  # a tensor of controls was checked whole, before the loop
@@ -448,11 +463,11 @@ def rollout(
     after = checked and isinstance(solver, RK4)  # once, after the loop: one synchronisation for the rollout
 
     def advance(k: Any, x: Components, done: torch.Tensor, u: torch.Tensor | None, step_noise: torch.Tensor | None
-                ) -> tuple[Components, torch.Tensor, torch.Tensor, torch.Tensor]:
+                ) -> tuple[Components, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Step ``k`` of every trajectory; ``u`` is the held control (``None``: from the policy).
 
-        Returns the next state, the reward, the done flags and the control held (for
-        ``"feedback"``, the one at the step's start).
+        Returns the next state, the reward, the done flags, the clipped control held (for
+        ``"feedback"``, the one at the step's start) and the control before clipping.
         """
         t = k * problem.dt
         if u is None and control == "feedback":  # recorded for inspection only: the dynamics evaluate the policy
@@ -462,30 +477,32 @@ def rollout(
             u = _policy_output(policy(observe(t, x)), k, batch, m, x0)
         if now:
             _check_policy_outputs(u[None], stack(problem.state_to_physical(x), like=x0)[None], k)
-        step_control = Feedback(feedback) if control == "feedback" else Held(u.unbind(-1))
+        held = clip(u)
+        step_control = Feedback(feedback) if control == "feedback" else Held(held.unbind(-1))
         step = transition(problem, k, x, step_control, x0=start, params=params, ns=TORCH,
                           noise=None if step_noise is None else step_noise.unbind(-1), integrate=integrate,
                           check_finite=False)
         x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, step.x))
         # the episode ends where it terminates or reaches its time limit (steps past it are frozen, as on the faces)
         reward = torch.where(done, torch.zeros_like(step.reward), step.reward)
-        return x1, reward, done | step.terminated | step.truncated, u
+        return x1, reward, done | step.terminated | step.truncated, held, u
 
     compiled = isinstance(solver, RK4) and solver.compile
     step_function = torch.compile(advance, dynamic=False) if compiled else advance
     done = torch.zeros(batch, dtype=torch.bool, device=x0.device)
-    states, controls, rewards, dones = [stack(problem.state_to_physical(x), like=x0)], [], [], [done]
+    states, controls, raw, rewards, dones = [stack(problem.state_to_physical(x), like=x0)], [], [], [], [done]
     for k in range(steps):
         # a compiled step takes the step index as a tensor, so that it is an input rather than a constant of the graph
         index = torch.tensor(float(k), dtype=x0.dtype, device=x0.device) if compiled else k
-        x, reward, done, u = step_function(index, x, done, policy[k] if open_loop else None,
-                                           None if noise is None else noise[k])
+        x, reward, done, u, unclipped = step_function(index, x, done, policy[k] if open_loop else None,
+                                                      None if noise is None else noise[k])
         rewards.append(reward)
         states.append(stack(problem.state_to_physical(x), like=x0))
         controls.append(u)
+        raw.append(unclipped)
         dones.append(done)
     times = torch.arange(steps + 1, dtype=x0.dtype, device=x0.device) * problem.dt
     trajectory = Trajectory(torch.stack(states), torch.stack(controls), torch.stack(rewards), torch.stack(dones), times)
     if after:
-        _check_policy_outputs(trajectory.controls, trajectory.states[:-1])
+        _check_policy_outputs(torch.stack(raw), trajectory.states[:-1])
     return trajectory
