@@ -27,7 +27,9 @@ flat in everything but the number of steps.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,8 +79,8 @@ class Adaptive:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         for name in ("rtol", "atol"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a positive number, finite, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ class Trajectory:
     """A batch of trajectories (time first).
 
     ``states`` ``(steps + 1, batch, n)`` physical states, ``controls`` ``(steps, batch, m)``
-    physical controls held over each step (for ``"feedback"`` the control at the step's
+    physical controls held over each step, clipped to the bounds (for ``"feedback"`` the control at the step's
     start, recorded without gradient), ``rewards`` ``(steps, batch)``, ``done`` ``(steps + 1, batch)``: the episode had
     ended by then (states are frozen and rewards zero afterwards), ``times`` ``(steps + 1,)``.
     """
@@ -158,8 +160,8 @@ def _odeint_integrator(solver: Adaptive, leaves: list[torch.Tensor]) -> Integrat
 
 
 def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, observe: Callable[[Any, Components], torch.Tensor],
-                              x0: torch.Tensor, start: Components, steps: int, params: Any, solver: Adjoint,
-                              leaves: list[torch.Tensor]) -> Trajectory:
+                              clip: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, start: Components, steps: int,
+                              params: Any, solver: Adjoint, leaves: list[torch.Tensor]) -> tuple[Trajectory, torch.Tensor]:
     r"""A feedback rollout as one ``odeint_adjoint`` solve over the whole horizon.
 
     The augmented state :math:`z = (x, c)` follows
@@ -181,7 +183,8 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
     without a graph and saves only the grid solution (plus ``t`` and the parameters), so the
     memory kept for backward is :math:`(K + 1) \times \text{batch} \times (n + 1)` numbers
     (:math:`n` without :math:`c`) and a few grid-sized tensors of the reward, whatever the
-    policy's size and the solver's steps.
+    policy's size and the solver's steps. The controls are clipped to the bounds (``clip``), as on
+    the per-step path; the policy's raw outputs at the steps' starts come back for the finiteness check.
     """
     n, batch, has_cost = problem.state_dim, x0.shape[0], problem.has_running_cost
     terminated = problem.horizon_ends == "terminated"
@@ -189,7 +192,7 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
 
     def rhs(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         x = z.unbind(-1)[:n]
-        u = policy(observe(t, x)).unbind(-1)
+        u = clip(policy(observe(t, x))).unbind(-1)
         derivative = problem.vector_field(t, x, u, params, TORCH)
         if has_cost:
             derivative = (*derivative, problem.running_cost(t, x, u, params, TORCH))
@@ -213,12 +216,13 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
     states = torch.cat([states, states[-1:].expand(frozen, -1, -1)])
     rewards = torch.cat([rewards, rewards.new_zeros(frozen, batch)])
     with torch.no_grad():  # the control at each step's start, recorded for inspection
-        controls = torch.stack([policy(observe(k * problem.dt, solution[min(k, solved), :, :n].unbind(-1)))
-                                for k in range(steps)])
+        raw = torch.stack([policy(observe(k * problem.dt, solution[min(k, solved), :, :n].unbind(-1)))
+                           for k in range(steps)])
+        controls = clip(raw)
     ended = torch.arange(steps + 1, device=x0.device) >= problem.max_steps
     done = horizon_flags(problem, ended)[0].unsqueeze(-1).expand(-1, batch).contiguous()
     times = torch.arange(steps + 1, dtype=x0.dtype, device=x0.device) * problem.dt
-    return Trajectory(states, controls, rewards, done, times)
+    return Trajectory(states, controls, rewards, done, times), raw
 
 
 def _param_tensors(params: Any) -> list[torch.Tensor]:
@@ -227,31 +231,127 @@ def _param_tensors(params: Any) -> list[torch.Tensor]:
     return [v for f in dataclasses.fields(params) if isinstance(v := getattr(params, f.name), torch.Tensor)]
 
 
+def _checked_params(problem: Problem, params: Any) -> Any:
+    """``params`` (default ``problem.params``) after the checks ``problem``'s constructor applies to its own.
+
+    The definition's ``__post_init__`` runs on a copy of ``problem`` holding ``params``, so a
+    constant given here meets exactly the checks it meets in the constructor (``pole_mass=-1``
+    fails as ``Cartpole(params=...)`` does). Tensor fields, the constants being differentiated,
+    are not checked (a check on a tensor's value would be a branch on it): the copy holds the
+    problem's own, already checked, value of those fields.
+    """
+    own = problem.params
+    if params is None or params is own:
+        return own
+    if dataclasses.is_dataclass(own) and not isinstance(params, type(own)):
+        raise TypeError(f"params must be a {type(own).__name__} (the constants of {type(problem).__name__}), "
+                        f"got {type(params).__name__}")
+    checked = params
+    if dataclasses.is_dataclass(params):
+        tensors = {f.name: getattr(own, f.name) for f in dataclasses.fields(params)
+                   if f.init and isinstance(getattr(params, f.name), torch.Tensor)}
+        checked = dataclasses.replace(params, **tensors) if tensors else params
+    probe = copy.copy(problem)
+    object.__setattr__(probe, "params", checked)
+    probe.__post_init__()
+    return params
+
+
+def _finite(value: torch.Tensor) -> torch.Tensor:
+    """``torch.isfinite`` outside the autograd graph (on a tensor that requires grad it would record, and save, an ``abs``)."""
+    return torch.isfinite(value.detach())
+
+
+def _first_bad(finite: torch.Tensor) -> tuple[int, ...]:
+    """The index of the first ``False`` of ``finite`` (row-major: the earliest step, then the lowest trajectory)."""
+    return tuple(int(i) for i in torch.nonzero(~finite)[0])
+
+
+def _checked_tensor(name: str, value: Any, shape: tuple[int, ...], x0: torch.Tensor, check: bool, axes: str) -> None:
+    """Raise unless ``value`` is a tensor of ``shape`` and ``x0``'s dtype and device, finite when ``check``.
+
+    ``axes`` names the leading axes of ``value`` for the message (e.g. ``"step, trajectory"``).
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {shape}, got {type(value).__name__}")
+    if tuple(value.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(value.shape)}")
+    if value.dtype != x0.dtype or value.device != x0.device:
+        raise TypeError(f"{name} must have x0's dtype and device ({x0.dtype}, {x0.device}), "
+                        f"got ({value.dtype}, {value.device})")
+    if check and not bool(_finite(value).all()):
+        index = _first_bad(_finite(value).flatten(len(axes.split(", "))).all(-1))
+        raise ValueError(f"{name} must be finite, got {value[index].tolist()} at ({axes}) = {index}; "
+                         "check=False skips this check")
+
+
+def _policy_output(u: Any, step: Any, batch: int, m: int, x0: torch.Tensor) -> torch.Tensor:
+    """A callable policy's output, checked: a tensor ``(batch, m)`` of ``x0``'s dtype and device."""
+    at = f" at step {step}" if isinstance(step, int) else ""
+    if not isinstance(u, torch.Tensor):
+        raise TypeError(f"policy must return a torch.Tensor of controls of shape ({batch}, {m}), got "
+                        f"{type(u).__name__}{at}")
+    if tuple(u.shape) != (batch, m):
+        raise ValueError(f"policy must return controls of shape (batch, control_dim) = ({batch}, {m}), "
+                         f"got {tuple(u.shape)}{at}")
+    if u.dtype != x0.dtype or u.device != x0.device:
+        raise TypeError(f"policy must return controls of x0's dtype and device ({x0.dtype}, {x0.device}), "
+                        f"got ({u.dtype}, {u.device}){at}")
+    return u
+
+
+def _check_policy_outputs(raw: torch.Tensor, states: torch.Tensor, first_step: int = 0) -> None:
+    """Raise if the policy returned a non-finite control ``raw`` ``(steps, batch, m)`` from a finite state.
+
+    ``states`` ``(steps, batch, n)`` are the states the controls were computed from, at steps
+    ``first_step, first_step + 1, ...``. A state that had already diverged is not the policy's
+    fault, and not an error here: the trajectory holds the non-finite values, as the faces'
+    finite-state check would truncate there. One synchronisation per call when all is finite.
+    """
+    finite = _finite(raw)
+    if bool(finite.all()):  # the common case: one reduction, the states untouched
+        return
+    blamed = ~finite.all(-1) & _finite(states).all(-1)
+    if bool(blamed.any()):
+        step, row = _first_bad(~blamed)
+        raise ValueError(f"policy must return finite controls, got {raw[step, row].tolist()} at step {first_step + step} "
+                         f"(trajectory {row}) from the finite state {states[step, row].tolist()}; "
+                         "check=False skips this check")
+
+
 def _checked_arguments(problem: Problem, policy: Any, x0: Any, steps: Any, control: Any, solver: Any,
-                       noise: Any) -> Any:
+                       noise: Any, check: bool) -> Any:
     """Validate :func:`rollout`'s arguments once; the policy comes back (a tensor of controls broadcast over the batch)."""
     if control not in ("sampled", "feedback"):
         raise ValueError(f"control must be 'sampled' or 'feedback', got {control!r}")
     if not isinstance(solver, (RK4, Adaptive)):
         raise TypeError(f"solver must be RK4(), Adaptive(...) or Adjoint(...), got {solver!r}")
+    if not isinstance(check, bool):
+        raise TypeError(f"check must be True or False, got {check!r}")
     if not isinstance(x0, torch.Tensor) or x0.dim() != 2 or x0.shape[-1] != problem.state_dim:
         raise ValueError(f"x0 must be a tensor of shape (batch, {problem.state_dim}), got "
                          f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
     if not x0.is_floating_point():
         raise ValueError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
+    if check and not bool(_finite(x0).all()):
+        (row,) = _first_bad(_finite(x0).all(-1))
+        raise ValueError(f"x0 must be finite, got {x0[row].tolist()} in row {row}; check=False skips this check")
     check_integer("steps", steps)
     batch, m = x0.shape[0], problem.control_dim
     if isinstance(policy, torch.Tensor):
+        if control == "feedback":
+            raise ValueError("control='feedback' needs a callable policy, not a tensor of controls")
         if policy.dim() == 2:
             policy = policy.unsqueeze(1).expand(-1, batch, -1)
         if tuple(policy.shape) != (steps, batch, m):
             raise ValueError(f"policy as a tensor of controls must have shape ({steps}, {batch}, {m}), got {tuple(policy.shape)}")
-        if control == "feedback":
-            raise ValueError("control='feedback' needs a callable policy, not a tensor of controls")
+        _checked_tensor("policy as a tensor of controls", policy, (steps, batch, m), x0, check, "step, trajectory")
     elif not callable(policy):
         raise TypeError(f"policy must be callable or a tensor of controls, got {type(policy).__name__}")
-    if problem.step_noise and noise is not None and tuple(noise.shape) != (steps, batch, problem.step_noise):
-        raise ValueError(f"noise must have shape ({steps}, {batch}, {problem.step_noise}), got {tuple(noise.shape)}")
+    if noise is not None:
+        if not problem.step_noise:
+            raise ValueError(f"noise must be None: {type(problem).__name__} has no process noise (step_noise = 0)")
+        _checked_tensor("noise", noise, (steps, batch, problem.step_noise), x0, check, "step, trajectory")
     if not isinstance(problem, OdeProblem) and (control == "feedback" or not isinstance(solver, RK4)):
         raise ValueError(f"{type(problem).__name__} is a discrete-time map: it takes control='sampled' and solver=RK4()")
     if isinstance(solver, Adjoint) and control == "feedback" and not isinstance(policy, torch.nn.Module):
@@ -285,76 +385,124 @@ def rollout(
     control: str = "sampled",
     solver: Solver = RK4(),
     noise: torch.Tensor | None = None,
+    check: bool = True,
 ) -> Trajectory:
-    """Roll a batch of trajectories out of ``problem`` under ``policy``.
+    r"""Roll a batch of trajectories out of ``problem`` under ``policy``.
+
+    Controls outside the problem's bounds are clipped to them, component by component
+    (``torch.clamp`` to ``[problem.control_low, problem.control_high]``): what ``env.step`` does
+    to an action outside ``[-1, 1]``, so the rollout of an out-of-bounds policy agrees with the
+    Gymnasium and vector faces. A clipped component has zero gradient with respect to the
+    policy's output (one inside, and at, the bounds). A problem whose action map is not the
+    box's (``LinearSysID`` projects onto the ball :math:`\|u\| \le \gamma`) is clipped to its box
+    here: keep its controls inside its own set. ``Trajectory.controls`` holds the clipped controls.
 
     Args:
         problem: the definition (e.g. ``diffenvs.cartpole.Cartpole()``, or
             ``gymnasium.make(id).unwrapped.problem``).
         policy: a callable from observations ``(batch, obs_dim)`` to physical controls
-            ``(batch, m)`` (any torch module), or an open-loop tensor of controls
-            ``(steps, batch, m)``.
+            ``(batch, m)`` of ``x0``'s dtype and device (any torch module), or an open-loop
+            tensor of controls ``(steps, batch, m)`` (or ``(steps, m)``, shared by the batch).
         x0: physical start states ``(batch, n)``; its dtype and device are used throughout.
         steps: number of steps (default ``problem.max_steps``). The terminal cost is paid at
             step ``problem.max_steps`` as on the Gymnasium face; for a shorter objective build
             the problem with a shorter horizon.
-        params: physical constants (default ``problem.params``); tensor fields get gradients.
+        params: physical constants (default ``problem.params``), checked as the problem's
+            constructor checks its own (tensor fields excepted); tensor fields get gradients.
         control: ``"sampled"`` (held over each step, as ``env.step``) or ``"feedback"``.
         solver: :class:`RK4` (default), :class:`Adaptive` or :class:`Adjoint`.
         noise: process noise ``(steps, batch, problem.step_noise)`` for stochastic
             definitions (reparametrisation: fixed draws); ``None`` means none.
+        check: whether to check the values of ``x0``, ``noise``, a tensor of controls and every
+            control the policy returns at a step's start for finiteness (``ValueError`` naming
+            the argument, and the step for the policy). The policy's controls are checked
+            once, after the loop (one synchronisation), and only where the state they came
+            from is finite: a trajectory that diverges by itself is not an error here.
+            (:class:`Adaptive` and :class:`Adjoint` check each step's control before integrating
+            it, as their step-size control synchronises anyway; the whole-horizon adjoint solve
+            checks the first control only, before the solve.)
+            ``check=False`` skips these value checks (inside compiled or training loops);
+            types, shapes, dtypes and ``params`` are checked either way.
     """
     steps = problem.max_steps if steps is None else steps
-    policy = _checked_arguments(problem, policy, x0, steps, control, solver, noise)
-    batch, open_loop = x0.shape[0], isinstance(policy, torch.Tensor)
+    policy = _checked_arguments(problem, policy, x0, steps, control, solver, noise, check)
+    batch, m, open_loop = x0.shape[0], problem.control_dim, isinstance(policy, torch.Tensor)
 
-    params = problem.params_like(problem.params if params is None else params, x0)
+    params = problem.params_like(_checked_params(problem, params), x0)
     policy_parameters = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
     leaves = [p for p in (*policy_parameters, *_param_tensors(params)) if p.requires_grad]
     if isinstance(solver, Adjoint) and any(not p.is_leaf for p in leaves):
         raise ValueError("with the Adjoint solver, tensors in params and the policy's parameters must be leaf tensors")
     integrate = rk4_step if isinstance(solver, RK4) else _odeint_integrator(solver, leaves)
+    low, high = (torch.tensor(bound, dtype=x0.dtype, device=x0.device) for bound in (problem.control_low, problem.control_high))
+
+    def clip(u: torch.Tensor) -> torch.Tensor:
+        """Controls clipped to the problem's bounds (the rule of ``env.step``)."""
+        return torch.clamp(u, low, high)
 
     def observe(t: Any, x: Components) -> torch.Tensor:
         return stack(problem.observation(t, x, params, TORCH), like=x0)
 
     def feedback(t: Any, x: Components) -> Components:
-        return policy(observe(t, x)).unbind(-1)
+        return clip(policy(observe(t, x))).unbind(-1)
 
     x = problem.state_from_physical(x0.unbind(-1), params, TORCH)
     start = x
     if control == "feedback" and isinstance(solver, Adjoint) and noise is None and problem.whole_horizon_solve:
-        return _adjoint_feedback_rollout(problem, policy, observe, x0, start, steps, params, solver, leaves)
+        with torch.no_grad():  # the policy's output checked before the solve calls it
+            first = _policy_output(policy(observe(0.0, start)), 0, batch, m, x0)
+        if check:
+            _check_policy_outputs(first[None], x0[None])
+        trajectory, raw = _adjoint_feedback_rollout(problem, policy, observe, clip, x0, start, steps, params, solver, leaves)
+        if check:
+            _check_policy_outputs(raw, trajectory.states[:-1])
+        return trajectory
 
-    def advance(k: Any, x: Components, done: torch.Tensor, u: torch.Tensor | None,
-                step_noise: torch.Tensor | None) -> tuple[Components, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Step ``k`` of every trajectory; ``u`` is the held control (``None``: from the policy)."""
+    checked = check and not open_loop  # a tensor of controls was checked whole, before the loop
+    now = checked and not isinstance(solver, RK4)  # each step, before an adaptive solver meets a NaN (a step size underflow)
+    after = checked and isinstance(solver, RK4)  # once, after the loop: one synchronisation for the rollout
+
+    def advance(k: Any, x: Components, done: torch.Tensor, u: torch.Tensor | None, step_noise: torch.Tensor | None
+                ) -> tuple[Components, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step ``k`` of every trajectory; ``u`` is the held control (``None``: from the policy).
+
+        Returns the next state, the reward, the done flags, the clipped control held (for
+        ``"feedback"``, the one at the step's start) and the control before clipping.
+        """
         t = k * problem.dt
         if u is None and control == "feedback":  # recorded for inspection only: the dynamics evaluate the policy
             with torch.no_grad():
-                u = policy(observe(t, x))
+                u = _policy_output(policy(observe(t, x)), k, batch, m, x0)
         elif u is None:
-            u = policy(observe(t, x))
-        step_control = Feedback(feedback) if control == "feedback" else Held(u.unbind(-1))
+            u = _policy_output(policy(observe(t, x)), k, batch, m, x0)
+        if now:
+            _check_policy_outputs(u[None], stack(problem.state_to_physical(x), like=x0)[None], k)
+        held = clip(u)
+        step_control = Feedback(feedback) if control == "feedback" else Held(held.unbind(-1))
         step = transition(problem, k, x, step_control, x0=start, params=params, ns=TORCH,
                           noise=None if step_noise is None else step_noise.unbind(-1), integrate=integrate,
                           check_finite=False)
         x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, step.x))
         # the episode ends where it terminates or reaches its time limit (steps past it are frozen, as on the faces)
-        return x1, torch.where(done, torch.zeros_like(step.reward), step.reward), done | step.terminated | step.truncated, u
+        reward = torch.where(done, torch.zeros_like(step.reward), step.reward)
+        return x1, reward, done | step.terminated | step.truncated, held, u
 
     compiled = isinstance(solver, RK4) and solver.compile
     step_function = torch.compile(advance, dynamic=False) if compiled else advance
     done = torch.zeros(batch, dtype=torch.bool, device=x0.device)
-    states, controls, rewards, dones = [stack(problem.state_to_physical(x), like=x0)], [], [], [done]
+    states, controls, raw, rewards, dones = [stack(problem.state_to_physical(x), like=x0)], [], [], [], [done]
     for k in range(steps):
         # a compiled step takes the step index as a tensor, so that it is an input rather than a constant of the graph
         index = torch.tensor(float(k), dtype=x0.dtype, device=x0.device) if compiled else k
-        x, reward, done, u = step_function(index, x, done, policy[k] if open_loop else None,
-                                           None if noise is None else noise[k])
+        x, reward, done, u, unclipped = step_function(index, x, done, policy[k] if open_loop else None,
+                                                      None if noise is None else noise[k])
         rewards.append(reward)
         states.append(stack(problem.state_to_physical(x), like=x0))
         controls.append(u)
+        raw.append(unclipped)
         dones.append(done)
     times = torch.arange(steps + 1, dtype=x0.dtype, device=x0.device) * problem.dt
-    return Trajectory(torch.stack(states), torch.stack(controls), torch.stack(rewards), torch.stack(dones), times)
+    trajectory = Trajectory(torch.stack(states), torch.stack(controls), torch.stack(rewards), torch.stack(dones), times)
+    if after:
+        _check_policy_outputs(torch.stack(raw), trajectory.states[:-1])
+    return trajectory
