@@ -203,6 +203,14 @@ class LinearSysID(Problem):
         scale = self.gamma / ns.clip(norm, 1.0, float("inf"))
         return tuple(a * scale for a in action)
 
+    def clip_control(self, u: torch.Tensor) -> torch.Tensor:
+        r"""The rule of :meth:`control_from_action` on physical controls: clamped to the box
+        :math:`[-\gamma, \gamma]^d`, then projected onto the ball :math:`\|u\| \le \gamma`. The norm is taken
+        of :math:`\max(\|u\|^2, \gamma^2)`, so the gradient stays finite at :math:`u = 0`."""
+        u = torch.clamp(u, -self.gamma, self.gamma)
+        squared = torch.clamp((u * u).sum(-1, keepdim=True), min=self.gamma ** 2)
+        return u * (self.gamma / torch.sqrt(squared))
+
     def action_from_control(self, control: np.ndarray) -> np.ndarray:
         return np.asarray(control) / self.gamma
 

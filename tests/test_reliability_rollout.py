@@ -183,11 +183,7 @@ def test_out_of_bounds_force_is_clipped_as_env_step_clips_the_action() -> None:
     np.testing.assert_allclose(-sum(rewards), float(pushed.costs[0]), rtol=1e-10)
 
 
-BOX_IDS = [i for i in diffenvs.ENV_IDS
-           if type(diffenvs.problem_of(i)).control_from_action is Problem.control_from_action]  # not LinearSysID's ball
-
-
-@pytest.mark.parametrize("env_id", BOX_IDS)
+@pytest.mark.parametrize("env_id", diffenvs.ENV_IDS)
 def test_rollout_of_out_of_bounds_controls_equals_env_step(env_id: str) -> None:
     """Actions in [-3, 3] (env.step clips them), mapped to physical controls without clipping (the rollout clips them)."""
     env = gym.make(env_id)
@@ -267,3 +263,15 @@ def test_tolerances_must_be_finite_positive_numbers(name: str, value: float) -> 
     for solver in (diffenvs.Adaptive, diffenvs.Adjoint):
         with pytest.raises(ValueError, match=f"{name} must be a positive number, finite, got {value!r}"):
             solver(**{name: value})
+
+
+def test_linear_sysid_controls_are_projected_onto_the_ball_with_finite_gradients() -> None:
+    problem = LinearSysID(max_steps=6)
+    gamma = problem.gamma
+    u = torch.tensor([[3.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [0.1, 0.0, -0.1, 0.0]],
+                     dtype=torch.float64, requires_grad=True) * gamma
+    clipped = problem.clip_control(u)
+    np.testing.assert_allclose(clipped.detach().numpy(), [[gamma, 0, 0, 0], [gamma / 2] * 4, [0] * 4,
+                                                          [0.1 * gamma, 0, -0.1 * gamma, 0]], rtol=1e-12, atol=1e-15)
+    (gradient,) = torch.autograd.grad(clipped.sum(), u)
+    assert torch.isfinite(gradient).all() and (gradient[2:] == 1).all()  # inside the ball, and at its centre, the identity

@@ -115,6 +115,12 @@ class Problem(ABC):
             for a, lo, hi in zip(action, self.control_low, self.control_high)
         )
 
+    def clip_control(self, u: torch.Tensor) -> torch.Tensor:
+        """Physical controls ``(..., control_dim)`` moved into the control set as ``env.step`` moves an action
+        outside ``[-1, 1]``: here clamped to ``[control_low, control_high]`` (zero gradient where clipped)."""
+        low, high = (torch.tensor(b, dtype=u.dtype, device=u.device) for b in (self.control_low, self.control_high))
+        return torch.clamp(u, low, high)
+
     def action_from_control(self, control: np.ndarray) -> np.ndarray:
         """Gymnasium action in ``[-1, 1]`` from a physical control (numpy, inverse map)."""
         low, high = np.asarray(self.control_low), np.asarray(self.control_high)

@@ -389,13 +389,12 @@ def rollout(
 ) -> Trajectory:
     r"""Roll a batch of trajectories out of ``problem`` under ``policy``.
 
-    Controls outside the problem's bounds are clipped to them, component by component
-    (``torch.clamp`` to ``[problem.control_low, problem.control_high]``): what ``env.step`` does
-    to an action outside ``[-1, 1]``, so the rollout of an out-of-bounds policy agrees with the
+    Controls outside the problem's control set are moved into it by ``problem.clip_control``:
+    clamped component by component to ``[problem.control_low, problem.control_high]`` (for
+    ``LinearSysID``, then projected onto the ball :math:`\|u\| \le \gamma`), what ``env.step`` does to an
+    action outside ``[-1, 1]``; so the rollout of an out-of-bounds policy agrees with the
     Gymnasium and vector faces. A clipped component has zero gradient with respect to the
-    policy's output (one inside, and at, the bounds). A problem whose action map is not the
-    box's (``LinearSysID`` projects onto the ball :math:`\|u\| \le \gamma`) is clipped to its box
-    here: keep its controls inside its own set. ``Trajectory.controls`` holds the clipped controls.
+    policy's output (one inside, and at, the bounds). ``Trajectory.controls`` holds the clipped controls.
 
     Args:
         problem: the definition (e.g. ``diffenvs.cartpole.Cartpole()``, or
@@ -434,11 +433,9 @@ def rollout(
     if isinstance(solver, Adjoint) and any(not p.is_leaf for p in leaves):
         raise ValueError("with the Adjoint solver, tensors in params and the policy's parameters must be leaf tensors")
     integrate = rk4_step if isinstance(solver, RK4) else _odeint_integrator(solver, leaves)
-    low, high = (torch.tensor(bound, dtype=x0.dtype, device=x0.device) for bound in (problem.control_low, problem.control_high))
-
     def clip(u: torch.Tensor) -> torch.Tensor:
-        """Controls clipped to the problem's bounds (the rule of ``env.step``)."""
-        return torch.clamp(u, low, high)
+        """Controls moved into the problem's control set (``problem.clip_control``: the rule of ``env.step``)."""
+        return problem.clip_control(u)
 
     def observe(t: Any, x: Components) -> torch.Tensor:
         return stack(problem.observation(t, x, params, TORCH), like=x0)
