@@ -63,3 +63,16 @@ def test_design_script_runs_algorithm_2_and_writes_figure_17(tmp_path: Path) -> 
     assert len(episode["designs"]) == 2 and len(episode["means"]) == 3
     assert episode["variances"][-1] < episode["variances"][0]
     assert (tmp_path / "design.png").stat().st_size > 0 and (tmp_path / "results.json").exists()
+
+
+def test_ude_script_lists_the_training_options_in_its_help(capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    ude = load("ude")
+    with pytest.raises(SystemExit) as exit_:
+        ude.main(["--help"])
+    text = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for flag in ("--adam-iterations", "--lr", "--lr-final", "--lbfgs-iterations", "--horizons", "--lbfgs-horizon",
+                 "--steps", "--lambdas", "--holdout-every", "--threshold", "--degree", "--no-checks"):
+        assert flag in text, flag
