@@ -1,31 +1,23 @@
-r"""A universal differential equation trained with a regulariser on the network's input derivative.
+r"""A universal differential equation for the forum post's Lotka--Volterra problem (:mod:`agents.ude`).
 
-The Lotka--Volterra problem of the forum post: data from
+The model :math:`\dot u_1 = \alpha u_1 + \hat U_1(u)`, :math:`\dot u_2 = -\delta u_2 + \hat U_2(u)` with a
+2-5-5-5-2 network :math:`\hat U` learns the missing terms :math:`(-\beta u_1 u_2, \gamma u_1 u_2)` from noisy data
+on :math:`t \in [0, 5]`; the loss adds :math:`\lambda \sum_i \|\partial\hat U/\partial u\,(x_i, 1)\|_F^2` over the
+post's grid. The script
 
-.. math:: \dot u_1 = \alpha u_1 - \beta u_1 u_2, \qquad \dot u_2 = \gamma u_1 u_2 - \delta u_2,
-          \qquad (\alpha, \beta, \gamma, \delta) = (1.3, 0.9, 0.8, 1.8),
+1. checks the regulariser's gradient in the weights three ways (forward-over-reverse, reverse-over-reverse, central
+   differences over every weight) and times one loss+gradient evaluation per way (``--no-checks`` skips this);
+2. sweeps :math:`\lambda` (0 and several decades): one model per value, all from the same initial weights, trained
+   (Adam, then L-BFGS, on multiple shooting) without every fifth data point, and scores each on those
+   held-out points (validation), on the learned terms against the true ones, and on the extrapolation to
+   :math:`t \in [5, 10]`;
+3. refits the model on all the data with the :math:`\lambda` of least validation error (never the true terms);
+4. recovers equations from the trained :math:`\hat U` by sparse regression (STLSQ, pysindy) over the
+   polynomials of degree 2 and solves them to :math:`t = 10`;
+5. writes ``table.md``, ``results.json``, ``ude.png`` (fit, terms, training) and ``ude_sweep.png`` (the sweep).
 
-on :math:`t \in [0, 5]` saved every 0.25 with noise of 0.5% of each component's mean, and
-the model :math:`\dot u_1 = \alpha u_1 + \hat U_1(u)`, :math:`\dot u_2 = -\delta u_2 + \hat U_2(u)`
-with a 2-5-5-5-2 network :math:`\hat U` (activations :math:`e^{-x^2}`). The loss is
-
-.. math:: L(w) = \operatorname{mean}\,(X_n - \hat X(w))^2
-          + \lambda \sum_{x \in \{0, 0.1, \dots, 10\}} \big\|\partial \hat U/\partial u\,(x, 1)\big\|_F^2 ,
-
-a derivative inside the loss: its gradient in the weights :math:`w` is a second derivative.
-The script
-
-1. generates the data (reference solve by dopri5 at rtol 1e-10, seeded noise; no downloads);
-2. checks the regulariser's gradient in :math:`w` three ways and prints the differences:
-   forward-over-reverse (``vmap(jacfwd)``, then backward), reverse-over-reverse
-   (``vmap(jacrev)``), and central finite differences over every weight;
-3. times one loss+gradient evaluation per way of getting :math:`\partial\hat U/\partial u`
-   (also a Python loop over the points, as the post's ``map``, and finite differences in the
-   inputs), interleaved in one run, as ratios to forward-over-reverse;
-4. trains the model with Adam and plots the fit, the losses and the learned terms.
-
-    python scripts/ude.py                      # about a minute on a 2-core CPU
-    python scripts/ude.py --iterations 2000 --reg-weight 0.001
+    python scripts/ude.py                                    # a few minutes on one core
+    python scripts/ude.py --lambdas 0 1e-6 --adam-iterations 200 --lbfgs-iterations 20 --no-checks
 """
 
 from __future__ import annotations
@@ -41,37 +33,57 @@ import torch
 from tqdm import tqdm
 
 from agents import cli
+from agents.files import write_text
 from agents.plots import pyplot, save
 from agents.training import write_results
-from diffenvs.core.problem import check_choice, check_integer, check_positive
-from diffenvs.core.rollout import RK4, Adaptive, Adjoint
-from diffenvs.derivatives import input_jacobian, solve
+from agents.ude import (
+    SAVE_EVERY,
+    RecipeConfig,
+    choose,
+    evaluate,
+    fit,
+    holdout_mask,
+    make_data,
+    make_network,
+    missing_terms,
+    regulariser,
+    regulariser_points,
+    relative_rms,
+    simulate_sparse,
+    sparse_regression,
+    sweep,
+    true_regulariser,
+    true_trajectory,
+)
+from diffenvs.core.problem import check_integer, check_positive
+from diffenvs.core.rollout import RK4
+from diffenvs.derivatives import solve
 
-TRUE_PARAMETERS = (1.3, 0.9, 0.8, 1.8)  # α, β, γ, δ
+DEFAULT_LAMBDAS = (0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-2, 1.0)
 
 
 @dataclass(frozen=True)
 class UdeConfig:
-    """Settings of the reproduction."""
+    """The experiment."""
 
     out: str = "runs/ude"
-    """Folder for results.json and the plots."""
+    """Folder for results.json, table.md and the plots."""
     seed: int = 0
     """Seed of the start state, the noise and the network's initial weights."""
-    iterations: int = 150
-    """Adam iterations of training."""
-    lr: float = 0.05
-    """Adam learning rate (the post uses ADAM() with its default 0.001, and 500 iterations)."""
-    reg_weight: float = 1.0
-    """λ, the weight of the derivative regulariser (the post adds it with weight 1)."""
-    reg_mode: str = "forward"
-    """How training gets ∂U/∂u: "forward" (vmap jacfwd), "reverse" (vmap jacrev) or "differences" (central, in the inputs)."""
-    solver: str = "rk4"
-    """ODE solver of the model: "rk4", "dopri5" (rtol 1e-6, as the post) or "adjoint" (dopri5 with the adjoint)."""
-    steps: int = 2
-    """RK4 steps per 0.25 s between saved times."""
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    """λ values of the sweep, the weight of the derivative regulariser (the post uses 1)."""
+    holdout_every: int = 5
+    """Every this-th data point is held out of the sweep's training, for validation."""
+    extrapolate_to: float = 10.0
+    """End of the extrapolation (data end at 5)."""
+    degree: int = 2
+    """Degree of the polynomial library of the sparse regression."""
+    threshold: float = 0.1
+    """STLSQ threshold: coefficients smaller in magnitude are cut."""
+    checks: bool = True
+    """Check the regulariser's gradient and time the ways of computing it before training."""
     input_step: float = 1e-4
-    """Step of the central differences in the inputs (the "differences" regulariser)."""
+    """Step of the central differences in the inputs (the "differences" regulariser of the timing)."""
     weight_step: float = 1e-6
     """Step of the central differences over the weights (the gradient check)."""
     repeats: int = 5
@@ -80,118 +92,39 @@ class UdeConfig:
     """torch intra-op threads (tiny tensors: more threads only add contention on a busy machine)."""
 
     def __post_init__(self) -> None:
-        check_choice("reg_mode", self.reg_mode, ("forward", "reverse", "differences"))
-        check_choice("solver", self.solver, ("rk4", "dopri5", "adjoint"))
-        for name in ("lr", "input_step", "weight_step"):
+        for name in ("input_step", "weight_step", "threshold"):
             check_positive(name, getattr(self, name))
-        if not (math.isfinite(self.reg_weight) and self.reg_weight >= 0):
-            raise ValueError(f"reg_weight must be finite and non-negative, got {self.reg_weight!r}")
-        for name in ("iterations", "steps", "repeats", "threads"):
-            check_integer(name, getattr(self, name), least=0 if name == "iterations" else 1)
-
-
-# ---- data, model, losses ------------------------------------------------------------------
-def lotka_volterra(t: torch.Tensor, x: torch.Tensor, theta: Any) -> torch.Tensor:
-    alpha, beta, gamma, delta = TRUE_PARAMETERS
-    u1, u2 = x[..., 0], x[..., 1]
-    return torch.stack([alpha * u1 - beta * u1 * u2, gamma * u1 * u2 - delta * u2], -1)
-
-
-def make_data(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Times ``(21,)``, noise-free states ``(21, 2)`` from a dopri5 solve at rtol 1e-10, noisy data ``(21, 2)``."""
-    generator = torch.Generator().manual_seed(seed)
-    u0 = 5.0 * torch.rand(1, 2, generator=generator, dtype=torch.float64)
-    times = torch.arange(21, dtype=torch.float64) * 0.25
-    clean = solve(lotka_volterra, u0, times, solver=Adaptive("dopri5", rtol=1e-10, atol=1e-12))[:, 0]
-    noise = torch.randn(clean.shape, generator=generator, dtype=torch.float64)
-    return times, clean, clean + 5e-3 * clean.mean(0) * noise
-
-
-class Rbf(torch.nn.Module):
-    """The post's activation, :math:`e^{-x^2}`."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-x * x)
-
-
-def make_network(seed: int) -> torch.nn.Sequential:
-    """2-5-5-5-2 with :math:`e^{-x^2}` activations, Glorot-uniform weights and zero biases (Lux's defaults)."""
-    torch.manual_seed(seed)
-    network = torch.nn.Sequential(torch.nn.Linear(2, 5), Rbf(), torch.nn.Linear(5, 5), Rbf(), torch.nn.Linear(5, 5), Rbf(),
-                                  torch.nn.Linear(5, 2)).double()
-    for layer in network:
-        if isinstance(layer, torch.nn.Linear):
-            torch.nn.init.xavier_uniform_(layer.weight)
-            torch.nn.init.zeros_(layer.bias)
-    return network
-
-
-def true_regulariser(points: torch.Tensor) -> float:
-    r"""The regulariser of the true missing terms, whose Jacobian is
-    :math:`[[-\beta u_2, -\beta u_1], [\gamma u_2, \gamma u_1]]`."""
-    _, beta, gamma, _ = TRUE_PARAMETERS
-    u1, u2 = points[:, 0], points[:, 1]
-    return float(((beta**2 + gamma**2) * (u1 * u1 + u2 * u2)).sum())
-
-
-def regulariser_points() -> torch.Tensor:
-    """The post's grid: first input 0, 0.1, ..., 10, second input 1.0; shape ``(101, 2)``."""
-    x = torch.arange(101, dtype=torch.float64) / 10
-    return torch.stack([x, torch.ones_like(x)], -1)
-
-
-def regulariser(network: torch.nn.Module, weights: dict[str, torch.Tensor], points: torch.Tensor, mode: str,
-                input_step: float = 1e-4) -> torch.Tensor:
-    r""":math:`\sum_i \|\partial U/\partial u\,(x_i)\|_F^2` by ``mode``.
-
-    ``"forward"``/``"reverse"``: exact, :func:`diffenvs.derivatives.input_jacobian`;
-    ``"loop"``: exact, one ``torch.autograd.grad(create_graph=True)`` per point and output (as
-    the post's ``map``); ``"differences"``: central differences in each input, step ``input_step``.
-    """
-    if mode in ("forward", "reverse"):
-        return input_jacobian(network, points, params=weights, mode=mode).square().sum()
-    call = lambda x: torch.func.functional_call(network, weights, (x,))
-    if mode == "loop":
-        total = points.new_zeros(())
-        for point in points:
-            x = point.detach().clone().requires_grad_(True)
-            out = call(x[None])[0]
-            for i in range(out.shape[0]):
-                (row,) = torch.autograd.grad(out[i], x, create_graph=True)
-                total = total + row.square().sum()
-        return total
-    check_choice("mode", mode, ("forward", "reverse", "loop", "differences"))
-    eye = torch.eye(points.shape[1], dtype=points.dtype)
-    columns = [(call(points + input_step * e) - call(points - input_step * e)) / (2 * input_step) for e in eye]
-    return torch.stack(columns, -1).square().sum()
+        if not self.lambdas or any(not (math.isfinite(v) and v >= 0) for v in self.lambdas):
+            raise ValueError(f"lambdas must be finite non-negative numbers, at least one, got {self.lambdas!r}")
+        if not (math.isfinite(self.extrapolate_to) and self.extrapolate_to > 5):
+            raise ValueError(f"extrapolate_to must be a finite time after 5, got {self.extrapolate_to!r}")
+        for name in ("repeats", "threads", "degree"):
+            check_integer(name, getattr(self, name))
+        check_integer("holdout_every", self.holdout_every, least=2)
 
 
 class Ude:
-    """The hybrid model and its loss, as functions of a dict of weights (so any path can differentiate them)."""
+    """One hybrid model and its loss as functions of a dict of weights, for the gradient check and the timings."""
 
-    def __init__(self, config: UdeConfig, network: torch.nn.Module, times: torch.Tensor, data: torch.Tensor):
-        self.config, self.network, self.times, self.data = config, network, times, data
+    def __init__(self, network: torch.nn.Module, times: torch.Tensor, data: torch.Tensor, steps: int = 2,
+                 reg_weight: float = 1.0, input_step: float = 1e-4, weight_step: float = 1e-6):
+        self.network, self.times, self.data, self.steps = network, times, data, steps
+        self.reg_weight, self.input_step, self.weight_step = reg_weight, input_step, weight_step
         self.points = regulariser_points()
-        self.solver = {"rk4": RK4(), "dopri5": Adaptive("dopri5", rtol=1e-6, atol=1e-6),
-                       "adjoint": Adjoint("dopri5", rtol=1e-6, atol=1e-6)}[config.solver]
 
     def vector_field(self, t: torch.Tensor, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        from agents.ude import TRUE_PARAMETERS
+
         alpha, _, _, delta = TRUE_PARAMETERS
         learned = torch.func.functional_call(self.network, weights, (x,))
         return torch.stack([alpha * x[..., 0], -delta * x[..., 1]], -1) + learned
 
     def predict(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        return solve(self.vector_field, self.data[:1], self.times, weights, solver=self.solver, steps=self.config.steps)[:, 0]
+        return solve(self.vector_field, self.data[:1], self.times, weights, solver=RK4(), steps=self.steps)[:, 0]
 
-    def losses(self, weights: dict[str, torch.Tensor], mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(data misfit, regulariser)."""
+    def loss(self, weights: dict[str, torch.Tensor], mode: str = "forward") -> torch.Tensor:
         misfit = (self.predict(weights) - self.data).square().mean()
-        reg = regulariser(self.network, weights, self.points, mode or self.config.reg_mode, self.config.input_step)
-        return misfit, reg
-
-    def loss(self, weights: dict[str, torch.Tensor], mode: str | None = None) -> torch.Tensor:
-        misfit, reg = self.losses(weights, mode)
-        return misfit + self.config.reg_weight * reg
+        return misfit + self.reg_weight * regulariser(self.network, weights, self.points, mode, self.input_step)
 
 
 # ---- checks and timings --------------------------------------------------------------------
@@ -208,12 +141,12 @@ def gradient_check(model: Ude, weights: dict[str, torch.Tensor]) -> dict[str, fl
     """The regulariser's gradient in the weights by forward-over-reverse, reverse-over-reverse and central differences."""
     names = list(weights)
     leaves = [weights[n] for n in names]
-    reg = lambda w, mode: regulariser(model.network, w, model.points, mode, model.config.input_step)
+    reg = lambda w, mode: regulariser(model.network, w, model.points, mode, model.input_step)
     forward = gradient(reg(weights, "forward"), leaves)
     reverse = gradient(reg(weights, "reverse"), leaves)
     loop = gradient(reg(weights, "loop"), leaves)
     differences_in_inputs = gradient(reg(weights, "differences"), leaves)
-    h = model.config.weight_step
+    h = model.weight_step
     with torch.no_grad():
         base = {n: w.detach().clone() for n, w in weights.items()}
         by_weights = []
@@ -252,7 +185,7 @@ def time_ways(model: Ude, weights: dict[str, torch.Tensor], repeats: int) -> dic
         return run
 
     def weight_differences() -> None:
-        h = model.config.weight_step
+        h = model.weight_step
         with torch.no_grad():
             for name in names:
                 for index in range(weights[name].numel()):
@@ -286,66 +219,72 @@ def time_ways(model: Ude, weights: dict[str, torch.Tensor], repeats: int) -> dic
     return results
 
 
-# ---- training, plots, main -----------------------------------------------------------------
-def train(model: Ude, weights: dict[str, torch.Tensor], config: UdeConfig) -> list[dict[str, float]]:
-    """Adam on the weights; one record per iteration."""
-    optimiser = torch.optim.Adam(list(weights.values()), lr=config.lr)
-    history = []
-    bar = tqdm(range(1, config.iterations + 1), desc=f"training ({config.reg_mode} regulariser, {config.solver})")
-    for iteration in bar:
-        misfit, reg = model.losses(weights)
-        loss = misfit + config.reg_weight * reg
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        history.append({"iteration": iteration, "loss": loss.item(), "misfit": misfit.item(), "regulariser": reg.item()})
-        bar.set_postfix(loss=f"{loss.item():.4g}", misfit=f"{misfit.item():.3g}")
-    return history
-
-
-def missing_terms(states: torch.Tensor) -> torch.Tensor:
-    r"""The terms the network stands for: :math:`(-\beta u_1 u_2, \gamma u_1 u_2)`."""
-    _, beta, gamma, _ = TRUE_PARAMETERS
-    product = states[..., 0] * states[..., 1]
-    return torch.stack([-beta * product, gamma * product], -1)
-
-
-def plot(path: Path, times: torch.Tensor, clean: torch.Tensor, data: torch.Tensor, fit: torch.Tensor,
-         learned: torch.Tensor, history: list[dict[str, float]]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
+# ---- plots, table, main ----------------------------------------------------------------------
+def plot_fit(path: Path, times: torch.Tensor, clean: torch.Tensor, data: torch.Tensor, fit: torch.Tensor,
+             recovered: torch.Tensor, learned: torch.Tensor, states: torch.Tensor, history: list[dict[str, Any]]) -> Path:
     plt = pyplot()
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    data_times = times[: len(data)]
     for i, colour in enumerate(("tab:blue", "tab:orange")):
         axes[0].plot(times, clean[:, i], color=colour, lw=1, alpha=0.5, label=f"u{i + 1} true")
-        axes[0].plot(times, data[:, i], "o", color=colour, ms=3, label=f"u{i + 1} data")
-        axes[0].plot(times, fit[:, i], "--", color=colour, lw=1.5, label=f"u{i + 1} model")
+        axes[0].plot(data_times, data[:, i], "o", color=colour, ms=3, label=f"u{i + 1} data")
+        axes[0].plot(times, fit[:, i], "--", color=colour, lw=1.5, label=f"u{i + 1} UDE")
+        axes[0].plot(times, recovered[:, i], ":", color="k", lw=1, label="recovered equations" if i == 0 else None)
+    axes[0].axvline(float(data_times[-1]), color="grey", lw=0.8)
     axes[0].set_xlabel("t")
     axes[0].legend(fontsize=7, ncol=2)
-    axes[0].set_title("data and the trained UDE", fontsize=9)
-    true_terms = missing_terms(clean)
+    axes[0].set_title("data, the UDE and the recovered equations (extrapolation right of the line)", fontsize=9)
+    true_terms = missing_terms(states)
+    dense_times = torch.linspace(0, float(data_times[-1]), len(states))
     for i, colour in enumerate(("tab:blue", "tab:orange")):
-        axes[1].plot(times, true_terms[:, i], color=colour, lw=1, label=f"true term {i + 1}")
-        axes[1].plot(times, learned[:, i], "--", color=colour, lw=1.5, label=f"network {i + 1}")
+        axes[1].plot(dense_times, true_terms[:, i], color=colour, lw=1, label=f"true term {i + 1}")
+        axes[1].plot(dense_times, learned[:, i], "--", color=colour, lw=1.5, label=f"network {i + 1}")
     axes[1].set_xlabel("t")
     axes[1].legend(fontsize=7)
     axes[1].set_title("missing terms along the true trajectory", fontsize=9)
-    if history:
-        iterations = [h["iteration"] for h in history]
-        for key in ("loss", "misfit", "regulariser"):
-            axes[2].semilogy(iterations, [h[key] for h in history], lw=1, label=key)
-        axes[2].legend(fontsize=8)
-    axes[2].set_xlabel("Adam iteration")
-    axes[2].set_title("training", fontsize=9)
+    adam = [h for h in history if h["phase"] == "adam"]
+    lbfgs = [h for h in history if h["phase"] == "lbfgs"]
+    axes[2].semilogy([h["misfit"][0] for h in adam] + [h["misfit"] for h in lbfgs], lw=1)
+    axes[2].axvline(len(adam), color="grey", lw=0.8)
+    axes[2].set_xlabel("Adam iteration, then L-BFGS evaluation")
+    axes[2].set_title("misfit of the refit", fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3)
     return save(fig, path)
 
 
+def plot_sweep(path: Path, rows: list[dict[str, float]], chosen: float) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    positive = [r["lambda"] for r in rows if r["lambda"] > 0]
+    zero_at = min(positive) / 10 if positive else 1e-9  # λ = 0 drawn a decade left of the smallest λ
+    x = [r["lambda"] if r["lambda"] > 0 else zero_at for r in rows]
+    for key, label in (("validation_rms", "validation RMS (held-out points)"),
+                       ("terms_relative_rms", "learned terms, relative RMS error"),
+                       ("extrapolation_relative_rms", "extrapolation to t = 10, relative RMS error")):
+        ax.loglog(x, [max(r[key], 1e-6) for r in rows], "o-", label=label)
+    ax.axvline(chosen if chosen > 0 else zero_at, color="grey", lw=0.8, ls="--", label="chosen by validation")
+    ax.set_xticks(x, ["0" if r["lambda"] == 0 else f"{r['lambda']:.0e}" for r in rows], fontsize=7, rotation=45)
+    ax.set_xlabel("λ")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax.set_title("the derivative regulariser's weight", fontsize=9)
+    return save(fig, path)
+
+
+def table(rows: list[dict[str, float]], chosen: float) -> str:
+    lines = ["| λ | train RMS | validation RMS | terms rel. RMS error (u1, u2) | extrapolation rel. RMS error, t ∈ (5, 10] |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        mark = " (chosen)" if r["lambda"] == chosen else ""
+        lines.append(f"| {r['lambda']:g}{mark} | {r['train_rms']:.4f} | {r['validation_rms']:.4f} | "
+                     f"{r['terms_relative_rms']:.3f} ({r['terms_relative_rms_u1']:.3f}, {r['terms_relative_rms_u2']:.3f}) | "
+                     f"{r['extrapolation_relative_rms']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    config = cli.parse(UdeConfig, argv, description=__doc__)
+    config, recipe = cli.parse_pair(UdeConfig, RecipeConfig, argv, titles=("experiment", "training"), description=__doc__)
     cli.check_out_folder(config.out)
     torch.set_num_threads(config.threads)
     began = time.perf_counter()
@@ -353,45 +292,85 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
 
     times, clean, data = make_data(config.seed)
-    network = make_network(config.seed)
-    model = Ude(config, network, times, data)
-    weights = dict(network.named_parameters())
+    count = int(round(config.extrapolate_to / SAVE_EVERY)) + 1
+    all_times = torch.arange(count, dtype=torch.float64) * SAVE_EVERY
+    all_clean = true_trajectory(clean[0], all_times)
     print(f"data: u0 = {clean[0].tolist()}, {len(times)} times on [0, 5], noise 5e-3 x mean; "
-          f"network {sum(w.numel() for w in weights.values())} weights")
+          f"network 87 weights; extrapolation to t = {all_times[-1].item():g}")
+    results: dict[str, Any] = {"config": config, "recipe": recipe}
 
-    check = gradient_check(model, weights)
-    print(f"\nregulariser R = {check['regulariser_forward']:.10g} (forward), {check['regulariser_reverse']:.10g} (reverse); "
-          f"R of the true missing terms = {true_regulariser(model.points):.6g}")
-    print(f"gradient dR/dw over {check['weights']} weights, max |dR/dw| = {check['gradient_max_abs']:.4g}; max differences:")
-    print(f"  forward-over-reverse vs reverse-over-reverse       {check['forward_vs_reverse']:.2e}")
-    print(f"  forward-over-reverse vs loop over points            {check['forward_vs_loop']:.2e}")
-    print(f"  forward-over-reverse vs central differences (w)     {check['forward_vs_weight_differences']:.2e}"
-          f"  (step {config.weight_step:g})")
-    print(f"  forward-over-reverse vs differences in the inputs   {check['forward_vs_input_differences']:.2e}"
-          f"  (step {config.input_step:g}: an approximate regulariser)")
+    if config.checks:
+        network = make_network(config.seed)
+        model = Ude(network, times, data, recipe.steps, 1.0, config.input_step, config.weight_step)
+        weights = dict(network.named_parameters())
+        check = gradient_check(model, weights)
+        print(f"\nregulariser R = {check['regulariser_forward']:.10g} (forward), {check['regulariser_reverse']:.10g} (reverse); "
+              f"R of the true missing terms = {true_regulariser(model.points):.6g}")
+        print(f"gradient dR/dw over {check['weights']} weights, max |dR/dw| = {check['gradient_max_abs']:.4g}; max differences:")
+        print(f"  forward-over-reverse vs reverse-over-reverse       {check['forward_vs_reverse']:.2e}")
+        print(f"  forward-over-reverse vs loop over points            {check['forward_vs_loop']:.2e}")
+        print(f"  forward-over-reverse vs central differences (w)     {check['forward_vs_weight_differences']:.2e}"
+              f"  (step {config.weight_step:g})")
+        print(f"  forward-over-reverse vs differences in the inputs   {check['forward_vs_input_differences']:.2e}"
+              f"  (step {config.input_step:g}: an approximate regulariser)")
+        timings = time_ways(model, weights, config.repeats)
+        for part, best in timings.items():
+            reference = next(iter(best.values()))
+            print(f"\ntime per {part} + gradient evaluation (fastest of {config.repeats}, interleaved):")
+            for label, seconds in best.items():
+                print(f"  {label:<60s} {1e3 * seconds:9.2f} ms   x{seconds / reference:7.2f}")
+        results.update(gradient_check=check, true_terms_regulariser=true_regulariser(model.points),
+                       seconds_per_evaluation=timings)
 
-    timings = time_ways(model, weights, config.repeats)
-    for part, best in timings.items():
-        reference = next(iter(best.values()))
-        print(f"\ntime per {part} + gradient evaluation (fastest of {config.repeats}, interleaved):")
-        for label, seconds in best.items():
-            print(f"  {label:<60s} {1e3 * seconds:9.2f} ms   x{seconds / reference:7.2f}")
+    # 2. the sweep, 3. the refit with the λ of least validation error
+    rows, _, _ = sweep(data, all_clean, config.lambdas, config.seed, recipe, config.holdout_every)
+    chosen = choose(rows)["lambda"]
+    text = table(rows, chosen)
+    print(f"\nλ sweep (trained without every {config.holdout_every}th point, validated on those):\n{text}")
+    final, history = fit(data, [chosen], config.seed, recipe, desc=f"refit on all data, λ = {chosen:g}")
+    scores = {k: v[0] for k, v in evaluate(final, data, all_clean, holdout_mask(len(data), len(data) + 1),
+                                            recipe.steps).items() if k != "validation_rms"}
+    print(f"refit on all {len(data)} points with λ = {chosen:g}: train RMS {scores['train_rms']:.4f}; learned terms "
+          f"relative RMS error {scores['terms_relative_rms']:.4f} (u1 {scores['terms_relative_rms_u1']:.4f}, "
+          f"u2 {scores['terms_relative_rms_u2']:.4f}); extrapolation to t = {all_times[-1].item():g}, relative RMS error "
+          f"{scores['extrapolation_relative_rms']:.4f}")
 
-    history = train(model, weights, config)
+    # 4. symbolic recovery from the trained network along the model's own trajectory on the data's range
     with torch.no_grad():
-        misfit, reg = model.losses(weights, "forward")
-        fit = model.predict(weights)
-        learned = network(clean)
-        term_error = (learned - missing_terms(clean)).square().mean().sqrt().item()
-    print(f"\nafter {config.iterations} iterations: misfit {misfit.item():.4g}, regulariser {reg.item():.4g}, "
-          f"RMS error of the learned terms along the true trajectory {term_error:.4g}")
-    figure = plot(out / "ude.png", times, clean, data, fit, learned, history)
-    results = {"config": config, "gradient_check": check, "true_terms_regulariser": true_regulariser(model.points),
-               "seconds_per_evaluation": timings, "history": history,
-               "final_misfit": misfit.item(), "final_regulariser": reg.item(), "term_rms_error": term_error,
-               "wall_time": time.perf_counter() - began, "plots": [figure.name]}
+        states = final.solve(data[0], 101, dt=SAVE_EVERY * (len(data) - 1) / 100, steps=1)[:, 0, 0]
+        targets, _ = final.network(states[None])
+    sparse = sparse_regression(states, targets[0], config.degree, config.threshold)
+    terms = sparse.terms()
+    beta, gamma = -terms[0].get("u1 u2", 0.0), terms[1].get("u1 u2", 0.0)
+    recovered = simulate_sparse(sparse, data[0], all_times)
+    n = len(data)
+    symbolic = {"terms": terms, "beta": beta, "gamma": gamma, "beta_relative_error": abs(beta / 0.9 - 1),
+                "gamma_relative_error": abs(gamma / 0.8 - 1),
+                "structure_recovered": all(list(t) == ["u1 u2"] for t in terms),
+                "fit_relative_rms": relative_rms(recovered[:n], all_clean[:n], (0, 1)).item(),
+                "extrapolation_relative_rms": relative_rms(recovered[n:], all_clean[n:], (0, 1)).item()}
+    print(f"sparse regression (STLSQ, threshold {config.threshold:g}, degree {config.degree}): "
+          f"dU1 = {terms[0]}, dU2 = {terms[1]}; beta = {beta:.4f} ({100 * symbolic['beta_relative_error']:.2f}% off 0.9), "
+          f"gamma = {gamma:.4f} ({100 * symbolic['gamma_relative_error']:.2f}% off 0.8); its solve: relative RMS error "
+          f"{symbolic['fit_relative_rms']:.4f} on [0, 5], {symbolic['extrapolation_relative_rms']:.4f} on "
+          f"(5, {all_times[-1].item():g}]")
+
+    with torch.no_grad():
+        fitted = final.solve(data[0], count, steps=recipe.steps)[:, 0, 0]
+        dense = true_trajectory(clean[0], torch.linspace(0, SAVE_EVERY * (n - 1), 201, dtype=torch.float64))
+        learned, _ = final.network(dense[None])
+    figures = [plot_fit(out / "ude.png", all_times, all_clean, data, fitted, recovered, learned[0], dense, history),
+               plot_sweep(out / "ude_sweep.png", rows, chosen)]
+    wall = time.perf_counter() - began
+    summary = (f"{text}\nChosen λ = {chosen:g}; refit on all data: terms relative RMS error "
+               f"{scores['terms_relative_rms']:.4f}, extrapolation relative RMS error {scores['extrapolation_relative_rms']:.4f}."
+               f"\nRecovered: dU1 = {terms[0]}, dU2 = {terms[1]}; extrapolation relative RMS error "
+               f"{symbolic['extrapolation_relative_rms']:.4f}.\nWall time {wall:.0f} s.\n")
+    table_path = write_text(out / "table.md", summary)
+    results.update(sweep=rows, chosen_lambda=chosen, refit=scores, refit_history=history, symbolic=symbolic,
+                   wall_time=wall, plots=[f.name for f in figures])
     path = write_results(out, results)
-    print(f"wrote {path} and {figure} in {results['wall_time']:.1f} s")
+    print(f"wrote {path}, {table_path} and {', '.join(str(f) for f in figures)} in {wall:.1f} s")
     return results
 
 

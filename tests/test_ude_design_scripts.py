@@ -20,9 +20,11 @@ def load(name: str):
     return module
 
 
-def test_ude_script_checks_times_and_trains(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_ude_script_checks_times_sweeps_and_recovers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("pysindy", reason="the optional extra 'ude'")
     ude = load("ude")
-    results = ude.main(["--out", str(tmp_path), "--iterations", "3", "--repeats", "1", "--steps", "1"])
+    results = ude.main(["--out", str(tmp_path), "--lambdas", "0", "1e-4", "--adam-iterations", "4", "--lbfgs-iterations", "2",
+                        "--repeats", "1", "--steps", "1", "--extrapolate-to", "6"])
     check = results["gradient_check"]
     scale = check["gradient_max_abs"]
     assert check["weights"] == 87 and scale > 0
@@ -31,18 +33,22 @@ def test_ude_script_checks_times_and_trains(tmp_path: Path, capsys: pytest.Captu
     assert check["regulariser_forward"] == pytest.approx(check["regulariser_reverse"], rel=1e-12)
     assert set(results["seconds_per_evaluation"]) == {"regulariser", "loss"}
     assert all(s > 0 for part in results["seconds_per_evaluation"].values() for s in part.values())
-    history = results["history"]
-    assert len(history) == 3 and history[-1]["loss"] < history[0]["loss"]
+    assert [row["lambda"] for row in results["sweep"]] == [0.0, 1e-4]
+    assert results["chosen_lambda"] in (0.0, 1e-4)
+    assert len([h for h in results["refit_history"] if h["phase"] == "adam"]) == 4
+    assert results["refit"]["terms_relative_rms"] > 0 and "extrapolation_relative_rms" in results["symbolic"]
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["gradient_check"]["weights"] == 87 and (tmp_path / "ude.png").stat().st_size > 0
+    assert saved["gradient_check"]["weights"] == 87 and len(saved["sweep"]) == 2
+    assert (tmp_path / "ude.png").stat().st_size > 0 and (tmp_path / "ude_sweep.png").stat().st_size > 0
+    assert "| λ |" in (tmp_path / "table.md").read_text()
     assert "forward-over-reverse" in capsys.readouterr().out
 
 
-def test_ude_script_refuses_unknown_modes(capsys: pytest.CaptureFixture) -> None:
+def test_ude_script_refuses_bad_lambdas(capsys: pytest.CaptureFixture) -> None:
     ude = load("ude")
     with pytest.raises(SystemExit) as exit_:  # a usage error, as for any value the command line refuses
-        ude.main(["--reg-mode", "sideways", "--iterations", "0"])
-    assert exit_.value.code == 2 and "reg_mode must be one of" in capsys.readouterr().err
+        ude.main(["--lambdas", "0", "-1", "--no-checks"])
+    assert exit_.value.code == 2 and "lambdas must be" in capsys.readouterr().err
 
 
 def test_design_script_runs_algorithm_2_and_writes_figure_17(tmp_path: Path) -> None:
@@ -57,3 +63,16 @@ def test_design_script_runs_algorithm_2_and_writes_figure_17(tmp_path: Path) -> 
     assert len(episode["designs"]) == 2 and len(episode["means"]) == 3
     assert episode["variances"][-1] < episode["variances"][0]
     assert (tmp_path / "design.png").stat().st_size > 0 and (tmp_path / "results.json").exists()
+
+
+def test_ude_script_lists_the_training_options_in_its_help(capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    ude = load("ude")
+    with pytest.raises(SystemExit) as exit_:
+        ude.main(["--help"])
+    text = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for flag in ("--adam-iterations", "--lr", "--lr-final", "--lbfgs-iterations", "--horizons", "--lbfgs-horizon",
+                 "--steps", "--lambdas", "--holdout-every", "--threshold", "--degree", "--no-checks"):
+        assert flag in text, flag
