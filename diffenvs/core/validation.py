@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 import numpy as np
 
 
-def as_finite_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """``value`` as a float64 array of exactly ``shape`` with finite entries, else ``ValueError``."""
+def as_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as a float64 array of exactly ``shape``, else ``ValueError`` (a short view of what came)."""
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} must be an array of numbers of shape {shape}, got {value!r}") from error
+        raise ValueError(f"{name} must be an array of numbers of shape {shape}, got {reprlib.repr(value)}") from error
     if array.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got shape {array.shape}")
+    return array
+
+
+def as_finite_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as a float64 array of exactly ``shape`` with finite entries, else ``ValueError``."""
+    array = as_array(name, value, shape)
     if not np.isfinite(array).all():
         raise ValueError(f"{name} must be finite, got {array.tolist()}")
     return array

@@ -27,7 +27,7 @@ from diffenvs.core.gym_face import action_space, initial_draws, observation_spac
 from diffenvs.core.numerics import TORCH, stack
 from diffenvs.core.problem import Held, Problem, ProblemAttributes
 from diffenvs.core.transition import OBSERVATION_LIMIT, transition
-from diffenvs.core.validation import check_options
+from diffenvs.core.validation import as_array, check_options
 
 
 def check_num_envs(num_envs: Any) -> int:
@@ -45,12 +45,7 @@ def as_finite_batch(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray
     A batch can hold a million rows: the error names the shapes, or the number of rows that are
     not finite and the first of them (its index and its values), never the whole batch.
     """
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} must be an array of numbers of shape {shape}, got {reprlib.repr(value)}") from error
-    if array.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got shape {array.shape}")
+    array = as_array(name, value, shape)
     bad = np.flatnonzero(~np.isfinite(array.reshape(shape[0], -1)).all(axis=1))
     if len(bad):
         raise ValueError(f"{name} must be finite: {len(bad)} of {shape[0]} rows are not, the first is row {bad[0]}: "
