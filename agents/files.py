@@ -234,12 +234,14 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, wait: float = 1.0) -> Iterator[Path]:
+def folder_lock(folder: str | os.PathLike, wait: float = 1.0, name: str = LOCK_FILE,
+                warn: Callable[[str], None] | None = None) -> Iterator[Path]:
     """Hold ``folder``'s lock while the block runs: one writer per output folder.
 
-    The lock is the file ``<folder>/.lock`` holding the owner's pid and host, created with
+    The lock is the file ``<folder>/<name>`` (default ``.lock``) holding the owner's pid and host, created with
     ``O_CREAT | O_EXCL`` (so of two processes exactly one creates it) and removed on leaving.
-    A lock whose process is dead (a run that was killed) is taken over with a warning; a live
+    A lock whose process is dead (a run that was killed) is taken over with a warning (``warn``'s,
+    default :func:`warnings.warn`); a live
     one raises :class:`FolderLockedError` naming the folder and the pid. A lock file that
     names no pid is given ``wait`` seconds from its creation to get one (its owner may be
     writing it), then counts as dead. A process on another host is always taken as alive. Once held, the
@@ -248,7 +250,7 @@ def folder_lock(folder: str | os.PathLike, wait: float = 1.0) -> Iterator[Path]:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK_FILE
+    lock = folder / name
     mine = f"pid={os.getpid()} host={socket.gethostname()}\n"
     while True:
         try:
@@ -265,7 +267,7 @@ def folder_lock(folder: str | os.PathLike, wait: float = 1.0) -> Iterator[Path]:
                 time.sleep(0.05)  # just created: its owner writes its pid next
                 continue
             if seen is not None:
-                _take_over(lock, seen, folder)
+                _take_over(lock, seen, folder, warn)
             continue
         with os.fdopen(handle, "w") as file:
             file.write(mine)
@@ -282,7 +284,7 @@ def folder_lock(folder: str | os.PathLike, wait: float = 1.0) -> Iterator[Path]:
                 lock.unlink()
 
 
-def _take_over(lock: Path, stale: tuple[Any, ...], folder: Path) -> None:
+def _take_over(lock: Path, stale: tuple[Any, ...], folder: Path, warn: Callable[[str], None] | None) -> None:
     """Remove ``lock`` if it is still the file ``stale`` identifies (a dead owner's), under a guard file so
     that of several processes taking it over at once only one removes it (the others then find the new
     owner's lock)."""
@@ -296,8 +298,12 @@ def _take_over(lock: Path, stale: tuple[Any, ...], folder: Path) -> None:
         return
     try:
         if _owner(lock)[0] == stale:
-            warnings.warn(f"the output folder {folder} was locked by a process that is no longer running "
-                          f"({stale[-1].strip() or 'an empty lock file'}): taking the lock over", stacklevel=4)
+            message = (f"the output folder {folder} was locked by a process that is no longer running "
+                       f"({stale[-1].strip() or 'an empty lock file'}): taking its lock {lock} over")
+            if warn is None:
+                warnings.warn(message, stacklevel=4)
+            else:
+                warn(message)
             lock.unlink()
     finally:
         os.close(handle)

@@ -106,8 +106,8 @@ def test_specs_sharing_a_run_file_must_be_equal(fake, tmp_path) -> None:
 def test_a_second_sweep_into_a_folder_in_use_is_refused(fake, tmp_path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / benchmark.LOCK_FILE).write_text(f"{holder.pid}\n{socket.gethostname()}\n")
-        with pytest.raises(RuntimeError, match=rf"process {holder.pid} .*{benchmark.LOCK_FILE} is held"):
+        (tmp_path / benchmark.LOCK_FILE).write_text(f"pid={holder.pid} host={socket.gethostname()}\n")
+        with pytest.raises(RuntimeError, match=rf"in use by process {holder.pid} \(its lock .*{benchmark.LOCK_FILE}\)"):
             quiet_sweep(specs(), tmp_path)
         assert fake == [] and not (tmp_path / "runs").exists()
     finally:
@@ -115,7 +115,7 @@ def test_a_second_sweep_into_a_folder_in_use_is_refused(fake, tmp_path) -> None:
         holder.wait()
     # a lock in this very process (a sweep inside a sweep) is refused too
     with benchmark_run.sweep_lock(tmp_path):
-        with pytest.raises(RuntimeError, match="this process"):
+        with pytest.raises(RuntimeError, match=rf"in use by process {os.getpid()}"):
             quiet_sweep(specs(), tmp_path)
     assert not (tmp_path / benchmark.LOCK_FILE).exists()  # released
 
@@ -124,10 +124,10 @@ def test_the_lock_of_a_dead_sweep_is_taken_over_with_a_warning(fake, tmp_path) -
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     lock = tmp_path / benchmark.LOCK_FILE
-    lock.write_text(f"{gone.pid}\n{socket.gethostname()}\n")
+    lock.write_text(f"pid={gone.pid} host={socket.gethostname()}\n")
     results, failures, warnings = quiet_sweep(specs(), tmp_path)
     assert len(results) == 2 and not failures
-    assert len(warnings) == 1 and f"process {gone.pid}, which is gone" in warnings[0] and str(lock) in warnings[0]
+    assert len(warnings) == 1 and f"no longer running (pid={gone.pid}" in warnings[0] and str(lock) in warnings[0]
     assert not lock.exists()
     # an empty lock (a sweep killed between creating it and writing its pid) is taken over once it is not new
     lock.write_text("")
@@ -138,8 +138,9 @@ def test_the_lock_of_a_dead_sweep_is_taken_over_with_a_warning(fake, tmp_path) -
 
 def test_the_lock_is_created_exclusively_with_the_pid_inside(tmp_path) -> None:
     with benchmark_run.sweep_lock(tmp_path) as lock:
-        assert lock.read_text().split()[0] == str(os.getpid())
-        assert not benchmark_run._create(lock, "other")  # O_EXCL: a second creation fails
+        assert lock.read_text().split()[0] == f"pid={os.getpid()}"
+        with pytest.raises(FileExistsError):  # O_EXCL: a second creation fails
+            os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     assert not lock.exists()
 
 
@@ -283,7 +284,7 @@ def test_a_sweep_killed_at_any_point_resumes_without_losing_or_damaging_a_run(fa
     results, skipped = benchmark.collect(out, "quick")
     assert [without_times(r) for r in results] == list(expected.values()) and not skipped
     assert not list((out / "runs").glob(".*partial")) and not (out / benchmark.LOCK_FILE).exists()
-    assert report.read_text().count("which is gone") == 4  # each killed sweep's lock was taken over, with a warning
+    assert report.read_text().count("no longer running") == 4  # each killed sweep's lock was taken over, with a warning
 
 
 # ---- 18: names given twice, agents that apply nowhere --------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sys
 import time
 import traceback
@@ -22,7 +21,7 @@ from agents.benchmark.backends import RAY_MISSING, local, ray_tasks
 from agents.benchmark.config import TEST_SEED, VALIDATION_SEED, RunSpec, budget, protocol
 from agents.cards import Protocol, card
 from agents.episodes import GymPolicy, run_episodes
-from agents.files import jsonable, write_json
+from agents.files import folder_lock, jsonable, write_json
 
 
 def protocol_costs(env_id: str, policy: GymPolicy, episodes: int, env_kwargs: dict[str, Any] | None = None,
@@ -273,101 +272,17 @@ def warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _lock_text() -> str:
-    return f"{os.getpid()}\n{socket.gethostname()}\n"
-
-
-def _holder(text: str) -> tuple[int, str] | None:
-    """(pid, host) of a lock file's text, None if it holds none."""
-    lines = text.split()
-    if not lines or not lines[0].isdigit():
-        return None
-    return int(lines[0]), lines[1] if len(lines) > 1 else socket.gethostname()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    except OverflowError:
-        return False
-    return True
-
-
-def _take_over(path: Path, seen: str) -> bool:
-    """Remove the stale lock ``path`` if it still holds ``seen``; whether it did (False: another sweep got there first)."""
-    aside = path.with_name(f"{path.name}.stale-{os.getpid()}")
-    try:
-        os.replace(path, aside)
-    except FileNotFoundError:
-        return False
-    try:
-        if aside.read_text() != seen:  # another sweep took it over meanwhile: its lock goes back
-            with contextlib.suppress(FileExistsError):
-                os.link(aside, path)
-            return False
-        return True
-    finally:
-        aside.unlink(missing_ok=True)
-
-
-def _create(path: Path, text: str) -> bool:
-    """Create ``path`` holding ``text`` if it does not exist (``O_CREAT | O_EXCL``); whether it did."""
-    try:
-        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    return True
-
-
 @contextlib.contextmanager
 def sweep_lock(out: str | os.PathLike, warn: Callable[[str], None] = warn_stderr) -> Iterator[Path]:
     """Hold ``<out>/sweep.lock`` while the block runs, so that no two sweeps write into one folder at once.
 
-    The lock is created with ``O_CREAT | O_EXCL`` and holds this process's id and host. A lock
-    whose process is gone (a sweep killed before it could remove it) is taken over, with a
-    ``warn``ing; a lock of a live process (or of another host, which cannot be checked) raises
-    ``RuntimeError`` naming the lock and the process.
+    :func:`agents.files.folder_lock` under the name :data:`LOCK_FILE`: created with
+    ``O_CREAT | O_EXCL``, holding this process's id and host; a lock whose process is gone is
+    taken over with a ``warn``ing; a live one raises :class:`agents.files.FolderLockedError` (a
+    ``RuntimeError``) naming the folder, the lock and the process. Yields the lock's path.
     """
-    path = Path(out) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mine = _lock_text()
-    for _ in range(100):
-        if _create(path, mine):
-            break
-        try:
-            seen = path.read_text()
-            age = time.time() - path.stat().st_mtime
-        except FileNotFoundError:  # released meanwhile
-            continue
-        holder = _holder(seen)
-        if holder is None and age < 2.0:  # just created, its pid not yet written
-            time.sleep(0.05)
-            continue
-        if holder is not None:
-            pid, host = holder
-            if host != socket.gethostname() or _alive(pid):
-                where = "this process" if (pid, host) == (os.getpid(), socket.gethostname()) else f"process {pid} on {host}"
-                raise RuntimeError(f"another sweep ({where}) is writing into {Path(out)}: its lock {path} is held; wait for "
-                                   f"it to end or use another --out (remove the lock only if that process is not a sweep)")
-        if _take_over(path, seen):
-            gone = "an empty lock" if holder is None else f"the lock of process {holder[0]}, which is gone"
-            warn(f"took over {gone} in {path}: a sweep into this folder was stopped before it ended")
-    else:
-        raise RuntimeError(f"could not take the lock {path}: other processes keep taking it")
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            if path.read_text() == mine:
-                path.unlink()
+    with folder_lock(out, name=LOCK_FILE, warn=warn) as folder:
+        yield folder / LOCK_FILE
 
 
 def _aside(path: Path) -> Path:
