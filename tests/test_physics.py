@@ -134,11 +134,13 @@ def test_linear_system_against_its_closed_form() -> None:
     noise = torch.randn(20, 1, 4, dtype=torch.float64)
     trajectory = diffenvs.rollout(problem, controls, torch.zeros(1, 4, dtype=torch.float64), noise=noise)
     a = torch.as_tensor(jordan_matrix(4))
+    inside = problem.clip_control(controls)  # the ball |u| <= gamma, as env.step
+    assert torch.equal(trajectory.controls, inside)
     x = torch.zeros(4, dtype=torch.float64)
     for t in range(20):
         x = torch.zeros(4, dtype=torch.float64)
         for k in range(t + 1):
-            x = x + torch.linalg.matrix_power(a, t - k) @ (controls[k, 0] + 0.1 * noise[k, 0])
+            x = x + torch.linalg.matrix_power(a, t - k) @ (inside[k, 0] + 0.1 * noise[k, 0])
         torch.testing.assert_close(trajectory.states[t + 1, 0], x)
     # without noise the least-squares estimate is exact, so the terminal reward vanishes
     clean = diffenvs.rollout(problem, controls, torch.zeros(1, 4, dtype=torch.float64))
