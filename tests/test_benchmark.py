@@ -328,7 +328,8 @@ def test_curve_points_use_validation_starts_and_the_final_score_the_test_starts(
     monkeypatch.setattr(benchmark_run, "run_episodes", spy)
     spec = benchmark.plan_runs(["DiffZermelo-v0"], ["fake"], [0], "quick")[0]
     result = benchmark.execute(spec.as_dict())
-    episodes = benchmark.protocol("DiffZermelo-v0").episodes
+    episodes = benchmark.protocol("DiffZermelo-v0", "quick").episodes
+    assert episodes == min(benchmark.protocol("DiffZermelo-v0").episodes, benchmark.QUICK_EPISODES) == spec.protocol.episodes
     # the fake agent's one curve point, then the final score
     assert seen == [(benchmark.VALIDATION_SEED, episodes), (benchmark.TEST_SEED, episodes)]
     assert result["starts"] == {"validation": 20_000, "test": 10_000, "episodes": episodes}

@@ -70,6 +70,7 @@ from agents.benchmark.config import (
     DEFAULT_SEEDS,
     MAX_SEEDS,
     MODES,
+    QUICK_EPISODES,
     TARGETS,
     TEST_SEED,
     VALIDATION_SEED,
@@ -109,7 +110,8 @@ from agents.benchmark.run import (
 )
 from agents.files import write_json, write_text
 
-__all__ = ["CSV_FIELDS", "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "LOCK_FILE", "MAX_SEEDS", "MODES", "TARGETS", "TEST_SEED",
+__all__ = ["CSV_FIELDS", "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "LOCK_FILE", "MAX_SEEDS", "MODES", "QUICK_EPISODES", "TARGETS",
+           "TEST_SEED",
            "VALIDATION_SEED", "BenchmarkConfig", "CurveCost", "RunFileError", "RunSpec", "budget", "check_plan",
            "check_starts", "collect", "compute_reference", "execute",
            "finished", "headline", "incomplete_episodes", "markdown_table", "normalised_gap", "plan_runs", "protocol",
@@ -150,7 +152,7 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
     if skipped:
         log("left out of the report (another spec than the present one, or not a run's file):\n  "
             + "\n  ".join(skipped))
-    refs = references(list(dict.fromkeys(r["env_id"] for r in results)), config.out)
+    refs = references(list(dict.fromkeys(r["env_id"] for r in results)), config.out, config.mode)
     paths = report(results, refs, config.out)
     if config.readme:
         document = Path(config.readme)

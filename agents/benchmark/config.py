@@ -46,9 +46,18 @@ DEFAULT_BUDGETS: dict[str, dict[str, Budget]] = {
 MODES = tuple(DEFAULT_BUDGETS)
 
 
-def protocol(env_id: str) -> Protocol:
-    """The evaluation protocol of ``env_id`` (its card's)."""
-    return card(env_id).protocol
+#: evaluation episodes at most in the quick mode, a smoke run: on isochronism an evaluation of 20
+#: episodes of 1000 steps costs more than a quick run's training
+QUICK_EPISODES = 5
+
+
+def protocol(env_id: str, mode: str = "full") -> Protocol:
+    """The evaluation protocol of ``env_id`` in ``mode``: its card's (the quick mode plays at most
+    :data:`QUICK_EPISODES` episodes per evaluation, the reference the same starts)."""
+    proto = card(env_id).protocol
+    if mode == "quick":
+        return dataclasses.replace(proto, episodes=min(proto.episodes, QUICK_EPISODES))
+    return proto
 
 
 def check_starts(episodes: int) -> None:
@@ -134,7 +143,7 @@ def plan_runs(envs: Sequence[str], agents: Sequence[str], seed_list: Sequence[in
     for env_id in envs:
         if env_id not in gym.registry:
             raise ValueError(f"envs must be registered ids, got {env_id!r}")
-        proto = protocol(env_id)
+        proto = protocol(env_id, mode)
         check_starts(proto.episodes)
         variants = {"": ({}, tuple(registry.FAMILIES))}
         variants.update({label: (v.env_kwargs, v.families) for label, v in card(env_id).variants.items()})

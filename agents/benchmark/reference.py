@@ -47,12 +47,13 @@ def compute_reference(env_id: str, proto: Protocol) -> dict[str, Any]:
     return result
 
 
-def references(envs: Sequence[str], out: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """References of ``envs``, computed afresh (a few seconds) and written to ``<out>/references.json``.
+def references(envs: Sequence[str], out: str | os.PathLike, mode: str = "full") -> dict[str, dict[str, Any]]:
+    """References of ``envs`` on the starts of ``mode``'s protocol, computed afresh (a few seconds) and written to
+    ``<out>/references.json``.
 
     Not cached: a reference added or changed in ``agents.analytic`` shows in the next report.
     """
-    refs = {env_id: compute_reference(env_id, protocol(env_id)) for env_id in envs}
+    refs = {env_id: compute_reference(env_id, protocol(env_id, mode)) for env_id in envs}
     write_json(Path(out) / "references.json", refs)
     return refs
 

@@ -219,7 +219,7 @@ def current_spec(stored: dict[str, Any]) -> RunSpec | None:
         if old.variant and old.variant not in variants:
             return None
         extra = dict(variants[old.variant].env_kwargs) if old.variant else {}
-        return RunSpec(old.env_id, old.agent, old.seed, budget(old.mode, old.env_id, old.agent), protocol(old.env_id),
+        return RunSpec(old.env_id, old.agent, old.seed, budget(old.mode, old.env_id, old.agent), protocol(old.env_id, old.mode),
                        old.mode, old.variant, extra)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
