@@ -73,26 +73,12 @@ from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import Components
 from diffenvs.core.problem import FLOAT32_MAX, Held, Problem, check_episode, check_finite, check_positive, plain_constants
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
-
-_LARGEST_EXPONENT = 709.0  # math.exp overflows above ~709.78; torch returns inf there, so does _exp
-
-
-def _exp(v: Any, ns: SimpleNamespace) -> Any:
-    """``exp`` on either namespace, ``inf`` (not ``OverflowError``) for huge floats."""
-    if ns.eager:
-        return math.exp(v) if v < _LARGEST_EXPONENT else v * math.inf  # inf, or nan for nan
-    return torch.exp(v)
-
-
-def _log1p(v: Any, ns: SimpleNamespace) -> Any:
-    return math.log1p(v) if ns.eager else torch.log1p(v)
 
 
 @dataclass(frozen=True)
@@ -112,12 +98,12 @@ def rate(t: Any, u: Any, theta: Any) -> Any:
 
 def solution(t: Any, theta: Any, ns: SimpleNamespace) -> Any:
     r"""The closed-form solution :math:`u(t; \theta) = e^{-\theta t}`."""
-    return _exp(-theta * t, ns)
+    return ns.exp(-theta * t)
 
 
 def solution_sensitivity(t: Any, theta: Any, ns: SimpleNamespace) -> Any:
     r"""The closed-form sensitivity :math:`g = \partial u/\partial\theta = -t e^{-\theta t}`."""
-    return -t * _exp(-theta * t, ns)
+    return -t * ns.exp(-theta * t)
 
 
 def linearised_update(mean: Any, variance: Any, g: Any, innovation: Any, noise_std: Any) -> tuple[Any, Any, Any]:
@@ -194,7 +180,7 @@ class DecayDesign(Problem):
         innovation = y - solution(time, mean, ns)
         g = solution_sensitivity(time, mean, ns)
         mean1, variance1, information = linearised_update(mean, variance, g, innovation, params.noise_std)
-        return (mean1, variance1), 0.5 * _log1p(information, ns), False
+        return (mean1, variance1), 0.5 * ns.log1p(information), False
 
     def render(self, state: np.ndarray) -> np.ndarray:
         mean, variance = (float(v) for v in state)

@@ -14,7 +14,6 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import diffenvs
-import diffenvs.decay_design
 from diffenvs.core import numerics
 from diffenvs.core import random as counter_random
 from diffenvs.core.vector_face import as_finite_batch
@@ -101,11 +100,6 @@ def libm(function: Any) -> Any:
     return lambda t: torch.as_tensor(elementwise(t.cpu().numpy()).astype(np.float64), dtype=t.dtype, device=t.device)
 
 
-def either(scalar: Any, batched: Any) -> Any:
-    """``scalar(v, ns)`` on Python floats, ``batched(v)`` on tensors."""
-    return lambda v, ns: scalar(v, ns) if ns.eager else batched(v)
-
-
 def libm_normal(key: np.ndarray, episode: np.ndarray, step: np.ndarray | int, count: int) -> np.ndarray:
     """:func:`diffenvs.core.random.normal` through ``normal_scalar`` (libm), environment by environment."""
     key = np.asarray(key)
@@ -156,11 +150,9 @@ def test_with_libms_functions_the_vector_face_is_the_single_env_bit_for_bit(env_
     """The differences of LAST_BIT are the rounding of the functions and nothing else: evaluate those through libm
     on the vector face (element by element, slowly) and every output is bit for bit the single environment's, except
     LinearSysID's final reward, whose least-squares solve is LAPACK's (MKL under torch, OpenBLAS under numpy)."""
-    for name in ("sin", "cos", "exp", "erf", "sqrt"):
+    for name in ("sin", "cos", "exp", "log1p", "erf", "sqrt"):
         monkeypatch.setattr(numerics.TORCH, name, libm(getattr(math, name)))
     monkeypatch.setattr(counter_random, "normal", libm_normal)
-    for name, function in (("_exp", math.exp), ("_log1p", math.log1p)):  # DecayDesign calls torch's directly
-        monkeypatch.setattr(diffenvs.decay_design, name, either(getattr(diffenvs.decay_design, name), libm(function)))
     record = play_against_singles(env_id)
     assert np.sum(record["ended"]) >= 3
     for key in ("observation", "reward", "terminated", "truncated", "state"):

@@ -51,6 +51,13 @@ def _exp(v: float) -> float:
         return math.inf
 
 
+def _log1p(v: float) -> float:
+    try:
+        return math.log1p(v)
+    except ValueError:  # -1 gives -inf in torch, below -1 nan
+        return -math.inf if v == -1.0 else math.nan
+
+
 def _sqrt(v: float) -> float:
     try:
         return math.sqrt(v)
@@ -71,6 +78,7 @@ SCALAR = SimpleNamespace(
     sin=_sin,
     cos=_cos,
     exp=_exp,
+    log1p=_log1p,
     erf=math.erf,
     sqrt=_sqrt,
     atan2=math.atan2,
@@ -89,6 +97,7 @@ TORCH = SimpleNamespace(
     sin=torch.sin,
     cos=torch.cos,
     exp=torch.exp,
+    log1p=torch.log1p,
     erf=torch.erf,
     sqrt=torch.sqrt,
     atan2=torch.atan2,
