@@ -180,17 +180,21 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def differences(found: Any, expected: Any, name: str = "") -> list[str]:
-    """Where two JSON-like values differ, one ``"name: found ... expected ..."`` line per leaf (``a.b`` for nesting).
+def differences(found: Any, expected: Any, name: str = "", labels: tuple[str, str] = ("there", "here"),
+                sort: bool = True) -> list[str]:
+    """Where two JSON-like values differ, one ``"name: <found> there, <expected> here"`` line per leaf (``a.b`` for
+    nesting; ``labels`` replace "there" and "here"), keys sorted (``sort=False``: in ``expected``'s order, then
+    ``found``'s).
 
     Both sides go through :func:`jsonable` first, so a dataclass compares with the dict it was saved as.
     """
     found, expected = jsonable(found), jsonable(expected)
     if isinstance(found, dict) and isinstance(expected, dict):
-        return [line for key in sorted(set(found) | set(expected), key=str)
+        keys = dict.fromkeys([*expected, *found])
+        return [line for key in (sorted(keys, key=str) if sort else keys)
                 for line in differences(found.get(key, "<absent>"), expected.get(key, "<absent>"),
-                                        f"{name}.{key}" if name else str(key))]
-    return [] if found == expected else [f"{name or 'value'}: {found!r} there, {expected!r} here"]
+                                        f"{name}.{key}" if name else str(key), labels, sort)]
+    return [] if found == expected else [f"{name or 'value'}: {found!r} {labels[0]}, {expected!r} {labels[1]}"]
 
 
 # ---- the lock of an output folder ----------------------------------------------------------

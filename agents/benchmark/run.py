@@ -21,7 +21,7 @@ from agents.benchmark.backends import RAY_MISSING, local, ray_tasks
 from agents.benchmark.config import TEST_SEED, VALIDATION_SEED, RunSpec, budget, protocol
 from agents.cards import Protocol, card
 from agents.episodes import GymPolicy, run_episodes
-from agents.files import folder_lock, jsonable, write_json
+from agents.files import differences, folder_lock, jsonable, write_json
 
 
 def protocol_costs(env_id: str, policy: GymPolicy, episodes: int, env_kwargs: dict[str, Any] | None = None,
@@ -195,20 +195,9 @@ def finished(out: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
     return result if result["spec"] == spec.as_dict() else None
 
 
-def spec_differences(stored: Any, planned: Any, prefix: str = "") -> list[str]:
-    """Each field where two spec dicts differ: ``name: <stored> in the file, <planned> planned`` (``budget.seconds``...)."""
-    if not (isinstance(stored, dict) and isinstance(planned, dict)):
-        return [] if stored == planned else [f"{prefix or 'spec'}: {stored!r} in the file, {planned!r} planned"]
-    missing = object()
-    differences = []
-    for name in list(dict.fromkeys([*planned, *stored])):
-        old, new = stored.get(name, missing), planned.get(name, missing)
-        if isinstance(old, dict) and isinstance(new, dict):
-            differences += spec_differences(old, new, f"{prefix}{name}.")
-        elif old != new:
-            show = lambda value: "nothing" if value is missing else repr(value)  # noqa: E731
-            differences.append(f"{prefix}{name}: {show(old)} in the file, {show(new)} planned")
-    return differences
+def spec_differences(stored: Any, planned: Any) -> list[str]:
+    """Each field where two spec dicts differ, in the spec's order: ``name: <stored> in the file, <planned> planned``."""
+    return differences(stored, planned, labels=("in the file", "planned"), sort=False)
 
 
 def current_spec(stored: dict[str, Any]) -> RunSpec | None:
