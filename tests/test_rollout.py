@@ -232,23 +232,6 @@ def test_whole_horizon_adjoint_memory_grows_by_the_grid_only() -> None:
     assert long < saved_bytes(diffenvs.Adaptive(**tolerance), 200, batch) / 50  # direct backprop keeps the solver's graph
 
 
-def test_compiled_rk4_gives_the_eager_rollout_and_gradients() -> None:
-    problem = Cartpole(cost="quadratic", max_steps=10)
-    policy = TanhPolicy(problem, hidden=8)
-    x0 = torch.tensor([[0.0, 0.0, 0.3, 0.0], [0.1, -0.2, -0.5, 0.4]], dtype=torch.float64, requires_grad=True)
-    results = []
-    for solver in (diffenvs.RK4(), diffenvs.RK4(compile=True)):
-        trajectory = diffenvs.rollout(problem, policy, x0, solver=solver)
-        grads = torch.autograd.grad(trajectory.costs.sum(), (x0, *policy.parameters()))
-        results.append((trajectory, grads))
-    (eager, eager_grads), (compiled, compiled_grads) = results
-    for name in ("states", "controls", "rewards"):
-        torch.testing.assert_close(getattr(compiled, name), getattr(eager, name), rtol=1e-12, atol=1e-12)
-    assert torch.equal(compiled.done, eager.done)
-    for a, b in zip(compiled_grads, eager_grads):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-
-
 @pytest.mark.parametrize("env_id", diffenvs.ENV_IDS)
 def test_transition_is_the_same_on_floats_and_tensors(env_id: str) -> None:
     """One transition, two namespaces: the last step of an episode from a seeded start (LinearSysID: the first, G is singular)."""

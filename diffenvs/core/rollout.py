@@ -53,13 +53,24 @@ METHODS = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "
 class RK4:
     """Fixed-step classical Runge--Kutta, one stage set per environment step (the default).
 
-    ``compile=True`` runs each step (policy, dynamics, cost, masking) as one ``torch.compile``d
-    function, forward and backward fused: seconds to compile on the first call for a given
-    problem, policy and batch shape, then several times faster (``scripts/bench_envs.py``).
-    Leave it off under ``torch.func`` transforms and for one-off rollouts.
+    ``compile=True`` runs the horizon as compiled chunks of ``chunk`` steps
+    (:mod:`diffenvs.core.fused`): forward, one ``torch.compile``d call per chunk without an
+    autograd graph; backward, one compiled vector-Jacobian product per chunk, in reverse, that
+    recomputes the chunk from its saved start. Tens of seconds to compile on the first call for
+    a given problem, policy and batch shape, then several times faster than eager at small
+    batches (``scripts/bench_envs.py``). Gradients flow to the policy's parameters, ``x0`` and
+    an open-loop tensor of controls; a rollout that asks for more (a callable policy that is
+    not a ``torch.nn.Module``, tensor fields of ``params`` or ``noise`` that require grad) runs
+    eagerly. Leave it off under ``torch.func`` transforms and for one-off rollouts.
     """
 
     compile: bool = False
+    chunk: int = 10
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.compile, bool):
+            raise TypeError(f"compile must be True or False, got {self.compile!r}")
+        check_integer("chunk", self.chunk)
 
 
 @dataclass(frozen=True)
@@ -433,73 +444,108 @@ def rollout(
     if isinstance(solver, Adjoint) and any(not p.is_leaf for p in leaves):
         raise ValueError("with the Adjoint solver, tensors in params and the policy's parameters must be leaf tensors")
     integrate = rk4_step if isinstance(solver, RK4) else _odeint_integrator(solver, leaves)
-    def clip(u: torch.Tensor) -> torch.Tensor:
-        """Controls moved into the problem's control set (``problem.clip_control``: the rule of ``env.step``)."""
-        return problem.clip_control(u)
-
-    def observe(t: Any, x: Components) -> torch.Tensor:
-        return stack(problem.observation(t, x, params, TORCH), like=x0)
-
-    def feedback(t: Any, x: Components) -> Components:
-        return clip(policy(observe(t, x))).unbind(-1)
-
-    x = problem.state_from_physical(x0.unbind(-1), params, TORCH)
-    start = x
+    checked = check and not open_loop  # a tensor of controls was checked whole, before the loop
+    step = Step(problem, params, control, integrate, batch, x0, check_each=checked and not isinstance(solver, RK4))
+    start = problem.state_from_physical(x0.unbind(-1), params, TORCH)
     if control == "feedback" and isinstance(solver, Adjoint) and noise is None and problem.whole_horizon_solve:
         with torch.no_grad():  # the policy's output checked before the solve calls it
-            first = _policy_output(policy(observe(0.0, start)), 0, batch, m, x0)
+            first = _policy_output(policy(step.observe(0.0, start)), 0, batch, m, x0)
         if check:
             _check_policy_outputs(first[None], x0[None])
-        trajectory, raw = _adjoint_feedback_rollout(problem, policy, observe, clip, x0, start, steps, params, solver, leaves)
+        trajectory, raw = _adjoint_feedback_rollout(problem, policy, step.observe, problem.clip_control, x0, start, steps,
+                                                    params, solver, leaves)
         if check:
             _check_policy_outputs(raw, trajectory.states[:-1])
         return trajectory
 
-    checked = check and not open_loop  # a tensor of controls was checked whole, before the loop
-    now = checked and not isinstance(solver, RK4)  # each step, before an adaptive solver meets a NaN (a step size underflow)
     after = checked and isinstance(solver, RK4)  # once, after the loop: one synchronisation for the rollout
+    states0 = stack(problem.state_to_physical(start), like=x0)
+    if isinstance(solver, RK4) and solver.compile:
+        from diffenvs.core.fused import compiled_rollout  # torch.compile's machinery loads only when asked for
 
-    def advance(k: Any, x: Components, done: torch.Tensor, u: torch.Tensor | None, step_noise: torch.Tensor | None
-                ) -> tuple[Components, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Step ``k`` of every trajectory; ``u`` is the held control (``None``: from the policy).
+        trajectory, raw = compiled_rollout(step, policy, start, states0, steps, noise, solver.chunk)
+    else:
+        trajectory, raw = _loop(step, policy, start, states0, steps, noise)
+    if after:
+        _check_policy_outputs(raw, trajectory.states[:-1])
+    return trajectory
 
+
+@dataclass(frozen=True)
+class Step:
+    """One step of every trajectory of a rollout: the loop's body, the same for the eager loop and the compiled chunks.
+
+    ``problem``, ``params`` (tensors of the rollout's dtype), ``control`` (``"sampled"`` or
+    ``"feedback"``), the one-step ``integrate``-or, the ``batch`` size, ``like`` (a tensor of the
+    rollout's dtype and device) and ``check_each`` (check each step's control before integrating it).
+    """
+
+    problem: Problem
+    params: Any
+    control: str
+    integrate: Integrator
+    batch: int
+    like: torch.Tensor
+    check_each: bool = False
+
+    def observe(self, t: Any, x: Components) -> torch.Tensor:
+        """The observation ``(batch, obs_dim)`` at time ``t`` of the internal state ``x``."""
+        return stack(self.problem.observation(t, x, self.params, TORCH), like=self.like)
+
+    def __call__(self, policy: Callable[[torch.Tensor], torch.Tensor], k: Any, x: Components, done: torch.Tensor | bool,
+                 u: torch.Tensor | None, noise: torch.Tensor | None, start: Components
+                 ) -> tuple[Components, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step ``k`` (an int, or a 0-d tensor in a compiled chunk) of every trajectory from ``x``.
+
+        ``u`` is the held control (``None``: from ``policy``), ``noise`` the step's draws
+        ``(batch, step_noise)`` or ``None``, ``start`` the episode's internal start state.
         Returns the next state, the reward, the done flags, the clipped control held (for
-        ``"feedback"``, the one at the step's start) and the control before clipping.
+        ``"feedback"``, the one at the step's start) and the control before clipping. A
+        trajectory already done keeps its state and earns nothing, as on the faces. ``done`` may
+        be a Python bool, the same for every trajectory (no event yet, an int step index): then
+        nothing is masked, and the flags that come back are a bool as long as they can be.
         """
+        problem, batch, m = self.problem, self.batch, self.problem.control_dim
         t = k * problem.dt
-        if u is None and control == "feedback":  # recorded for inspection only: the dynamics evaluate the policy
-            with torch.no_grad():
-                u = _policy_output(policy(observe(t, x)), k, batch, m, x0)
-        elif u is None:
-            u = _policy_output(policy(observe(t, x)), k, batch, m, x0)
-        if now:
-            _check_policy_outputs(u[None], stack(problem.state_to_physical(x), like=x0)[None], k)
-        held = clip(u)
-        step_control = Feedback(feedback) if control == "feedback" else Held(held.unbind(-1))
-        step = transition(problem, k, x, step_control, x0=start, params=params, ns=TORCH,
-                          noise=None if step_noise is None else step_noise.unbind(-1), integrate=integrate,
-                          check_finite=False)
-        x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, step.x))
-        # the episode ends where it terminates or reaches its time limit (steps past it are frozen, as on the faces)
-        reward = torch.where(done, torch.zeros_like(step.reward), step.reward)
-        return x1, reward, done | step.terminated | step.truncated, held, u
 
-    compiled = isinstance(solver, RK4) and solver.compile
-    step_function = torch.compile(advance, dynamic=False) if compiled else advance
-    done = torch.zeros(batch, dtype=torch.bool, device=x0.device)
-    states, controls, raw, rewards, dones = [stack(problem.state_to_physical(x), like=x0)], [], [], [], [done]
+        def feedback(t: Any, x: Components) -> Components:
+            return problem.clip_control(policy(self.observe(t, x))).unbind(-1)
+
+        if u is None and self.control == "feedback":  # recorded for inspection only: the dynamics evaluate the policy
+            with torch.no_grad():
+                u = _policy_output(policy(self.observe(t, x)), k, batch, m, self.like)
+        elif u is None:
+            u = _policy_output(policy(self.observe(t, x)), k, batch, m, self.like)
+        if self.check_each:
+            _check_policy_outputs(u[None], stack(problem.state_to_physical(x), like=self.like)[None], k)
+        held = problem.clip_control(u)
+        step_control = Feedback(feedback) if self.control == "feedback" else Held(held.unbind(-1))
+        out = transition(problem, k, x, step_control, x0=start, params=self.params, ns=TORCH,
+                         noise=None if noise is None else noise.unbind(-1), integrate=self.integrate, check_finite=False)
+        # the episode ends where it terminates or reaches its time limit (steps past it are frozen, as on the faces)
+        if isinstance(done, bool):  # every trajectory alike: no mask to apply (the eager loop's common case)
+            x1, reward = (x, torch.zeros_like(out.reward)) if done else (out.x, out.reward)
+        else:
+            x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, out.x))
+            reward = torch.where(done, torch.zeros_like(out.reward), out.reward)
+        return x1, reward, done | out.terminated | out.truncated, held, u
+
+
+def _loop(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor, start: Components,
+          states0: torch.Tensor, steps: int, noise: torch.Tensor | None) -> tuple[Trajectory, torch.Tensor]:
+    """The eager rollout: ``steps`` calls of ``step`` from ``start``; the trajectory and the controls before clipping."""
+    open_loop, like = isinstance(policy, torch.Tensor), step.like
+    x, done = start, False  # a bool while every trajectory is alike: no masks (see Step)
+    states, controls, raw, rewards, dones = [states0], [], [], [], [done]
     for k in range(steps):
-        # a compiled step takes the step index as a tensor, so that it is an input rather than a constant of the graph
-        index = torch.tensor(float(k), dtype=x0.dtype, device=x0.device) if compiled else k
-        x, reward, done, u, unclipped = step_function(index, x, done, policy[k] if open_loop else None,
-                                                      None if noise is None else noise[k])
-        rewards.append(reward)
-        states.append(stack(problem.state_to_physical(x), like=x0))
+        x, reward, done, u, unclipped = step(policy, k, x, done, policy[k] if open_loop else None,
+                                             None if noise is None else noise[k], start)
+        rewards.append(reward.expand(step.batch))
+        states.append(stack(step.problem.state_to_physical(x), like=like))
         controls.append(u)
         raw.append(unclipped)
         dones.append(done)
-    times = torch.arange(steps + 1, dtype=x0.dtype, device=x0.device) * problem.dt
+    dones = [torch.full((step.batch,), d, dtype=torch.bool, device=like.device) if isinstance(d, bool) else d for d in dones]
+    times = torch.arange(steps + 1, dtype=like.dtype, device=like.device) * step.problem.dt
     trajectory = Trajectory(torch.stack(states), torch.stack(controls), torch.stack(rewards), torch.stack(dones), times)
-    if after:
-        _check_policy_outputs(torch.stack(raw), trajectory.states[:-1])
-    return trajectory
+    return trajectory, torch.stack(raw)

@@ -1,0 +1,295 @@
+r"""The gradient path compiled in chunks: fast small-batch rollouts without compiling the whole horizon.
+
+At the batch sizes agents train with (1 to a few hundred trajectories) an eager rollout is
+bound by per-operation overhead, not arithmetic: a cartpole step builds some 170 autograd
+nodes. Compiling the whole unrolled horizon removes it but takes minutes to compile; compiling
+one step with ``torch.compile`` and letting autograd glue the steps leaves, per step, a compiled
+call's guards and wrappers twice. Here the horizon of :math:`S` steps is cut into chunks of
+:math:`K` steps and each chunk is one call of a function compiled once:
+
+* forward: the chunk advances every trajectory :math:`K` steps
+  (:class:`~diffenvs.core.rollout.Step`, the eager loop's body) without an autograd graph; only
+  the chunk's start state is kept;
+* backward: in reverse, the chunk's vector-Jacobian product (``torch.func.vjp``): with
+  :math:`\lambda` the cotangent of the chunk's end state and :math:`\bar s, \bar r, \bar u` those
+  of its states, rewards and controls,
+
+  .. math:: \bigl(\bar x_{\text{start}}, \bar x_0, \bar u_{\text{open}}, \bar\theta\bigr)
+            = \bigl(\bar s, \bar r, \bar u, \lambda\bigr)^\top
+              \frac{\partial (s, r, u, x_{\text{end}})}{\partial (x_{\text{start}}, x_0, u_{\text{open}}, \theta)},
+
+  recomputing the chunk from its start (rematerialisation: memory :math:`S/K` states).
+
+Each function is traced to a graph of tensor operations (``make_fx``) and compiled by
+TorchInductor, so a call is the kernels and a thin wrapper, with no guards to evaluate. The price
+is that everything that is not a tensor input is a constant of the compiled code: the problem's
+constants, the policy's structure and its non-tensor attributes. The compiled pair is cached per
+policy module and per everything else that was traced (:func:`_signature`); the policy's
+parameters and buffers, the tensor constants of ``params``, the start, the open-loop controls
+and the noise are inputs. The :math:`S \bmod K` steps left over run eagerly after the chunks.
+The results are the eager rollout's up to the rounding of fused arithmetic (equal to 1e-10 in
+float64, tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call, vjp
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from diffenvs.core.numerics import Components, stack
+from diffenvs.core.rollout import Step, Trajectory, _loop
+
+#: compiled chunk pairs per policy module (open-loop rollouts: under ``None``), then per signature
+_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, _Chunks]] = weakref.WeakKeyDictionary()
+_OPEN_LOOP: dict[tuple, _Chunks] = {}
+
+
+def compiled_rollout(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor, start: Components,
+                     states0: torch.Tensor, steps: int, noise: torch.Tensor | None, chunk: int
+                     ) -> tuple[Trajectory, torch.Tensor]:
+    """The rollout of :func:`~diffenvs.core.rollout.rollout` for ``RK4(compile=True, chunk=chunk)``.
+
+    Returns the trajectory and the controls before clipping, as the eager loop does; falls back
+    to the eager loop where the chunks cannot carry the gradients (see :class:`~diffenvs.core.rollout.RK4`)
+    and where the rollout is shorter than a chunk.
+    """
+    open_loop = isinstance(policy, torch.Tensor)
+    constants = _tensor_fields(step.params)
+    chunks = steps // chunk
+    if (chunks == 0 or (not open_loop and not isinstance(policy, torch.nn.Module))
+            or any(t.requires_grad for t in constants.values()) or (noise is not None and noise.requires_grad)):
+        return _loop(step, policy, start, states0, steps, noise)
+    runner = _runner(step, None if open_loop else policy, chunk, noise is not None, constants)
+    like = step.like
+    controls = policy[:chunks * chunk] if open_loop else like.new_zeros(0)
+    weights, fixed = runner.inputs(constants)
+    states, rewards, held, dones, raw, end = _ChunkedRollout.apply(
+        runner, chunks, noise, fixed, stack(start, like=like), controls, *weights)
+    trajectory = Trajectory(torch.cat([states0[None], states]), held, rewards,
+                            torch.cat([torch.zeros(1, step.batch, dtype=torch.bool, device=like.device), dones]),
+                            torch.arange(steps + 1, dtype=like.dtype, device=like.device) * step.problem.dt)
+    left = steps - chunks * chunk
+    if left == 0:
+        return trajectory, raw
+    # the steps left over, eagerly, from the chunks' end; the trajectory's clock goes on
+    tail, tail_raw = _tail(step, policy, end.unbind(-1), start, dones[-1], chunks * chunk, left, noise)
+    return Trajectory(torch.cat([trajectory.states, tail.states]), torch.cat([trajectory.controls, tail.controls]),
+                      torch.cat([trajectory.rewards, tail.rewards]), torch.cat([trajectory.done, tail.done]),
+                      trajectory.times), torch.cat([raw, tail_raw])
+
+
+def _tensor_fields(params: Any) -> dict[str, torch.Tensor]:
+    """The tensor fields of a dataclass of constants (inputs of the compiled code, not constants of it)."""
+    if not dataclasses.is_dataclass(params):
+        return {}
+    return {f.name: v for f in dataclasses.fields(params) if isinstance(v := getattr(params, f.name), torch.Tensor)}
+
+
+def _signature(value: Any) -> Any:
+    """A hashable account of everything in ``value`` that tracing bakes into the compiled code.
+
+    Tensors count by dtype, shape and device (their values are inputs); numbers, strings and
+    bools by value; dataclasses, tuples and lists field by field; anything else by identity.
+    """
+    if isinstance(value, torch.Tensor):
+        return ("tensor", value.dtype, tuple(value.shape), str(value.device))
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value), tuple((f.name, _signature(getattr(value, f.name))) for f in dataclasses.fields(value)))
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(_signature(v) for v in value))
+    if value is None or isinstance(value, (bool, int, float, str, complex)):
+        return (type(value), value)
+    return ("object", id(value))
+
+
+def _runner(step: Step, policy: torch.nn.Module | None, chunk: int, noisy: bool, constants: dict[str, torch.Tensor]
+            ) -> _Chunks:
+    """The cached compiled pair for this rollout's static structure, or a new one."""
+    key = (_signature(step.problem), _signature(step.params), step.control, step.integrate, step.batch, step.like.dtype,
+           str(step.like.device), step.check_each, chunk, noisy, policy is None)
+    table = _OPEN_LOOP if policy is None else _CACHE.setdefault(policy, {})
+    if key not in table:
+        table[key] = _Chunks(step, policy, chunk, noisy, tuple(constants))
+    return table[key]
+
+
+def _tail(step: Step, policy: Any, x: Components, start: Components, done: torch.Tensor, first: int, count: int,
+          noise: torch.Tensor | None) -> tuple[Trajectory, torch.Tensor]:
+    """Steps ``first, ..., first + count - 1`` eagerly; the trajectory holds only the new states."""
+    open_loop, like = isinstance(policy, torch.Tensor), step.like
+    states, controls, raw, rewards, dones = [], [], [], [], []
+    for k in range(first, first + count):
+        x, reward, done, u, unclipped = step(policy, k, x, done, policy[k] if open_loop else None,
+                                             None if noise is None else noise[k], start)
+        states.append(stack(step.problem.state_to_physical(x), like=like))
+        rewards.append(reward)
+        controls.append(u)
+        raw.append(unclipped)
+        dones.append(done)
+    return Trajectory(torch.stack(states), torch.stack(controls), torch.stack(rewards), torch.stack(dones),
+                      like.new_zeros(0)), torch.stack(raw)
+
+
+class _Chunks:
+    """The compiled forward and vector-Jacobian product of one chunk of ``length`` steps.
+
+    Both are compiled on their first call, from the shapes of that call's inputs. Their inputs,
+    flat: the policy's parameters (``weights``), its buffers and the tensor constants of ``params``
+    (``fixed``), the chunk's start ``x`` ``(batch, n)`` and done flags, the first step's index ``k0`` (a 0-d
+    tensor), the episode's start ``(batch, n)``, the chunk's open-loop controls ``(length, batch, m)``
+    (empty for a policy) and its noise ``(length, batch, step_noise)`` if any; the VJP then the
+    cotangents of the states, rewards, controls and end state.
+    """
+
+    def __init__(self, step: Step, policy: torch.nn.Module | None, length: int, noisy: bool,
+                 constant_names: tuple[str, ...]) -> None:
+        self.step, self.policy, self.length, self.noisy = step, policy, length, noisy
+        self.weight_names = tuple(dict(policy.named_parameters())) if policy is not None else ()
+        self.buffer_names = tuple(dict(policy.named_buffers())) if policy is not None else ()
+        self.constant_names = constant_names
+        self._forward: Callable | None = None
+        self._vjp: Callable | None = None
+
+    def inputs(self, constants: dict[str, torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """``(weights, fixed)``: the policy's parameters, then its buffers and ``params``' tensor constants."""
+        if self.policy is None:
+            return (), tuple(constants.values())
+        parameters, buffers = dict(self.policy.named_parameters()), dict(self.policy.named_buffers())
+        return (tuple(parameters[name] for name in self.weight_names),
+                (*(buffers[name] for name in self.buffer_names), *(constants[name] for name in self.constant_names)))
+
+    def run(self, weights: tuple[torch.Tensor, ...], fixed: tuple[torch.Tensor, ...], x: torch.Tensor,
+            done: torch.Tensor, k0: torch.Tensor, start: torch.Tensor, controls: torch.Tensor, noise: torch.Tensor | None
+            ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, torch.Tensor]]:
+        """``length`` steps from the internal state ``x`` at step ``k0``, in plain torch (what is traced).
+
+        Returns the differentiable ``(states, rewards, held, end)`` and the ``(dones, raw)``
+        flags and controls before clipping, stacked over the chunk's steps.
+        """
+        step, buffers, constants = self.step, fixed[:len(self.buffer_names)], fixed[len(self.buffer_names):]
+        if constants:
+            params = dataclasses.replace(step.params, **dict(zip(self.constant_names, constants)))
+            step = dataclasses.replace(step, params=params)
+        policy = None
+        if self.policy is not None:
+            named = {**dict(zip(self.weight_names, weights)), **dict(zip(self.buffer_names, buffers))}
+            policy = lambda o: functional_call(self.policy, named, (o,))  # noqa: E731
+        xs, first = x.unbind(-1), start.unbind(-1)
+        states, rewards, held, dones, raw = [], [], [], [], []
+        for j in range(self.length):
+            u = controls[j] if self.policy is None else None
+            xs, reward, done, h, unclipped = step(policy, k0 + j, xs, done, u, None if noise is None else noise[j], first)
+            states.append(stack(step.problem.state_to_physical(xs), like=step.like))
+            rewards.append(reward)
+            held.append(h)
+            dones.append(done)
+            raw.append(unclipped)
+        outputs = (torch.stack(states), torch.stack(rewards), torch.stack(held), stack(xs, like=step.like))
+        return outputs, (torch.stack(dones), torch.stack(raw))
+
+    def forward(self, weights, fixed, x, done, k0, start, controls, noise):
+        """The chunk without a graph: ``(states, rewards, held, end, dones, raw)``."""
+        inputs = [*weights, *fixed, x, done, k0, start, controls, *([] if noise is None else [noise])]
+        if self._forward is None:
+            self._forward = _compile(lambda *a: self._flat_forward(len(weights), len(fixed), *a), inputs)
+        return self._forward(*inputs)
+
+    def vjp(self, weights, fixed, x, done, k0, start, controls, noise, cotangents):
+        """``(d_x, d_start, d_controls, *d_weights)`` for the cotangents of ``(states, rewards, held, end)``."""
+        inputs = [*weights, *fixed, x, done, k0, start, controls, *([] if noise is None else [noise]), *cotangents]
+        if self._vjp is None:
+            self._vjp = _compile(lambda *a: self._flat_vjp(len(weights), len(fixed), *a), inputs)
+        return self._vjp(*inputs)
+
+    def _unpack(self, count: int, fixed_count: int, inputs: tuple) -> tuple:
+        weights, rest = inputs[:count], inputs[count:]
+        fixed, rest = rest[:fixed_count], rest[fixed_count:]
+        x, done, k0, start, controls, *rest = rest
+        noise = rest.pop(0) if self.noisy else None
+        return weights, fixed, x, done, k0, start, controls, noise, rest
+
+    def _flat_forward(self, count: int, fixed_count: int, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        weights, fixed, x, done, k0, start, controls, noise, _ = self._unpack(count, fixed_count, inputs)
+        outputs, flags = self.run(weights, fixed, x, done, k0, start, controls, noise)
+        return (*outputs, *flags)
+
+    def _flat_vjp(self, count: int, fixed_count: int, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        weights, fixed, x, done, k0, start, controls, noise, cotangents = self._unpack(count, fixed_count, inputs)
+
+        def differentiable(weights, x, start, controls):
+            return self.run(weights, fixed, x, done, k0, start, controls, noise)
+
+        _, pull, _ = vjp(differentiable, tuple(weights), x, start, controls, has_aux=True)
+        d_weights, d_x, d_start, d_controls = pull(tuple(cotangents))
+        return (d_x, d_start, d_controls, *d_weights)
+
+
+def _compile(function: Callable[..., tuple[torch.Tensor, ...]], inputs: list[torch.Tensor]) -> Callable:
+    """``function`` traced on fake tensors shaped as ``inputs`` and compiled by TorchInductor (no guards)."""
+    import torch._inductor  # noqa: PLC0415 (the compiler loads only when a compiled rollout is asked for)
+
+    # distinct copies: tracing would take one tensor given twice (the first chunk's start and state) for one input
+    inputs = [t.clone() for t in inputs]
+    graph = make_fx(function, tracing_mode="fake")(*inputs)
+    return torch._inductor.compile(graph, inputs)
+
+
+class _ChunkedRollout(torch.autograd.Function):
+    """The chunks as one autograd node: forward by compiled chunks, backward by compiled chunk VJPs in reverse."""
+
+    @staticmethod
+    def forward(ctx, runner: _Chunks, chunks: int, noise: torch.Tensor | None, fixed: tuple[torch.Tensor, ...],
+                start: torch.Tensor, controls: torch.Tensor, *weights: torch.Tensor):
+        like, length = runner.step.like, runner.length
+        x = start
+        done = torch.zeros(runner.step.batch, dtype=torch.bool, device=like.device)
+        starts, flags, parts = [], [], []
+        for c in range(chunks):
+            piece = slice(c * length, (c + 1) * length)
+            starts.append(x)
+            flags.append(done)
+            k0 = torch.tensor(float(c * length), dtype=like.dtype, device=like.device)
+            states, rewards, held, x, dones, raw = runner.forward(
+                weights, fixed, x, done, k0, start, controls[piece] if controls.numel() else controls,
+                None if noise is None else noise[piece])
+            done = dones[-1]
+            parts.append((states, rewards, held, dones, raw))
+        ctx.runner, ctx.noise, ctx.chunks, ctx.fixed = runner, noise, chunks, fixed
+        ctx.save_for_backward(start, controls, *weights, *starts, *flags)
+        outputs = tuple(torch.cat(column) for column in zip(*parts))
+        ctx.mark_non_differentiable(outputs[3], outputs[4])
+        return (*outputs, x)
+
+    @staticmethod
+    def backward(ctx, g_states, g_rewards, g_held, _dones, _raw, g_end):
+        runner, noise, chunks, fixed, length = ctx.runner, ctx.noise, ctx.chunks, ctx.fixed, ctx.runner.length
+        start, controls, *rest = ctx.saved_tensors
+        count = len(rest) - 2 * chunks
+        weights, starts, flags = rest[:count], rest[count:count + chunks], rest[count + chunks:]
+        like = runner.step.like
+        lam = g_end.contiguous()
+        g_start = torch.zeros_like(start)
+        g_controls = torch.zeros_like(controls)
+        g_weights = [torch.zeros_like(w) for w in weights]
+        for c in reversed(range(chunks)):
+            piece = slice(c * length, (c + 1) * length)
+            k0 = torch.tensor(float(c * length), dtype=like.dtype, device=like.device)
+            cotangents = (g_states[piece].contiguous(), g_rewards[piece].contiguous(), g_held[piece].contiguous(), lam)
+            lam, d_start, d_controls, *d_weights = runner.vjp(
+                weights, fixed, starts[c], flags[c], k0, start, controls[piece] if controls.numel() else controls,
+                None if noise is None else noise[piece], cotangents)
+            g_start += d_start
+            if controls.numel():
+                g_controls[piece] = d_controls
+            for total, d in zip(g_weights, d_weights):
+                total += d
+        return (None, None, None, None, g_start + lam, g_controls, *g_weights)

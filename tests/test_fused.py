@@ -1,0 +1,113 @@
+"""The compiled gradient path (``RK4(compile=True)``, chunks of steps) against the eager rollout.
+
+Each case compiles a forward and a vector-Jacobian product (tens of seconds on a small CPU), so
+the cases are few and each checks much: values and gradients to 1e-10 in float64 across chunk
+boundaries and the eager tail, a second call that reuses the compiled code with other inputs,
+and the fall-backs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import diffenvs
+from diffenvs.cartpole import Cartpole
+from diffenvs.core import fused
+from diffenvs.core.problem import OdeProblem
+from diffenvs.zermelo import Zermelo
+
+
+class TanhPolicy(torch.nn.Module):
+    """A small float64 network with a buffer (an observation offset), which the compiled code takes as an input."""
+
+    def __init__(self, problem: OdeProblem, hidden: int = 8) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(len(problem.observation_names), hidden), torch.nn.Tanh(),
+                                       torch.nn.Linear(hidden, problem.control_dim)).double()
+        self.register_buffer("offset", torch.zeros(len(problem.observation_names), dtype=torch.float64))
+        self.scale = problem.control_high[0]
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.tanh(self.net(observation - self.offset))
+
+
+def rollout_and_gradients(problem, policy, x0, solver, **kwargs):
+    x0 = x0.clone().requires_grad_(True)
+    trajectory = diffenvs.rollout(problem, policy, x0, solver=solver, **kwargs)
+    inputs = [x0, *(policy.parameters() if isinstance(policy, torch.nn.Module) else [policy])]
+    loss = trajectory.costs.sum() + 1e-3 * (trajectory.states ** 2).sum() + 1e-3 * (trajectory.controls ** 2).sum()
+    return trajectory, torch.autograd.grad(loss, inputs)
+
+
+def assert_same(a, b) -> None:
+    (trajectory_a, grads_a), (trajectory_b, grads_b) = a, b
+    for name in ("states", "controls", "rewards", "times"):
+        torch.testing.assert_close(getattr(trajectory_a, name), getattr(trajectory_b, name), rtol=1e-10, atol=1e-10)
+    assert torch.equal(trajectory_a.done, trajectory_b.done)
+    for ga, gb in zip(grads_a, grads_b):
+        torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-10)
+
+
+def test_compiled_cartpole_equals_eager_across_chunks_and_the_tail() -> None:
+    """7 steps in chunks of 3: two compiled chunks, one eager step; the running cost, policy and start gradients."""
+    problem = Cartpole(cost="quadratic", max_steps=7)
+    policy = TanhPolicy(problem)
+    compiled = diffenvs.RK4(compile=True, chunk=3)
+    x0 = torch.tensor([[0.0, 0.0, 0.3, 0.0], [0.1, -0.2, -0.5, 0.4], [0.0, 0.1, math.pi, 0.0]], dtype=torch.float64)
+    assert_same(rollout_and_gradients(problem, policy, x0, compiled), rollout_and_gradients(problem, policy, x0, diffenvs.RK4()))
+    # the second call reuses the compiled code: the start, the weights and the buffer are inputs, not constants
+    assert len(fused._CACHE[policy]) == 1
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.mul_(1.5)
+        policy.offset.fill_(0.1)
+    x1 = x0.flip(0) + 0.05
+    assert_same(rollout_and_gradients(problem, policy, x1, compiled), rollout_and_gradients(problem, policy, x1, diffenvs.RK4()))
+    assert len(fused._CACHE[policy]) == 1
+    # past the horizon the state is frozen and the rewards zero, in the chunks as in the eager loop
+    longer = rollout_and_gradients(problem, policy, x1, compiled, steps=9)
+    assert_same(longer, rollout_and_gradients(problem, policy, x1, diffenvs.RK4(), steps=9))
+    assert bool(longer[0].done[7:].all()) and not bool(longer[0].done[:7].any())
+
+
+def test_compiled_open_loop_zermelo_with_events_equals_eager() -> None:
+    """Open-loop headings with gradients, and an event (the bank reached) inside a chunk freezing some trajectories."""
+    problem = Zermelo(max_steps=6, dt=0.5)
+    x0 = torch.tensor([[0.0, 0.0], [0.0, 3.2], [0.5, 3.9]], dtype=torch.float64)
+    headings = torch.linspace(1.2, 1.8, 6 * 3, dtype=torch.float64).reshape(6, 3, 1).requires_grad_(True)
+    compiled = rollout_and_gradients(problem, headings, x0, diffenvs.RK4(compile=True, chunk=2))
+    eager = rollout_and_gradients(problem, headings, x0, diffenvs.RK4())
+    assert_same(compiled, eager)
+    done = eager[0].done
+    assert bool(done[-1].all()) and bool(done[1:-1].any()) and not bool(done[1:-1].all())  # some ended early
+
+
+def test_what_the_chunks_cannot_carry_runs_eagerly() -> None:
+    """A plain callable policy, a differentiated constant and a rollout shorter than a chunk take the eager loop."""
+    problem = Cartpole(max_steps=4)
+    x0 = torch.tensor([[0.0, 0.0, 0.3, 0.0]], dtype=torch.float64)
+    solver = diffenvs.RK4(compile=True, chunk=10)
+    calls = []
+    original = fused._runner
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    fused._runner = counting
+    try:
+        diffenvs.rollout(problem, lambda o: torch.zeros(o.shape[0], 1, dtype=o.dtype), x0, solver=diffenvs.RK4(compile=True, chunk=2))
+        diffenvs.rollout(problem, TanhPolicy(problem), x0, solver=solver)  # 4 steps < one chunk of 10
+    finally:
+        fused._runner = original
+    assert calls == []
+
+
+@pytest.mark.parametrize("chunk", [0, -1, 2.0, True])
+def test_chunk_must_be_a_positive_integer(chunk) -> None:
+    with pytest.raises(ValueError, match="chunk"):
+        diffenvs.RK4(compile=True, chunk=chunk)
