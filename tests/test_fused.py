@@ -8,6 +8,7 @@ and the fall-backs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -86,25 +87,22 @@ def test_compiled_open_loop_zermelo_with_events_equals_eager() -> None:
     assert bool(done[-1].all()) and bool(done[1:-1].any()) and not bool(done[1:-1].all())  # some ended early
 
 
-def test_what_the_chunks_cannot_carry_runs_eagerly() -> None:
+def test_what_the_chunks_cannot_carry_runs_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
     """A plain callable policy, a differentiated constant and a rollout shorter than a chunk take the eager loop."""
     problem = Cartpole(max_steps=4)
     x0 = torch.tensor([[0.0, 0.0, 0.3, 0.0]], dtype=torch.float64)
     solver = diffenvs.RK4(compile=True, chunk=10)
     calls = []
-    original = fused._runner
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    fused._runner = counting
-    try:
-        diffenvs.rollout(problem, lambda o: torch.zeros(o.shape[0], 1, dtype=o.dtype), x0, solver=diffenvs.RK4(compile=True, chunk=2))
-        diffenvs.rollout(problem, TanhPolicy(problem), x0, solver=solver)  # 4 steps < one chunk of 10
-    finally:
-        fused._runner = original
+    monkeypatch.setattr(fused, "_runner", lambda *args, **kwargs: calls.append(args))
+    zero = lambda o: torch.zeros(o.shape[0], 1, dtype=o.dtype)  # noqa: E731
+    diffenvs.rollout(problem, zero, x0, solver=diffenvs.RK4(compile=True, chunk=2))
+    diffenvs.rollout(problem, TanhPolicy(problem), x0, solver=solver)  # 4 steps < one chunk of 10
+    mass = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    trajectory = diffenvs.rollout(problem, TanhPolicy(problem), x0, solver=diffenvs.RK4(compile=True, chunk=2),
+                                  params=dataclasses.replace(problem.params, pole_mass=mass))
     assert calls == []
+    (gradient,) = torch.autograd.grad(trajectory.costs.sum(), mass)
+    assert torch.isfinite(gradient)
 
 
 @pytest.mark.parametrize("chunk", [0, -1, 2.0, True])

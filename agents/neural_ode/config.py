@@ -22,6 +22,12 @@ LBFGS_EVALUATIONS = 20
 Callback = Callable[[int, dict[str, float], torch.nn.Module], bool]
 
 
+#: steps of training rollouts (loss evaluations x rollout steps) from which ``compile='auto'`` compiles: the
+#: compiled chunks save about 1 ms per step of a cartpole or Zermelo rollout and take 20-40 s to compile
+#: (``scripts/bench_envs.py``), so below some 20,000 steps eager is as fast
+COMPILE_FROM = 20_000
+
+
 @dataclass(frozen=True)
 class NeuralOdeConfig:
     """Hyperparameters of neural-ODE control (the defaults are the report's network and optimiser)."""
@@ -68,6 +74,10 @@ class NeuralOdeConfig:
     """Seed of the network's initial weights and of the training starts."""
     threads: int = 1
     """torch CPU threads while training (tiny tensors: one thread is fastest)."""
+    compile: str = "auto"
+    """'on': training rollouts in compiled chunks (``RK4(compile=True)``: tens of seconds to compile, then several
+    times faster); 'off': eager; 'auto': on where it pays, with the fixed-step solver and backpropagation and at least
+    ``COMPILE_FROM`` steps of training rollouts (loss evaluations x rollout steps)."""
     checkpoint_every: int = 25
     """Iterations between checkpoints (when a checkpoint path is given)."""
 
@@ -86,7 +96,7 @@ class NeuralOdeConfig:
         if not (isinstance(self.clip_norm, (int, float)) and math.isfinite(self.clip_norm) and self.clip_norm >= 0):
             raise ValueError(f"clip_norm must be a finite non-negative number (0: no clipping), got {self.clip_norm!r}")
         choices = {"starts": ("drawn", "fixed"), "control": ("sampled", "feedback"), "dtype": ("float64", "float32"),
-                   "solver": ("rk4", *[m for m in METHODS if m != "rk4"])}
+                   "solver": ("rk4", *[m for m in METHODS if m != "rk4"]), "compile": ("auto", "on", "off")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -100,15 +110,19 @@ class NeuralOdeConfig:
         fraction = iteration / max(self.iterations - 1, 1)
         return self.learning_rate * (self.final_learning_rate / self.learning_rate) ** fraction
 
-    def solver_object(self) -> RK4 | Adaptive | Adjoint:
-        """The rollout's solver: ``RK4()``, ``Adaptive(...)`` or ``Adjoint(...)``.
+    def solver_object(self, rollout_steps: int = 0) -> RK4 | Adaptive | Adjoint:
+        """The rollout's solver: ``RK4(compile=...)``, ``Adaptive(...)`` or ``Adjoint(...)``.
 
         With ``adjoint`` and ``solver='rk4'`` the adjoint runs torchdiffeq's fixed-grid
-        ``rk4`` (its 3/8-rule step), one step per environment step.
+        ``rk4`` (its 3/8-rule step), one step per environment step. ``rollout_steps`` (the
+        training rollouts' length) decides ``compile='auto'``.
         """
         if self.adjoint:
             return Adjoint(self.solver, self.rtol, self.atol)
         if self.solver == "rk4":
+            evaluations = self.iterations + self.lbfgs_steps * LBFGS_EVALUATIONS
+            if self.compile == "on" or (self.compile == "auto" and evaluations * rollout_steps >= COMPILE_FROM):
+                return RK4(compile=True)
             return RK4()
         return Adaptive(self.solver, self.rtol, self.atol)
 

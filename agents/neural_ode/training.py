@@ -68,7 +68,7 @@ class _Run:
         self.fixed: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self.lbfgs: torch.optim.LBFGS | None = None
         self.lbfgs_state: dict[str, Any] | None = None
-        self.solver = config.solver_object()
+        self.solver = config.solver_object(steps)
         #: what a training rollout of ``steps`` steps is: a prefix of the episode, or a shorter time limit
         self.episode = time_limited(problem, steps)
 
