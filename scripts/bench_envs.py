@@ -6,7 +6,9 @@ Prints (and writes as markdown with ``--out``):
 2. the vector face: env-steps per second of gymnasium's ``CartPoleVectorEnv`` and of
    ``DiffCartpole-v0`` (float64 eager, float32 eager, float32 ``torch.compile``) at each N;
 3. the gradient path: forward and forward+backward time of a 100-step cartpole rollout of a
-   batch of 256 under a 2x16 tanh policy, and their ratio, eager and ``RK4(compile=True)``;
+   batch of 256 under a 2x16 tanh policy, their ratio and compile time, eager, ``RK4(compile=True)``
+   and, when the extra ``speed`` is installed, the same rollout in JAX (``scripts/jax_cartpole.py``),
+   at one torch thread and at all;
 4. memory: bytes the autograd graph keeps for the backward pass (every tensor saved for
    backward, counted once) of direct backpropagation against the adjoint, at horizons 100
    and 1000 (continuous feedback, dopri5).
@@ -19,6 +21,7 @@ Compare ratios within one run: the machines are shared and noisy.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -86,23 +89,53 @@ class TanhPolicy(torch.nn.Module):
         return self.scale * torch.tanh(self.net(observation))
 
 
-def gradient_cost(batch: int, steps: int, repeats: int, solver: diffenvs.Solver | None = None) -> tuple[float, float]:
-    solver = diffenvs.RK4() if solver is None else solver
-    problem = Cartpole()
+def gradient_rows(batch: int, steps: int, repeats: int, compile: bool) -> dict[str, tuple[float, float, float | None]]:
+    """Forward and forward+backward seconds of a cartpole rollout, interleaved, per implementation.
+
+    Rows: diffenvs eager, diffenvs ``RK4(compile=True)`` (chunks of 2 steps) and, when JAX is
+    installed, the same rollout in JAX (``scripts/jax_cartpole.py``); each row also gives its
+    compile seconds (first call minus a later one; ``None`` for eager). The timings are the
+    fastest of ``repeats`` rounds that run every row in turn, so load spreads over all rows.
+    """
+    problem = Cartpole(max_steps=steps)
+    torch.manual_seed(0)
     policy = TanhPolicy(problem)
     x0 = torch.zeros(batch, 4)
     x0[:, 2] = torch.pi
+    calls: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {}
+    compile_seconds: dict[str, float | None] = {}
+    solvers = {"diffenvs eager": diffenvs.RK4()}
+    if compile:
+        solvers["diffenvs RK4(compile=True)"] = diffenvs.RK4(compile=True)
+    for name, solver in solvers.items():
+        def forward(solver: diffenvs.Solver = solver) -> None:
+            with torch.no_grad():
+                diffenvs.rollout(problem, policy, x0, solver=solver, check=False)
 
-    def forward() -> None:
-        with torch.no_grad():
-            diffenvs.rollout(problem, policy, x0, steps=steps, solver=solver)
+        def forward_backward(solver: diffenvs.Solver = solver) -> None:
+            policy.zero_grad()
+            diffenvs.rollout(problem, policy, x0, solver=solver, check=False).costs.mean().backward()
 
-    def forward_backward() -> None:
-        diffenvs.rollout(problem, policy, x0, steps=steps, solver=solver).costs.mean().backward()
-
-    forward_backward()  # compiles, when the solver compiles
-
-    return best_time(forward, repeats), best_time(forward_backward, repeats)
+        first = best_time(lambda: (forward(), forward_backward()), 1)
+        compile_seconds[name] = first - best_time(lambda: (forward(), forward_backward()), 1) if solver.compile else None
+        calls[name] = (forward, forward_backward)
+    loss = diffenvs.rollout(problem, policy, x0).costs.mean().item()
+    try:
+        import jax_cartpole
+    except ImportError:  # the optional extra 'speed' is not installed
+        jax_cartpole = None
+    if jax_cartpole is not None:
+        forward, forward_backward, jax_loss, seconds = jax_cartpole.compiled(policy, x0, steps)
+        if not math.isclose(jax_loss, loss, rel_tol=1e-4):
+            raise RuntimeError(f"the JAX rollout's loss {jax_loss} differs from diffenvs' {loss}: not the same problem")
+        calls["JAX lax.scan + jit"] = (forward, forward_backward)
+        compile_seconds["JAX lax.scan + jit"] = seconds
+    best = {name: [math.inf, math.inf] for name in calls}
+    for _ in range(repeats):
+        for name, pair in calls.items():
+            for i, call in enumerate(pair):
+                best[name][i] = min(best[name][i], best_time(call, 1))
+    return {name: (fwd, both, compile_seconds[name]) for name, (fwd, both) in best.items()}
 
 
 def saved_bytes(solver: diffenvs.Solver, horizon: int, batch: int) -> int:
@@ -139,6 +172,7 @@ def main(argv: list[str] | None = None) -> str:
     args = cli.parse(SpeedConfig, argv, description=__doc__)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    all_threads = torch.get_num_threads()
     repeats = 2 if args.quick else 5
     sizes = (1, 64, 1024) if args.quick else (1, 64, 1024, 16384)
     lines = [f"torch {torch.__version__}, gymnasium {gym.__version__}, {torch.get_num_threads()} torch threads, "
@@ -178,12 +212,21 @@ def main(argv: list[str] | None = None) -> str:
 
     emit()
     emit("## Gradient path: 100-step cartpole rollout, batch 256, 2x16 tanh policy, RK4, float32")
-    emit("| step | forward (no graph), ms | forward+backward, ms | ratio |")
-    emit("|---|---:|---:|---:|")
-    solvers = {"eager": diffenvs.RK4()} if args.no_compile else {"eager": diffenvs.RK4(), "compiled": diffenvs.RK4(compile=True)}
-    for name, solver in solvers.items():
-        forward, both = gradient_cost(256, 100, repeats, solver)
-        emit(f"| {name} | {forward * 1e3:.1f} | {both * 1e3:.1f} | {both / forward:.2f} |")
+    emit("Rows run in turn, fastest of the rounds; JAX's XLA runs with its own threads whatever torch's setting.")
+    for threads in sorted({1, all_threads}):
+        torch.set_num_threads(threads)
+        rows = gradient_rows(256, 100, 3 * repeats, not args.no_compile)
+        reference = rows.get("JAX lax.scan + jit", (None, None, None))[1]
+        emit()
+        emit(f"{threads} torch thread{'s' if threads > 1 else ''}:")
+        emit()
+        emit("| rollout | forward (no graph), ms | forward+backward, ms | fwd+bwd / fwd | fwd+bwd / JAX's | compile, s |")
+        emit("|---|---:|---:|---:|---:|---:|")
+        for name, (forward, both, seconds) in rows.items():
+            versus = f"{both / reference:.2f}" if reference else "–"
+            compiled = f"{seconds:.1f}" if seconds is not None else "–"
+            emit(f"| {name} | {forward * 1e3:.1f} | {both * 1e3:.1f} | {both / forward:.2f} | {versus} | {compiled} |")
+    torch.set_num_threads(all_threads)
 
     emit()
     emit("## Memory kept for backward, continuous feedback, batch 256, float64 (MB)")

@@ -9,7 +9,8 @@ import bench_envs  # noqa: E402
 
 
 def test_quick_benchmark_writes_every_section(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(bench_envs, "gradient_cost", lambda batch, steps, repeats, solver: (1.0, 2.0))
+    rows = {"diffenvs eager": (1.0, 2.0, None), "JAX lax.scan + jit": (0.5, 1.0, 0.3)}
+    monkeypatch.setattr(bench_envs, "gradient_rows", lambda batch, steps, repeats, compile: rows)
     monkeypatch.setattr(bench_envs, "saved_bytes", lambda solver, horizon, batch: 2**20)
     out = tmp_path / "speed.md"
     report = bench_envs.main(["--quick", "--no-compile", "--out", str(out), "--threads", "1"])
@@ -27,3 +28,29 @@ def test_saved_bytes_counts_what_backward_keeps() -> None:
     small = bench_envs.saved_bytes(diffenvs.RK4(), 5, 8)
     large = bench_envs.saved_bytes(diffenvs.RK4(), 10, 8)
     assert 0 < small < large  # twice the horizon keeps more for the backward pass
+
+
+def test_the_jax_twin_is_the_same_rollout() -> None:
+    """The JAX rollout of the speed table has diffenvs' loss and gradient (same problem, policy and start)."""
+    import numpy as np
+    import pytest
+    import torch
+
+    import diffenvs
+    from diffenvs.cartpole import Cartpole
+
+    jax = pytest.importorskip("jax")
+    import jax_cartpole
+
+    problem = Cartpole(max_steps=20)
+    torch.manual_seed(0)
+    policy = bench_envs.TanhPolicy(problem)
+    x0 = torch.zeros(4, 4)
+    x0[:, 2] = torch.pi - torch.arange(4) * 0.1
+    loss = diffenvs.rollout(problem, policy, x0).costs.mean()
+    loss.backward()
+    weights = jax_cartpole.weights_of(policy)
+    value, grads = jax.value_and_grad(jax_cartpole.loss_function(20))(weights, jax.numpy.asarray(x0.numpy()))
+    assert abs(float(value) - loss.item()) <= 1e-4 * abs(loss.item())
+    first = policy.net[0].weight.grad.numpy()
+    np.testing.assert_allclose(np.asarray(grads[0][0]).T, first, rtol=2e-3, atol=1e-4 * np.abs(first).max())
