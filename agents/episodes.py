@@ -119,16 +119,17 @@ def gym_policy(policy: Callable[[torch.Tensor], torch.Tensor], problem: Any, dty
     """A Gymnasium policy from a torch-path policy (observations ``(B, obs)`` -> physical controls ``(B, m)``).
 
     The float32 observation is cast to the policy's dtype (its parameters', else
-    ``dtype``, else float64), the physical control mapped to an action in ``[-1, 1]`` by
-    ``problem.action_from_control``.
+    ``dtype``, else float64) and moved to its parameters' device, the physical control mapped
+    to an action in ``[-1, 1]`` by ``problem.action_from_control``.
     """
+    parameters = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
     if dtype is None:
-        parameters = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
         dtype = parameters[0].dtype if parameters else torch.float64
 
     def act(observation: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            obs = torch.as_tensor(np.asarray(observation), dtype=dtype).reshape(1, -1)
+            device = parameters[0].device if parameters else None  # read per call: a module may move
+            obs = torch.as_tensor(np.asarray(observation), dtype=dtype, device=device).reshape(1, -1)
             control = policy(obs)[0].cpu().numpy().astype(np.float64)
         return np.asarray(problem.action_from_control(control), dtype=np.float32)
 

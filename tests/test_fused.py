@@ -109,3 +109,32 @@ def test_what_the_chunks_cannot_carry_runs_eagerly(monkeypatch: pytest.MonkeyPat
 def test_chunk_must_be_a_positive_integer(chunk) -> None:
     with pytest.raises(ValueError, match="chunk"):
         diffenvs.RK4(compile=True, chunk=chunk)
+
+
+def test_neural_ode_device_is_checked() -> None:
+    from agents.neural_ode.config import NeuralOdeConfig
+
+    with pytest.raises(ValueError, match="device"):
+        NeuralOdeConfig(device="not-a-device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device"):
+            NeuralOdeConfig(device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rollout_and_training_on_cuda_equal_the_cpu() -> None:
+    from agents.neural_ode import NeuralOdeConfig, train
+
+    problem = Cartpole(max_steps=6)
+    policy = TanhPolicy(problem)
+    x0 = torch.tensor([[0.0, 0.0, 0.3, 0.0], [0.1, -0.2, -0.5, 0.4]], dtype=torch.float64)
+    for solver in (diffenvs.RK4(), diffenvs.RK4(compile=True, chunk=2)):
+        cpu = rollout_and_gradients(problem, policy, x0, solver)
+        gpu_policy = TanhPolicy(problem).cuda()
+        gpu = rollout_and_gradients(problem, gpu_policy, x0.cuda(), solver)
+        torch.testing.assert_close(gpu[0].states.cpu(), cpu[0].states, rtol=1e-9, atol=1e-9)
+        for a, b in zip(gpu[1], cpu[1]):
+            torch.testing.assert_close(a.cpu(), b, rtol=1e-8, atol=1e-9)
+    config = NeuralOdeConfig(iterations=3, batch_size=4, device="cuda", compile="off")
+    result = train("DiffCartpole-v0", config=config, progress=False)
+    assert next(result.policy.parameters()).device.type == "cpu"

@@ -74,6 +74,9 @@ class NeuralOdeConfig:
     """Seed of the network's initial weights and of the training starts."""
     threads: int = 1
     """torch CPU threads while training (tiny tensors: one thread is fastest)."""
+    device: str = "cpu"
+    """torch device of the network and the training rollouts ('cpu', 'cuda', 'cuda:1', ...); the trained policy comes
+    back on the CPU, and the starts are drawn on the CPU whatever the device (the same run on every device)."""
     compile: str = "auto"
     """'on': training rollouts in compiled chunks (``RK4(compile=True)``: tens of seconds to compile, then several
     times faster); 'off': eager; 'auto': on where it pays, with the fixed-step solver and backpropagation and at least
@@ -97,6 +100,12 @@ class NeuralOdeConfig:
             raise ValueError(f"clip_norm must be a finite non-negative number (0: no clipping), got {self.clip_norm!r}")
         choices = {"starts": ("drawn", "fixed"), "control": ("sampled", "feedback"), "dtype": ("float64", "float32"),
                    "solver": ("rk4", *[m for m in METHODS if m != "rk4"]), "compile": ("auto", "on", "off")}
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}") from error
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device is {self.device!r}, but torch sees no CUDA device here")
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

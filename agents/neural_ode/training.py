@@ -61,7 +61,7 @@ class _Run:
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
             self.policy = PolicyNetwork(problem, config.width, config.depth, config.init_scale,
-                                        config.symmetric).to(config.torch_dtype)
+                                        config.symmetric).to(config.torch_dtype).to(config.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, betas=(0.9, config.beta2))
         self.generator = torch.Generator().manual_seed(config.seed)
         self.history: list[dict[str, float]] = []
@@ -90,7 +90,9 @@ class _Run:
             self.policy.load_state_dict(state["policy"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.generator.set_state(state["generator"])
-        self.history, self.fixed, self.lbfgs_state = state["history"], state["fixed"], state.get("lbfgs")
+        self.history, self.lbfgs_state = state["history"], state.get("lbfgs")
+        fixed = state["fixed"]  # checkpoints load on the CPU
+        self.fixed = None if fixed is None else tuple(None if t is None else t.to(self.config.device) for t in fixed)
 
     # ---- data and loss -------------------------------------------------------------------
     def batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -99,8 +101,8 @@ class _Run:
         noise = None
         if problem.step_noise:
             noise = torch.randn((self.steps, config.batch_size, problem.step_noise), generator=self.generator,
-                                dtype=config.torch_dtype)
-        return x0, noise
+                                dtype=config.torch_dtype).to(config.device)
+        return x0.to(config.device), noise
 
     def loss(self, x0: torch.Tensor, noise: torch.Tensor | None, iteration: int) -> torch.Tensor:
         """The batch's mean episode cost, :math:`L = \\frac1B \\sum_i J(x_0^i)`."""
@@ -217,6 +219,7 @@ def train(env_id: str, config: NeuralOdeConfig | None = None, env_kwargs: dict[s
             run.restore(checkpoint)
         result = NeuralOdeResult(env_id, env_kwargs, config, problem, run.policy, run.history)
         result.stopped = _loop(run, on_step, checkpoint, progress)
+        result.policy.to("cpu")  # the faces evaluate it on numpy observations
         return result
     finally:
         torch.set_num_threads(threads)
