@@ -73,6 +73,15 @@ def test_compiled_cartpole_equals_eager_across_chunks_and_the_tail() -> None:
     longer = rollout_and_gradients(problem, policy, x1, compiled, steps=9)
     assert_same(longer, rollout_and_gradients(problem, policy, x1, diffenvs.RK4(), steps=9))
     assert bool(longer[0].done[7:].all()) and not bool(longer[0].done[:7].any())
+    # an episode in two windows (steps 0-2, then 3-6 from where the first ended) is the episode in one
+    for solver in (compiled, diffenvs.RK4()):
+        whole = diffenvs.rollout(problem, policy, x1, solver=solver)
+        first = diffenvs.rollout(problem, policy, x1, solver=solver, steps=3)
+        second = diffenvs.rollout(problem, policy, first.states[-1], solver=solver, steps=4, first_step=3, episode_start=x1)
+        torch.testing.assert_close(torch.cat([first.states, second.states[1:]]), whole.states, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(torch.cat([first.rewards, second.rewards]), whole.rewards, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(second.times, whole.times[3:])
+        assert torch.equal(second.done, whole.done[3:])
 
 
 def test_compiled_open_loop_zermelo_with_events_equals_eager() -> None:

@@ -51,9 +51,9 @@ _CACHE: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, _Chunks]] = weakr
 _OPEN_LOOP: dict[tuple, _Chunks] = {}
 
 
-def compiled_rollout(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor, start: Components,
-                     states0: torch.Tensor, steps: int, noise: torch.Tensor | None, chunk: int
-                     ) -> tuple[Trajectory, torch.Tensor]:
+def compiled_rollout(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor, x: Components,
+                     start: Components, states0: torch.Tensor, steps: int, noise: torch.Tensor | None, chunk: int,
+                     first_step: int = 0) -> tuple[Trajectory, torch.Tensor]:
     """The rollout of :func:`~diffenvs.core.rollout.rollout` for ``RK4(compile=True, chunk=chunk)``.
 
     Returns the trajectory and the controls before clipping, as the eager loop does; falls back
@@ -65,21 +65,21 @@ def compiled_rollout(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] 
     chunks = steps // chunk
     if (chunks == 0 or (not open_loop and not isinstance(policy, torch.nn.Module))
             or any(t.requires_grad for t in constants.values()) or (noise is not None and noise.requires_grad)):
-        return _loop(step, policy, start, states0, steps, noise)
+        return _loop(step, policy, x, start, states0, steps, noise, first_step)
     runner = _runner(step, None if open_loop else policy, chunk, noise is not None, constants)
     like = step.like
     controls = policy[:chunks * chunk] if open_loop else like.new_zeros(0)
     weights, fixed = runner.inputs(constants)
     states, rewards, held, dones, raw, end = _ChunkedRollout.apply(
-        runner, chunks, noise, fixed, stack(start, like=like), controls, *weights)
+        runner, chunks, first_step, noise, fixed, stack(x, like=like), stack(start, like=like), controls, *weights)
     trajectory = Trajectory(torch.cat([states0[None], states]), held, rewards,
                             torch.cat([torch.zeros(1, step.batch, dtype=torch.bool, device=like.device), dones]),
-                            torch.arange(steps + 1, dtype=like.dtype, device=like.device) * step.problem.dt)
+                            (first_step + torch.arange(steps + 1, dtype=like.dtype, device=like.device)) * step.problem.dt)
     left = steps - chunks * chunk
     if left == 0:
         return trajectory, raw
     # the steps left over, eagerly, from the chunks' end; the trajectory's clock goes on
-    tail, tail_raw = _tail(step, policy, end.unbind(-1), start, dones[-1], chunks * chunk, left, noise)
+    tail, tail_raw = _tail(step, policy, end.unbind(-1), start, dones[-1], first_step, chunks * chunk, left, noise)
     return Trajectory(torch.cat([trajectory.states, tail.states]), torch.cat([trajectory.controls, tail.controls]),
                       torch.cat([trajectory.rewards, tail.rewards]), torch.cat([trajectory.done, tail.done]),
                       trajectory.times), torch.cat([raw, tail_raw])
@@ -122,14 +122,17 @@ def _runner(step: Step, policy: torch.nn.Module | None, chunk: int, noisy: bool,
     return table[key]
 
 
-def _tail(step: Step, policy: Any, x: Components, start: Components, done: torch.Tensor, first: int, count: int,
-          noise: torch.Tensor | None) -> tuple[Trajectory, torch.Tensor]:
-    """Steps ``first, ..., first + count - 1`` eagerly; the trajectory holds only the new states."""
+def _tail(step: Step, policy: Any, x: Components, start: Components, done: torch.Tensor, first_step: int, first: int,
+          count: int, noise: torch.Tensor | None) -> tuple[Trajectory, torch.Tensor]:
+    """The rollout's steps ``first, ..., first + count - 1`` eagerly (episode steps from ``first_step + first``).
+
+    The trajectory holds only the new states.
+    """
     open_loop, like = isinstance(policy, torch.Tensor), step.like
     states, controls, raw, rewards, dones = [], [], [], [], []
-    for k in range(first, first + count):
-        x, reward, done, u, unclipped = step(policy, k, x, done, policy[k] if open_loop else None,
-                                             None if noise is None else noise[k], start)
+    for j in range(first, first + count):
+        x, reward, done, u, unclipped = step(policy, first_step + j, x, done, policy[j] if open_loop else None,
+                                             None if noise is None else noise[j], start)
         states.append(stack(step.problem.state_to_physical(x), like=like))
         rewards.append(reward)
         controls.append(u)
@@ -247,23 +250,23 @@ class _ChunkedRollout(torch.autograd.Function):
     """The chunks as one autograd node: forward by compiled chunks, backward by compiled chunk VJPs in reverse."""
 
     @staticmethod
-    def forward(ctx, runner: _Chunks, chunks: int, noise: torch.Tensor | None, fixed: tuple[torch.Tensor, ...],
-                start: torch.Tensor, controls: torch.Tensor, *weights: torch.Tensor):
+    def forward(ctx, runner: _Chunks, chunks: int, first_step: int, noise: torch.Tensor | None,
+                fixed: tuple[torch.Tensor, ...], x: torch.Tensor, start: torch.Tensor, controls: torch.Tensor,
+                *weights: torch.Tensor):
         like, length = runner.step.like, runner.length
-        x = start
         done = torch.zeros(runner.step.batch, dtype=torch.bool, device=like.device)
         starts, flags, parts = [], [], []
         for c in range(chunks):
             piece = slice(c * length, (c + 1) * length)
             starts.append(x)
             flags.append(done)
-            k0 = torch.tensor(float(c * length), dtype=like.dtype, device=like.device)
+            k0 = torch.tensor(float(first_step + c * length), dtype=like.dtype, device=like.device)
             states, rewards, held, x, dones, raw = runner.forward(
                 weights, fixed, x, done, k0, start, controls[piece] if controls.numel() else controls,
                 None if noise is None else noise[piece])
             done = dones[-1]
             parts.append((states, rewards, held, dones, raw))
-        ctx.runner, ctx.noise, ctx.chunks, ctx.fixed = runner, noise, chunks, fixed
+        ctx.runner, ctx.noise, ctx.chunks, ctx.fixed, ctx.first_step = runner, noise, chunks, fixed, first_step
         ctx.save_for_backward(start, controls, *weights, *starts, *flags)
         outputs = tuple(torch.cat(column) for column in zip(*parts))
         ctx.mark_non_differentiable(outputs[3], outputs[4])
@@ -282,7 +285,7 @@ class _ChunkedRollout(torch.autograd.Function):
         g_weights = [torch.zeros_like(w) for w in weights]
         for c in reversed(range(chunks)):
             piece = slice(c * length, (c + 1) * length)
-            k0 = torch.tensor(float(c * length), dtype=like.dtype, device=like.device)
+            k0 = torch.tensor(float(ctx.first_step + c * length), dtype=like.dtype, device=like.device)
             cotangents = (g_states[piece].contiguous(), g_rewards[piece].contiguous(), g_held[piece].contiguous(), lam)
             lam, d_start, d_controls, *d_weights = runner.vjp(
                 weights, fixed, starts[c], flags[c], k0, start, controls[piece] if controls.numel() else controls,
@@ -292,4 +295,4 @@ class _ChunkedRollout(torch.autograd.Function):
                 g_controls[piece] = d_controls
             for total, d in zip(g_weights, d_weights):
                 total += d
-        return (None, None, None, None, g_start + lam, g_controls, *g_weights)
+        return (None, None, None, None, None, lam, g_start, g_controls, *g_weights)

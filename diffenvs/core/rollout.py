@@ -397,6 +397,8 @@ def rollout(
     solver: Solver = RK4(),
     noise: torch.Tensor | None = None,
     check: bool = True,
+    first_step: int = 0,
+    episode_start: torch.Tensor | None = None,
 ) -> Trajectory:
     r"""Roll a batch of trajectories out of ``problem`` under ``policy``.
 
@@ -433,9 +435,17 @@ def rollout(
             checks the first control only, before the solve.)
             ``check=False`` skips these value checks (inside compiled or training loops);
             types, shapes, dtypes and ``params`` are checked either way.
+        first_step: the episode's step at which ``x0`` stands (default 0, the start): the rollout
+            covers steps ``first_step ... first_step + steps - 1`` of the episode, on its clock
+            (observed time, the terminal cost at ``max_steps``), e.g. a window of a longer episode.
+        episode_start: the physical state ``(batch, n)`` the episode started from, for costs that
+            depend on it (default ``x0``); with ``first_step > 0``, pass the episode's own start.
     """
     steps = problem.max_steps if steps is None else steps
     policy = _checked_arguments(problem, policy, x0, steps, control, solver, noise, check)
+    check_integer("first_step", first_step, least=0)
+    if episode_start is not None:
+        _checked_tensor("episode_start", episode_start, tuple(x0.shape), x0, check, "trajectory")
     batch, m, open_loop = x0.shape[0], problem.control_dim, isinstance(policy, torch.Tensor)
 
     params = problem.params_like(_checked_params(problem, params), x0)
@@ -446,8 +456,10 @@ def rollout(
     integrate = rk4_step if isinstance(solver, RK4) else _odeint_integrator(solver, leaves)
     checked = check and not open_loop  # a tensor of controls was checked whole, before the loop
     step = Step(problem, params, control, integrate, batch, x0, check_each=checked and not isinstance(solver, RK4))
-    start = problem.state_from_physical(x0.unbind(-1), params, TORCH)
-    if control == "feedback" and isinstance(solver, Adjoint) and noise is None and problem.whole_horizon_solve:
+    x = problem.state_from_physical(x0.unbind(-1), params, TORCH)
+    start = x if episode_start is None else problem.state_from_physical(episode_start.unbind(-1), params, TORCH)
+    whole = first_step == 0 and episode_start is None and noise is None and problem.whole_horizon_solve
+    if control == "feedback" and isinstance(solver, Adjoint) and whole:
         with torch.no_grad():  # the policy's output checked before the solve calls it
             first = _policy_output(policy(step.observe(0.0, start)), 0, batch, m, x0)
         if check:
@@ -459,13 +471,13 @@ def rollout(
         return trajectory
 
     after = checked and isinstance(solver, RK4)  # once, after the loop: one synchronisation for the rollout
-    states0 = stack(problem.state_to_physical(start), like=x0)
+    states0 = stack(problem.state_to_physical(x), like=x0)
     if isinstance(solver, RK4) and solver.compile:
         from diffenvs.core.fused import compiled_rollout  # torch.compile's machinery loads only when asked for
 
-        trajectory, raw = compiled_rollout(step, policy, start, states0, steps, noise, solver.chunk)
+        trajectory, raw = compiled_rollout(step, policy, x, start, states0, steps, noise, solver.chunk, first_step)
     else:
-        trajectory, raw = _loop(step, policy, start, states0, steps, noise)
+        trajectory, raw = _loop(step, policy, x, start, states0, steps, noise, first_step)
     if after:
         _check_policy_outputs(raw, trajectory.states[:-1])
     return trajectory
@@ -531,21 +543,25 @@ class Step:
         return x1, reward, done | out.terminated | out.truncated, held, u
 
 
-def _loop(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor, start: Components,
-          states0: torch.Tensor, steps: int, noise: torch.Tensor | None) -> tuple[Trajectory, torch.Tensor]:
-    """The eager rollout: ``steps`` calls of ``step`` from ``start``; the trajectory and the controls before clipping."""
+def _loop(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor, x: Components, start: Components,
+          states0: torch.Tensor, steps: int, noise: torch.Tensor | None, first_step: int = 0
+          ) -> tuple[Trajectory, torch.Tensor]:
+    """The eager rollout: ``steps`` calls of ``step`` from ``x`` at ``first_step`` of the episode begun at ``start``.
+
+    Returns the trajectory and the controls before clipping.
+    """
     open_loop, like = isinstance(policy, torch.Tensor), step.like
-    x, done = start, False  # a bool while every trajectory is alike: no masks (see Step)
+    done = False  # a bool while every trajectory is alike: no masks (see Step)
     states, controls, raw, rewards, dones = [states0], [], [], [], [done]
-    for k in range(steps):
-        x, reward, done, u, unclipped = step(policy, k, x, done, policy[k] if open_loop else None,
-                                             None if noise is None else noise[k], start)
+    for j in range(steps):
+        x, reward, done, u, unclipped = step(policy, first_step + j, x, done, policy[j] if open_loop else None,
+                                             None if noise is None else noise[j], start)
         rewards.append(reward.expand(step.batch))
         states.append(stack(step.problem.state_to_physical(x), like=like))
         controls.append(u)
         raw.append(unclipped)
         dones.append(done)
     dones = [torch.full((step.batch,), d, dtype=torch.bool, device=like.device) if isinstance(d, bool) else d for d in dones]
-    times = torch.arange(steps + 1, dtype=like.dtype, device=like.device) * step.problem.dt
+    times = (first_step + torch.arange(steps + 1, dtype=like.dtype, device=like.device)) * step.problem.dt
     trajectory = Trajectory(torch.stack(states), torch.stack(controls), torch.stack(rewards), torch.stack(dones), times)
     return trajectory, torch.stack(raw)
