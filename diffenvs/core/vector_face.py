@@ -8,11 +8,19 @@ time included; they differ only where a definition calls a transcendental functi
 (``exp``, ``sin``, ``erf``, ``sqrt``, ``log1p``) or a linear solve, which Python's ``math``
 (the single face) and torch's vectorised kernels (this face) may round differently in the
 last bit.
+
+The step is one function of the batch, :meth:`DiffVectorEnv._batched_step`, fused into one kernel
+with ``compile=True``: the transition, the observation (written once, contiguously), the reward,
+the flags and, for the environments whose episode ended at the previous step, the next-step
+autoreset with its random draws (counter-based integer arithmetic,
+:func:`~diffenvs.core.random.uniform_tensor`, the same numbers as the numpy draws).
 """
 
 from __future__ import annotations
 
+import contextlib
 import reprlib
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -66,6 +74,40 @@ def check_reset_mask(mask: Any, num_envs: int) -> np.ndarray:
     return mask
 
 
+#: the array types a vector env can return
+ARRAYS = ("numpy", "torch")
+
+
+def check_array(array: Any) -> str:
+    """``array`` as one of :data:`ARRAYS`, else ``ValueError`` naming the argument."""
+    if not (isinstance(array, str) and array in ARRAYS):
+        raise ValueError(f"array must be one of {ARRAYS}, got {array!r}")
+    return array
+
+
+def check_threads(threads: Any) -> int | None:
+    """``threads`` as a positive ``int`` or ``None``, else ``ValueError`` naming the argument."""
+    if threads is None:
+        return None
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return int(threads)
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Torch's intra-op thread count set to ``threads`` inside the block and restored after it (``None``: unchanged)."""
+    previous = torch.get_num_threads()
+    if threads is None or threads == previous:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def check_autoreset_mode(mode: Any) -> AutoresetMode:
     """``mode`` as a :class:`gymnasium.vector.AutoresetMode` (the enum or its value, e.g. ``"SameStep"``)."""
     if isinstance(mode, AutoresetMode):
@@ -77,14 +119,25 @@ def check_autoreset_mode(mode: Any) -> AutoresetMode:
                          f"{[m.value for m in AutoresetMode]}, got {mode!r}") from None
 
 
+def _rows(mask: torch.Tensor, new: Any, old: torch.Tensor) -> torch.Tensor:
+    """``new`` in the rows where ``mask`` is true, else ``old`` (``new`` may be a constant; ``mask`` has one entry per row)."""
+    mask = mask.reshape(mask.shape + (1,) * (old.dim() - mask.dim()))
+    return torch.where(mask, torch.as_tensor(new, dtype=old.dtype, device=old.device), old)
+
+
 class DiffVectorEnv(ProblemAttributes, VectorEnv):
     """Batched Gymnasium vector environment of a :class:`~diffenvs.core.problem.Problem`.
 
     Arguments: ``num_envs``; ``dtype`` (``torch.float64`` by default, the single
-    environment's precision; ``torch.float32`` for throughput); ``device``; ``compile``
-    (fuse the step with ``torch.compile``: seconds to compile, then several times faster
-    at large ``num_envs``); ``autoreset_mode`` (a :class:`gymnasium.vector.AutoresetMode`, also
-    in ``metadata["autoreset_mode"]`` and :attr:`autoreset_mode`):
+    environment's precision; ``torch.float32`` for throughput); ``device`` (``"cpu"``,
+    ``"cuda"``, ...); ``compile`` (fuse the step into one kernel with ``torch.compile``:
+    seconds to compile, then several times faster at large ``num_envs``); ``array``
+    (``"numpy"``, the default: actions, observations, rewards and flags are numpy arrays, rewards
+    float64; ``"torch"``: they are torch tensors on ``device``, rewards in ``dtype``, with no numpy
+    round trip, for torch learners); ``threads`` (the intra-op threads the step runs on, 1 by
+    default; ``None``: torch's own setting); ``autoreset_mode`` (a
+    :class:`gymnasium.vector.AutoresetMode`, also in ``metadata["autoreset_mode"]`` and
+    :attr:`autoreset_mode`):
 
     - ``NEXT_STEP`` (default): an environment whose episode ended at one ``step`` restarts
       during the next one, which ignores its action and returns its first observation with
@@ -99,10 +152,20 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
     ``reset(options={"reset_mask": mask})`` works in every mode, as in Gymnasium's own vector
     envs (with ``seed=s`` environment ``i`` of the mask is seeded ``s + i``); ``options["state"]``
     gives the physical start states ``(num_envs, n)`` (only the masked rows are used with a mask).
-    The rest builds the problem. Observations, rewards and flags are numpy arrays; the batched
-    physical state is :attr:`state` ``(num_envs, n)``. An info key is paired with a mask ``_key``
-    saying which environments it holds for (``nonfinite_state``: the state left the representable
-    range, the episode is truncated and keeps its last good state).
+    The rest builds the problem. The batched physical state is :attr:`state` ``(num_envs, n)``
+    (numpy, float64). An info key is paired with a mask ``_key`` saying which environments it
+    holds for (``nonfinite_state``: the state left the representable range, the episode is
+    truncated and keeps its last good state). With ``array="torch"`` the info's arrays are tensors
+    on ``device`` too (``final_obs`` stays an object array, of tensors). Each step returns new
+    arrays: an observation returned is not overwritten by later steps.
+
+    Threads: the step of a batch is short (a fraction of a millisecond at 16384 environments),
+    and OpenMP's barriers between several threads stall whenever another process takes a core:
+    on a loaded 2-core machine two threads ran 6 to 30 times slower than one. So the step runs on
+    ``threads=1`` intra-op thread unless told otherwise: a compiled step is generated for that many
+    threads, and an eager step sets torch's thread count for the duration of the step and restores
+    it after (torch's global setting is otherwise left alone). ``threads=None`` uses torch's
+    setting (``torch.get_num_threads()``), faster on an idle machine with large batches.
     """
 
     problem_type: ClassVar[type[Problem]]
@@ -110,12 +173,15 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, dtype: torch.dtype = torch.float64,
                  device: str | torch.device = "cpu", compile: bool = False,
-                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **problem_kwargs: Any):
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, array: str = "numpy",
+                 threads: int | None = 1, **problem_kwargs: Any):
         num_envs = check_num_envs(num_envs)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.array = check_array(array)
+        self.threads = check_threads(threads)
         self.autoreset_mode = check_autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.problem = self.problem_type(**problem_kwargs)
@@ -126,7 +192,14 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._tensor_params = self.problem.params_like(self.problem.params, torch.zeros((), dtype=dtype, device=self.device))
-        self._step_fn = torch.compile(self._batched_step, dynamic=False) if compile else self._batched_step
+        #: rewards as the array type has them: float64 in numpy (as Gymnasium's vector envs), the env's dtype in torch
+        self._reward_dtype = torch.float64 if self.array == "numpy" else dtype
+        options = {} if self.threads is None else {"cpp.threads": self.threads}
+        self._step_fn = torch.compile(self._batched_step, dynamic=False, options=options) if compile else self._batched_step
+        kind, count = self.problem.initial_draws
+        #: uniform draws are integer arithmetic, the same on every device and in a compiled kernel: the step restarts
+        #: episodes itself; normal draws (log, sin, cos) are made with numpy, as the single environment makes them
+        self._draws_in_step = kind == "uniform" or count == 0
         self._keys: np.ndarray | None = None
         self._episodes = np.zeros(num_envs, np.uint64)
         self._x: tuple[torch.Tensor, ...] | None = None
@@ -143,6 +216,18 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=self.dtype, device=self.device)
+
+    def _out(self, value: torch.Tensor | np.ndarray) -> Any:
+        """An output in the env's array type: a tensor on its device, or a numpy array."""
+        if self.array == "torch":
+            return torch.as_tensor(value, device=self.device)
+        return value.cpu().numpy() if isinstance(value, torch.Tensor) else value
+
+    def _out_info(self, info: dict) -> dict:
+        if self.array == "numpy":
+            return info
+        return {key: self._out_info(value) if isinstance(value, dict) else value if value.dtype == object else self._out(value)
+                for key, value in info.items()}
 
     def _initial(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
         draws = self._tensor(initial_draws(self.problem, self._keys[indices], self._episodes[indices]))
@@ -190,9 +275,14 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
             self._keys[i] = random.key_from_generator(gym.utils.seeding.np_random(None if s is None else int(s))[0])
             self._episodes[i] = 0
 
-    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None) -> tuple[Any, dict]:
         """Start new episodes: of every environment, or of those in ``options["reset_mask"]`` (see the class docstring)."""
         options = check_options(options, ("state", "reset_mask"))
+        with intra_op_threads(self.threads):
+            self._reset(seed, options)
+        return self._out(self._obs.clone() if self.array == "torch" else self._obs.cpu().numpy().copy()), {}
+
+    def _reset(self, seed: int | list[int | None] | None, options: dict) -> None:
         n = self.num_envs
         if "reset_mask" in options:
             if self._x is None:
@@ -210,7 +300,7 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
                     raise ValueError(f'options["state"] row {i}: {error}') from None
             fresh = self._batched(self.problem.state_from_physical(self._tensor(states).unbind(-1), self._tensor_params,
                                                                    TORCH), len(indices))
-            zero = torch.zeros(len(indices), dtype=torch.long, device=self.device)
+            zero = torch.zeros(len(indices), dtype=torch.int32, device=self.device)
             if not bool((self._observe(zero, fresh).abs() <= OBSERVATION_LIMIT).all()):
                 raise ValueError('options["state"] gives observations outside the float32 range')
         self._seed(seed, indices)  # nothing changes before the checks above have passed
@@ -218,34 +308,72 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
             fresh = self._initial(indices)
         if len(indices) == n:
             self._x = self._x0 = fresh
-            self._steps = torch.zeros(n, dtype=torch.long, device=self.device)
+            self._steps = torch.zeros(n, dtype=torch.int32, device=self.device)
             self._obs = self._observe(self._steps, fresh).to(torch.float32)
         else:
             self._start(indices, fresh)
         self._ended[indices] = False
-        return self._obs.cpu().numpy().copy(), {}
 
-    def _batched_step(self, steps, x, x0, action, noise, previous):
-        """Everything per step that is arithmetic on the batch, in one function (fused when compiled).
+    def _batched_step(self, steps, x, x0, action, noise, restart, keys, episodes):
+        """Everything per step that is arithmetic on the batch, in one function (one kernel when compiled).
 
-        ``steps`` is the step index in the state's dtype, so the time ``k * dt`` is computed in the
-        precision of the state, as the single environment computes it in float64; ``previous`` is the
-        last observation (float32), returned again where the new state is not finite.
+        ``steps`` is the step index (int32), turned into the state's dtype so the time ``k * dt`` is
+        computed in the precision of the state, as the single environment computes it in float64.
+        ``restart`` (or ``None``) marks the environments that restart in this step (the next-step
+        autoreset): they start their next episode, drawn from their ``keys`` and ``episodes``
+        counters (int64 bit patterns, already advanced), and report their first observation, reward 0,
+        no flag. Returns the next state, the episodes' start states, the step indices, the
+        observation ``(num_envs, obs)`` float32, the reward, the flags ``(terminated, truncated,
+        finite)`` as 0/1 rows of one array (a vectorised store; a bool array is stored element by
+        element), and whether every action was finite.
         """
         problem, params = self.problem, self._tensor_params
-        control = Held(problem.control_from_action(action.unbind(-1), TORCH))
-        step = transition(problem, steps, x, control, x0=x0, params=params, ns=TORCH,
+        k = steps.to(self.dtype)
+        control = Held(problem.control_from_action(action.to(self.dtype).unbind(-1), TORCH))
+        step = transition(problem, k, x, control, x0=x0, params=params, ns=TORCH,
                           noise=None if noise is None else noise.unbind(-1))
-        observation = stack(step.observation, like=step.reward).to(torch.float32)
-        # a state that left the representable range ends that episode (truncated) and keeps its last good state
-        observation = torch.where(step.finite[:, None], observation, previous)
-        return step.x, observation, step.reward, step.terminated, step.truncated, step.finite
+        x1, observation, reward = step.x, step.observation, step.reward
+        terminated, truncated, finite = step.terminated, step.truncated, step.finite
+        steps1 = steps + 1
+        if restart is not None:
+            draws = random.uniform_tensor(keys, episodes, 0, problem.initial_draws[1]).to(self.dtype)
+            fresh = problem.initial_state(draws, params, TORCH)
+            first = problem.observation(torch.zeros_like(k), fresh, params, TORCH)
+            x1 = tuple(_rows(restart, f, c) for f, c in zip(fresh, x1))
+            x0 = tuple(_rows(restart, f, c) for f, c in zip(fresh, self._batched(x0, len(k))))
+            observation = tuple(_rows(restart, f, torch.as_tensor(o, dtype=k.dtype, device=k.device).expand_as(k))
+                                for f, o in zip(first, observation))
+            reward = _rows(restart, 0.0, reward)
+            terminated, truncated, finite = terminated & ~restart, truncated & ~restart, finite | restart
+            steps1 = _rows(restart, 0, steps1)
+        flags = torch.stack([f.to(k.dtype) for f in (terminated, truncated, finite)])
+        return (x1, x0, steps1, stack(observation, like=k).to(torch.float32), reward.to(self._reward_dtype), flags,
+                torch.isfinite(action).all())
 
     def _observe(self, steps: torch.Tensor, x: tuple[torch.Tensor, ...]) -> torch.Tensor:
         t = steps.to(self.dtype) * self.problem.dt
         return stack(self.problem.observation(t, x, self._tensor_params, TORCH), like=t)
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+    def _actions(self, actions: Any) -> torch.Tensor:
+        """The actions as a tensor on the env's device (float32 or float64 as given), of the action space's shape."""
+        shape = self.action_space.shape
+        if isinstance(actions, torch.Tensor):
+            if tuple(actions.shape) != shape:
+                raise ValueError(f"actions must have shape {shape}, got shape {tuple(actions.shape)}")
+            actions = actions.detach()
+            return (actions if actions.is_floating_point() else actions.to(self.dtype)).to(self.device)
+        array = np.asarray(actions) if isinstance(actions, np.ndarray) else None
+        if array is None or array.dtype not in (np.float32, np.float64):
+            array = as_array("actions", actions, shape)
+        if array.shape != shape:
+            raise ValueError(f"actions must have shape {shape}, got shape {array.shape}")
+        return torch.as_tensor(array, device=self.device)
+
+    def _counters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and episode counters as int64 tensors (their bit patterns) on the env's device."""
+        return tuple(torch.from_numpy(a.view(np.int64)).to(self.device) for a in (self._keys, self._episodes))
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
         """One step of every environment; what an ended episode does depends on :attr:`autoreset_mode`."""
         if self._x is None:
             raise ResetNeeded("call reset() before step()")
@@ -254,38 +382,58 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
             ended = np.flatnonzero(self._ended)
             raise ResetNeeded(f"{len(ended)} environments have ended (the first: {ended[:5].tolist()}); autoreset_mode is "
                               'DISABLED: restart them with reset(options={"reset_mask": mask}) before step()')
-        problem = self.problem
-        a = as_finite_batch("actions", actions, self.action_space.shape)
+        with intra_op_threads(self.threads):
+            return self._step(actions)
+
+    def _step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
+        problem, mode = self.problem, self.autoreset_mode
+        action = self._actions(actions)
         noise = None
         if problem.step_noise:
             steps = self._steps.cpu().numpy().astype(np.uint64) + np.uint64(1)
             noise = self._tensor(random.normal(self._keys, self._episodes, steps, problem.step_noise))
-        self._x, self._obs, reward, terminated, truncated, finite = self._step_fn(
-            self._steps.to(self.dtype), self._x, self._x0, self._tensor(a), noise, self._obs)
-        self._steps = self._steps + 1
-        reward, terminated, truncated = reward.double().cpu().numpy(), terminated.cpu().numpy(), truncated.cpu().numpy()
-        nonfinite = ~finite.cpu().numpy()
-        info: dict[str, Any] = {}
         # next-step autoreset: environments whose episode ended at the previous step restart now
         restarting = np.flatnonzero(self._ended)
-        if len(restarting):
+        restart = keys = episodes = None
+        if len(restarting) and self._draws_in_step:
+            restart = torch.from_numpy(self._ended.copy()).to(self.device)
+            keys, episodes = self._counters()
+            episodes = episodes + restart  # their next episode (the counters advance once the step is taken)
+        x, x0, steps, obs = self._x, self._x0, self._steps, self._obs
+        self._x, self._x0, self._steps, observation, reward, flags, actions_finite = self._step_fn(
+            steps, x, x0, action, noise, restart, keys, episodes)
+        if not bool(actions_finite):  # nothing has changed: the state is put back and the error names the rows
+            self._x, self._x0, self._steps = x, x0, steps
+            as_finite_batch("actions", action.cpu().numpy(), self.action_space.shape)
+        self._obs = observation
+        terminated, truncated, finite = flags.cpu().numpy() != 0
+        if restart is not None:
+            self._episodes[restarting] += np.uint64(1)
+        elif len(restarting):  # draws the step does not make: the start states come from numpy
             self._start(restarting, self._next_episode(restarting))
-            reward[restarting], terminated[restarting], truncated[restarting] = 0.0, False, False
-            nonfinite[restarting] = False
+            index = torch.as_tensor(restarting, device=self.device)
+            reward = reward.index_fill(0, index, 0.0)
+            terminated[restarting], truncated[restarting], finite[restarting] = False, False, True
+        nonfinite = ~finite
+        if nonfinite.any():  # a state that left the representable range shows its last observation again
+            self._obs = torch.where(torch.as_tensor(finite, device=self.device)[:, None], self._obs, obs)
         ended = terminated | truncated
         step_info = {"nonfinite_state": nonfinite, "_nonfinite_state": nonfinite.copy()} if nonfinite.any() else {}
-        observation = self._obs.cpu().numpy().copy()
+        info: dict[str, Any] = {}
+        observation = self._obs
         if mode == AutoresetMode.SAME_STEP and ended.any():
             indices = np.flatnonzero(ended)
             final_obs = np.full(self.num_envs, None, dtype=object)
+            rows = observation if self.array == "torch" else observation.cpu().numpy()
             for i in indices:
-                final_obs[i] = observation[i].copy()
+                final_obs[i] = rows[i].clone() if self.array == "torch" else rows[i].copy()
             info.update(final_obs=final_obs, _final_obs=ended.copy(), final_info=step_info, _final_info=ended.copy())
-            observation[indices] = self._start(indices, self._next_episode(indices)).cpu().numpy()
+            self._start(indices, self._next_episode(indices))
+            observation = self._obs
         else:
             info.update(step_info)
             self._ended = ended
-        return observation, reward, terminated, truncated, info
+        return self._out(observation), self._out(reward), self._out(terminated), self._out(truncated), self._out_info(info)
 
     def _next_episode(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
         """The start states of the next episode of the environments ``indices`` (their counters advance by one)."""
@@ -303,7 +451,7 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         self._ended[indices] = False
         return first
 
-    def restart_episodes(self, indices: Any) -> np.ndarray:
+    def restart_episodes(self, indices: Any) -> Any:
         """Start the next episode of the environments ``indices`` now, as the next-step autoreset would; their
         first observations ``(len(indices), obs)``.
 
@@ -316,7 +464,8 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size and (indices.min() < 0 or indices.max() >= self.num_envs):
             raise ValueError(f"indices must lie in [0, {self.num_envs}), got {reprlib.repr(indices.tolist())}")
-        return self._start(indices, self._next_episode(indices)).cpu().numpy()
+        with intra_op_threads(self.threads):
+            return self._out(self._start(indices, self._next_episode(indices)))
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode is None:
