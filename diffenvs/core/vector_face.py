@@ -196,13 +196,16 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         self._reward_dtype = torch.float64 if self.array == "numpy" else dtype
         options = {} if self.threads is None else {"cpp.threads": self.threads}
         self._step_fn = torch.compile(self._batched_step, dynamic=False, options=options) if compile else self._batched_step
+        self._compiled: set[tuple[bool, ...]] = set()  # the variants of the compiled step called once (see _stance)
         kind, count = self.problem.initial_draws
         #: uniform draws are integer arithmetic, the same on every device and in a compiled kernel: the step restarts
         #: episodes itself; normal draws (log, sin, cos) are made with numpy, as the single environment makes them
         self._draws_in_step = kind == "uniform" or count == 0
         self._keys: np.ndarray | None = None
         self._episodes = np.zeros(num_envs, np.uint64)
-        self._x: tuple[torch.Tensor, ...] | None = None
+        self._state: tuple[torch.Tensor, ...] | None = None  # the state's components (see _x), and the episodes' starts
+        self._state0: tuple[torch.Tensor, ...] | None = None
+        self._packed_state: tuple[Any, Any] | None = None  # both as the step takes them (see _packed)
         self._obs: torch.Tensor | None = None  # the last observation, float32 (returned again for a non-finite state)
         #: environments whose episode has ended and that have not restarted yet
         self._ended = np.zeros(num_envs, dtype=bool)
@@ -319,15 +322,19 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
 
         ``steps`` is the step index (int32), turned into the state's dtype so the time ``k * dt`` is
         computed in the precision of the state, as the single environment computes it in float64.
+        ``x`` and ``x0`` are tuples of components or (see :meth:`_packed`) one tensor each, returned alike.
         ``restart`` (or ``None``) marks the environments that restart in this step (the next-step
         autoreset): they start their next episode, drawn from their ``keys`` and ``episodes``
         counters (int64 bit patterns, already advanced), and report their first observation, reward 0,
-        no flag. Returns the next state, the episodes' start states, the step indices, the
-        observation ``(num_envs, obs)`` float32, the reward, the flags ``(terminated, truncated,
-        finite)`` as 0/1 rows of one array (a vectorised store; a bool array is stored element by
-        element), and whether every action was finite.
+        no flag. Returns the next state, the episodes' start states (``None`` when none restarted), the
+        step indices, the observation ``(num_envs, obs)`` float32 (written once, contiguously), the
+        reward, the flags ``(terminated, truncated, finite)`` as 0/1 rows of one array (a vectorised
+        store; a bool array is stored element by element), and whether every action was finite.
         """
         problem, params = self.problem, self._tensor_params
+        packed = isinstance(x, torch.Tensor)
+        if packed:
+            x, x0 = x.unbind(0), x0.unbind(0)
         k = steps.to(self.dtype)
         control = Held(problem.control_from_action(action.to(self.dtype).unbind(-1), TORCH))
         step = transition(problem, k, x, control, x0=x0, params=params, ns=TORCH,
@@ -347,6 +354,8 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
             terminated, truncated, finite = terminated & ~restart, truncated & ~restart, finite | restart
             steps1 = _rows(restart, 0, steps1)
         flags = torch.stack([f.to(k.dtype) for f in (terminated, truncated, finite)])
+        x1 = torch.stack(torch.broadcast_tensors(*x1)) if packed else x1
+        x0 = None if restart is None else torch.stack(torch.broadcast_tensors(*x0)) if packed else x0  # else unchanged
         return (x1, x0, steps1, stack(observation, like=k).to(torch.float32), reward.to(self._reward_dtype), flags,
                 torch.isfinite(action).all())
 
@@ -355,19 +364,65 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         return stack(self.problem.observation(t, x, self._tensor_params, TORCH), like=t)
 
     def _actions(self, actions: Any) -> torch.Tensor:
-        """The actions as a tensor on the env's device (float32 or float64 as given), of the action space's shape."""
+        """The actions as a contiguous tensor of the env's dtype on its device, of the action space's shape."""
         shape = self.action_space.shape
         if isinstance(actions, torch.Tensor):
             if tuple(actions.shape) != shape:
                 raise ValueError(f"actions must have shape {shape}, got shape {tuple(actions.shape)}")
-            actions = actions.detach()
-            return (actions if actions.is_floating_point() else actions.to(self.dtype)).to(self.device)
+            return actions.detach().to(self.device, self.dtype).contiguous()
         array = np.asarray(actions) if isinstance(actions, np.ndarray) else None
         if array is None or array.dtype not in (np.float32, np.float64):
             array = as_array("actions", actions, shape)
         if array.shape != shape:
             raise ValueError(f"actions must have shape {shape}, got shape {array.shape}")
-        return torch.as_tensor(array, device=self.device)
+        return torch.as_tensor(array, device=self.device).to(self.dtype).contiguous()
+
+    def _packed(self) -> tuple[Any, Any]:
+        """The state and start states as the step takes them: one ``(n, num_envs)`` tensor each when every component
+        has one value per environment (fewer tensors through the compiled call), else the tuples of components."""
+        if self._packed_state is None:
+            if all(c.dim() == 1 for c in (*self._x, *self._x0)):
+                self._packed_state = torch.stack(self._x), torch.stack(self._x0)
+            else:
+                self._packed_state = self._x, self._x0
+        return self._packed_state
+
+    def _set_state(self, x: Any, x0: Any) -> None:
+        """Keep the state the step returned (packed or as components) and the start states (``None``: unchanged)."""
+        x0 = self._packed_state[1] if x0 is None else x0
+        state0 = self._state0 if x0 is self._packed_state[1] else x0.unbind(0) if isinstance(x0, torch.Tensor) else x0
+        self._state, self._state0 = x.unbind(0) if isinstance(x, torch.Tensor) else x, state0
+        self._packed_state = x, x0
+
+    @property
+    def _x(self) -> tuple[torch.Tensor, ...] | None:
+        return self._state
+
+    @_x.setter
+    def _x(self, x: tuple[torch.Tensor, ...] | None) -> None:
+        self._state, self._packed_state = x, None
+
+    @property
+    def _x0(self) -> tuple[torch.Tensor, ...] | None:
+        return self._state0
+
+    @_x0.setter
+    def _x0(self, x0: tuple[torch.Tensor, ...] | None) -> None:
+        self._state0, self._packed_state = x0, None
+
+    def _stance(self, packed: bool, variant: tuple[bool, ...]) -> Any:
+        """How the compiled step is called: once a variant is compiled, without re-checking its guards on constants.
+
+        The step function reads only constants of this env (its frozen problem, params and dtypes) and,
+        packed, takes contiguous tensors of fixed shapes and dtypes, so the guards torch.compile puts
+        on them hold from the second call of a variant on; checking them cost as much as the rest of a
+        step's Python. The guards that tell the compiled variants (with or without a restart, with or
+        without noise) apart are still checked.
+        """
+        if self._step_fn is self._batched_step or not packed or variant not in self._compiled:
+            self._compiled.add(variant)
+            return contextlib.nullcontext()
+        return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
 
     def _counters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The keys and episode counters as int64 tensors (their bit patterns) on the env's device."""
@@ -399,12 +454,15 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
             restart = torch.from_numpy(self._ended.copy()).to(self.device)
             keys, episodes = self._counters()
             episodes = episodes + restart  # their next episode (the counters advance once the step is taken)
-        x, x0, steps, obs = self._x, self._x0, self._steps, self._obs
-        self._x, self._x0, self._steps, observation, reward, flags, actions_finite = self._step_fn(
-            steps, x, x0, action, noise, restart, keys, episodes)
-        if not bool(actions_finite):  # nothing has changed: the state is put back and the error names the rows
-            self._x, self._x0, self._steps = x, x0, steps
+        steps, obs = self._steps, self._obs
+        packed, packed0 = self._packed()
+        with self._stance(isinstance(packed, torch.Tensor), (restart is None, noise is None)):
+            x1, x01, steps1, observation, reward, flags, actions_finite = self._step_fn(
+                steps, packed, packed0, action, noise, restart, keys, episodes)
+        if not bool(actions_finite):  # nothing has changed; the error names the rows
             as_finite_batch("actions", action.cpu().numpy(), self.action_space.shape)
+        self._steps = steps1
+        self._set_state(x1, x01)
         self._obs = observation
         terminated, truncated, finite = flags.cpu().numpy() != 0
         if restart is not None:
