@@ -62,7 +62,10 @@ def as_finite_batch(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray
 
 
 def check_reset_mask(mask: Any, num_envs: int) -> np.ndarray:
-    """``options["reset_mask"]`` as Gymnasium's vector envs take it: a numpy bool array ``(num_envs,)``, not all False."""
+    """``options["reset_mask"]`` as Gymnasium's vector envs take it: a numpy bool array ``(num_envs,)``, not all False
+    (a torch bool tensor, as a torch vector env returns its flags, is taken as its numpy array)."""
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
     if not isinstance(mask, np.ndarray):
         raise TypeError(f'options["reset_mask"] must be a numpy array, got {type(mask).__name__}')
     if mask.shape != (num_envs,):
