@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import reprlib
+import types
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -122,6 +123,20 @@ def check_autoreset_mode(mode: Any) -> AutoresetMode:
                          f"{[m.value for m in AutoresetMode]}, got {mode!r}") from None
 
 
+def own_code(method: Any) -> Any:
+    """``method`` bound to its object again, through a copy of its function with a code object of its own.
+
+    ``torch.compile`` keeps the graphs it compiled per code object, at most 8 by default: with the
+    class's one code object, every env instance's graphs (guarded on the instance) would fill that
+    cache and the ninth would run eagerly. Each env compiles into its own cache instead.
+    """
+    function = method.__func__
+    copy = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__,
+                              function.__defaults__, function.__closure__)
+    copy.__qualname__, copy.__doc__ = function.__qualname__, function.__doc__
+    return types.MethodType(copy, method.__self__)
+
+
 def _rows(mask: torch.Tensor, new: Any, old: torch.Tensor) -> torch.Tensor:
     """``new`` in the rows where ``mask`` is true, else ``old`` (``new`` may be a constant; ``mask`` has one entry per row)."""
     mask = mask.reshape(mask.shape + (1,) * (old.dim() - mask.dim()))
@@ -198,7 +213,10 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         #: rewards as the array type has them: float64 in numpy (as Gymnasium's vector envs), the env's dtype in torch
         self._reward_dtype = torch.float64 if self.array == "numpy" else dtype
         options = {} if self.threads is None else {"cpp.threads": self.threads}
-        self._step_fn = torch.compile(self._batched_step, dynamic=False, options=options) if compile else self._batched_step
+        self._step_fn = torch.compile(own_code(self._batched_step), dynamic=False, options=options) if compile \
+            else self._batched_step
+        #: whether the step is compiled (``compile=True``)
+        self.compiled = bool(compile)
         self._compiled: set[tuple[bool, ...]] = set()  # the variants of the compiled step called once (see _stance)
         kind, count = self.problem.initial_draws
         #: uniform draws are integer arithmetic, the same on every device and in a compiled kernel: the step restarts
@@ -422,7 +440,7 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         step's Python. The guards that tell the compiled variants (with or without a restart, with or
         without noise) apart are still checked.
         """
-        if self._step_fn is self._batched_step or not packed or variant not in self._compiled:
+        if not self.compiled or not packed or variant not in self._compiled:
             self._compiled.add(variant)
             return contextlib.nullcontext()
         return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
@@ -459,9 +477,15 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
             episodes = episodes + restart  # their next episode (the counters advance once the step is taken)
         steps, obs = self._steps, self._obs
         packed, packed0 = self._packed()
-        with self._stance(isinstance(packed, torch.Tensor), (restart is None, noise is None)):
-            x1, x01, steps1, observation, reward, flags, actions_finite = self._step_fn(
-                steps, packed, packed0, action, noise, restart, keys, episodes)
+        inputs = steps, packed, packed0, action, noise, restart, keys, episodes
+        try:
+            with self._stance(isinstance(packed, torch.Tensor), (restart is None, noise is None)):
+                outputs = self._step_fn(*inputs)
+        except RuntimeError as error:  # a guard that does change failed (e.g. torch's thread count): compile again
+            if "skip_guard_eval_unsafe" not in str(error):
+                raise
+            outputs = self._step_fn(*inputs)
+        x1, x01, steps1, observation, reward, flags, actions_finite = outputs
         if not bool(actions_finite):  # nothing has changed; the error names the rows
             as_finite_batch("actions", action.cpu().numpy(), self.action_space.shape)
         self._steps = steps1
