@@ -6,7 +6,8 @@ Prints (and writes as markdown with ``--out``):
 2. the vector face: env-steps per second of gymnasium's ``CartPoleVectorEnv``, of
    ``DiffCartpole-v0`` (float64 eager, float32 eager, float32 ``torch.compile`` with numpy arrays and
    with torch tensors, ``array="torch"``) and, when jax and gymnax import, of gymnax's ``CartPole-v1``
-   (``jax.jit`` of ``jax.vmap``) at each N, once with 1 torch thread and once with all of them;
+   (``jax.jit`` of ``jax.vmap``) at each N, once with 1 torch thread and once with all of them (the columns
+   timed in interleaved rounds, best of each);
 3. the gradient path: forward and forward+backward time of a 100-step cartpole rollout of a
    batch of 256 under a 2x16 tanh policy, and their ratio, eager and ``RK4(compile=True)``;
 4. memory: bytes the autograd graph keeps for the backward pass (every tensor saved for
@@ -61,25 +62,36 @@ def single_step_microseconds(env_id: str, steps: int, repeats: int) -> float:
     return best_time(run, repeats) / steps * 1e6
 
 
-def vector_steps_per_second(make: Callable[[int], gym.vector.VectorEnv], num_envs: int, steps: int, repeats: int) -> float:
+def vector_runner(make: Callable[[int], gym.vector.VectorEnv], num_envs: int, steps: int) -> Callable[[], None]:
+    """A function that takes ``steps`` steps of the vector env ``make(num_envs)``, reset, warmed up (and compiled)."""
     envs = make(num_envs)
     envs.reset(seed=0)
     actions = envs.action_space.sample()
     if getattr(envs.unwrapped, "array", "numpy") == "torch":
         actions = torch.as_tensor(actions, device=envs.unwrapped.device)
-    for _ in range(3):  # warm up (and compile)
+    for _ in range(3):
         envs.step(actions)
 
     def run() -> None:
         for _ in range(steps):
             envs.step(actions)
 
-    return num_envs * steps / best_time(run, repeats)
+    return run
 
 
-def gymnax_steps_per_second(num_envs: int, steps: int, repeats: int) -> float | None:
-    """Env-steps per second of gymnax's ``CartPole-v1``: one ``jax.jit`` of ``jax.vmap`` of its step (with its
-    autoreset) per call from Python, as a learner calls it; ``None`` when jax or gymnax do not import."""
+def interleaved_rates(runs: list[Callable[[], None]], num_envs: int, steps: int, repeats: int) -> list[float]:
+    """Env-steps per second of each run, best of ``repeats`` rounds that time every run once in turn (a load that
+    comes and goes then slows each of them alike)."""
+    best = [float("inf")] * len(runs)
+    for _ in range(repeats):
+        for i, run in enumerate(runs):
+            best[i] = min(best[i], best_time(run, 1))
+    return [num_envs * steps / b for b in best]
+
+
+def gymnax_runner(num_envs: int, steps: int) -> Callable[[], None] | None:
+    """A function that takes ``steps`` steps of gymnax's ``CartPole-v1``: one ``jax.jit`` of ``jax.vmap`` of its step
+    (with its autoreset) per call from Python, as a learner calls it; ``None`` when jax or gymnax do not import."""
     try:
         import gymnax
         import jax
@@ -106,7 +118,7 @@ def gymnax_steps_per_second(num_envs: int, steps: int, repeats: int) -> float | 
 
     for _ in range(3):  # warm up (and compile)
         carry[0], carry[1], *_ = step(carry[0], carry[1], actions)
-    return num_envs * steps / best_time(run, repeats)
+    return run
 
 
 class TanhPolicy(torch.nn.Module):
@@ -191,15 +203,14 @@ def vector_face_table(emit: Callable[[str], None], args: SpeedConfig, sizes: tup
         columns["DiffCartpole float32 compiled"] = lambda n: diffcartpole(n, dtype=torch.float32, compile=True)
         columns["DiffCartpole float32 compiled, torch arrays"] = lambda n: diffcartpole(n, dtype=torch.float32, compile=True,
                                                                                         array="torch")
-    gymnax = gymnax_steps_per_second(1, 2, 1) is not None
+    gymnax = gymnax_runner(1, 1) is not None
     names = [*columns, *(["gymnax CartPole-v1 (jit + vmap, XLA's threads)"] if gymnax else [])]
     emit("| N | " + " | ".join(names) + " | best diffenvs / gymnasium |")
     emit("|---:|" + "---:|" * (len(names) + 1))
     for n in sizes:
         steps = max(20, min(2000, 400_000 // n)) // (4 if args.quick else 1)
-        rates = [vector_steps_per_second(make, n, steps, repeats) for make in columns.values()]
-        if gymnax:
-            rates.append(gymnax_steps_per_second(n, steps, repeats))
+        runs = [vector_runner(make, n, steps) for make in columns.values()] + ([gymnax_runner(n, steps)] if gymnax else [])
+        rates = interleaved_rates(runs, n, steps, repeats)
         emit(f"| {n} | " + " | ".join(f"{r / 1e6:.3f}" for r in rates)
              + f" | {max(rates[1:len(columns)]) / rates[0]:.2f} |")
 
