@@ -3,8 +3,11 @@
 Prints (and writes as markdown with ``--out``):
 
 1. the Gymnasium face: microseconds per ``env.step`` of ``CartPole-v1`` and of every diffenvs id;
-2. the vector face: env-steps per second of gymnasium's ``CartPoleVectorEnv`` and of
-   ``DiffCartpole-v0`` (float64 eager, float32 eager, float32 ``torch.compile``) at each N;
+2. the vector face: env-steps per second of gymnasium's ``CartPoleVectorEnv``, of
+   ``DiffCartpole-v0`` (float64 eager, float32 eager, float32 ``torch.compile`` with numpy arrays and
+   with torch tensors, ``array="torch"``) and, when jax and gymnax import, of gymnax's ``CartPole-v1``
+   (``jax.jit`` of ``jax.vmap``) at each N, once with 1 torch thread and once with all of them (the columns
+   timed in interleaved rounds, best of each);
 3. the gradient path: forward and forward+backward time of a 100-step cartpole rollout of a
    batch of 256 under a 2x16 tanh policy, their ratio and compile time, eager, ``RK4(compile=True)``
    and, when the extra ``speed`` is installed, the same rollout in JAX (``scripts/jax_cartpole.py``),
@@ -62,18 +65,63 @@ def single_step_microseconds(env_id: str, steps: int, repeats: int) -> float:
     return best_time(run, repeats) / steps * 1e6
 
 
-def vector_steps_per_second(make: Callable[[int], gym.vector.VectorEnv], num_envs: int, steps: int, repeats: int) -> float:
+def vector_runner(make: Callable[[int], gym.vector.VectorEnv], num_envs: int, steps: int) -> Callable[[], None]:
+    """A function that takes ``steps`` steps of the vector env ``make(num_envs)``, reset, warmed up (and compiled)."""
     envs = make(num_envs)
     envs.reset(seed=0)
     actions = envs.action_space.sample()
-    for _ in range(3):  # warm up (and compile)
+    if getattr(envs.unwrapped, "array", "numpy") == "torch":
+        actions = torch.as_tensor(actions, device=envs.unwrapped.device)
+    for _ in range(3):
         envs.step(actions)
 
     def run() -> None:
         for _ in range(steps):
             envs.step(actions)
 
-    return num_envs * steps / best_time(run, repeats)
+    return run
+
+
+def interleaved_rates(runs: list[Callable[[], None]], num_envs: int, steps: int, repeats: int) -> list[float]:
+    """Env-steps per second of each run, best of ``repeats`` rounds that time every run once in turn (a load that
+    comes and goes then slows each of them alike)."""
+    best = [float("inf")] * len(runs)
+    for _ in range(repeats):
+        for i, run in enumerate(runs):
+            best[i] = min(best[i], best_time(run, 1))
+    return [num_envs * steps / b for b in best]
+
+
+def gymnax_runner(num_envs: int, steps: int) -> Callable[[], None] | None:
+    """A function that takes ``steps`` steps of gymnax's ``CartPole-v1``: one ``jax.jit`` of ``jax.vmap`` of its step
+    (with its autoreset) per call from Python, as a learner calls it; ``None`` when jax or gymnax do not import."""
+    try:
+        import gymnax
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    env, params = gymnax.make("CartPole-v1")
+    keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
+    _, state = jax.vmap(env.reset, in_axes=(0, None))(keys, params)
+
+    @jax.jit
+    def step(keys, state, actions):
+        split = jax.vmap(jax.random.split)(keys)
+        obs, state, reward, done, *_ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(split[:, 1], state, actions, params)
+        return split[:, 0], state, obs, reward, done
+
+    actions = jnp.ones(num_envs, dtype=jnp.int32)
+    carry = [keys, state]
+
+    def run() -> None:
+        for _ in range(steps):
+            carry[0], carry[1], obs, _, _ = step(carry[0], carry[1], actions)
+        obs.block_until_ready()
+
+    for _ in range(3):  # warm up (and compile)
+        carry[0], carry[1], *_ = step(carry[0], carry[1], actions)
+    return run
 
 
 class TanhPolicy(torch.nn.Module):
@@ -162,10 +210,42 @@ class SpeedConfig:
     """also write the report as markdown to this file"""
     threads: int | None = None
     """torch intra-op threads (None: torch's own choice, one per core)"""
+    sizes: tuple[int, ...] = ()
+    """numbers of environments of the vector face (empty: 1, 64, 1024, 16384; quick: 1, 64, 1024)"""
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if any(n < 1 for n in self.sizes):
+            raise ValueError(f"sizes must be positive numbers of environments, got {self.sizes}")
+
+
+def vector_face_table(emit: Callable[[str], None], args: SpeedConfig, sizes: tuple[int, ...], repeats: int,
+                      threads: int) -> None:
+    """The vector face's table at ``threads`` torch intra-op threads (the diffenvs envs' ``threads`` option)."""
+    emit(f"## Vector face: env-steps per second (millions), {threads} torch thread{'s' if threads > 1 else ''}")
+
+    def diffcartpole(n: int, **kwargs) -> gym.vector.VectorEnv:
+        return gym.make_vec("DiffCartpole-v0", num_envs=n, vectorization_mode="vector_entry_point", threads=threads, **kwargs)
+
+    columns = {"CartPoleVectorEnv (gymnasium)": lambda n: gym.make_vec("CartPole-v1", num_envs=n,
+                                                                     vectorization_mode="vector_entry_point"),
+               "DiffCartpole float64": diffcartpole,
+               "DiffCartpole float32": lambda n: diffcartpole(n, dtype=torch.float32)}
+    if not args.no_compile:
+        columns["DiffCartpole float32 compiled"] = lambda n: diffcartpole(n, dtype=torch.float32, compile=True)
+        columns["DiffCartpole float32 compiled, torch arrays"] = lambda n: diffcartpole(n, dtype=torch.float32, compile=True,
+                                                                                        array="torch")
+    gymnax = gymnax_runner(1, 1) is not None
+    names = [*columns, *(["gymnax CartPole-v1 (jit + vmap, XLA's threads)"] if gymnax else [])]
+    emit("| N | " + " | ".join(names) + " | best diffenvs / gymnasium |")
+    emit("|---:|" + "---:|" * (len(names) + 1))
+    for n in sizes:
+        steps = max(20, min(2000, 400_000 // n)) // (4 if args.quick else 1)
+        runs = [vector_runner(make, n, steps) for make in columns.values()] + ([gymnax_runner(n, steps)] if gymnax else [])
+        rates = interleaved_rates(runs, n, steps, repeats)
+        emit(f"| {n} | " + " | ".join(f"{r / 1e6:.3f}" for r in rates)
+             + f" | {max(rates[1:len(columns)]) / rates[0]:.2f} |")
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -174,7 +254,7 @@ def main(argv: list[str] | None = None) -> str:
         torch.set_num_threads(args.threads)
     all_threads = torch.get_num_threads()
     repeats = 2 if args.quick else 5
-    sizes = (1, 64, 1024) if args.quick else (1, 64, 1024, 16384)
+    sizes = args.sizes or ((1, 64, 1024) if args.quick else (1, 64, 1024, 16384))
     lines = [f"torch {torch.__version__}, gymnasium {gym.__version__}, {torch.get_num_threads()} torch threads, "
              f"{platform.processor() or platform.machine()}", ""]
 
@@ -193,22 +273,13 @@ def main(argv: list[str] | None = None) -> str:
         emit(f"| {env_id} | {cost:.1f} | {cost / reference:.1f} |")
 
     emit()
-    emit("## Vector face: env-steps per second (millions)")
-    columns = {"CartPoleVectorEnv (gymnasium)": lambda n: gym.make_vec("CartPole-v1", num_envs=n,
-                                                                     vectorization_mode="vector_entry_point"),
-               "DiffCartpole float64": lambda n: gym.make_vec("DiffCartpole-v0", num_envs=n,
-                                                             vectorization_mode="vector_entry_point"),
-               "DiffCartpole float32": lambda n: gym.make_vec("DiffCartpole-v0", num_envs=n, dtype=torch.float32,
-                                                             vectorization_mode="vector_entry_point")}
-    if not args.no_compile:
-        columns["DiffCartpole float32 compiled"] = lambda n: gym.make_vec(
-            "DiffCartpole-v0", num_envs=n, dtype=torch.float32, compile=True, vectorization_mode="vector_entry_point")
-    emit("| N | " + " | ".join(columns) + " | best diffenvs / gymnasium |")
-    emit("|---:|" + "---:|" * (len(columns) + 1))
-    for n in sizes:
-        steps = max(20, min(2000, 400_000 // n)) // (4 if args.quick else 1)
-        rates = [vector_steps_per_second(make, n, steps, repeats) for make in columns.values()]
-        emit(f"| {n} | " + " | ".join(f"{r / 1e6:.3f}" for r in rates) + f" | {max(rates[1:]) / rates[0]:.2f} |")
+    all_threads = torch.get_num_threads()
+    for threads in sorted({1, all_threads}):
+        if threads > 1:
+            emit()
+        torch.set_num_threads(threads)
+        vector_face_table(emit, args, sizes, repeats, threads)
+    torch.set_num_threads(all_threads)
 
     emit()
     emit("## Gradient path: 100-step cartpole rollout, batch 256, 2x16 tanh policy, RK4, float32")

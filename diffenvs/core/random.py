@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from gymnasium.utils import seeding
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -76,6 +77,41 @@ def normal(key: np.ndarray, episode: np.ndarray, step: np.ndarray | int, count: 
     radius = np.sqrt(-2.0 * np.log1p(-u[..., :pairs]))  # 1 - u in (0, 1]: log is finite
     angle = 2.0 * np.pi * u[..., pairs:]
     return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)[..., :count]
+
+
+def _signed(value: int) -> int:
+    """A 64-bit pattern as the int64 that has it (torch has no unsigned 64-bit arithmetic)."""
+    value &= _MASK
+    return value - 2**64 if value >= 2**63 else value
+
+
+def _shift_right(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (torch's ``>>`` is arithmetic: the sign bits are masked off)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def _mix_tensor(z: torch.Tensor) -> torch.Tensor:
+    z = (z ^ _shift_right(z, 30)) * _signed(0xBF58476D1CE4E5B9)
+    z = (z ^ _shift_right(z, 27)) * _signed(0x94D049BB133111EB)
+    return z ^ _shift_right(z, 31)
+
+
+def uniform_tensor(key: torch.Tensor, episode: torch.Tensor, step: int, count: int) -> torch.Tensor:
+    """:func:`uniform` on torch int64 tensors (the keys' and counters' bit patterns): the same numbers, float64,
+    shape ``key.shape + (count,)``, on the keys' device.
+
+    Integer products and sums wrap modulo 2**64 in torch and in the kernels ``torch.compile`` generates, as
+    numpy's uint64 arithmetic does, so a compiled step draws inside its kernel the numbers of :func:`uniform`.
+    """
+    golden = _signed(0x9E3779B97F4A7C15)
+    h = _mix_tensor(key + golden)
+    h = _mix_tensor(h + episode * golden)
+    h = _mix_tensor(h + _signed(step * 0x9E3779B97F4A7C15))
+    columns = [_shift_right(_mix_tensor(h + _signed(i * 0x9E3779B97F4A7C15)), 11).to(torch.float64) * 2.0**-53
+               for i in range(1, count + 1)]
+    if not columns:
+        return torch.zeros(key.shape + (0,), dtype=torch.float64, device=key.device)
+    return torch.stack(columns, -1)
 
 
 def key_from_generator(generator: np.random.Generator) -> np.uint64:
