@@ -25,6 +25,7 @@ Compare ratios within one run: the machines are shared and noisy.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -255,8 +256,9 @@ def main(argv: list[str] | None = None) -> str:
     all_threads = torch.get_num_threads()
     repeats = 2 if args.quick else 5
     sizes = args.sizes or ((1, 64, 1024) if args.quick else (1, 64, 1024, 16384))
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     lines = [f"torch {torch.__version__}, gymnasium {gym.__version__}, {torch.get_num_threads()} torch threads, "
-             f"{platform.processor() or platform.machine()}", ""]
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; device: cpu (CUDA: {cuda})", ""]
 
     def emit(line: str = "") -> None:
         print(line, flush=True)
@@ -273,7 +275,6 @@ def main(argv: list[str] | None = None) -> str:
         emit(f"| {env_id} | {cost:.1f} | {cost / reference:.1f} |")
 
     emit()
-    all_threads = torch.get_num_threads()
     for threads in sorted({1, all_threads}):
         if threads > 1:
             emit()
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> str:
     emit("Rows run in turn, fastest of the rounds; JAX's XLA runs with its own threads whatever torch's setting.")
     for threads in sorted({1, all_threads}):
         torch.set_num_threads(threads)
-        rows = gradient_rows(256, 100, 3 * repeats, not args.no_compile)
+        rows = gradient_rows(256, 100, 2 * repeats, not args.no_compile)
         reference = rows.get("JAX lax.scan + jit", (None, None, None))[1]
         emit()
         emit(f"{threads} torch thread{'s' if threads > 1 else ''}:")
