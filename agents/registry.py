@@ -103,7 +103,7 @@ class Agent:
 
 
 #: modules whose import registers the built-in agents
-PLUGINS = ("agents.neural_ode", "agents.rl", "agents.analytic", "agents.identification", "agents.evolution")
+PLUGINS = ("agents.neural_ode", "agents.shac", "agents.rl", "agents.analytic", "agents.identification", "agents.evolution")
 
 _AGENTS: dict[str, Agent] = {}
 _loaded = False

@@ -1,0 +1,308 @@
+r"""Short-horizon actor-critic (SHAC) through the differentiable rollout.
+
+Xu et al., "Accelerated Policy Learning with Parallel Differentiable Simulation" (ICLR 2022).
+``num_envs`` episodes advance in lockstep through the gradient path (:func:`diffenvs.rollout`)
+in windows of :math:`h` steps. Each iteration:
+
+1. **actor**: roll the window from where the episodes stand and ascend, by backpropagation
+   through the window only, the short-horizon objective
+
+   .. math:: J(\theta) = \frac{1}{N h} \sum_{i=1}^{N} \Bigl[\sum_{t=0}^{h-1} \gamma^t r^i_t
+             + \gamma^h V_{\bar\phi}(o^i_h)\Bigr],
+
+   where :math:`V_{\bar\phi}` is the target critic and the bootstrap is dropped for an episode
+   that ended in the window (an event, or the horizon: the terminal cost is a reward of the
+   window's last step). The gradient's norm is clipped (``clip_norm``).
+2. **critic**: regress :math:`V_\phi(o_t)` on the TD(:math:`\lambda`) targets of the window
+   (:func:`lambda_returns`; states and rewards detached, values from the target critic), in
+   ``critic_iterations`` passes of ``critic_minibatches`` minibatches; then
+   :math:`\bar\phi \leftarrow \alpha \bar\phi + (1 - \alpha)\phi`.
+3. the episodes move to the window's end; when they reach ``max_steps`` all restart from
+   fresh starts (an episode that ended earlier, at an event, earns nothing until then).
+
+The defaults are the paper's for its cartpole swing-up (``examples/cfg/shac/cartpole_swing_up.yaml``
+of its code): 64 environments, windows of 32 steps, :math:`\gamma = 0.99`, :math:`\lambda = 0.95`,
+actor Adam at 1e-2 and critic Adam at 1e-3 (betas 0.7, 0.95), both decaying linearly to zero,
+16 critic passes of 4 minibatches, :math:`\alpha = 0.2`, gradient norm 1, two ELU layers of 64
+units for the critic. Two differences, stated: the actor is deterministic and is the project's
+policy network (two tanh layers of 64 units, its output squashed into the control bounds),
+and observations are not normalised by running statistics (the paper's ``obs_rms``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from agents.episodes import gym_policy
+from agents.neural_ode.config import COMPILE_FROM
+from agents.neural_ode.network import PolicyNetwork, initial_states
+from agents.registry import Agent, Budget, CurveCost, Trained, register
+from diffenvs import RK4, problem_of, rollout
+from diffenvs.core.numerics import TORCH, stack
+from diffenvs.core.problem import Problem, check_integer
+
+
+@dataclass(frozen=True)
+class ShacConfig:
+    """Hyperparameters of SHAC (the defaults: the paper's cartpole swing-up; see the module docstring)."""
+
+    iterations: int = 500
+    """Windows rolled (one actor step and one critic fit each)."""
+    num_envs: int = 64
+    """Episodes advanced in lockstep through the gradient path."""
+    horizon: int = 32
+    """Steps per window h (the last window of an episode may be shorter)."""
+    gamma: float = 0.99
+    """Discount per step."""
+    lam: float = 0.95
+    """TD(lambda) mixing of the critic's targets."""
+    actor_learning_rate: float = 1e-2
+    critic_learning_rate: float = 1e-3
+    betas: tuple[float, float] = (0.7, 0.95)
+    """Adam's betas, for both networks."""
+    critic_iterations: int = 16
+    critic_minibatches: int = 4
+    target_alpha: float = 0.2
+    """Target critic update: target <- alpha * target + (1 - alpha) * critic."""
+    clip_norm: float = 1.0
+    """Actor gradient norm clipping (0: none)."""
+    width: int = 64
+    depth: int = 2
+    dtype: str = "float32"
+    seed: int = 0
+    threads: int = 1
+    compile: str = "auto"
+    """'on', 'off' or 'auto' (on from ``COMPILE_FROM`` steps of windows, as the neural-ODE agent)."""
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "num_envs", "horizon", "critic_iterations", "critic_minibatches", "width", "depth",
+                     "threads"):
+            check_integer(name, getattr(self, name))
+        check_integer("seed", self.seed, least=0)
+        for name in ("gamma", "lam", "target_alpha"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        for name in ("actor_learning_rate", "critic_learning_rate"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+        if not (isinstance(self.clip_norm, (int, float)) and math.isfinite(self.clip_norm) and self.clip_norm >= 0):
+            raise ValueError(f"clip_norm must be a finite non-negative number, got {self.clip_norm!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.compile not in ("auto", "on", "off"):
+            raise ValueError(f"compile must be 'auto', 'on' or 'off', got {self.compile!r}")
+        if not (len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+
+
+def lambda_returns(rewards: torch.Tensor, next_values: torch.Tensor, ended: torch.Tensor, gamma: float,
+                   lam: float) -> torch.Tensor:
+    r"""TD(:math:`\lambda`) targets of a window, ``(h, N)``.
+
+    ``rewards[t]`` is :math:`r_t`, ``next_values[t]`` :math:`V(o_{t+1})` and ``ended[t]`` whether
+    the episode had ended by step :math:`t + 1` (then nothing follows: no value, no return).
+    Backwards from the window's end,
+
+    .. math:: G_{h-1} = r_{h-1} + \gamma c_{h-1} V_h, \qquad
+              G_t = r_t + \gamma c_t \bigl[(1 - \lambda) V_{t+1} + \lambda G_{t+1}\bigr],
+
+    with :math:`c_t = 1 - \text{ended}_t`: the truncated :math:`\lambda`-return, which mixes the
+    :math:`n`-step returns with weights :math:`(1-\lambda)\lambda^{n-1}` and gives the window's
+    full return the rest.
+    """
+    steps = rewards.shape[0]
+    targets = torch.empty_like(rewards)
+    following = next_values[-1]
+    for t in reversed(range(steps)):
+        carry = (1.0 - ended[t].to(rewards.dtype)) * gamma
+        mixed = next_values[t] if t == steps - 1 else (1.0 - lam) * next_values[t] + lam * following
+        targets[t] = rewards[t] + carry * mixed
+        following = targets[t]
+    return targets
+
+
+class Critic(torch.nn.Module):
+    """V(o): ``depth`` ELU layers of ``width`` units and a linear output (the paper's critic)."""
+
+    def __init__(self, observation_size: int, width: int, depth: int) -> None:
+        super().__init__()
+        sizes = [observation_size, *[width] * depth]
+        layers: list[torch.nn.Module] = []
+        for fan_in, fan_out in zip(sizes, sizes[1:]):
+            layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ELU()]
+        self.net = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], 1))
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.net(observation).squeeze(-1)
+
+
+def observations(problem: Problem, states: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+    """Observations ``(..., obs)`` of physical ``states`` ``(..., n)`` at ``times`` (broadcast against ``states[..., 0]``)."""
+    params = problem.params_like(problem.params, states)
+    x = problem.state_from_physical(states.unbind(-1), params, TORCH)
+    return stack(problem.observation(times, x, params, TORCH), like=states)
+
+
+@dataclass
+class ShacResult:
+    """The trained actor and the history of its training (one entry per window)."""
+
+    problem: Problem
+    policy: PolicyNetwork
+    critic: Critic
+    history: list[dict[str, float]]
+
+    @property
+    def transitions(self) -> int:
+        return int(self.history[-1]["transitions"]) if self.history else 0
+
+    @property
+    def seconds(self) -> float:
+        return float(self.history[-1]["seconds"]) if self.history else 0.0
+
+
+def train(env_id: str, config: ShacConfig | None = None, env_kwargs: dict[str, Any] | None = None,
+          callback: Callable[[int, dict[str, float], torch.nn.Module], bool] | None = None,
+          progress: bool = True) -> ShacResult:
+    """Train SHAC on ``env_id``; ``callback(iteration, metrics, actor)`` after each window may stop it (True)."""
+    config = ShacConfig() if config is None else config
+    if not isinstance(config, ShacConfig):
+        raise TypeError(f"config must be a ShacConfig, got {type(config).__name__}")
+    problem = problem_of(env_id, **dict(env_kwargs or {}))
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _train(problem, config, dtype, callback, progress, env_id)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback, progress: bool, env_id: str) -> ShacResult:
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    actor = PolicyNetwork(problem, config.width, config.depth).to(dtype)
+    critic = Critic(len(problem.observation_names), config.width, config.depth).to(dtype)
+    target = copy.deepcopy(critic).requires_grad_(False)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=config.actor_learning_rate, betas=config.betas)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=config.critic_learning_rate, betas=config.betas)
+    compiled = config.compile == "on" or (config.compile == "auto" and config.iterations * config.horizon >= COMPILE_FROM)
+    solver = RK4(compile=compiled)
+    n = config.num_envs
+    start = initial_states(problem, n, generator, dtype)
+    x, k, alive = start, 0, torch.ones(n, dtype=torch.bool)
+    history: list[dict[str, float]] = []
+    transitions, seconds = 0, 0.0
+    bar = tqdm(range(config.iterations), disable=not progress, desc=f"shac {env_id}", dynamic_ncols=True)
+    for iteration in bar:
+        began = time.perf_counter()
+        fraction = 1.0 - iteration / config.iterations  # linear decay of both learning rates
+        for optimizer, rate in ((actor_optimizer, config.actor_learning_rate), (critic_optimizer, config.critic_learning_rate)):
+            for group in optimizer.param_groups:
+                group["lr"] = rate * fraction
+        h = min(config.horizon, problem.max_steps - k)
+        trajectory = rollout(problem, actor, x, steps=h, first_step=k, episode_start=start, solver=solver, check=False)
+        live = alive.to(dtype)
+        rewards = trajectory.rewards * live  # an episode that ended in an earlier window earns nothing more
+        ended = trajectory.done[1:] | ~alive  # (h, N): ended by step t + 1
+        obs = observations(problem, trajectory.states, trajectory.times[:, None])  # (h + 1, N, obs)
+        discounts = config.gamma ** torch.arange(h, dtype=dtype)
+        bootstrap = target(obs[-1]) * (~ended[-1]).to(dtype)
+        objective = (discounts[:, None] * rewards).sum(0) + config.gamma ** h * bootstrap
+        actor_loss = -objective.mean() / h
+        actor_optimizer.zero_grad()
+        actor_loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(actor.parameters(),
+                                                   config.clip_norm if config.clip_norm > 0 else math.inf)
+        actor_optimizer.step()
+
+        with torch.no_grad():
+            obs = obs.detach()
+            targets = lambda_returns(rewards.detach(), target(obs[1:]), ended, config.gamma, config.lam)
+        # the pairs of live episodes: a state reached before the episode ended (done[t]: ended by step t)
+        critic_loss = _fit_critic(critic, critic_optimizer, obs[:-1], targets, alive & ~trajectory.done[:-1], config,
+                                  generator)
+        with torch.no_grad():
+            for p_target, p in zip(target.parameters(), critic.parameters()):
+                p_target.mul_(config.target_alpha).add_((1.0 - config.target_alpha) * p)
+
+        transitions += n * h
+        k += h
+        if k >= problem.max_steps:  # every episode is over: fresh starts
+            start = initial_states(problem, n, generator, dtype)
+            x, k, alive = start, 0, torch.ones(n, dtype=torch.bool)
+        else:
+            x, alive = trajectory.states[-1].detach(), alive & ~trajectory.done[-1]
+        seconds += time.perf_counter() - began
+        metrics = {"iteration": iteration, "actor_loss": actor_loss.item(), "critic_loss": critic_loss,
+                   "grad_norm": float(grad_norm), "transitions": transitions, "seconds": seconds}
+        history.append(metrics)
+        bar.set_postfix(actor=f"{metrics['actor_loss']:.4g}", critic=f"{critic_loss:.3g}")
+        if callback is not None and callback(iteration, dict(metrics), actor):
+            break
+    bar.close()
+    return ShacResult(problem, actor, critic, history)
+
+
+def _fit_critic(critic: Critic, optimizer: torch.optim.Optimizer, obs: torch.Tensor, targets: torch.Tensor,
+                counted: torch.Tensor, config: ShacConfig, generator: torch.Generator) -> float:
+    """``critic_iterations`` passes of ``critic_minibatches`` minibatches of squared error on the counted pairs."""
+    inputs, outputs = obs[counted], targets[counted]
+    if inputs.shape[0] == 0:
+        return 0.0
+    size = max(1, math.ceil(inputs.shape[0] / config.critic_minibatches))
+    total = 0.0
+    for _ in range(config.critic_iterations):
+        order = torch.randperm(inputs.shape[0], generator=generator)
+        total = 0.0
+        for first in range(0, inputs.shape[0], size):
+            index = order[first:first + size]
+            loss = (critic(inputs[index]) - outputs[index]).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * index.numel()
+    return total / inputs.shape[0]
+
+
+def budget_config(budget: Budget, seed: int, config: ShacConfig | None = None) -> ShacConfig:
+    """``config`` (default: the paper's) with as many windows as ``budget.transitions`` allows (at least one)."""
+    config = ShacConfig() if config is None else config
+    iterations = max(1, budget.transitions // (config.num_envs * config.horizon))
+    return dataclasses.replace(config, iterations=iterations, seed=seed)
+
+
+def _train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
+    config = budget_config(budget, seed)
+    problem = problem_of(env_id, **env_kwargs)
+    curve: list[dict[str, float]] = []
+    next_point = [0]
+
+    def on_step(iteration: int, metrics: dict[str, float], actor: torch.nn.Module) -> bool:
+        transitions, seconds = metrics["transitions"], metrics["seconds"]
+        stop = seconds >= budget.seconds
+        if transitions >= next_point[0] or iteration + 1 == config.iterations or stop:
+            next_point[0] = transitions + budget.eval_every
+            curve.append({"transitions": float(transitions), "seconds": float(seconds),
+                          "cost": float(curve_cost(gym_policy(actor, problem)))})
+        return stop
+
+    result = train(env_id, config, env_kwargs, callback=on_step, progress=False)
+    details = {"iterations": len(result.history), "num_envs": config.num_envs, "horizon": config.horizon,
+               "trained_on": "default"}
+    return Trained(gym_policy(result.policy, problem), curve, result.transitions, result.seconds, details)
+
+
+AGENT = register(Agent("shac", "gradient", "short-horizon actor-critic through the differentiable rollout, the SHAC "
+                       "paper's settings (agents.shac)", _train_agent, cost=3.0))
