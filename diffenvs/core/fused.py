@@ -79,9 +79,11 @@ def compiled_rollout(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] 
     if left == 0:
         return trajectory, raw
     # the steps left over, eagerly, from the chunks' end; the trajectory's clock goes on
-    tail, tail_raw = _tail(step, policy, end.unbind(-1), start, dones[-1], first_step, chunks * chunk, left, noise)
-    return Trajectory(torch.cat([trajectory.states, tail.states]), torch.cat([trajectory.controls, tail.controls]),
-                      torch.cat([trajectory.rewards, tail.rewards]), torch.cat([trajectory.done, tail.done]),
+    covered = chunks * chunk
+    tail, tail_raw = _loop(step, policy[covered:] if open_loop else policy, end.unbind(-1), start, states[-1], left,
+                           None if noise is None else noise[covered:], first_step + covered, dones[-1])
+    return Trajectory(torch.cat([trajectory.states, tail.states[1:]]), torch.cat([trajectory.controls, tail.controls]),
+                      torch.cat([trajectory.rewards, tail.rewards]), torch.cat([trajectory.done, tail.done[1:]]),
                       trajectory.times), torch.cat([raw, tail_raw])
 
 
@@ -120,26 +122,6 @@ def _runner(step: Step, policy: torch.nn.Module | None, chunk: int, noisy: bool,
     if key not in table:
         table[key] = _Chunks(step, policy, chunk, noisy, tuple(constants))
     return table[key]
-
-
-def _tail(step: Step, policy: Any, x: Components, start: Components, done: torch.Tensor, first_step: int, first: int,
-          count: int, noise: torch.Tensor | None) -> tuple[Trajectory, torch.Tensor]:
-    """The rollout's steps ``first, ..., first + count - 1`` eagerly (episode steps from ``first_step + first``).
-
-    The trajectory holds only the new states.
-    """
-    open_loop, like = isinstance(policy, torch.Tensor), step.like
-    states, controls, raw, rewards, dones = [], [], [], [], []
-    for j in range(first, first + count):
-        x, reward, done, u, unclipped = step(policy, first_step + j, x, done, policy[j] if open_loop else None,
-                                             None if noise is None else noise[j], start)
-        states.append(stack(step.problem.state_to_physical(x), like=like))
-        rewards.append(reward)
-        controls.append(u)
-        raw.append(unclipped)
-        dones.append(done)
-    return Trajectory(torch.stack(states), torch.stack(controls), torch.stack(rewards), torch.stack(dones),
-                      like.new_zeros(0)), torch.stack(raw)
 
 
 class _Chunks:

@@ -544,14 +544,14 @@ class Step:
 
 
 def _loop(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor, x: Components, start: Components,
-          states0: torch.Tensor, steps: int, noise: torch.Tensor | None, first_step: int = 0
-          ) -> tuple[Trajectory, torch.Tensor]:
+          states0: torch.Tensor, steps: int, noise: torch.Tensor | None, first_step: int = 0,
+          done: torch.Tensor | bool = False) -> tuple[Trajectory, torch.Tensor]:
     """The eager rollout: ``steps`` calls of ``step`` from ``x`` at ``first_step`` of the episode begun at ``start``.
 
-    Returns the trajectory and the controls before clipping.
+    ``done`` holds the trajectories already ended (``False``, a bool while every trajectory is
+    alike, needs no masks: see :class:`Step`). Returns the trajectory and the controls before clipping.
     """
     open_loop, like = isinstance(policy, torch.Tensor), step.like
-    done = False  # a bool while every trajectory is alike: no masks (see Step)
     states, controls, raw, rewards, dones = [states0], [], [], [], [done]
     for j in range(steps):
         x, reward, done, u, unclipped = step(policy, first_step + j, x, done, policy[j] if open_loop else None,
