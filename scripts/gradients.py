@@ -139,7 +139,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
         for ax in (top, bottom):
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3, which="both")
-    return plots.save(fig, path, "First- against zeroth-order gradients of the episode cost, same rollouts each")
+    return plots.save(fig, path, "Gradient estimates from the same rollouts")
 
 
 def table(rows: list[dict[str, Any]], lyapunov: dict[str, float]) -> str:
