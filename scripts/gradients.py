@@ -21,6 +21,7 @@ The estimators are :mod:`agents.gradients`. Writes ``results.json``, ``table.md`
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ class GradientStudyConfig:
     """Output folder (results.json, table.md, gradients.png); one run at a time writes into it."""
     envs: tuple[str, ...] = ()
     """Environment ids (default: DiffCartpole-v0, and DiffDoublePendulum-v0 where registered)."""
+    env_kwargs: str = ""
+    """JSON of environment settings applied to every environment, e.g. '{"initial_angle": 0.5}' (starts near upright)."""
     horizons: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
     """Horizons T in seconds."""
     batch: int = 32
@@ -74,13 +77,20 @@ class GradientStudyConfig:
             raise ValueError(f"horizons must be positive numbers of seconds, got {self.horizons!r}")
         if not self.sigma > 0:
             raise ValueError(f"sigma must be positive, got {self.sigma!r}")
+        try:
+            settings = json.loads(self.env_kwargs) if self.env_kwargs else {}
+        except json.JSONDecodeError as error:
+            raise ValueError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r} ({error})") from error
+        if not isinstance(settings, dict):
+            raise ValueError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}")
 
 
 def study(env_id: str, horizon: float, config: GradientStudyConfig, generator: torch.Generator) -> dict[str, Any]:
     """Both estimators on ``env_id`` cut to ``horizon`` seconds: norms, variances, errors, adjoint, timings."""
-    base = problem_of(env_id)
+    settings = json.loads(config.env_kwargs) if config.env_kwargs else {}
+    base = problem_of(env_id, **settings)
     steps = max(1, round(horizon / base.dt))
-    problem = problem_of(env_id, max_steps=steps)
+    problem = problem_of(env_id, **{**settings, "max_steps": steps})
     mlp = BatchedMlp(problem, (len(problem.observation_names), *config.sizes, problem.control_dim))
     theta = mlp.initial(torch.Generator().manual_seed(config.seed))
     cost = episode_cost(problem, mlp)
@@ -181,8 +191,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for env_id, horizon in tqdm([(e, h) for e in envs for h in config.horizons], desc="gradient study"):
             rows.append(study(env_id, horizon, config, generator))
         for env_id in envs:
-            longest = max(config.horizons)
-            problem = problem_of(env_id, max_steps=max(1, round(longest / problem_of(env_id).dt)))
+            longest, settings = max(config.horizons), json.loads(config.env_kwargs) if config.env_kwargs else {}
+            problem = problem_of(env_id, **{**settings, "max_steps": max(1, round(longest / problem_of(env_id, **settings).dt))})
             mlp = BatchedMlp(problem, (len(problem.observation_names), *config.sizes, problem.control_dim))
             theta = mlp.initial(torch.Generator().manual_seed(config.seed))
             starts = initial_states(problem, 8, generator)
