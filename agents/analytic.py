@@ -16,6 +16,10 @@ environment is compared with; :func:`analytic_agent` the controller behind an ag
   cost :math:`s_0^\top P s_0`, and the finite-horizon cost :math:`s_0^\top P(0) s_0` of the
   Riccati ODE :math:`-\dot P = A^\top P + PA - PBR^{-1}B^\top P + Q`, :math:`P(T) = 0`
   (the optimum of the linear system with continuous control over :math:`T`).
+* Double pendulum on a cart near upright: the same LQR construction on its linearisation
+  about :math:`\theta_1 = \theta_2 = 0` (:meth:`diffenvs.double_pendulum.DoublePendulum.linearisation`)
+  with :math:`Q = \mathrm{diag}(10^{-4}, 100, 100, 0, 0, 0)`, :math:`R = 10^{-2}`. Its swing-up
+  from hanging has no closed form either (reference optimum 0, a lower bound).
 * Cartpole swing-up from hanging: no closed form. The cost
   :math:`\phi(T)^2 + \dot\phi(T)^2 \ge 0` and the report's swing-up reaches ~0, so the
   reference optimum is 0 (a lower bound) and there is no reference controller.
@@ -46,6 +50,9 @@ from diffenvs import problem_of
 from diffenvs.cartpole import FORCE_WEIGHT, STATE_WEIGHTS, Cartpole, CartpoleParams
 from diffenvs.core.numerics import TORCH, wrap_angle
 from diffenvs.decay_design import DecayDesign
+from diffenvs.double_pendulum import FORCE_WEIGHT as DOUBLE_PENDULUM_FORCE_WEIGHT
+from diffenvs.double_pendulum import STATE_WEIGHTS as DOUBLE_PENDULUM_STATE_WEIGHTS
+from diffenvs.double_pendulum import DoublePendulum
 from diffenvs.isochronism import Isochronism, harmonic_force
 from diffenvs.zermelo import Zermelo, ZermeloParams, wind
 
@@ -156,15 +163,20 @@ def cartpole_state(observation: Any, ns: Any = TORCH) -> tuple[Any, Any, Any, An
 
 
 class LinearFeedback(torch.nn.Module):
-    r"""The cartpole's LQR controller :math:`f = -Ks` on the observed state, clamped to ``±max_force``."""
+    r"""The LQR controller :math:`f = -Ks` on the observed state, clamped to ``±max_force``.
 
-    def __init__(self, problem: Cartpole, gain: np.ndarray):
+    ``state`` maps observations ``(..., obs)`` to the components of :math:`s` (wrapped
+    angles); the default reads a cartpole observation (:func:`cartpole_state`).
+    """
+
+    def __init__(self, problem: Any, gain: np.ndarray, state: Callable[[torch.Tensor], tuple[Any, ...]] | None = None):
         super().__init__()
         self.problem = problem
+        self.state = cartpole_state if state is None else state
         self.register_buffer("gain", torch.as_tensor(np.asarray(gain, np.float64).reshape(1, -1)))
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        state = torch.stack(cartpole_state(observation), -1)
+        state = torch.stack(self.state(observation), -1)
         force = -(state * self.gain.to(state.dtype)).sum(-1, keepdim=True)
         return force.clamp(self.problem.control_low[0], self.problem.control_high[0])
 
@@ -180,6 +192,34 @@ def wrapped_states(states: np.ndarray) -> np.ndarray:
     """Cartpole states ``(k, 4)`` with the pole angle wrapped to (-pi, pi]."""
     s = np.array(states, dtype=np.float64).reshape(-1, 4)
     s[:, 2] = wrap_angle(s[:, 2], np)
+    return s
+
+
+# ---- Double pendulum on a cart: LQR about upright ------------------------------------
+def double_pendulum_lqr_weights() -> tuple[np.ndarray, np.ndarray]:
+    """The double pendulum's quadratic-cost weights :math:`Q` (6 x 6) and :math:`R` (1 x 1)."""
+    return np.diag(DOUBLE_PENDULUM_STATE_WEIGHTS), np.array([[DOUBLE_PENDULUM_FORCE_WEIGHT]])
+
+
+def double_pendulum_state(observation: Any, ns: Any = TORCH) -> tuple[Any, ...]:
+    r"""The state :math:`(x, \theta_1, \theta_2, \dot x, \dot\theta_1, \dot\theta_2)` (wrapped angles) from a
+    double-pendulum observation ``(..., 9)``."""
+    return (observation[..., 0], ns.atan2(observation[..., 2], observation[..., 1]),
+            ns.atan2(observation[..., 4], observation[..., 3]), observation[..., 5], observation[..., 6],
+            observation[..., 7])
+
+
+def double_pendulum_lqr_policy(problem: DoublePendulum) -> LinearFeedback:
+    """The LQR controller about upright for ``problem``'s constants and quadratic-cost weights."""
+    a, b = problem.linearisation()
+    gain, _ = lqr(a, b, *double_pendulum_lqr_weights())
+    return LinearFeedback(problem, gain, double_pendulum_state)
+
+
+def wrapped_double_pendulum_states(states: np.ndarray) -> np.ndarray:
+    """Double-pendulum states ``(k, 6)`` with both pole angles wrapped to (-pi, pi]."""
+    s = np.array(states, dtype=np.float64).reshape(-1, 6)
+    s[:, 1:3] = wrap_angle(s[:, 1:3], np)
     return s
 
 

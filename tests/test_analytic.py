@@ -182,7 +182,7 @@ def test_analytic_agents_only_on_their_own_environment() -> None:
     assert isinstance(analytic.analytic_agent("pontryagin", "DiffZermelo-v0"), analytic.PontryaginPolicy)
     assert isinstance(analytic.analytic_agent("lqr", "DiffCartpole-v0", UPRIGHT), analytic.LinearFeedback)
     assert isinstance(analytic.analytic_agent("harmonic", "DiffIsochronism-v0"), analytic.HarmonicField)
-    with pytest.raises(ValueError, match="'lqr' is the analytic answer of DiffCartpole-v0 only"):
+    with pytest.raises(ValueError, match="'lqr' is the analytic answer of DiffCartpole-v0 and DiffDoublePendulum-v0 only"):
         analytic.analytic_agent("lqr", "DiffZermelo-v0")
     with pytest.raises(ValueError, match="agent must be one of"):
         analytic.analytic_agent("ppo", "DiffZermelo-v0")

@@ -350,7 +350,7 @@ def test_one_horizon_convention_with_the_old_names_deprecated(env_id: str) -> No
 def test_default_horizons_are_unchanged() -> None:
     expected = {"DiffCartpole-v0": (100, 0.02, 2.0), "DiffZermelo-v0": (500, 0.02, 10.0),
                 "DiffIsochronism-v0": (1000, 2 * math.pi / 1000, 2 * math.pi), "DiffLinearSysID-v0": (100, 1.0, 100.0),
-                "DiffDecayDesign-v0": (10, 1.0, 10.0)}
+                "DiffDecayDesign-v0": (10, 1.0, 10.0), "DiffDoublePendulum-v0": (200, 0.02, 4.0)}
     for env_id, (max_steps, dt, horizon) in expected.items():
         problem = diffenvs.problem_of(env_id)
         assert (problem.max_steps, problem.dt, problem.horizon) == (max_steps, dt, horizon)

@@ -26,6 +26,7 @@ EXACT = {"DiffIsochronism-v0"}
 LAST_BIT = {
     "DiffZermelo-v0": "exp (the wind), sin and cos (the heading), erf (the timeout cost)",
     "DiffCartpole-v0": "sin and cos (the vector field, the observation)",
+    "DiffDoublePendulum-v0": "sin and cos (the vector field, the observation)",
     "DiffLinearSysID-v0": "sqrt (the control's ball), log1p in the noise draws, the LAPACK solve of the estimate",
     "DiffDecayDesign-v0": "exp and log1p (the measurement, the information gain), log1p in the noise draws",
 }
