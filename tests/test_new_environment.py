@@ -26,7 +26,7 @@ def test_its_card_is_read_by_the_generic_layers() -> None:
     assert benchmark.budget("full", ENV_ID, "ppo") == benchmark.DEFAULT_BUDGETS["full"]["rl"]  # nothing set: the default
     assert neural_ode.default_config(ENV_ID).batch_size == 4
     # the agents that need nothing more than a definition apply; those that need a reference or a linear system do not
-    assert set(registry.applicable(ENV_ID)) == {"neural-ode", "neural-ode-default", "es", "cma-es", "ppo", "sac", "td3"}
+    assert set(registry.applicable(ENV_ID)) == {"neural-ode", "neural-ode-default", "shac", "es", "cma-es", "ppo", "sac", "td3"}
 
 
 def test_one_neural_ode_training_step() -> None:

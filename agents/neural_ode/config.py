@@ -23,9 +23,10 @@ Callback = Callable[[int, dict[str, float], torch.nn.Module], bool]
 
 
 #: steps of training rollouts (loss evaluations x rollout steps) from which ``compile='auto'`` compiles: the
-#: compiled chunks save about 1 ms per step of a cartpole or Zermelo rollout and take 20-40 s to compile
-#: (``scripts/bench_envs.py``), so below some 20,000 steps eager is as fast
-COMPILE_FROM = 20_000
+#: compiled chunks save 85-98% of a step's eager time (cartpole 276 -> 40 ms per Adam iteration of 8 x 100 steps;
+#: a Zermelo rollout 1.72 s -> 31 ms), but compiling took 40 s to 12 min on a loaded 2-core CPU
+#: (``scripts/bench_envs.py``, ``scripts/train.py``): from 100,000 steps the saving outweighs the worst compile seen
+COMPILE_FROM = 100_000
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class NeuralOdeConfig:
     compile: str = "auto"
     """'on': training rollouts in compiled chunks (``RK4(compile=True)``: tens of seconds to compile, then several
     times faster); 'off': eager; 'auto': on where it pays, with the fixed-step solver and backpropagation and at least
-    ``COMPILE_FROM`` steps of training rollouts (loss evaluations x rollout steps)."""
+    ``COMPILE_FROM`` (100,000) steps of training rollouts (loss evaluations x rollout steps)."""
     checkpoint_every: int = 25
     """Iterations between checkpoints (when a checkpoint path is given)."""
 
