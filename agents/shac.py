@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from agents.episodes import gym_policy
+from agents.episodes import TrainedNetwork, gym_policy
 from agents.neural_ode.config import COMPILE_FROM
 from agents.neural_ode.network import PolicyNetwork, initial_states
 from agents.registry import Agent, Budget, CurveCost, Trained, register
@@ -155,21 +155,13 @@ def observations(problem: Problem, states: torch.Tensor, times: torch.Tensor) ->
 
 
 @dataclass
-class ShacResult:
-    """The trained actor and the history of its training (one entry per window)."""
+class ShacResult(TrainedNetwork):
+    """The trained actor (``policy``), its critic and the history of its training (one entry per window)."""
 
     problem: Problem
     policy: PolicyNetwork
     critic: Critic
     history: list[dict[str, float]]
-
-    @property
-    def transitions(self) -> int:
-        return int(self.history[-1]["transitions"]) if self.history else 0
-
-    @property
-    def seconds(self) -> float:
-        return float(self.history[-1]["seconds"]) if self.history else 0.0
 
 
 def train(env_id: str, config: ShacConfig | None = None, env_kwargs: dict[str, Any] | None = None,
@@ -301,7 +293,7 @@ def _train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Bud
     result = train(env_id, config, env_kwargs, callback=on_step, progress=False)
     details = {"iterations": len(result.history), "num_envs": config.num_envs, "horizon": config.horizon,
                "trained_on": "default"}
-    return Trained(gym_policy(result.policy, problem), curve, result.transitions, result.seconds, details)
+    return Trained(result.gym_policy(), curve, result.transitions, result.seconds, details)
 
 
 AGENT = register(Agent("shac", "gradient", "short-horizon actor-critic through the differentiable rollout, the SHAC "
