@@ -268,16 +268,21 @@ def _fit_critic(critic: Critic, optimizer: torch.optim.Optimizer, obs: torch.Ten
     return total / inputs.shape[0]
 
 
-def budget_config(budget: Budget, seed: int, config: ShacConfig | None = None) -> ShacConfig:
-    """``config`` (default: the paper's) with as many windows as ``budget.transitions`` allows (at least one)."""
+def budget_config(budget: Budget, seed: int, max_steps: int, config: ShacConfig | None = None) -> ShacConfig:
+    """``config`` (default: the paper's) with as many windows as ``budget.transitions`` allows (at least one).
+
+    An episode of ``max_steps`` steps takes ``ceil(max_steps / horizon)`` windows (the last one
+    shorter), so a window averages ``max_steps / ceil(max_steps / horizon)`` steps of every environment.
+    """
     config = ShacConfig() if config is None else config
-    iterations = max(1, budget.transitions // (config.num_envs * config.horizon))
+    windows = math.ceil(max_steps / config.horizon)
+    iterations = max(1, int(budget.transitions * windows // (config.num_envs * max_steps)))
     return dataclasses.replace(config, iterations=iterations, seed=seed)
 
 
 def _train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
-    config = budget_config(budget, seed)
     problem = problem_of(env_id, **env_kwargs)
+    config = budget_config(budget, seed, problem.max_steps)
     curve: list[dict[str, float]] = []
     next_point = [0]
 

@@ -59,3 +59,12 @@ def test_shac_is_a_benchmark_agent_on_every_environment() -> None:
 def test_bad_settings_name_the_field(field, value) -> None:
     with pytest.raises(ValueError, match=field):
         ShacConfig(**{field: value})
+
+
+def test_the_budget_counts_the_short_last_window() -> None:
+    """100-step episodes in windows of 32 take 4 windows (32, 32, 32, 4): 64 x 100 transitions per 4 windows."""
+    from agents.registry import Budget
+    from agents.shac import budget_config
+
+    config = budget_config(Budget(64 * 100 * 10), 0, 100)
+    assert config.iterations == 40  # ten episodes: every transition of the budget used, none more
