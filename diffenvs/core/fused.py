@@ -44,7 +44,7 @@ from torch.func import functional_call, vjp
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from diffenvs.core.numerics import Components, stack
-from diffenvs.core.rollout import Step, Trajectory, _loop
+from diffenvs.core.rollout import Step, Trajectory, _loop, tensor_fields
 
 #: compiled chunk pairs per policy module (open-loop rollouts: under ``None``), then per signature
 _CACHE: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, _Chunks]] = weakref.WeakKeyDictionary()
@@ -61,7 +61,7 @@ def compiled_rollout(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] 
     and where the rollout is shorter than a chunk.
     """
     open_loop = isinstance(policy, torch.Tensor)
-    constants = _tensor_fields(step.params)
+    constants = tensor_fields(step.params)
     chunks = steps // chunk
     if (chunks == 0 or (not open_loop and not isinstance(policy, torch.nn.Module))
             or any(t.requires_grad for t in constants.values()) or (noise is not None and noise.requires_grad)):
@@ -85,13 +85,6 @@ def compiled_rollout(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] 
     return Trajectory(torch.cat([trajectory.states, tail.states[1:]]), torch.cat([trajectory.controls, tail.controls]),
                       torch.cat([trajectory.rewards, tail.rewards]), torch.cat([trajectory.done, tail.done[1:]]),
                       trajectory.times), torch.cat([raw, tail_raw])
-
-
-def _tensor_fields(params: Any) -> dict[str, torch.Tensor]:
-    """The tensor fields of a dataclass of constants (inputs of the compiled code, not constants of it)."""
-    if not dataclasses.is_dataclass(params):
-        return {}
-    return {f.name: v for f in dataclasses.fields(params) if isinstance(v := getattr(params, f.name), torch.Tensor)}
 
 
 def _signature(value: Any) -> Any:

@@ -54,9 +54,10 @@ class RK4:
     """Fixed-step classical Runge--Kutta, one stage set per environment step (the default).
 
     ``compile=True`` runs the horizon as compiled chunks of ``chunk`` steps
-    (:mod:`diffenvs.core.fused`): forward, one ``torch.compile``d call per chunk without an
-    autograd graph; backward, one compiled vector-Jacobian product per chunk, in reverse, that
-    recomputes the chunk from its saved start. Tens of seconds to compile on the first call for
+    (:mod:`diffenvs.core.fused`: traced with ``make_fx``, compiled by TorchInductor): forward, one
+    call per chunk without an autograd graph; backward, one compiled vector-Jacobian product per
+    chunk, in reverse, that recomputes the chunk from its saved start. Seconds to minutes to
+    compile (longer chunks compile longer) on the first call for
     a given problem, policy and batch shape, then several times faster than eager at small
     batches (``scripts/bench_envs.py``). Gradients flow to the policy's parameters, ``x0`` and
     an open-loop tensor of controls; a rollout that asks for more (a callable policy that is
@@ -236,10 +237,11 @@ def _adjoint_feedback_rollout(problem: OdeProblem, policy: torch.nn.Module, obse
     return Trajectory(states, controls, rewards, done, times), raw
 
 
-def _param_tensors(params: Any) -> list[torch.Tensor]:
+def tensor_fields(params: Any) -> dict[str, torch.Tensor]:
+    """The tensor fields of a dataclass of constants, by name (none for anything else)."""
     if not dataclasses.is_dataclass(params):
-        return []
-    return [v for f in dataclasses.fields(params) if isinstance(v := getattr(params, f.name), torch.Tensor)]
+        return {}
+    return {f.name: v for f in dataclasses.fields(params) if isinstance(v := getattr(params, f.name), torch.Tensor)}
 
 
 def _checked_params(problem: Problem, params: Any) -> Any:
@@ -450,7 +452,7 @@ def rollout(
 
     params = problem.params_like(_checked_params(problem, params), x0)
     policy_parameters = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
-    leaves = [p for p in (*policy_parameters, *_param_tensors(params)) if p.requires_grad]
+    leaves = [p for p in (*policy_parameters, *tensor_fields(params).values()) if p.requires_grad]
     if isinstance(solver, Adjoint) and any(not p.is_leaf for p in leaves):
         raise ValueError("with the Adjoint solver, tensors in params and the policy's parameters must be leaf tensors")
     integrate = rk4_step if isinstance(solver, RK4) else _odeint_integrator(solver, leaves)
@@ -488,7 +490,7 @@ class Step:
     """One step of every trajectory of a rollout: the loop's body, the same for the eager loop and the compiled chunks.
 
     ``problem``, ``params`` (tensors of the rollout's dtype), ``control`` (``"sampled"`` or
-    ``"feedback"``), the one-step ``integrate``-or, the ``batch`` size, ``like`` (a tensor of the
+    ``"feedback"``), the one-step integrator ``integrate``, the ``batch`` size, ``like`` (a tensor of the
     rollout's dtype and device) and ``check_each`` (check each step's control before integrating it).
     """
 
