@@ -82,7 +82,7 @@ class Card:
     neural_ode: Callable[[Mapping[str, Any]], dict[str, Any]] = _no_overrides
     """``env_kwargs -> NeuralOdeConfig overrides``: the tuned settings of the neural-ODE agent."""
     rl_objective: TrainingObjective | None = None
-    """The reward the RL baselines train on (``None``: the default objective)."""
+    """The reward the critic-based learners (the RL baselines and SHAC) train on (``None``: the default objective)."""
     rl_hyperparameters: dict[str, Hyperparameters] = field(default_factory=dict)
     """SB3 hyperparameters per algorithm (absent: :class:`agents.rl.Hyperparameters` defaults)."""
     protocol: Protocol = field(default_factory=Protocol)

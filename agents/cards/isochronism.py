@@ -60,6 +60,8 @@ CARD = register(Card(
         # zeroth-order agents at a tenth of it. Every baseline runs with both observations (the variant below).
         "full": {"gradient": Budget(tuned_run_transitions(TUNED, 1000), eval_every=2_560_000),
                  "zeroth-order": Budget(6_400_000, eval_every=256_000), "ppo": Budget(100_000, eval_every=5_000),
+                 # SHAC as the zeroth-order agents: its critic fit makes a window cost several rollouts of it
+                 "shac": Budget(6_400_000, eval_every=256_000),
                  "sac": Budget(20_000, eval_every=2_000), "td3": Budget(20_000, eval_every=2_000),
                  # the untuned agent: the report's 300 iterations of one 1000-step trajectory
                  "neural-ode-default": Budget(300_000, eval_every=30_000)},

@@ -59,7 +59,7 @@ CARD = register(Card(
         # equal footing: the neural-ODE agent's tuned run (160k transitions) for every learning agent, except SAC and
         # TD3, capped at the zoo's 20k for Pendulum-v1 (an off-policy update per transition); the planner keeps its
         # own 60k (it simulates its plans and plays experiments)
-        "full": {"neural-ode": Budget(tuned_run_transitions(TUNED, 100), eval_every=8_000),
+        "full": {"gradient": Budget(tuned_run_transitions(TUNED, 100), eval_every=8_000),
                  "planning": Budget(60_000), "zeroth-order": Budget(160_000, eval_every=8_000),
                  "ppo": Budget(160_000, eval_every=8_000), "sac": Budget(20_000, eval_every=1_000),
                  "td3": Budget(20_000, eval_every=1_000), "neural-ode-default": Budget(160_000, eval_every=8_000)},
