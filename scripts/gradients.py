@@ -22,6 +22,7 @@ The estimators are :mod:`agents.gradients`. Writes ``results.json``, ``table.md`
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         wall = time.perf_counter() - began
         results = {"config": config.__dict__, "rows": rows, "lyapunov": lyapunov, "wall_time": wall}
         write_json(out / "results.json", results)
-        command = " ".join(sys.argv[1:] if argv is None else argv)
+        command = shlex.join(sys.argv[1:] if argv is None else argv)  # quoted: a reader can paste it
         write_text(out / "table.md", text + f"\nWall time {wall:.0f} s: `python scripts/gradients.py {command}`.\n")
     print(f"wrote {out / 'results.json'}, {out / 'table.md'} and {figure} in {wall:.0f} s")
     return results
