@@ -265,17 +265,20 @@ class Reference:
     physical controls) or ``None`` where there is no closed form; ``analytic(states)`` gives
     the analytic numbers for the evaluation starts ``states`` (physical, ``(episodes, n)``),
     with at least ``"optimum"`` (the optimal cost, averaged over the starts; ``None`` if
-    unknown); ``probe(episode)`` gives ``(label, coordinates, observations)`` on which the
-    learned and the reference controls are compared (``episode`` is the reference's own
-    Gymnasium episode from the first start, ``None`` without a policy); ``plane`` names two
-    state indices drawn against each other.
+    unknown); ``analytic(states, seed)`` plays episode ``i`` as ``reset(seed=seed + i)`` from
+    ``states[i]``, which matters where noise in the episode, not only its start, is drawn
+    from the seed (system identification, the decay design); ``probe(episode)`` gives
+    ``(label, coordinates, observations)`` on which the learned and the reference controls are
+    compared (``episode`` is the reference's own Gymnasium episode from the first start, ``None``
+    without a policy); ``plane`` names two state indices drawn against each other.
     """
 
     name: str
     description: str
     problem: Any
     policy: torch.nn.Module | None
-    analytic: Callable[[np.ndarray], dict[str, float | None]]
+    analytic: Callable[..., dict[str, float | None]]
+    """``(states, seed=EVAL_SEED) -> numbers`` (see above)."""
     probe: Callable[[Episode | None], tuple[str, np.ndarray, np.ndarray]] | None = None
     plane: tuple[int, int] | None = None
 

@@ -354,6 +354,22 @@ def test_best_gap_and_time_to_target_use_the_validation_reference() -> None:
     assert time_to_target(result, reference, 0.1) == (5, 1.0)
 
 
+def test_the_validation_reference_plays_the_validation_episodes_noise_and_all() -> None:
+    """The decay design draws its measurement noise from the reset seed: the greedy design's validation cost is its
+    cost on the validation episodes, not on the test episodes' noise from the validation starts."""
+    from agents.benchmark.reference import compute_reference
+    from agents.cards import Protocol
+    from agents.episodes import gym_policy
+
+    env_id, episodes = "DiffDecayDesign-v0", 4
+    reference = compute_reference(env_id, Protocol(episodes=episodes))
+    problem = diffenvs.problem_of(env_id)
+    greedy = gym_policy(analytic.GreedyDesign(problem), problem)
+    for split, seed in ((reference, benchmark.TEST_SEED), (reference["validation"], benchmark.VALIDATION_SEED)):
+        assert split["optimum"] == pytest.approx(float(evaluate(env_id, greedy, episodes, {}, seed).mean()), rel=1e-12)
+    assert reference["validation"]["optimum"] != reference["optimum"]
+
+
 # ---- statistics --------------------------------------------------------------------------------
 def test_iqm_and_its_interval_against_a_hand_computation() -> None:
     assert stats.iqm([7, 1, 100, 3, 2, 6, 5, 4]) == pytest.approx(4.5)  # drop 2 at each end: mean of 3, 4, 5, 6

@@ -38,7 +38,7 @@ def compute_reference(env_id: str, proto: Protocol) -> dict[str, Any]:
     numbers = {}
     for split, seed in (("test", TEST_SEED), ("validation", VALIDATION_SEED)):
         zero_cost = float(evaluate(env_id, lambda observation: zeros, proto.episodes, kwargs, seed).mean())
-        optimum = None if reference is None else reference.analytic(start_states(env_id, kwargs, proto.episodes, seed))
+        optimum = None if reference is None else reference.analytic(start_states(env_id, kwargs, proto.episodes, seed), seed)
         numbers[split] = {"optimum": None if optimum is None else optimum["optimum"], "zero_action_cost": zero_cost}
     result: dict[str, Any] = {"env_id": env_id, "protocol": dataclasses.asdict(proto), **numbers["test"],
                               "validation": numbers["validation"], "name": None, "description": "no reference"}

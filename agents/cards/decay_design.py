@@ -8,7 +8,7 @@ import numpy as np
 
 from agents import analytic
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
-from agents.episodes import Episode, evaluate, gym_policy
+from agents.episodes import EVAL_SEED, Episode, evaluate, gym_policy
 from agents.registry import Budget
 from agents.rl_zoo import from_zoo
 from diffenvs import problem_of
@@ -21,8 +21,8 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
     problem = problem_of(env_id, **env_kwargs)
     greedy = analytic.GreedyDesign(problem)
 
-    def greedy_cost(states: np.ndarray) -> dict[str, float | None]:  # the Gymnasium episodes from the same starts
-        costs = evaluate(env_id, gym_policy(greedy, problem), len(states), env_kwargs, states=states)
+    def greedy_cost(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float | None]:  # the same Gymnasium episodes
+        costs = evaluate(env_id, gym_policy(greedy, problem), len(states), env_kwargs, seed, states)
         return {"optimum": float(costs.mean())}
 
     def belief_probe(episode: Episode | None) -> tuple[str, np.ndarray, np.ndarray]:

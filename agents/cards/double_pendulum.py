@@ -14,6 +14,7 @@ import numpy as np
 from agents import analytic
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
 from agents.cards.cartpole import QUADRATIC, SWING_UP, ZOO
+from agents.episodes import EVAL_SEED
 from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
 from agents.rl import TrainingObjective
@@ -31,7 +32,7 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
     """Swing-up: the lower bound 0 (no controller). Quadratic cost: LQR and the finite-horizon Riccati cost."""
     problem = problem_of(env_id, **env_kwargs)
     if problem.cost == "terminal":
-        def swing_up(states: np.ndarray) -> dict[str, float | None]:
+        def swing_up(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float | None]:
             return {"optimum": 0.0}
 
         return analytic.Reference("swing-up", "no closed form for the swing-up of a double pendulum; the cost "
@@ -43,7 +44,7 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
     gain, p = analytic.lqr(a, b, q, r)
     p_finite = analytic.finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
 
-    def lqr_costs(states: np.ndarray) -> dict[str, float | None]:
+    def lqr_costs(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float | None]:
         s = analytic.wrapped_double_pendulum_states(states)
         return {"optimum": float(np.mean(np.einsum("bi,ij,bj->b", s, p_finite, s))),
                 "infinite_horizon_lqr": float(np.mean(np.einsum("bi,ij,bj->b", s, p, s))),

@@ -8,7 +8,7 @@ import numpy as np
 
 from agents import analytic
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
-from agents.episodes import evaluate
+from agents.episodes import EVAL_SEED, evaluate
 from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
 from agents.rl import ALGORITHMS
@@ -32,9 +32,9 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference | N
     problem = problem_of(env_id, **env_kwargs)
     if not identification.fixed_truth(problem):
         return None
-    def oracle_cost(states: np.ndarray) -> dict[str, float | None]:
+    def oracle_cost(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float | None]:
         policy = identification.oracle_policy(problem, seed=0)
-        costs = evaluate(env_id, policy, len(states), env_kwargs, states=states)
+        costs = evaluate(env_id, policy, len(states), env_kwargs, seed, states)
         return {"optimum": float(costs.mean())}
 
     return analytic.Reference("oracle", "differentiable planning on the true A (agents.planning), evaluated by the "

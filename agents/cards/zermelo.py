@@ -8,6 +8,7 @@ import numpy as np
 
 from agents import analytic
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
+from agents.episodes import EVAL_SEED
 from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
 from agents.rl import ALGORITHMS
@@ -25,7 +26,7 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
     problem = problem_of(env_id, **env_kwargs)
     params = problem.params
 
-    def optimum(states: np.ndarray) -> dict[str, float | None]:
+    def optimum(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float | None]:
         return {"optimum": float(np.mean([s[0] + analytic.pontryagin_deviation(params, float(s[1])) for s in states]))}
 
     return analytic.Reference(
