@@ -114,6 +114,21 @@ def test_what_the_chunks_cannot_carry_runs_eagerly(monkeypatch: pytest.MonkeyPat
     assert torch.isfinite(gradient)
 
 
+def test_a_state_of_matrices_runs_eagerly_and_equals_the_eager_rollout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """System identification's internal state carries (batch, d, d) statistics, which chunks of (batch, n) states do
+    not: compiled, it takes the eager loop, with the eager result."""
+    from diffenvs.linear_sysid import LinearSysID
+
+    problem = LinearSysID(max_steps=6)
+    policy = TanhPolicy(problem)
+    x0 = torch.zeros(2, problem.d, dtype=torch.float64)
+    calls = []
+    monkeypatch.setattr(fused, "_runner", lambda *args, **kwargs: calls.append(args))
+    compiled = rollout_and_gradients(problem, policy, x0, diffenvs.RK4(compile=True, chunk=2))
+    assert calls == []
+    assert_same(compiled, rollout_and_gradients(problem, policy, x0, diffenvs.RK4()))
+
+
 @pytest.mark.parametrize("chunk", [0, -1, 2.0, True])
 def test_chunk_must_be_a_positive_integer(chunk) -> None:
     with pytest.raises(ValueError, match="chunk"):

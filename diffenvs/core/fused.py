@@ -64,7 +64,8 @@ def compiled_rollout(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] 
     constants = tensor_fields(step.params)
     chunks = steps // chunk
     if (chunks == 0 or (not open_loop and not isinstance(policy, torch.nn.Module))
-            or any(t.requires_grad for t in constants.values()) or (noise is not None and noise.requires_grad)):
+            or any(t.requires_grad for t in constants.values()) or (noise is not None and noise.requires_grad)
+            or any(component.shape != (step.batch,) for component in x)):  # the chunks carry (batch, n) states
         return _loop(step, policy, x, start, states0, steps, noise, first_step)
     runner = _runner(step, None if open_loop else policy, chunk, noise is not None, constants)
     like = step.like

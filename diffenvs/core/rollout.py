@@ -62,7 +62,9 @@ class RK4:
     batches (``scripts/bench_envs.py``). Gradients flow to the policy's parameters, ``x0`` and
     an open-loop tensor of controls; a rollout that asks for more (a callable policy that is
     not a ``torch.nn.Module``, tensor fields of ``params`` or ``noise`` that require grad) runs
-    eagerly. Leave it off under ``torch.func`` transforms and for one-off rollouts.
+    eagerly, and so does a problem whose internal state is not one number per trajectory and
+    component (system identification carries matrices). Leave it off under ``torch.func``
+    transforms and for one-off rollouts.
     """
 
     compile: bool = False
