@@ -455,6 +455,18 @@ def test_seeds_per_mode_with_a_card_override(monkeypatch) -> None:
     assert benchmark.BenchmarkConfig().seed_list is None and benchmark.BenchmarkConfig(seeds=3).seed_list == [0, 1, 2]
 
 
+def test_a_card_gives_slow_agents_fewer_seeds_by_name_or_family(monkeypatch) -> None:
+    from agents import cards
+
+    mixed = dataclasses.replace(cards.card("DiffDecayDesign-v0"), seeds={"full": {"rl": 5, "es": 7}})
+    monkeypatch.setitem(cards.CARDS, "DiffDecayDesign-v0", mixed)
+    assert [benchmark.seeds("full", "DiffDecayDesign-v0", a) for a in ("sac", "es", "cma-es")] == [5, 7, 10]
+    plan = benchmark.plan_runs(["DiffDecayDesign-v0"], ["ppo", "es", "neural-ode", "analytic"], None, "full")
+    assert {a: sum(s.agent == a for s in plan) for a in ("ppo", "es", "neural-ode", "analytic")} == \
+        {"ppo": 5, "es": 7, "neural-ode": 10, "analytic": 1}
+    assert len(benchmark.plan_runs(["DiffDecayDesign-v0"], ["ppo", "es"], [0, 1, 2], "full")) == 6  # --seeds wins
+
+
 # ---- separate sweeps into one folder merge into one report ---------------------------------------
 def test_two_sweeps_into_one_folder_merge_and_a_stale_run_is_left_out(tmp_path: Path, capsys) -> None:
     common = ["--quick", "--agents", "analytic", "--out", str(tmp_path), "--workers", "1", "--no-progress"]

@@ -70,11 +70,16 @@ def check_starts(episodes: int) -> None:
                          f"got {episodes}")
 
 
-def seeds(mode: str, env_id: str) -> int:
-    """Seeds per agent on ``env_id`` in ``mode``: the card's, else :data:`DEFAULT_SEEDS`."""
+def seeds(mode: str, env_id: str, agent: str | None = None) -> int:
+    """Seeds of ``agent`` on ``env_id`` in ``mode``: the card's (one number for every agent, or a table by agent
+    name or family, the name first), else :data:`DEFAULT_SEEDS`."""
     if mode not in DEFAULT_SEEDS:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return card(env_id).seeds.get(mode, DEFAULT_SEEDS[mode])
+    entry = card(env_id).seeds.get(mode, DEFAULT_SEEDS[mode])
+    if isinstance(entry, int):
+        return entry
+    family = registry.get(agent).family if agent is not None else None
+    return entry.get(agent, entry.get(family, DEFAULT_SEEDS[mode]))
 
 
 def budget(mode: str, env_id: str, agent: str) -> Budget:
@@ -133,7 +138,7 @@ class RunSpec:
 def plan_runs(envs: Sequence[str], agents: Sequence[str], seed_list: Sequence[int] | None, mode: str) -> list[RunSpec]:
     """Every (environment, variant, agent, seed) run, skipping agents that do not apply.
 
-    ``seed_list`` (``None``: ``range(seeds(mode, env_id))`` per environment); reference agents
+    ``seed_list`` (``None``: ``range(seeds(mode, env_id, agent))``); reference agents
     run one seed. Each card variant adds runs for the agent families it names. An environment,
     agent or seed named twice counts once (the first place it is named keeps its order).
     """
@@ -147,13 +152,13 @@ def plan_runs(envs: Sequence[str], agents: Sequence[str], seed_list: Sequence[in
         check_starts(proto.episodes)
         variants = {"": ({}, tuple(registry.FAMILIES))}
         variants.update({label: (v.env_kwargs, v.families) for label, v in card(env_id).variants.items()})
-        env_seeds = list(range(seeds(mode, env_id))) if seed_list is None else list(seed_list)
         for label, (extra, families) in variants.items():
             for agent in agents:
                 family = registry.get(agent).family
                 if family not in families or not registry.get(agent).applies(env_id, {**proto.env_kwargs, **extra}):
                     continue
-                chosen = env_seeds[:1] if family == "reference" else env_seeds
+                chosen = list(range(seeds(mode, env_id, agent))) if seed_list is None else list(seed_list)
+                chosen = chosen[:1] if family == "reference" else chosen
                 specs.extend(RunSpec(env_id, agent, seed, budget(mode, env_id, agent), proto, mode, label, dict(extra))
                              for seed in chosen)
     return specs

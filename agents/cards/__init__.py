@@ -96,9 +96,11 @@ class Card:
     """Analytic controllers by name, ``problem -> torch.nn.Module`` (``scripts/train.py --agent NAME``)."""
     tests: TestSettings = field(default_factory=TestSettings)
     """Settings of the fast tests."""
-    seeds: dict[str, int] = field(default_factory=dict)
-    """Seeds per (environment, agent) by benchmark mode, where the benchmark's default per mode does not
-    fit (e.g. ``{"full": 5}`` where a full run takes more than a minute); ``--seeds`` overrides both."""
+    seeds: dict[str, int | dict[str, int]] = field(default_factory=dict)
+    """Seeds per agent by benchmark mode, where the benchmark's default per mode does not fit: one number for every
+    agent (``{"full": 5}``), or a table keyed by agent name or family, the benchmark's default for the rest
+    (``{"full": {"rl": 5}}``: five seeds for runs that take more than a minute, ten for the others); ``--seeds``
+    overrides both."""
     variants: dict[str, Variant] = field(default_factory=dict)
     """Protocol variants by label (e.g. ``"full observation"``): extra rows for the families that want them."""
 

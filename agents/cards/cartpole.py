@@ -75,7 +75,8 @@ CARD = register(Card(
         "the default pays -(phi(T)^2 + phidot(T)^2) only at T; the LQR running cost rewards uprightness each step"),
     rl_hyperparameters=ZOO,
     protocol=Protocol(episodes=20),
-    seeds={"full": 5},  # a SAC or PPO run takes minutes: five seeds keep the environment under an hour
+    # five seeds for the agents whose runs train for minutes (RL, neural-ODE), ten for SHAC, ES and CMA-ES
+    seeds={"full": {"rl": 5, "neural-ode": 5, "neural-ode-default": 5}},
     budgets={
         "quick": {"rl": Budget(10_000, QUICK_SECONDS, 2_000), "neural-ode": Budget(80_000, QUICK_SECONDS, 8_000)},
         # equal footing: the neural-ODE agent's tuned swing-up run (320k transitions) for every learning agent, except

@@ -53,7 +53,8 @@ CARD = register(Card(
     neural_ode=lambda env_kwargs: dict(TUNED),
     rl_hyperparameters=ZOO,
     protocol=Protocol(episodes=50),
-    seeds={"full": 5},  # a SAC run takes minutes
+    # five seeds for the agents whose runs train for minutes (RL, the untuned neural-ODE agent), ten for the others
+    seeds={"full": {"rl": 5, "neural-ode-default": 5}},
     budgets={
         "quick": {"neural-ode": Budget(80_000, QUICK_SECONDS, 8_000), "planning": Budget(30_000, QUICK_SECONDS)},
         # equal footing: the neural-ODE agent's tuned run (160k transitions) for every learning agent, except SAC and

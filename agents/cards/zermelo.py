@@ -48,7 +48,8 @@ CARD = register(Card(
     rl_hyperparameters=ZOO,
     # the start is deterministic, so one episode of a deterministic policy is exact
     protocol=Protocol(episodes=1),
-    seeds={"full": 5},  # a neural-ODE or SAC run takes minutes: five seeds keep the environment under an hour
+    # five seeds for the agents whose runs train for minutes (neural-ODE, SAC, ...), ten for those under a minute
+    seeds={"full": {"rl": 5, "neural-ode": 5, "neural-ode-default": 5}},
     budgets={
         "quick": {"rl": Budget(5_000, QUICK_SECONDS, 1_000), "neural-ode": Budget(15_000, QUICK_SECONDS, 1_500)},
         # equal footing: the neural-ODE agent's tuned run (60k transitions) for every learning agent, except SAC and
