@@ -44,7 +44,7 @@ import scipy.integrate
 import scipy.linalg
 import torch
 
-from agents.episodes import Episode, GymPolicy, gym_policy
+from agents.episodes import EVAL_SEED, Episode, GymPolicy, gym_policy
 from agents.registry import Agent, Budget, CurveCost, Trained, constant_curve, register
 from diffenvs import problem_of
 from diffenvs.cartpole import FORCE_WEIGHT, STATE_WEIGHTS, Cartpole, CartpoleParams
@@ -290,6 +290,11 @@ class Reference:
 
 Probe = Callable[["Episode | None"], tuple[str, np.ndarray, np.ndarray]]
 """``probe(episode) -> (label, coordinates, observations)`` (see :class:`Reference`)."""
+
+
+def zero_optimum(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float | None]:
+    """``Reference.analytic`` of a cost whose optimum, or lower bound, is 0 from every start and episode."""
+    return {"optimum": 0.0}
 
 
 def along_episode(coordinate: str, column: Callable[[Episode], np.ndarray]) -> Probe:

@@ -8,7 +8,7 @@ import numpy as np
 
 from agents import analytic
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, Variant, register
-from agents.episodes import EVAL_SEED, Episode
+from agents.episodes import Episode
 from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
 from agents.rl import ALGORITHMS, TrainingObjective
@@ -29,11 +29,8 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
     def field_probe(episode: Episode | None) -> tuple[str, np.ndarray, np.ndarray]:
         return "position x (m), grid on [-2, 2]", grid, grid[:, None]
 
-    def zero(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float | None]:
-        return {"optimum": 0.0}
-
     return analytic.Reference("harmonic", "harmonic field f(x) = -(2 pi/T)^2 x: every trajectory is T-periodic, optimum 0",
-                              problem, analytic.HarmonicField(problem), zero, field_probe, plane=(0, 1))
+                              problem, analytic.HarmonicField(problem), analytic.zero_optimum, field_probe, plane=(0, 1))
 
 
 #: rl-baselines3-zoo's nearest task: Pendulum-v1 (hyperparams/{ppo,sac,td3}.yml, entry Pendulum-v1), a 1-D
