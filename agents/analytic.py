@@ -297,6 +297,23 @@ def zero_optimum(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float |
     return {"optimum": 0.0}
 
 
+def quadratic_costs(wrap: Callable[[np.ndarray], np.ndarray], p_finite: np.ndarray, p_infinite: np.ndarray,
+                    gain: np.ndarray) -> Callable[..., dict[str, Any]]:
+    """``Reference.analytic`` of LQR about upright: the mean of s0' P s0 over the starts s0 = ``wrap(states)``.
+
+    ``optimum`` uses P(0) of the finite-horizon Riccati ODE over T (the linear system's optimum with continuous
+    control), ``infinite_horizon_lqr`` the algebraic Riccati solution; ``lqr_gain`` is the feedback K of u = -K s.
+    """
+
+    def costs(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, Any]:
+        s = wrap(states)
+        return {"optimum": float(np.mean(np.einsum("bi,ij,bj->b", s, p_finite, s))),
+                "infinite_horizon_lqr": float(np.mean(np.einsum("bi,ij,bj->b", s, p_infinite, s))),
+                "lqr_gain": gain.ravel().tolist()}
+
+    return costs
+
+
 def along_episode(coordinate: str, column: Callable[[Episode], np.ndarray]) -> Probe:
     """A probe: the observations of the reference's episode, labelled by ``column(episode)``."""
 

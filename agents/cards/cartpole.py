@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from agents import analytic
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
-from agents.episodes import EVAL_SEED
 from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
 from agents.rl import ALGORITHMS, TrainingObjective
@@ -41,16 +38,10 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
     gain, p = analytic.lqr(a, b, q, r)
     p_finite = analytic.finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
 
-    def lqr_costs(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float | None]:
-        s = analytic.wrapped_states(states)
-        return {"optimum": float(np.mean(np.einsum("bi,ij,bj->b", s, p_finite, s))),
-                "infinite_horizon_lqr": float(np.mean(np.einsum("bi,ij,bj->b", s, p, s))),
-                "lqr_gain": gain.ravel().tolist()}
-
     return analytic.Reference(
         "lqr", "LQR on the linearisation about upright (report's Q, R); optimum: s0' P(0) s0 of the "
         "finite-horizon Riccati ODE over T (the linear system's optimum with continuous control)",
-        problem, analytic.LinearFeedback(problem, gain), lqr_costs,
+        problem, analytic.LinearFeedback(problem, gain), analytic.quadratic_costs(analytic.wrapped_states, p_finite, p, gain),
         analytic.along_episode("t (s), along the LQR path", lambda e: e.times[:-1]), plane=(2, 3))
 
 

@@ -9,12 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from agents import analytic
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
 from agents.cards.cartpole import QUADRATIC, SWING_UP, ZOO
-from agents.episodes import EVAL_SEED
 from agents.neural_ode.config import tuned_run_transitions
 from agents.registry import Budget
 from agents.rl import TrainingObjective
@@ -41,16 +38,11 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
     gain, p = analytic.lqr(a, b, q, r)
     p_finite = analytic.finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
 
-    def lqr_costs(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float | None]:
-        s = analytic.wrapped_double_pendulum_states(states)
-        return {"optimum": float(np.mean(np.einsum("bi,ij,bj->b", s, p_finite, s))),
-                "infinite_horizon_lqr": float(np.mean(np.einsum("bi,ij,bj->b", s, p, s))),
-                "lqr_gain": gain.ravel().tolist()}
-
     return analytic.Reference(
         "lqr", "LQR on the linearisation about upright (Q = diag(1e-4, 100, 100, 0, 0, 0), R = 1e-2); optimum: "
         "s0' P(0) s0 of the finite-horizon Riccati ODE over T (the linear system's optimum with continuous control)",
-        problem, analytic.double_pendulum_lqr_policy(problem), lqr_costs,
+        problem, analytic.double_pendulum_lqr_policy(problem),
+        analytic.quadratic_costs(analytic.wrapped_double_pendulum_states, p_finite, p, gain),
         analytic.along_episode("t (s), along the LQR path", lambda e: e.times[:-1]), plane=(1, 2))
 
 
