@@ -17,7 +17,7 @@ environment is compared with; :func:`analytic_agent` the controller behind an ag
   Riccati ODE :math:`-\dot P = A^\top P + PA - PBR^{-1}B^\top P + Q`, :math:`P(T) = 0`
   (the optimum of the linear system with continuous control over :math:`T`).
 * Double pendulum on a cart near upright: the same LQR construction on its linearisation
-  about :math:`\theta_1 = \theta_2 = 0` (:meth:`diffenvs.double_pendulum.DoublePendulum.linearisation`)
+  about :math:`\theta_1 = \theta_2 = 0` (:meth:`diffenvs.envs.double_pendulum.DoublePendulum.linearisation`)
   with :math:`Q = \mathrm{diag}(10^{-4}, 100, 100, 0, 0, 0)`, :math:`R = 10^{-2}`. Its swing-up
   from hanging has no closed form either (reference optimum 0, a lower bound).
 * Cartpole swing-up from hanging: no closed form. The cost
@@ -47,14 +47,14 @@ import torch
 from agents.episodes import EVAL_SEED, Episode, GymPolicy, gym_policy
 from agents.registry import Agent, Budget, CurveCost, Trained, constant_curve, register
 from diffenvs import problem_of
-from diffenvs.cartpole import FORCE_WEIGHT, STATE_WEIGHTS, Cartpole, CartpoleParams
 from diffenvs.core.numerics import TORCH, wrap_angle
-from diffenvs.decay_design import DecayDesign
-from diffenvs.double_pendulum import FORCE_WEIGHT as DOUBLE_PENDULUM_FORCE_WEIGHT
-from diffenvs.double_pendulum import STATE_WEIGHTS as DOUBLE_PENDULUM_STATE_WEIGHTS
-from diffenvs.double_pendulum import DoublePendulum
-from diffenvs.isochronism import Isochronism, harmonic_force
-from diffenvs.zermelo import Zermelo, ZermeloParams, wind
+from diffenvs.envs.cartpole import FORCE_WEIGHT, STATE_WEIGHTS, Cartpole, CartpoleParams
+from diffenvs.envs.decay_design import DecayDesign
+from diffenvs.envs.double_pendulum import FORCE_WEIGHT as DOUBLE_PENDULUM_FORCE_WEIGHT
+from diffenvs.envs.double_pendulum import STATE_WEIGHTS as DOUBLE_PENDULUM_STATE_WEIGHTS
+from diffenvs.envs.double_pendulum import DoublePendulum
+from diffenvs.envs.isochronism import Isochronism, harmonic_force
+from diffenvs.envs.zermelo import Zermelo, ZermeloParams, wind
 
 
 # ---- Zermelo: Pontryagin ---------------------------------------------------------------

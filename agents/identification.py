@@ -10,7 +10,7 @@ which plans on the true :math:`A` with the same optimiser.
 On the Gymnasium face of system identification the same loop is three benchmark agents
 (registered here): ``planning`` (Algorithm 1, the last plan as the policy), ``oracle`` (the
 planner on the true matrix) and ``gaussian`` (a fixed draw of Gaussian inputs). They apply to
-any :class:`~diffenvs.linear_sysid.LinearSysID` problem with one fixed true matrix
+any :class:`~diffenvs.envs.linear_sysid.LinearSysID` problem with one fixed true matrix
 (:func:`fixed_truth`), whatever its id.
 """
 
@@ -38,7 +38,7 @@ from agents.planning import (
 from agents.registry import Agent, Budget, CurveCost, Trained, constant_curve, register
 from diffenvs import problem_of
 from diffenvs.core.problem import check_integer
-from diffenvs.linear_sysid import LinearSysID, estimation_error, random_matrix
+from diffenvs.envs.linear_sysid import LinearSysID, estimation_error, random_matrix
 
 AGENTS = ("random", "active", "oracle")
 

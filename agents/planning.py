@@ -1,6 +1,6 @@
 r"""Differentiable planning for active identification of a linear system (report §2.5 and §5).
 
-The system is :class:`diffenvs.linear_sysid.LinearSysID`,
+The system is :class:`diffenvs.envs.linear_sysid.LinearSysID`,
 
 .. math:: x_{t+1} = A x_t + B u_t + \sigma w_t, \qquad x_0 = 0, \qquad \|u_t\| \le \gamma,
 
@@ -20,7 +20,7 @@ oracle), added to the design :math:`G_{\text{prior}}` of the data already in han
 with :math:`K` fixed noise draws :math:`w^{(k)}` (the reparametrisation trick: the noise is
 an input of the computation, not a function of :math:`\theta`). The trajectories come from
 :func:`diffenvs.rollout` on the environment's own step. The criterion is
-:func:`diffenvs.linear_sysid.information` of the singular values :math:`s_i` of the data
+:func:`diffenvs.envs.linear_sysid.information` of the singular values :math:`s_i` of the data
 matrix :math:`X = (x_0, \dots, x_{T-1})^\top` (report §5.1), read off a square root of
 :math:`G = X^\top X` (its Cholesky factor :math:`L`, :math:`s_i(L) = s_i(X) = \sqrt{s_i(G)}`);
 their gradient is the report's §2.5 adjoint :math:`\bar L = U \bar S V^\top`, which uses
@@ -66,7 +66,7 @@ from tqdm.auto import tqdm
 
 import diffenvs
 from diffenvs.core.problem import check_integer
-from diffenvs.linear_sysid import LinearSysID, information, least_squares
+from diffenvs.envs.linear_sysid import LinearSysID, information, least_squares
 
 #: relative tolerance of rank: a design with s_min(G) <= RANK_TOLERANCE * s_max(G) carries no
 #: usable information in some direction (float64 singular values are accurate to about
@@ -134,7 +134,7 @@ def design_information(gram: torch.Tensor, criterion: str) -> torch.Tensor:
 
     :math:`X = (x_0, \dots, x_{T-1})^\top` has the singular values of the Cholesky factor
     :math:`L` of :math:`G = L L^\top`, :math:`s_i(X) = s_i(L) = \sqrt{s_i(G)}`, so
-    :func:`~diffenvs.linear_sysid.information` of :math:`L^\top` is the report's criterion (§5.1):
+    :func:`~diffenvs.envs.linear_sysid.information` of :math:`L^\top` is the report's criterion (§5.1):
     ``"E"`` :math:`s_{\min}(X)`, ``"A"`` :math:`-\sum_i s_i(X)^{-2} = -\operatorname{tr} G^{-1}`,
     ``"D"`` :math:`\log\det X = \tfrac12 \log\det G`. The factor is taken of
     :math:`G + \epsilon (\operatorname{tr}G/d) I` (:data:`RIDGE`). The design is checked first

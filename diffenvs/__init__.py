@@ -4,24 +4,19 @@
 * the vector face: ``gymnasium.make_vec("DiffCartpole-v0", num_envs=N, vectorization_mode="vector_entry_point")``;
 * the gradient path: :func:`diffenvs.rollout`, a batched differentiable torch rollout.
 
-Each environment module registers itself (:func:`diffenvs.core.register_problem`); importing
-``diffenvs`` imports every module of the package, so adding an environment is adding its
-module.
+Each environment module in :mod:`diffenvs.envs` registers itself
+(:func:`diffenvs.core.register_problem`); importing ``diffenvs`` imports every module of that
+package, so adding an environment is adding its module.
 """
 
-import importlib
-import pkgutil
 from typing import Any
 
+import diffenvs.envs  # noqa: F401  (registers every built-in environment)
 from diffenvs.core.problem import Problem
 from diffenvs.core.registration import problem_type_of, registered_ids
 from diffenvs.core.rollout import RK4, Adaptive, Adjoint, Solver, Trajectory, rollout
 
 __all__ = ["RK4", "Adaptive", "Adjoint", "Solver", "Trajectory", "rollout", "ENV_IDS", "problem_of", "registered_ids"]
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "core" and not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
 
 #: the built-in environments' ids
 ENV_IDS: tuple[str, ...] = registered_ids()

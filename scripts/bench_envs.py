@@ -38,8 +38,8 @@ import torch
 import diffenvs
 from agents import cli
 from agents.files import write_text
-from diffenvs.cartpole import Cartpole
 from diffenvs.core.memory import saved_tensor_bytes
+from diffenvs.envs.cartpole import Cartpole
 
 
 def best_time(run: Callable[[], None], repeats: int) -> float:

@@ -29,11 +29,11 @@ import torch
 from tqdm import tqdm
 
 from agents import cli
-from agents.design import DesignConfig, DesignRun, model_sensitivity, sequential_design
 from agents.plots import pyplot, save
 from agents.training import write_results
 from diffenvs.core.problem import check_integer, check_positive
-from diffenvs.decay_design import DecayDesignParams
+from diffenvs.envs.decay_design import DecayDesignParams
+from studies.design import DesignConfig, DesignRun, model_sensitivity, sequential_design
 
 ENV_ID = "DiffDecayDesign-v0"
 

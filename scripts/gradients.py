@@ -12,7 +12,7 @@ fixed random 2x16 tanh policy, and starts from the problem's start distribution:
   backpropagation's on the same starts: the same number unless the adjoint's own error shows;
 * the largest Lyapunov exponent of the closed loop over the longest horizon.
 
-The estimators are :mod:`agents.gradients`. Writes ``results.json``, ``table.md`` and
+The estimators are :mod:`studies.gradients`. Writes ``results.json``, ``table.md`` and
 ``gradients.png`` into ``--out``.
 
     python scripts/gradients.py --out runs/gradients
@@ -35,9 +35,9 @@ from tqdm.auto import tqdm
 import diffenvs
 from agents import cli, plots
 from agents.files import folder_lock, write_json, write_text
-from agents.gradients import BatchedMlp, episode_cost, first_order, lyapunov_exponent, zeroth_order
 from agents.neural_ode.network import initial_states
 from diffenvs import problem_of
+from studies.gradients import BatchedMlp, episode_cost, first_order, lyapunov_exponent, zeroth_order
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 r"""The cartpole rollout of the speed benchmark written in JAX, the alternative a user would pick.
 
-The same problem as :class:`diffenvs.cartpole.Cartpole` with its default constants (masses 1 kg,
+The same problem as :class:`diffenvs.envs.cartpole.Cartpole` with its default constants (masses 1 kg,
 length 1 m, g = 9.8 m/s², 100 steps of 0.02 s held-control RK4, terminal cost
 :math:`\bar\phi(T)^2 + \dot\phi(T)^2`) under the same 2x16 tanh policy of the six observations
 :math:`(x, \dot x, \cos\phi, \sin\phi, \dot\phi, t/T)` scaled to ±50 N: ``lax.scan`` over the

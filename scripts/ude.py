@@ -1,4 +1,4 @@
-r"""A universal differential equation for the forum post's Lotka--Volterra problem (:mod:`agents.ude`).
+r"""A universal differential equation for the forum post's Lotka--Volterra problem (:mod:`studies.ude`).
 
 The model :math:`\dot u_1 = \alpha u_1 + \hat U_1(u)`, :math:`\dot u_2 = -\delta u_2 + \hat U_2(u)` with a
 2-5-5-5-2 network :math:`\hat U` learns the missing terms :math:`(-\beta u_1 u_2, \gamma u_1 u_2)` from noisy data
@@ -36,7 +36,10 @@ from agents import cli
 from agents.files import write_text
 from agents.plots import pyplot, save
 from agents.training import write_results
-from agents.ude import (
+from diffenvs.core.problem import check_integer, check_positive
+from diffenvs.core.rollout import RK4
+from diffenvs.derivatives import solve
+from studies.ude import (
     SAVE_EVERY,
     RecipeConfig,
     choose,
@@ -55,9 +58,6 @@ from agents.ude import (
     true_regulariser,
     true_trajectory,
 )
-from diffenvs.core.problem import check_integer, check_positive
-from diffenvs.core.rollout import RK4
-from diffenvs.derivatives import solve
 
 DEFAULT_LAMBDAS = (0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-2, 1.0)
 
@@ -113,7 +113,7 @@ class Ude:
         self.points = regulariser_points()
 
     def vector_field(self, t: torch.Tensor, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        from agents.ude import TRUE_PARAMETERS
+        from studies.ude import TRUE_PARAMETERS
 
         alpha, _, _, delta = TRUE_PARAMETERS
         learned = torch.func.functional_call(self.network, weights, (x,))

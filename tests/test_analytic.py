@@ -14,9 +14,9 @@ from agents import analytic
 from agents.cards import cards
 from agents.episodes import evaluate, gym_policy, start_states
 from diffenvs import Adaptive, problem_of, rollout
-from diffenvs.cartpole import Cartpole, CartpoleParams
-from diffenvs.isochronism import Isochronism
-from diffenvs.zermelo import Zermelo, ZermeloParams, wind
+from diffenvs.envs.cartpole import Cartpole, CartpoleParams
+from diffenvs.envs.isochronism import Isochronism
+from diffenvs.envs.zermelo import Zermelo, ZermeloParams, wind
 
 UPRIGHT = {"initial_angle": 0.1, "initial_noise": 0.0, "cost": "quadratic"}
 

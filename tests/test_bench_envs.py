@@ -37,7 +37,7 @@ def test_the_jax_twin_is_the_same_rollout() -> None:
     import torch
 
     import diffenvs
-    from diffenvs.cartpole import Cartpole
+    from diffenvs.envs.cartpole import Cartpole
 
     jax = pytest.importorskip("jax")
     import jax_cartpole

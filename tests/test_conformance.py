@@ -17,9 +17,9 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import diffenvs
 from agents.cards import card
-from diffenvs.cartpole import CartpoleParams
 from diffenvs.core.problem import OdeProblem
-from diffenvs.zermelo import ZermeloParams
+from diffenvs.envs.cartpole import CartpoleParams
+from diffenvs.envs.zermelo import ZermeloParams
 
 OSCILLATOR = oscillator.ENV_ID
 DampedOscillator, DampedOscillatorEnv, DampedOscillatorVectorEnv = (
@@ -365,7 +365,7 @@ def test_a_problem_registered_from_outside_the_package_has_every_face() -> None:
     assert gym.spec(OSCILLATOR).entry_point == f"{oscillator.__name__}:DampedOscillatorEnv" and gym.spec(OSCILLATOR).to_json()
     vector = gym.make_vec(OSCILLATOR, num_envs=2, vectorization_mode="vector_entry_point")
     assert isinstance(vector, DampedOscillatorVectorEnv) and vector.reset(seed=0)[0].shape == (2, 2)
-    assert DampedOscillator.whole_horizon_solve and not diffenvs.zermelo.Zermelo.whole_horizon_solve
+    assert DampedOscillator.whole_horizon_solve and not diffenvs.envs.zermelo.Zermelo.whole_horizon_solve
     for env_id in diffenvs.ENV_IDS:
         assert diffenvs.problem_of(env_id).env_id == env_id
     with pytest.raises(ValueError, match="env_id must be one of"):

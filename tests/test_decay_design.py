@@ -13,10 +13,10 @@ from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import diffenvs
-from agents.design import DesignConfig, information_gain, model_sensitivity, optimal_design, sequential_design
 from diffenvs.core.numerics import SCALAR, TORCH
 from diffenvs.core.problem import Held
-from diffenvs.decay_design import DecayDesign, DecayDesignParams
+from diffenvs.envs.decay_design import DecayDesign, DecayDesignParams
+from studies.design import DesignConfig, information_gain, model_sensitivity, optimal_design, sequential_design
 
 ENV_ID = "DiffDecayDesign-v0"
 

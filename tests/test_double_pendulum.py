@@ -13,9 +13,9 @@ import torch
 import diffenvs
 from agents import analytic
 from agents.cards import card, presets
-from diffenvs.cartpole import Cartpole, CartpoleParams
 from diffenvs.core.numerics import TORCH
-from diffenvs.double_pendulum import DoublePendulum, DoublePendulumParams
+from diffenvs.envs.cartpole import Cartpole, CartpoleParams
+from diffenvs.envs.double_pendulum import DoublePendulum, DoublePendulumParams
 
 ENV_ID = "DiffDoublePendulum-v0"
 #: starts (x, θ1, θ2, ẋ, θ̇1, θ̇2) of large, chaotic motion: a pole over the top, spinning poles, a fast cart
@@ -133,7 +133,7 @@ def test_hanging_and_upright_are_equilibria_and_hanging_is_stable() -> None:
 
 
 def test_a_light_second_pole_leaves_the_cartpole() -> None:
-    """m2 -> 0: the cart and the first pole obey the cartpole's equations (diffenvs.cartpole)."""
+    """m2 -> 0: the cart and the first pole obey the cartpole's equations (diffenvs.envs.cartpole)."""
     p = DoublePendulumParams(cart_mass=1.2, pole1_mass=0.8, pole2_mass=1e-9, pole1_length=0.7)
     problem = DoublePendulum(params=p)
     cartpole = Cartpole(params=CartpoleParams(cart_mass=1.2, pole_mass=0.8, pole_length=0.7, gravity=p.gravity))

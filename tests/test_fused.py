@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import diffenvs
-from diffenvs.cartpole import Cartpole
 from diffenvs.core import fused
 from diffenvs.core.problem import OdeProblem
-from diffenvs.zermelo import Zermelo
+from diffenvs.envs.cartpole import Cartpole
+from diffenvs.envs.zermelo import Zermelo
 
 
 class TanhPolicy(torch.nn.Module):
@@ -117,7 +117,7 @@ def test_what_the_chunks_cannot_carry_runs_eagerly(monkeypatch: pytest.MonkeyPat
 def test_a_state_of_matrices_runs_eagerly_and_equals_the_eager_rollout(monkeypatch: pytest.MonkeyPatch) -> None:
     """System identification's internal state carries (batch, d, d) statistics, which chunks of (batch, n) states do
     not: compiled, it takes the eager loop, with the eager result."""
-    from diffenvs.linear_sysid import LinearSysID
+    from diffenvs.envs.linear_sysid import LinearSysID
 
     problem = LinearSysID(max_steps=6)
     policy = TanhPolicy(problem)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.gradients import first_order, zeroth_order
+from studies.gradients import first_order, zeroth_order
 
 A, B = 0.9, 0.5
 

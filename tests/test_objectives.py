@@ -23,7 +23,7 @@ import diffenvs
 from agents import analytic
 from agents.episodes import EVAL_SEED, GymPolicy, play, start_states
 from diffenvs.core.numerics import SCALAR, TORCH
-from diffenvs.zermelo import Zermelo, ZermeloParams, straight_across_deviation, wind
+from diffenvs.envs.zermelo import Zermelo, ZermeloParams, straight_across_deviation, wind
 
 EPISODES = 3
 

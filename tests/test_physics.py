@@ -12,10 +12,10 @@ import scipy.special
 import torch
 
 import diffenvs
-from diffenvs.cartpole import Cartpole, CartpoleParams
-from diffenvs.isochronism import Isochronism, harmonic_force
-from diffenvs.linear_sysid import LinearSysID, jordan_matrix
-from diffenvs.zermelo import Zermelo
+from diffenvs.envs.cartpole import Cartpole, CartpoleParams
+from diffenvs.envs.isochronism import Isochronism, harmonic_force
+from diffenvs.envs.linear_sysid import LinearSysID, jordan_matrix
+from diffenvs.envs.zermelo import Zermelo
 
 
 def cartpole_energy(states: torch.Tensor, p: CartpoleParams) -> torch.Tensor:

@@ -28,7 +28,7 @@ from agents.planning import (
     spectral_radius_bound,
     sphere,
 )
-from diffenvs.linear_sysid import LinearSysID, jordan_matrix, random_matrix
+from diffenvs.envs.linear_sysid import LinearSysID, jordan_matrix, random_matrix
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sysid.py"
 

@@ -24,7 +24,7 @@ import pytest
 from agents import benchmark, cli, registry
 from agents.benchmark import run as benchmark_run
 from agents.registry import Agent, Budget, Trained
-from diffenvs.cartpole import CartpoleParams
+from diffenvs.envs.cartpole import CartpoleParams
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))

@@ -12,12 +12,12 @@ import torch
 from gymnasium.wrappers import TimeAwareObservation, TimeLimit
 
 import diffenvs
-from diffenvs.cartpole import Cartpole, CartpoleParams
 from diffenvs.core.numerics import SCALAR, wrap_angle
-from diffenvs.decay_design import DecayDesign, DecayDesignParams
-from diffenvs.isochronism import Isochronism, IsochronismParams
-from diffenvs.linear_sysid import LinearSysID, least_squares
-from diffenvs.zermelo import Zermelo, ZermeloParams
+from diffenvs.envs.cartpole import Cartpole, CartpoleParams
+from diffenvs.envs.decay_design import DecayDesign, DecayDesignParams
+from diffenvs.envs.isochronism import Isochronism, IsochronismParams
+from diffenvs.envs.linear_sysid import LinearSysID, least_squares
+from diffenvs.envs.zermelo import Zermelo, ZermeloParams
 
 SYSID = "DiffLinearSysID-v0"
 

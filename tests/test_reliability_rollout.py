@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import diffenvs
-from diffenvs.cartpole import Cartpole, CartpoleParams
 from diffenvs.core.problem import Problem
-from diffenvs.decay_design import DecayDesign
-from diffenvs.linear_sysid import LinearSysID
-from diffenvs.zermelo import Zermelo, ZermeloParams
+from diffenvs.envs.cartpole import Cartpole, CartpoleParams
+from diffenvs.envs.decay_design import DecayDesign
+from diffenvs.envs.linear_sysid import LinearSysID
+from diffenvs.envs.zermelo import Zermelo, ZermeloParams
 
 HANGING = [[0.0, 0.0, 3.0, 0.0], [1.0, 0.0, 3.0, 0.0], [0.0, 0.5, 2.5, 0.0]]
 

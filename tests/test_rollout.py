@@ -13,14 +13,14 @@ import torch
 import torchdiffeq
 
 import diffenvs
-from diffenvs.cartpole import Cartpole
 from diffenvs.core.memory import saved_tensor_bytes
 from diffenvs.core.numerics import SCALAR, TORCH
 from diffenvs.core.problem import Held, OdeProblem
 from diffenvs.core.transition import transition
-from diffenvs.isochronism import Isochronism
-from diffenvs.linear_sysid import LinearSysID
-from diffenvs.zermelo import Zermelo
+from diffenvs.envs.cartpole import Cartpole
+from diffenvs.envs.isochronism import Isochronism
+from diffenvs.envs.linear_sysid import LinearSysID
+from diffenvs.envs.zermelo import Zermelo
 
 
 def test_bad_arguments_name_themselves() -> None:

@@ -10,7 +10,7 @@ import torch
 import diffenvs
 from agents import registry
 from agents.shac import ShacConfig, lambda_returns, train
-from diffenvs.cartpole import Cartpole
+from diffenvs.envs.cartpole import Cartpole
 
 
 def test_lambda_returns_equal_a_hand_computation_on_three_steps() -> None:

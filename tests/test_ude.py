@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents import ude
+from studies import ude
 from diffenvs.derivatives import input_jacobian
 
 TINY = ude.RecipeConfig(adam_iterations=6, lbfgs_iterations=3, horizons=(1, 3), steps=1)

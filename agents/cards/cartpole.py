@@ -1,4 +1,4 @@
-"""The cartpole swing-up (``diffenvs.cartpole``, report §4.3): presets, agents' settings, protocol, reference."""
+"""The cartpole swing-up (``diffenvs.envs.cartpole``, report §4.3): presets, agents' settings, protocol, reference."""
 
 from __future__ import annotations
 

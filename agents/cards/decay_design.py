@@ -1,4 +1,4 @@
-"""Sequential design on du/dt = -θu (``diffenvs.decay_design``, report §6): protocol, budgets, reference."""
+"""Sequential design on du/dt = -θu (``diffenvs.envs.decay_design``, report §6): protocol, budgets, reference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The double pendulum on a cart (``diffenvs.double_pendulum``): presets, agents' settings, protocol, reference.
+"""The double pendulum on a cart (``diffenvs.envs.double_pendulum``): presets, agents' settings, protocol, reference.
 
 Not tuned yet: the neural-ODE settings below are the cartpole's swing-up settings, and the
 budgets are modest, a smoke run of every agent rather than a result.

@@ -1,4 +1,4 @@
-"""Isochronism, a learned force field (``diffenvs.isochronism``, report §3): agents' settings, protocol, reference."""
+"""Isochronism, a learned force field (``diffenvs.envs.isochronism``, report §3): agents' settings, protocol, reference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Linear system identification (``diffenvs.linear_sysid``, report §5): agents' settings, protocol, reference."""
+"""Linear system identification (``diffenvs.envs.linear_sysid``, report §5): agents' settings, protocol, reference."""
 
 from __future__ import annotations
 

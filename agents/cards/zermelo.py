@@ -1,4 +1,4 @@
-"""The Zermelo river crossing (``diffenvs.zermelo``, report §4.2): presets, agents' settings, protocol, reference."""
+"""The Zermelo river crossing (``diffenvs.envs.zermelo``, report §4.2): presets, agents' settings, protocol, reference."""
 
 from __future__ import annotations
 

@@ -414,7 +414,7 @@ def rollout(
     policy's output (one inside, and at, the bounds). ``Trajectory.controls`` holds the clipped controls.
 
     Args:
-        problem: the definition (e.g. ``diffenvs.cartpole.Cartpole()``, or
+        problem: the definition (e.g. ``diffenvs.envs.cartpole.Cartpole()``, or
             ``gymnasium.make(id).unwrapped.problem``).
         policy: a callable from observations ``(batch, obs_dim)`` to physical controls
             ``(batch, m)`` of ``x0``'s dtype and device (any torch module), or an open-loop

@@ -1,7 +1,7 @@
 r"""Sequential Bayesian experimental design by differentiating the model sensitivity (report §6, Algorithm 2).
 
 The model is the decay :math:`\dot u = -\theta u`, :math:`u(0) = 1` of the decay-design
-environment (:mod:`diffenvs.decay_design`), integrated by an ODE solver. At the current belief
+environment (:mod:`diffenvs.envs.decay_design`), integrated by an ODE solver. At the current belief
 :math:`\theta \sim \mathcal N(\hat\theta_n, C_n)` the agent chooses the measurement time
 maximising the expected information gain of the model
 linearised at :math:`\hat\theta_n` (report eq. 6.13)
@@ -18,7 +18,7 @@ derivative in :math:`t`: either by autograd through the solver (``derivative="au
 Algorithm 2 runs on the Gymnasium face (or, for many episodes at once, on the vector
 face): the agent reads the belief from the observation, acts with the designed time, and
 the environment measures and applies the Gaussian update (6.15)
-(:func:`diffenvs.decay_design.linearised_update`, written once and shared: the criterion
+(:func:`diffenvs.envs.decay_design.linearised_update`, written once and shared: the criterion
 :math:`U` here is the same update's information term).
 """
 
@@ -36,8 +36,8 @@ from gymnasium.vector import VectorEnv
 import diffenvs  # noqa: F401  (registers the ids)
 from diffenvs.core.problem import check_choice, check_integer, check_positive
 from diffenvs.core.rollout import RK4, Adaptive
-from diffenvs.decay_design import linearised_update, rate
 from diffenvs.derivatives import sensitivity, sensitivity_schwarz
+from diffenvs.envs.decay_design import linearised_update, rate
 
 #: ``on_step(n, metrics) -> bool``: called after each measurement; ``True`` stops the run
 Callback = Callable[[int, dict], bool]

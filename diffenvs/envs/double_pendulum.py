@@ -43,7 +43,7 @@ Description
 
     written component-wise, so the same code runs on floats and on batched tensors. With
     :math:`m_2 \to 0` the cart and the first pole obey the cartpole's equations
-    (:mod:`diffenvs.cartpole`). Sources: the Lagrangian of the double inverted pendulum on a
+    (:mod:`diffenvs.envs.cartpole`). Sources: the Lagrangian of the double inverted pendulum on a
     cart with point masses (e.g. Bogdanov, *Optimal control of a double inverted pendulum on a
     cart*, OGI tech. report CSE-04-006, 2004, which uses uniform rods; point masses are its
     limit of zero rod inertia about the centre of mass, with the centre of mass at the tip).

@@ -22,7 +22,7 @@ Description
     (the gain :math:`C_{n+1} g / \sigma^2 = C_n g / (\sigma^2 + g C_n g)`; the report prints
     :math:`C_n` in 6.15b, a typo that overshoots by the factor :math:`1 + g C_n g / \sigma^2`).
     The environment is the experiment: it uses the closed-form solution of the ODE; an agent
-    (``agents.design``) computes the sensitivity through an ODE solver. The information of a
+    (``studies.design``) computes the sensitivity through an ODE solver. The information of a
     measurement at :math:`t` is largest where :math:`g^2` is, at :math:`t = 1/\hat\theta_n`.
 
 Action Space
