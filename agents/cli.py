@@ -41,6 +41,7 @@ import dataclasses
 import json
 import keyword
 import os
+import re
 import sys
 import typing
 from collections.abc import Sequence
@@ -50,7 +51,7 @@ from typing import Annotated, Any, TypeVar
 import numpy as np
 import tyro
 
-__all__ = ["MAX_SEED", "Switch", "check_out_folder", "check_seeds", "parse", "parse_env_kwargs", "parse_pair"]
+__all__ = ["MAX_SEED", "Switch", "check_out_folder", "check_seeds", "parse", "parse_env_kwargs", "parse_pair", "plain_text"]
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -65,6 +66,38 @@ _MARKERS = (tyro.conf.OmitArgPrefixes,)
 
 #: the largest seed a command line takes: numpy's limit is 2**32 - 1, and a script may add offsets to its seed
 MAX_SEED = 2**31 - 1
+
+
+#: a reST role with its text: :math:`x^2`, :func:`~a.b`, :class:`title <target>`
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`([^`]+)`")
+#: a hyperlink reference, `text <url>`_ (or __), and an inline literal or interpreted text, ``a`` or `a`
+_LINK = re.compile(r"`([^`<]+?)\s*<([^`>]+)>`__?")
+_LITERAL = re.compile(r"``([^`]+)``|`([^`]+)`")
+
+
+def _role_text(match: re.Match[str]) -> str:
+    """What a role shows: the title of ``title <target>``, else the target (its last part after a leading ``~``)."""
+    text = match.group(1)
+    titled = re.fullmatch(r"(.+?)\s*<[^<>]+>", text, flags=re.DOTALL)
+    if titled:
+        return titled.group(1)
+    if text.startswith("~"):
+        return text[1:].rsplit(".", 1)[-1]
+    return text
+
+
+def plain_text(text: str) -> str:
+    """``text`` (a reST docstring) as plain text for a terminal: roles, literals and links lose their markup.
+
+    ``:math:`x^2``` becomes ``x^2``, ````a```` becomes ``a``, ``:func:`~a.b``` becomes ``b``
+    (``:mod:`a.b``` stays ``a.b``), ```text <url>`_`` becomes ``text (url)``, and a paragraph
+    ending in ``::`` (a literal block follows) ends in ``:``. Everything else is kept as it is.
+    """
+    text = _ROLE.sub(_role_text, text)
+    text = _LINK.sub(lambda match: f"{match.group(1)} ({match.group(2)})", text)
+    text = _LITERAL.sub(lambda match: match.group(1) or match.group(2), text)
+    text = re.sub(r"\s+::$", "", text, flags=re.MULTILINE)  # "the config ::" introduces the block silently
+    return re.sub(r"::$", ":", text, flags=re.MULTILINE)
 
 
 def _flag(name: str) -> str:
@@ -112,7 +145,8 @@ def parse(config_type: type[T], argv: Sequence[str] | None = None, *, default: T
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         _check_no_empty_paths(config_type, args)
-        config = tyro.cli(config_type, args=args, description=description, config=_MARKERS, **arguments)
+        config = tyro.cli(config_type, args=args, description=None if description is None else plain_text(description),
+                          config=_MARKERS, **arguments)
         check_seeds(config)
     except ValueError as error:  # the root config's validation: older tyro lets it through (tyro#482), newer exits itself
         print(f"error: {error}", file=sys.stderr)
@@ -259,6 +293,8 @@ def problem_params(env_id: str, given: Any) -> Any:
     from diffenvs import problem_type_of
 
     problem_type = problem_type_of(env_id)
+    if not dataclasses.is_dataclass(problem_type):
+        raise TypeError(f"the problem of {env_id}, {problem_type.__name__}, must be a dataclass")
     if dataclasses.is_dataclass(given) and not isinstance(given, type):
         return given
     fields = {field.name: field for field in dataclasses.fields(problem_type)}
