@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,9 @@ from diffenvs.core.rollout import RK4
 from diffenvs.derivatives import solve
 from studies.ude import (
     SAVE_EVERY,
+    TRUE_PARAMETERS,
+    Ensemble,
+    HistoryRecord,
     RecipeConfig,
     choose,
     evaluate,
@@ -113,8 +116,6 @@ class Ude:
         self.points = regulariser_points()
 
     def vector_field(self, t: torch.Tensor, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        from studies.ude import TRUE_PARAMETERS
-
         alpha, _, _, delta = TRUE_PARAMETERS
         learned = torch.func.functional_call(self.network, weights, (x,))
         return torch.stack([alpha * x[..., 0], -delta * x[..., 1]], -1) + learned
@@ -128,7 +129,7 @@ class Ude:
 
 
 # ---- checks and timings --------------------------------------------------------------------
-def flat(tensors: Any) -> torch.Tensor:
+def flat(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
@@ -149,7 +150,7 @@ def gradient_check(model: Ude, weights: dict[str, torch.Tensor]) -> dict[str, fl
     h = model.weight_step
     with torch.no_grad():
         base = {n: w.detach().clone() for n, w in weights.items()}
-        by_weights = []
+        columns = []
         for name in tqdm(names, desc="finite differences over the weights", leave=False):
             for index in range(base[name].numel()):
                 shifted = []
@@ -158,8 +159,8 @@ def gradient_check(model: Ude, weights: dict[str, torch.Tensor]) -> dict[str, fl
                     w[name] = base[name].clone()
                     w[name].view(-1)[index] += sign * h
                     shifted.append(reg(w, "forward"))
-                by_weights.append((shifted[0] - shifted[1]) / (2 * h))
-        by_weights = torch.stack(by_weights)
+                columns.append((shifted[0] - shifted[1]) / (2 * h))
+        by_weights = torch.stack(columns)
     scale = forward.abs().max().item()
     return {
         "weights": forward.numel(),
@@ -221,7 +222,7 @@ def time_ways(model: Ude, weights: dict[str, torch.Tensor], repeats: int) -> dic
 
 # ---- plots, table, main ----------------------------------------------------------------------
 def plot_fit(path: Path, times: torch.Tensor, clean: torch.Tensor, data: torch.Tensor, fit: torch.Tensor,
-             recovered: torch.Tensor, learned: torch.Tensor, states: torch.Tensor, history: list[dict[str, Any]]) -> Path:
+             recovered: torch.Tensor, learned: torch.Tensor, states: torch.Tensor, history: list[HistoryRecord]) -> Path:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     data_times = times[: len(data)]
@@ -283,6 +284,56 @@ def table(rows: list[dict[str, float]], chosen: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def checks_and_timings(config: UdeConfig, recipe: RecipeConfig, times: torch.Tensor, data: torch.Tensor) -> dict[str, Any]:
+    """1. The regulariser's gradient three ways, and the time per evaluation of each way; printed and returned."""
+    network = make_network(config.seed)
+    model = Ude(network, times, data, recipe.steps, 1.0, config.input_step, config.weight_step)
+    weights: dict[str, torch.Tensor] = dict(network.named_parameters())
+    check = gradient_check(model, weights)
+    print(f"\nregulariser R = {check['regulariser_forward']:.10g} (forward), {check['regulariser_reverse']:.10g} (reverse); "
+          f"R of the true missing terms = {true_regulariser(model.points):.6g}")
+    print(f"gradient dR/dw over {check['weights']} weights, max |dR/dw| = {check['gradient_max_abs']:.4g}; max differences:")
+    print(f"  forward-over-reverse vs reverse-over-reverse       {check['forward_vs_reverse']:.2e}")
+    print(f"  forward-over-reverse vs loop over points            {check['forward_vs_loop']:.2e}")
+    print(f"  forward-over-reverse vs central differences (w)     {check['forward_vs_weight_differences']:.2e}"
+          f"  (step {config.weight_step:g})")
+    print(f"  forward-over-reverse vs differences in the inputs   {check['forward_vs_input_differences']:.2e}"
+          f"  (step {config.input_step:g}: an approximate regulariser)")
+    timings = time_ways(model, weights, config.repeats)
+    for part, best in timings.items():
+        reference = next(iter(best.values()))
+        print(f"\ntime per {part} + gradient evaluation (fastest of {config.repeats}, interleaved):")
+        for label, seconds in best.items():
+            print(f"  {label:<60s} {1e3 * seconds:9.2f} ms   x{seconds / reference:7.2f}")
+    return {"gradient_check": check, "true_terms_regulariser": true_regulariser(model.points),
+            "seconds_per_evaluation": timings}
+
+
+def recover(config: UdeConfig, final: Ensemble, data: torch.Tensor, all_clean: torch.Tensor,
+            all_times: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
+    """4. Equations from the trained network along the model's own trajectory on the data's range, and their solve;
+    printed, and returned with the solve."""
+    with torch.no_grad():
+        states = final.solve(data[0], 101, dt=SAVE_EVERY * (len(data) - 1) / 100, steps=1)[:, 0, 0]
+        targets, _ = final.network(states[None])
+    sparse = sparse_regression(states, targets[0], config.degree, config.threshold)
+    terms = sparse.terms()
+    beta, gamma = -terms[0].get("u1 u2", 0.0), terms[1].get("u1 u2", 0.0)
+    beta_error, gamma_error = abs(beta / 0.9 - 1), abs(gamma / 0.8 - 1)
+    recovered = simulate_sparse(sparse, data[0], all_times)
+    n = len(data)
+    fit_error = relative_rms(recovered[:n], all_clean[:n], (0, 1)).item()
+    extrapolation_error = relative_rms(recovered[n:], all_clean[n:], (0, 1)).item()
+    symbolic = {"terms": terms, "beta": beta, "gamma": gamma, "beta_relative_error": beta_error,
+                "gamma_relative_error": gamma_error, "structure_recovered": all(list(t) == ["u1 u2"] for t in terms),
+                "fit_relative_rms": fit_error, "extrapolation_relative_rms": extrapolation_error}
+    print(f"sparse regression (STLSQ, threshold {config.threshold:g}, degree {config.degree}): "
+          f"dU1 = {terms[0]}, dU2 = {terms[1]}; beta = {beta:.4f} ({100 * beta_error:.2f}% off 0.9), "
+          f"gamma = {gamma:.4f} ({100 * gamma_error:.2f}% off 0.8); its solve: relative RMS error "
+          f"{fit_error:.4f} on [0, 5], {extrapolation_error:.4f} on (5, {all_times[-1].item():g}]")
+    return symbolic, recovered
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config, recipe = cli.parse_pair(UdeConfig, RecipeConfig, argv, titles=("experiment", "training"), description=__doc__)
     cli.check_out_folder(config.out)
@@ -298,29 +349,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"data: u0 = {clean[0].tolist()}, {len(times)} times on [0, 5], noise 5e-3 x mean; "
           f"network 87 weights; extrapolation to t = {all_times[-1].item():g}")
     results: dict[str, Any] = {"config": config, "recipe": recipe}
-
     if config.checks:
-        network = make_network(config.seed)
-        model = Ude(network, times, data, recipe.steps, 1.0, config.input_step, config.weight_step)
-        weights = dict(network.named_parameters())
-        check = gradient_check(model, weights)
-        print(f"\nregulariser R = {check['regulariser_forward']:.10g} (forward), {check['regulariser_reverse']:.10g} (reverse); "
-              f"R of the true missing terms = {true_regulariser(model.points):.6g}")
-        print(f"gradient dR/dw over {check['weights']} weights, max |dR/dw| = {check['gradient_max_abs']:.4g}; max differences:")
-        print(f"  forward-over-reverse vs reverse-over-reverse       {check['forward_vs_reverse']:.2e}")
-        print(f"  forward-over-reverse vs loop over points            {check['forward_vs_loop']:.2e}")
-        print(f"  forward-over-reverse vs central differences (w)     {check['forward_vs_weight_differences']:.2e}"
-              f"  (step {config.weight_step:g})")
-        print(f"  forward-over-reverse vs differences in the inputs   {check['forward_vs_input_differences']:.2e}"
-              f"  (step {config.input_step:g}: an approximate regulariser)")
-        timings = time_ways(model, weights, config.repeats)
-        for part, best in timings.items():
-            reference = next(iter(best.values()))
-            print(f"\ntime per {part} + gradient evaluation (fastest of {config.repeats}, interleaved):")
-            for label, seconds in best.items():
-                print(f"  {label:<60s} {1e3 * seconds:9.2f} ms   x{seconds / reference:7.2f}")
-        results.update(gradient_check=check, true_terms_regulariser=true_regulariser(model.points),
-                       seconds_per_evaluation=timings)
+        results.update(checks_and_timings(config, recipe, times, data))
 
     # 2. the sweep, 3. the refit with the λ of least validation error
     rows, _, _ = sweep(data, all_clean, config.lambdas, config.seed, recipe, config.holdout_every)
@@ -334,34 +364,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"relative RMS error {scores['terms_relative_rms']:.4f} (u1 {scores['terms_relative_rms_u1']:.4f}, "
           f"u2 {scores['terms_relative_rms_u2']:.4f}); extrapolation to t = {all_times[-1].item():g}, relative RMS error "
           f"{scores['extrapolation_relative_rms']:.4f}")
-
-    # 4. symbolic recovery from the trained network along the model's own trajectory on the data's range
-    with torch.no_grad():
-        states = final.solve(data[0], 101, dt=SAVE_EVERY * (len(data) - 1) / 100, steps=1)[:, 0, 0]
-        targets, _ = final.network(states[None])
-    sparse = sparse_regression(states, targets[0], config.degree, config.threshold)
-    terms = sparse.terms()
-    beta, gamma = -terms[0].get("u1 u2", 0.0), terms[1].get("u1 u2", 0.0)
-    recovered = simulate_sparse(sparse, data[0], all_times)
-    n = len(data)
-    symbolic = {"terms": terms, "beta": beta, "gamma": gamma, "beta_relative_error": abs(beta / 0.9 - 1),
-                "gamma_relative_error": abs(gamma / 0.8 - 1),
-                "structure_recovered": all(list(t) == ["u1 u2"] for t in terms),
-                "fit_relative_rms": relative_rms(recovered[:n], all_clean[:n], (0, 1)).item(),
-                "extrapolation_relative_rms": relative_rms(recovered[n:], all_clean[n:], (0, 1)).item()}
-    print(f"sparse regression (STLSQ, threshold {config.threshold:g}, degree {config.degree}): "
-          f"dU1 = {terms[0]}, dU2 = {terms[1]}; beta = {beta:.4f} ({100 * symbolic['beta_relative_error']:.2f}% off 0.9), "
-          f"gamma = {gamma:.4f} ({100 * symbolic['gamma_relative_error']:.2f}% off 0.8); its solve: relative RMS error "
-          f"{symbolic['fit_relative_rms']:.4f} on [0, 5], {symbolic['extrapolation_relative_rms']:.4f} on "
-          f"(5, {all_times[-1].item():g}]")
+    symbolic, recovered = recover(config, final, data, all_clean, all_times)
 
     with torch.no_grad():
         fitted = final.solve(data[0], count, steps=recipe.steps)[:, 0, 0]
-        dense = true_trajectory(clean[0], torch.linspace(0, SAVE_EVERY * (n - 1), 201, dtype=torch.float64))
+        dense = true_trajectory(clean[0], torch.linspace(0, SAVE_EVERY * (len(data) - 1), 201, dtype=torch.float64))
         learned, _ = final.network(dense[None])
     figures = [plot_fit(out / "ude.png", all_times, all_clean, data, fitted, recovered, learned[0], dense, history),
                plot_sweep(out / "ude_sweep.png", rows, chosen)]
     wall = time.perf_counter() - began
+    terms = symbolic["terms"]
     summary = (f"{text}\nChosen λ = {chosen:g}; refit on all data: terms relative RMS error "
                f"{scores['terms_relative_rms']:.4f}, extrapolation relative RMS error {scores['extrapolation_relative_rms']:.4f}."
                f"\nRecovered: dU1 = {terms[0]}, dU2 = {terms[1]}; extrapolation relative RMS error "
