@@ -59,14 +59,13 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 import diffenvs
 from diffenvs.core.problem import check_integer
-from diffenvs.envs.linear_sysid import LinearSysID, information, least_squares
+from diffenvs.envs.linear_sysid import LinearSysID, LinearSysIDParams, information, least_squares
 
 #: relative tolerance of rank: a design with s_min(G) <= RANK_TOLERANCE * s_max(G) carries no
 #: usable information in some direction (float64 singular values are accurate to about
@@ -195,6 +194,9 @@ class InputNetwork(torch.nn.Module):
     products. ``scale`` :math:`s` ``(runs,)`` brings the state to order one.
     """
 
+    scale: torch.Tensor
+    """The state's scale per run, ``(runs,)`` (a buffer)."""
+
     def __init__(self, runs: int, d: int, gamma: float, width: int, depth: int, generator: torch.Generator,
                  dtype: torch.dtype = torch.float64):
         super().__init__()
@@ -272,7 +274,8 @@ def _epoch_problem(problem: LinearSysID, steps: int) -> LinearSysID:
     return problem if problem.max_steps == steps else dataclasses.replace(problem, max_steps=steps)
 
 
-def _rollout(problem: LinearSysID, policy: Any, params: Any, noise: torch.Tensor) -> diffenvs.Trajectory:
+def _rollout(problem: LinearSysID, policy: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor, params: LinearSysIDParams,
+             noise: torch.Tensor) -> diffenvs.Trajectory:
     """:func:`diffenvs.rollout` from :math:`x_0 = 0`, with a singular experiment reported as such.
 
     The definition's terminal reward is the least-squares error on the experiment's own data; where
@@ -313,14 +316,8 @@ def plan(problem: LinearSysID, matrix: torch.Tensor, prior: torch.Tensor, steps:
         criterion per iteration ``(iterations + 1, runs)`` (row 0 is the random start).
     """
     d = problem.d
-    if not (isinstance(steps, int) and steps >= d + 1):
-        raise ValueError(f"steps must be an integer >= d + 1 = {d + 1} (x_0 = 0 adds nothing to G, and the "
-                         f"environment's reward solves least squares on the experiment alone), got {steps!r}")
-    runs = matrix.shape[0]
-    if tuple(matrix.shape[1:]) != (d, d) or tuple(prior.shape) != (runs, d, d):
-        raise ValueError(f"matrix and prior must have shape (runs, {d}, {d}), got {tuple(matrix.shape)} and "
-                         f"{tuple(prior.shape)}")
-    dtype, samples = matrix.dtype, config.noise_samples
+    _check_plan_inputs(d, matrix, prior, steps)
+    runs, dtype, samples = matrix.shape[0], matrix.dtype, config.noise_samples
     epoch = _epoch_problem(problem, steps)
     planning = matrix.detach()
     if config.radius > 0:
@@ -328,23 +325,49 @@ def plan(problem: LinearSysID, matrix: torch.Tensor, prior: torch.Tensor, steps:
     params = dataclasses.replace(epoch.params, A=planning.repeat_interleave(samples, dim=0))
     prior = prior.detach().repeat_interleave(samples, dim=0)
     noise = torch.randn(steps, runs * samples, d, generator=generator, dtype=dtype)
-    if config.form == "sequence":
-        controller: InputSequence | InputNetwork = InputSequence(runs, steps, d, problem.gamma, generator, dtype)
-    else:
-        controller = InputNetwork(runs, d, problem.gamma, config.width, config.depth, generator, dtype)
-        with torch.no_grad():  # the state's scale: RMS of the planning rollout at initialisation
-            states = _rollout(epoch, controller.policy(samples), params, noise).states
-            rms = states.square().mean(-1).reshape(steps + 1, runs, samples).mean((0, 2)).sqrt()
-            controller.scale.copy_(rms.clamp_min(max(problem.noise_std, 1e-6)))
+    controller = _initial_controller(problem, epoch, params, noise, config, generator)
 
     def objective() -> torch.Tensor:
         trajectory = _rollout(epoch, controller.policy(samples), params, noise)
         value = design_information(prior + design_matrix(trajectory.states), config.criterion)
         return value.reshape(runs, samples).mean(1)
 
+    return controller, _ascend(controller, objective, runs, config, callback, progress)
+
+
+def _check_plan_inputs(d: int, matrix: torch.Tensor, prior: torch.Tensor, steps: int) -> None:
+    if not (isinstance(steps, int) and steps >= d + 1):
+        raise ValueError(f"steps must be an integer >= d + 1 = {d + 1} (x_0 = 0 adds nothing to G, and the "
+                         f"environment's reward solves least squares on the experiment alone), got {steps!r}")
+    runs = matrix.shape[0]
+    if tuple(matrix.shape[1:]) != (d, d) or tuple(prior.shape) != (runs, d, d):
+        raise ValueError(f"matrix and prior must have shape (runs, {d}, {d}), got {tuple(matrix.shape)} and "
+                         f"{tuple(prior.shape)}")
+
+
+def _initial_controller(problem: LinearSysID, epoch: LinearSysID, params: LinearSysIDParams, noise: torch.Tensor,
+                        config: PlannerConfig, generator: torch.Generator) -> InputSequence | InputNetwork:
+    """The controller of ``config.form`` at its random start; a network's state scale is the RMS of its planning
+    rollout (``noise`` ``(T, runs * samples, d)``) there."""
+    steps, d, dtype, samples = noise.shape[0], problem.d, noise.dtype, config.noise_samples
+    runs = noise.shape[1] // samples
+    if config.form == "sequence":
+        return InputSequence(runs, steps, d, problem.gamma, generator, dtype)
+    controller = InputNetwork(runs, d, problem.gamma, config.width, config.depth, generator, dtype)
+    with torch.no_grad():  # the state's scale: RMS of the planning rollout at initialisation
+        states = _rollout(epoch, controller.policy(samples), params, noise).states
+        rms = states.square().mean(-1).reshape(steps + 1, runs, samples).mean((0, 2)).sqrt()
+        controller.scale.copy_(rms.clamp_min(max(problem.noise_std, 1e-6)))
+    return controller
+
+
+def _ascend(controller: torch.nn.Module, objective: Callable[[], torch.Tensor], runs: int, config: PlannerConfig,
+            callback: Callback | None, progress: bool) -> torch.Tensor:
+    """Adam ascent of ``objective()`` (one criterion per run) over ``controller``'s parameters, leaving each run's
+    parameters at the iterate of its best criterion met; returns the criterion per iteration ``(iterations + 1, runs)``."""
     parameters = list(controller.parameters())  # every parameter has the run dimension first
     best = [p.detach().clone() for p in parameters]
-    best_value = torch.full((runs,), -math.inf, dtype=dtype)
+    best_value = torch.full((runs,), -math.inf, dtype=parameters[0].dtype)
     optimiser = torch.optim.Adam(parameters, lr=config.learning_rate)
     history = []
     for iteration in tqdm(range(config.iterations + 1), desc="planning", leave=False, disable=not progress):
@@ -364,7 +387,7 @@ def plan(problem: LinearSysID, matrix: torch.Tensor, prior: torch.Tensor, steps:
     with torch.no_grad():
         for p, b in zip(parameters, best):
             p.copy_(b)
-    return controller, torch.stack(history)
+    return torch.stack(history)
 
 
 def play(problem: LinearSysID, matrix: torch.Tensor, controls: torch.Tensor | InputSequence | InputNetwork,
