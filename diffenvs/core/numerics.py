@@ -1,7 +1,7 @@
 """Array namespaces and the one step rule shared by every face.
 
 A definition writes its physics once, component-wise, against a small namespace ``ns``
-(``ns.sin``, ``ns.cos``, ...). The Gymnasium face runs it on Python floats with
+(:class:`ArrayNamespace`: ``ns.sin``, ``ns.cos``, ...). The Gymnasium face runs it on Python floats with
 :data:`SCALAR` (a single environment is far too small for tensors to pay off); the
 vector face and the gradient path run the *same* code on batched torch tensors with
 :data:`TORCH`. The explicit Runge--Kutta step :func:`rk4_step` is likewise written once
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from types import SimpleNamespace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -21,6 +21,67 @@ import torch
 Components = tuple[Any, ...]
 #: a one-step integrator ``(f, t, x, h, args) -> x(t + h)`` of ``dx/dt = f(t, x, args)``
 Integrator = Callable[[Callable[[Any, Components, Any], Components], Any, Components, Any, Any], Components]
+
+
+class ArrayNamespace(Protocol):
+    """The array namespace a definition's physics is written against (:data:`SCALAR`, :data:`TORCH`).
+
+    Each function applies element-wise to a Python float or a tensor. ``name`` says which
+    namespace it is; ``eager`` whether Python control flow on values is allowed (one environment on
+    floats) or not (batched, differentiable tensors: masked selects with ``where`` instead).
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def eager(self) -> bool: ...
+    def sin(self, v: Any, /) -> Any: ...
+    def cos(self, v: Any, /) -> Any: ...
+    def exp(self, v: Any, /) -> Any: ...
+    def log1p(self, v: Any, /) -> Any: ...
+    def erf(self, v: Any, /) -> Any: ...
+    def sqrt(self, v: Any, /) -> Any: ...
+    def atan2(self, y: Any, x: Any, /) -> Any: ...
+    def tanh(self, v: Any, /) -> Any: ...
+    def ceil(self, v: Any, /) -> Any: ...
+    def where(self, condition: Any, a: Any, b: Any, /) -> Any: ...
+    def clip(self, v: Any, low: Any, high: Any, /) -> Any: ...
+    def isfinite(self, v: Any, /) -> Any: ...
+    def logical_not(self, v: Any, /) -> Any: ...
+
+
+class HasCeil(Protocol):
+    """Any namespace with an element-wise ``ceil`` (:data:`SCALAR`, :data:`TORCH`, numpy, math)."""
+
+    def ceil(self, v: Any, /) -> Any: ...
+
+
+class HasExp(Protocol):
+    """Any namespace with an element-wise ``exp`` (:data:`SCALAR`, :data:`TORCH`, numpy, math)."""
+
+    def exp(self, v: Any, /) -> Any: ...
+
+
+@dataclass(eq=False, slots=True)
+class Namespace:
+    """A concrete :class:`ArrayNamespace`: its name, whether it is eager, and its functions (attributes that a test
+    may replace, e.g. by libm's functions)."""
+
+    name: str
+    eager: bool
+    sin: Callable[[Any], Any]
+    cos: Callable[[Any], Any]
+    exp: Callable[[Any], Any]
+    log1p: Callable[[Any], Any]
+    erf: Callable[[Any], Any]
+    sqrt: Callable[[Any], Any]
+    atan2: Callable[[Any, Any], Any]
+    tanh: Callable[[Any], Any]
+    ceil: Callable[[Any], Any]
+    where: Callable[[Any, Any, Any], Any]
+    clip: Callable[[Any, Any, Any], Any]
+    isfinite: Callable[[Any], Any]
+    logical_not: Callable[[Any], Any]
 
 
 def _scalar_where(condition: bool, a: Any, b: Any) -> Any:
@@ -72,7 +133,7 @@ def _ceil(v: float) -> float:
         return v
 
 
-SCALAR = SimpleNamespace(
+SCALAR: ArrayNamespace = Namespace(
     name="scalar",
     eager=True,  # Python control flow on values is allowed (and cheaper than computing both branches)
     sin=_sin,
@@ -91,7 +152,7 @@ SCALAR = SimpleNamespace(
 )
 """Python floats: the fast path of a single Gymnasium environment."""
 
-TORCH = SimpleNamespace(
+TORCH: ArrayNamespace = Namespace(
     name="torch",
     eager=False,  # no branches on tensor values: batched, differentiable, torch.func-friendly
     sin=torch.sin,
@@ -112,7 +173,7 @@ TORCH = SimpleNamespace(
 """Batched torch tensors: the vector face and the gradient path."""
 
 
-def wrap_angle(phi: Any, ns: SimpleNamespace) -> Any:
+def wrap_angle(phi: Any, ns: HasCeil) -> Any:
     r"""Angle wrapped to :math:`(-\pi, \pi]`: :math:`\phi - 2\pi \lceil (\phi - \pi) / 2\pi \rceil`.
 
     The derivative is 1 (the ceiling is piecewise constant), as for ``atan2(sin phi, cos phi)``,

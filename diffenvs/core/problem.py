@@ -15,16 +15,30 @@ the step) or :class:`Feedback` (a function of time and state inside the ODE).
 from __future__ import annotations
 
 import dataclasses
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from types import SimpleNamespace
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar, cast
 
 import numpy as np
 import torch
 
-from diffenvs.core.numerics import TORCH, Components, Integrator, rk4_step, stack
+from diffenvs.core.numerics import TORCH, ArrayNamespace, Components, Integrator, rk4_step, stack
+from diffenvs.core.validation import (
+    check_choice,
+    check_finite,
+    check_integer,
+    check_positive,
+    finite_number,
+    is_real,
+)
+
+# the checks every definition uses, importable from here as from diffenvs.core.validation
+__all__ = ["FLOAT32_MAX", "Control", "Feedback", "Held", "OdeProblem", "ParamsT", "Problem", "ProblemAttributes",
+           "check_choice", "check_episode", "check_finite", "check_integer", "check_positive", "check_positive_fields",
+           "is_real", "plain_constants"]
+
+#: the type of a definition's constants (its ``params``: a frozen dataclass of numbers, arrays or tensors)
+ParamsT = TypeVar("ParamsT")
 
 
 class Held(NamedTuple):
@@ -43,15 +57,17 @@ class Feedback(NamedTuple):
 Control = Held | Feedback
 
 
-class Problem(ABC):
-    """Interface shared by every environment definition.
+class Problem(ABC, Generic[ParamsT]):
+    """Interface shared by every environment definition, generic over the type of its constants ``params``.
 
     Subclasses are frozen dataclasses with at least the fields ``params``, ``dt`` (seconds
     per step) and ``max_steps`` (steps per episode), and set the class-level descriptions
-    below. The horizon is ``max_steps * dt`` (:attr:`horizon`).
+    below. The horizon is ``max_steps * dt`` (:attr:`horizon`). A definition names its
+    constants' type, ``class Cartpole(OdeProblem[CartpoleParams])``, so ``problem.params`` and
+    the ``params`` its functions take are typed.
     """
 
-    params: Any
+    params: ParamsT
     dt: float
     max_steps: int
 
@@ -108,7 +124,7 @@ class Problem(ABC):
     def state_dim(self) -> int:
         return len(self.state_names)
 
-    def control_from_action(self, action: Components, ns: SimpleNamespace) -> Components:
+    def control_from_action(self, action: Components, ns: ArrayNamespace) -> Components:
         """Physical control from a Gymnasium action in ``[-1, 1]`` (clipped to it first)."""
         return tuple(
             lo + 0.5 * (ns.clip(a, -1.0, 1.0) + 1.0) * (hi - lo)
@@ -128,7 +144,7 @@ class Problem(ABC):
 
     # ---- pure functions of the state ---------------------------------------------------
     @abstractmethod
-    def initial_state(self, draws: Any, params: Any, ns: SimpleNamespace) -> Components:
+    def initial_state(self, draws: Any, params: ParamsT, ns: ArrayNamespace) -> Components:
         """Start state from the random ``draws`` declared in :attr:`initial_draws`.
 
         ``draws`` is a list of floats (one environment) or a tensor ``(batch, count)``;
@@ -136,11 +152,11 @@ class Problem(ABC):
         """
 
     @abstractmethod
-    def observation(self, t: Any, x: Components, params: Any, ns: SimpleNamespace) -> Components:
+    def observation(self, t: Any, x: Components, params: ParamsT, ns: ArrayNamespace) -> Components:
         """Observation components at time ``t`` in state ``x``."""
 
     @abstractmethod
-    def step(self, t: Any, x: Components, control: Control, *, x0: Components, params: Any, ns: SimpleNamespace,
+    def step(self, t: Any, x: Components, control: Control, *, x0: Components, params: ParamsT, ns: ArrayNamespace,
              terminal_due: Any, noise: Components | None = None,
              integrate: Integrator = rk4_step) -> tuple[Components, Any, Any]:
         """Advance one step from time ``t`` and state ``x``: ``(x_next, reward, event)``.
@@ -154,7 +170,7 @@ class Problem(ABC):
         call this through :func:`diffenvs.core.transition.transition`.
         """
 
-    def timeout_cost(self, x: Components, params: Any, ns: SimpleNamespace) -> Any:
+    def timeout_cost(self, x: Components, params: ParamsT, ns: ArrayNamespace) -> Any:
         """Cost paid when the time limit ends an episode before its objective is reached, or ``None`` for none.
 
         A problem whose objective is defined at an event (:attr:`horizon_ends` ``"truncated"``)
@@ -170,23 +186,24 @@ class Problem(ABC):
         """The documented physical state (``env.unwrapped.state``) from the internal one."""
         return x
 
-    def state_from_physical(self, state: Components, params: Any, ns: SimpleNamespace) -> Components:
+    def state_from_physical(self, state: Components, params: ParamsT, ns: ArrayNamespace) -> Components:
         """The internal state from a physical one (``reset(options={"state": ...})``)."""
         return tuple(state)
 
     def check_state(self, state: np.ndarray) -> None:
         """Raise ``ValueError`` if a user-given physical state is not allowed."""
 
-    def params_like(self, params: Any, like: torch.Tensor) -> Any:
+    def params_like(self, params: ParamsT, like: torch.Tensor) -> ParamsT:
         """``params`` with array fields as tensors of ``like``'s dtype and device."""
-        if not dataclasses.is_dataclass(params):
+        if not dataclasses.is_dataclass(params) or isinstance(params, type):
             return params
         changes = {
             f.name: torch.as_tensor(getattr(params, f.name), dtype=like.dtype, device=like.device)
             for f in dataclasses.fields(params)
             if isinstance(getattr(params, f.name), np.ndarray)
         }
-        return dataclasses.replace(params, **changes) if changes else params
+        # replace() gives an instance of params' own class, which is ParamsT
+        return cast(ParamsT, dataclasses.replace(params, **changes)) if changes else params
 
     def render(self, state: np.ndarray) -> np.ndarray:
         """An RGB frame (``uint8``, height x width x 3) of a physical state."""
@@ -196,7 +213,7 @@ class Problem(ABC):
 class ProblemAttributes:
     """The documented attributes every face exposes from its ``problem``."""
 
-    problem: Problem
+    problem: Problem[Any]
 
     @property
     def dt(self) -> float:
@@ -213,43 +230,7 @@ class ProblemAttributes:
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def is_real(value: Any) -> bool:
-    """Whether ``value`` is a real number: a Python or numpy int or float, not a bool."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
-def check_positive(name: str, value: float) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite positive number (numpy scalars count, bools do not)."""
-    if not (is_real(value) and _finite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-
-
-def check_finite(name: str, value: float, *, least: float = -math.inf, bound: float = math.inf) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite number ``>= least`` and at most ``bound`` in magnitude."""
-    if not (is_real(value) and _finite(value) and value >= least and abs(value) <= bound):
-        expected = "a finite number" + (f" >= {least}" if least > -math.inf else "")
-        expected += f" of magnitude at most {bound:.4g}" if bound < math.inf else ""
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-
-
-def check_integer(name: str, value: Any, least: int = 1) -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer of at least ``least`` (default: a positive integer).
-
-    Python and numpy integers count; bools do not.
-    """
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= least):
-        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-
-
-def plain_constants(problem: Problem, params_type: type | None = None) -> None:
+def plain_constants(problem: Problem[Any], params_type: type | None = None) -> None:
     """Turn numpy scalar constants of ``problem`` (a frozen dataclass) and of its ``params`` into Python numbers.
 
     Called first in a definition's ``__post_init__``, so that the checks and the physics see
@@ -265,6 +246,8 @@ def plain_constants(problem: Problem, params_type: type | None = None) -> None:
             return float(value)
         return value
 
+    if not dataclasses.is_dataclass(problem):
+        raise TypeError(f"a definition must be a dataclass, got {type(problem).__name__}")
     for f in dataclasses.fields(problem):
         if f.init and f.name != "params":
             object.__setattr__(problem, f.name, plain(getattr(problem, f.name)))
@@ -273,17 +256,19 @@ def plain_constants(problem: Problem, params_type: type | None = None) -> None:
     params = problem.params
     if not isinstance(params, params_type):
         raise TypeError(f"params must be a {params_type.__name__}, got {type(params).__name__}: {params!r}")
+    if not dataclasses.is_dataclass(params) or isinstance(params, type):
+        return
     changes = {f.name: plain(getattr(params, f.name)) for f in dataclasses.fields(params)
                if isinstance(getattr(params, f.name), (np.integer, np.floating))}
     if changes:
         object.__setattr__(problem, "params", dataclasses.replace(params, **changes))
 
 
-def check_episode(problem: Problem) -> None:
+def check_episode(problem: Problem[Any]) -> None:
     """Raise ``ValueError`` unless ``max_steps >= 1`` and ``dt`` (given or derived) is finite and positive."""
     check_integer("max_steps", problem.max_steps)
     dt = problem.dt
-    if not (is_real(dt) and _finite(dt) and dt > 0):
+    if not (is_real(dt) and finite_number(dt) and dt > 0):
         raise ValueError(f"dt must be a finite positive number (seconds per step), got {dt!r} "
                          f"(max_steps = {problem.max_steps!r})")
 
@@ -300,13 +285,7 @@ def check_positive_fields(params: Any, names: Sequence[str]) -> None:
             check_positive(f"params.{name}", value)
 
 
-def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-
-
-class OdeProblem(Problem):
+class OdeProblem(Problem[ParamsT]):
     r"""A continuous-time problem :math:`\dot x = f(t, x, u; p)` with the control held over each step.
 
     The step integrates with :func:`~diffenvs.core.numerics.rk4_step` and returns the reward
@@ -340,25 +319,25 @@ class OdeProblem(Problem):
             cls.whole_horizon_solve = False
 
     @abstractmethod
-    def vector_field(self, t: Any, x: Components, u: Components, params: Any, ns: SimpleNamespace) -> Components:
+    def vector_field(self, t: Any, x: Components, u: Components, params: ParamsT, ns: ArrayNamespace) -> Components:
         r"""The time derivative :math:`\dot x` of each state component."""
 
     #: whether :meth:`running_cost` is in use (a definition with one sets this)
     has_running_cost: ClassVar[bool] = False
 
-    def running_cost(self, t: Any, x: Components, u: Components, params: Any, ns: SimpleNamespace) -> Any:
+    def running_cost(self, t: Any, x: Components, u: Components, params: ParamsT, ns: ArrayNamespace) -> Any:
         """Running cost per second (used when :attr:`has_running_cost`)."""
         raise NotImplementedError
 
-    def terminal_cost(self, x: Components, x0: Components, params: Any, ns: SimpleNamespace) -> Any:
+    def terminal_cost(self, x: Components, x0: Components, params: ParamsT, ns: ArrayNamespace) -> Any:
         """Cost at the end of the episode, or ``None`` for none."""
         return None
 
-    def potential(self, x: Components, params: Any, ns: SimpleNamespace) -> Any:
+    def potential(self, x: Components, params: ParamsT, ns: ArrayNamespace) -> Any:
         """Potential whose decrease is paid as reward each step, or ``None`` for none."""
         return None
 
-    def event(self, x: Components, params: Any, ns: SimpleNamespace) -> Any:
+    def event(self, x: Components, params: ParamsT, ns: ArrayNamespace) -> Any:
         """Event function: the episode terminates where it crosses zero upwards; ``None`` for none."""
         return None
 
@@ -367,25 +346,26 @@ class OdeProblem(Problem):
         params = self.params if params is None else params
         return stack(self.vector_field(t, x.unbind(-1), u.unbind(-1), params, TORCH), like=x)
 
-    def advance(self, t: Any, x: Components, control: Control, params: Any, ns: SimpleNamespace, h: Any,
+    def advance(self, t: Any, x: Components, control: Control, params: ParamsT, ns: ArrayNamespace, h: Any,
                 integrate: Integrator = rk4_step) -> Components:
         """Integrate over a step ``h``; the running cost rides along as a last component."""
         has_cost = self.has_running_cost
         feedback = control.fn if isinstance(control, Feedback) else None
+        held_control = control.u if isinstance(control, Held) else None
 
         def f(s: Any, z: Components, held: Components | None) -> Components:
             state = z[:-1] if has_cost else z
-            v = feedback(s, state) if held is None else held
+            v = held if feedback is None else feedback(s, state)
             derivative = self.vector_field(s, state, v, params, ns)
             if has_cost:
                 return (*derivative, self.running_cost(s, state, v, params, ns))
             return derivative
 
         z0 = (*x, 0.0 * x[0]) if has_cost else x
-        return integrate(f, t, z0, h, None if feedback is not None else control.u)
+        return integrate(f, t, z0, h, held_control)
 
     def step_reward(self, x: Components, x1: Components, cost_increment: Any, x0: Components, terminal_due: Any,
-                    params: Any, ns: SimpleNamespace) -> Any:
+                    params: ParamsT, ns: ArrayNamespace) -> Any:
         r"""The reward of a step from ``x`` to ``x1``.
 
         .. math:: r = -[\Phi(x_1) - \Phi(x)] - \Delta c - \mathbb{1}[\text{due}]\,\ell(x_1, x_0)
@@ -406,7 +386,7 @@ class OdeProblem(Problem):
             reward = reward - ns.where(terminal_due, terminal, 0.0 * terminal)
         return reward
 
-    def step(self, t: Any, x: Components, control: Control, *, x0: Components, params: Any, ns: SimpleNamespace,
+    def step(self, t: Any, x: Components, control: Control, *, x0: Components, params: ParamsT, ns: ArrayNamespace,
              terminal_due: Any, noise: Components | None = None,
              integrate: Integrator = rk4_step) -> tuple[Components, Any, Any]:  # noqa: D102 (see Problem.step)
         has_cost = self.has_running_cost
@@ -419,7 +399,8 @@ class OdeProblem(Problem):
         reward = self.step_reward(x, x1, z1[-1] if has_cost else None, x0, event | terminal_due, params, ns)
         return x1, reward, event
 
-    def _locate_event(self, t, x, control, params, ns, g0, z1, has_cost, integrate):
+    def _locate_event(self, t: Any, x: Components, control: Control, params: ParamsT, ns: ArrayNamespace, g0: Any,
+                      z1: Components, has_cost: bool, integrate: Integrator) -> tuple[Components, Any]:
         """Replace the end of a step that crossed the event surface by the state at the crossing."""
         state1 = z1[:-1] if has_cost else z1
         g1 = self.event(state1, params, ns)

@@ -9,14 +9,13 @@ what a non-finite step does are written here once.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from diffenvs.core.numerics import Components, Integrator, rk4_step
-from diffenvs.core.problem import Control, Problem
+from diffenvs.core.numerics import ArrayNamespace, Components, Integrator, rk4_step
+from diffenvs.core.problem import Control, ParamsT, Problem
 
 #: the largest float32: unbounded observation components are bounded by it (a Box with
 #: infinite bounds draws warnings from the checkers), and exceeding it ends the episode
@@ -44,15 +43,15 @@ class Transition(NamedTuple):
     observation: Components | None = None
 
 
-def horizon_flags(problem: Problem, last: Any) -> tuple[Any, Any]:
+def horizon_flags(problem: Problem[Any], last: Any) -> tuple[Any, Any]:
     """``(terminal_due, time_limit)``: what reaching ``max_steps`` (``last``) means for ``problem``."""
     if problem.horizon_ends == "terminated":
         return last, False & last
     return False & last, last
 
 
-def with_timeout_cost(problem: Problem, reward: Any, x1: Components, event: Any, time_limit: Any, params: Any,
-                      ns: SimpleNamespace) -> Any:
+def with_timeout_cost(problem: Problem[ParamsT], reward: Any, x1: Components, event: Any, time_limit: Any, params: ParamsT,
+                      ns: ArrayNamespace) -> Any:
     """``reward`` minus :meth:`~diffenvs.core.problem.Problem.timeout_cost` where the time limit ends the episode
     and no event did."""
     due = time_limit & ns.logical_not(event)
@@ -64,7 +63,7 @@ def with_timeout_cost(problem: Problem, reward: Any, x1: Components, event: Any,
     return reward - ns.where(due, cost, 0.0 * cost)
 
 
-def is_finite(problem: Problem, reward: Any, x: Components, observation: Components, ns: SimpleNamespace) -> Any:
+def is_finite(problem: Problem[Any], reward: Any, x: Components, observation: Components, ns: ArrayNamespace) -> Any:
     """Whether the reward and the physical state are finite and the observation inside the float32 range."""
     finite = ns.isfinite(reward)
     for component in problem.state_to_physical(x):
@@ -80,14 +79,14 @@ def _keep(finite: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.T
 
 
 def transition(
-    problem: Problem,
+    problem: Problem[ParamsT],
     k: Any,
     x: Components,
     control: Control,
     *,
     x0: Components,
-    params: Any,
-    ns: SimpleNamespace,
+    params: ParamsT,
+    ns: ArrayNamespace,
     noise: Components | None = None,
     integrate: Integrator = rk4_step,
     check_finite: bool = True,

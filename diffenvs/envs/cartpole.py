@@ -63,13 +63,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
 
 from diffenvs.core.horizon import renamed_horizon
-from diffenvs.core.numerics import Components, columns, wrap_angle
+from diffenvs.core.numerics import ArrayNamespace, Components, columns, wrap_angle
 from diffenvs.core.problem import (
     FLOAT32_MAX,
     OdeProblem,
@@ -101,7 +100,7 @@ FORCE_WEIGHT = 1e-2
 
 @renamed_horizon("horizon", seconds=True)
 @dataclass(frozen=True)
-class Cartpole(OdeProblem):
+class Cartpole(OdeProblem[CartpoleParams]):
     """The cartpole definition; see the module docstring."""
 
     params: CartpoleParams = field(default_factory=CartpoleParams)
@@ -141,7 +140,7 @@ class Cartpole(OdeProblem):
     def control_high(self) -> tuple[float, ...]:
         return (self.max_force,)
 
-    def vector_field(self, t: Any, x: Components, u: Components, params: CartpoleParams, ns: SimpleNamespace) -> Components:
+    def vector_field(self, t: Any, x: Components, u: Components, params: CartpoleParams, ns: ArrayNamespace) -> Components:
         _, cart_velocity, phi, phi_dot = x
         (force,) = u
         m, big_m, length, g = params.pole_mass, params.cart_mass, params.pole_length, params.gravity
@@ -166,7 +165,7 @@ class Cartpole(OdeProblem):
         phi = wrap_angle(x[2], ns)
         return phi * phi + x[3] * x[3]
 
-    def initial_state(self, draws: Any, params: Any, ns: SimpleNamespace) -> Components:
+    def initial_state(self, draws: Any, params: Any, ns: ArrayNamespace) -> Components:
         base = (0.0, 0.0, self.initial_angle, 0.0)
         return tuple(b + self.initial_noise * (2.0 * d - 1.0) for b, d in zip(base, columns(draws)))
 

@@ -69,13 +69,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
 
 from diffenvs.core.horizon import renamed_horizon
-from diffenvs.core.numerics import Components
+from diffenvs.core.numerics import ArrayNamespace, Components, HasExp
 from diffenvs.core.problem import FLOAT32_MAX, Held, Problem, check_episode, check_finite, check_positive, plain_constants
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
@@ -96,12 +95,12 @@ def rate(t: Any, u: Any, theta: Any) -> Any:
     return -theta * u
 
 
-def solution(t: Any, theta: Any, ns: SimpleNamespace) -> Any:
+def solution(t: Any, theta: Any, ns: HasExp) -> Any:
     r"""The closed-form solution :math:`u(t; \theta) = e^{-\theta t}`."""
     return ns.exp(-theta * t)
 
 
-def solution_sensitivity(t: Any, theta: Any, ns: SimpleNamespace) -> Any:
+def solution_sensitivity(t: Any, theta: Any, ns: HasExp) -> Any:
     r"""The closed-form sensitivity :math:`g = \partial u/\partial\theta = -t e^{-\theta t}`."""
     return -t * ns.exp(-theta * t)
 
@@ -124,7 +123,7 @@ def linearised_update(mean: Any, variance: Any, g: Any, innovation: Any, noise_s
 
 @renamed_horizon("measurements", attribute="max_steps")
 @dataclass(frozen=True)
-class DecayDesign(Problem):
+class DecayDesign(Problem[DecayDesignParams]):
     """The decay-design definition; see the module docstring."""
 
     params: DecayDesignParams = field(default_factory=DecayDesignParams)
@@ -160,17 +159,17 @@ class DecayDesign(Problem):
     def control_high(self) -> tuple[float, ...]:
         return (self.t_max,)
 
-    def initial_state(self, draws: Any, params: DecayDesignParams, ns: SimpleNamespace) -> Components:
+    def initial_state(self, draws: Any, params: DecayDesignParams, ns: ArrayNamespace) -> Components:
         return params.prior_mean, params.prior_variance
 
-    def observation(self, t: Any, x: Components, params: Any, ns: SimpleNamespace) -> Components:
+    def observation(self, t: Any, x: Components, params: Any, ns: ArrayNamespace) -> Components:
         return x
 
     def check_state(self, state: np.ndarray) -> None:
         if not state[1] > 0.0:
             raise ValueError(f"state posterior_variance must be positive, got {state[1]}")
 
-    def step(self, t: Any, x: Components, control: Held, *, x0: Components, params: Any, ns: SimpleNamespace,
+    def step(self, t: Any, x: Components, control: Held, *, x0: Components, params: Any, ns: ArrayNamespace,
              terminal_due: Any, noise: Components | None = None, integrate: Any = None) -> tuple[Components, Any, Any]:
         """One measurement at the held time and the belief's update; the reward is its information gain."""
         mean, variance = x

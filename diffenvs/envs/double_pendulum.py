@@ -124,12 +124,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
 
-from diffenvs.core.numerics import Components, columns, wrap_angle
+from diffenvs.core.numerics import ArrayNamespace, Components, columns, wrap_angle
 from diffenvs.core.problem import (
     FLOAT32_MAX,
     OdeProblem,
@@ -164,7 +163,7 @@ _PARAM_NAMES = ("cart_mass", "pole1_mass", "pole2_mass", "pole1_length", "pole2_
 
 
 @dataclass(frozen=True)
-class DoublePendulum(OdeProblem):
+class DoublePendulum(OdeProblem[DoublePendulumParams]):
     """The double pendulum on a cart; see the module docstring."""
 
     params: DoublePendulumParams = field(default_factory=DoublePendulumParams)
@@ -207,7 +206,7 @@ class DoublePendulum(OdeProblem):
         return (self.max_force,)
 
     def vector_field(self, t: Any, x: Components, u: Components, params: DoublePendulumParams,
-                     ns: SimpleNamespace) -> Components:
+                     ns: ArrayNamespace) -> Components:
         _, theta1, theta2, cart_velocity, omega1, omega2 = x
         (force,) = u
         big_m, m1, m2 = params.cart_mass, params.pole1_mass, params.pole2_mass
@@ -230,7 +229,7 @@ class DoublePendulum(OdeProblem):
                                + mu * (big_m + mu * s1 * s1) * tau3 / (m2 * l2 * l2)) / denominator
         return cart_velocity, omega1, omega2, x_acceleration, theta1_acceleration, theta2_acceleration
 
-    def energy(self, x: Components, params: DoublePendulumParams, ns: SimpleNamespace) -> Any:
+    def energy(self, x: Components, params: DoublePendulumParams, ns: ArrayNamespace) -> Any:
         r"""The mechanical energy :math:`\tfrac12\dot q^\top\mathbf M(q)\dot q + V(q)` (J), conserved without force."""
         _, theta1, theta2, v, omega1, omega2 = x
         big_m, m1, m2 = params.cart_mass, params.pole1_mass, params.pole2_mass
@@ -270,7 +269,7 @@ class DoublePendulum(OdeProblem):
         theta1, theta2 = wrap_angle(x[1], ns), wrap_angle(x[2], ns)
         return theta1 * theta1 + theta2 * theta2 + x[4] * x[4] + x[5] * x[5]
 
-    def initial_state(self, draws: Any, params: Any, ns: SimpleNamespace) -> Components:
+    def initial_state(self, draws: Any, params: Any, ns: ArrayNamespace) -> Components:
         base = (0.0, self.initial_angle, self.initial_angle, 0.0, 0.0, 0.0)
         return tuple(b + self.initial_noise * (2.0 * d - 1.0) for b, d in zip(base, columns(draws)))
 

@@ -81,7 +81,7 @@ class IsochronismParams:
 
 @renamed_horizon("steps", attribute="max_steps")
 @dataclass(frozen=True)
-class Isochronism(OdeProblem):
+class Isochronism(OdeProblem[IsochronismParams]):
     """The isochronism definition; see the module docstring."""
 
     params: IsochronismParams = field(default_factory=IsochronismParams)

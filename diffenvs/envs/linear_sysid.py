@@ -47,14 +47,13 @@ Version History
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from diffenvs.core.horizon import renamed_horizon
-from diffenvs.core.numerics import Components
+from diffenvs.core.numerics import ArrayNamespace, Components
 from diffenvs.core.problem import Held, Problem, check_choice, check_finite, check_integer, check_positive, plain_constants
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
@@ -118,7 +117,7 @@ class LinearSysIDParams:
 
 @renamed_horizon("steps", attribute="max_steps")
 @dataclass(frozen=True, eq=False)
-class LinearSysID(Problem):
+class LinearSysID(Problem[LinearSysIDParams]):
     """The system-identification definition; see the module docstring."""
 
     d: int = 4
@@ -192,7 +191,7 @@ class LinearSysID(Problem):
     def control_high(self) -> tuple[float, ...]:
         return (self.gamma,) * self.d
 
-    def control_from_action(self, action: Components, ns: SimpleNamespace) -> Components:
+    def control_from_action(self, action: Components, ns: ArrayNamespace) -> Components:
         """``u = gamma a / max(1, |a|)`` with ``a`` clipped to ``[-1, 1]`` first: the ball ``|u| <= gamma``.
 
         Clipping first makes an action outside the box act as the clipped one (as on every
@@ -215,7 +214,7 @@ class LinearSysID(Problem):
         return np.asarray(control) / self.gamma
 
     # ---- state: (x, A, G = sum x x^T, C = sum (x' - B u) x^T) ------------------------
-    def initial_state(self, draws: Any, params: Any, ns: SimpleNamespace) -> Components:
+    def initial_state(self, draws: Any, params: Any, ns: ArrayNamespace) -> Components:
         if isinstance(draws, torch.Tensor):
             x = torch.zeros(draws.shape[0], self.d, dtype=draws.dtype, device=draws.device)
             a = random_matrix(draws, self.d) if self.random else None
@@ -223,7 +222,7 @@ class LinearSysID(Problem):
         a = random_matrix(np.asarray(draws), self.d) if self.random else None
         return self.state_from_physical([0.0] * self.d, params, ns, a)
 
-    def state_from_physical(self, state: Components, params: Any, ns: SimpleNamespace, matrix: Any = None) -> Components:
+    def state_from_physical(self, state: Components, params: Any, ns: ArrayNamespace, matrix: Any = None) -> Components:
         """Internal state ``(x, A, G, C)``: the true matrix rides in the state (hidden), the statistics start at zero."""
         if ns.name == "torch":
             x = torch.stack(tuple(state), -1)
@@ -243,7 +242,7 @@ class LinearSysID(Problem):
     def observation(self, t, x, params, ns):
         return (*self.state_to_physical(x), t / self.max_steps)
 
-    def step(self, t: Any, x: Components, control: Held, *, x0: Components, params: Any, ns: SimpleNamespace,
+    def step(self, t: Any, x: Components, control: Held, *, x0: Components, params: Any, ns: ArrayNamespace,
              terminal_due: Any, noise: Components | None = None, integrate: Any = None) -> tuple[Components, Any, Any]:
         """One sample ``x' = A x + B u + w``; the statistics grow and the estimate's error is paid when due."""
         state, a, gram, cross = x

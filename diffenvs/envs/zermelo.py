@@ -69,13 +69,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
 
 from diffenvs.core.horizon import renamed_horizon
-from diffenvs.core.numerics import Components
+from diffenvs.core.numerics import ArrayNamespace, Components, HasExp
 from diffenvs.core.problem import OdeProblem, check_episode, check_positive, check_positive_fields, plain_constants
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
@@ -99,13 +98,13 @@ class ZermeloParams:
         return self.river_width / 10
 
 
-def wind(y: Any, params: ZermeloParams, ns: SimpleNamespace) -> Any:
+def wind(y: Any, params: ZermeloParams, ns: HasExp) -> Any:
     r""":math:`w(y)` in m/s."""
     z = (y - params.wind_centre) / params.wind_width
     return params.wind_min + (params.wind_max - params.wind_min) * ns.exp(-z * z)
 
 
-def straight_across_deviation(y: Any, params: ZermeloParams, ns: SimpleNamespace) -> Any:
+def straight_across_deviation(y: Any, params: ZermeloParams, ns: ArrayNamespace) -> Any:
     r"""Downstream travel (m) from height ``y`` to the far bank heading straight across (:math:`u = \pi/2`).
 
     .. math::
@@ -124,7 +123,7 @@ def straight_across_deviation(y: Any, params: ZermeloParams, ns: SimpleNamespace
 
 @renamed_horizon("time_limit", seconds=True, attribute="horizon")
 @dataclass(frozen=True)
-class Zermelo(OdeProblem):
+class Zermelo(OdeProblem[ZermeloParams]):
     """The river-crossing definition; see the module docstring."""
 
     params: ZermeloParams = field(default_factory=ZermeloParams)
@@ -160,7 +159,7 @@ class Zermelo(OdeProblem):
     def control_high(self) -> tuple[float, ...]:
         return (math.pi,)
 
-    def vector_field(self, t: Any, x: Components, u: Components, params: ZermeloParams, ns: SimpleNamespace) -> Components:
+    def vector_field(self, t: Any, x: Components, u: Components, params: ZermeloParams, ns: ArrayNamespace) -> Components:
         (heading,) = u
         return params.boat_speed * ns.cos(heading) + wind(x[1], params, ns), params.boat_speed * ns.sin(heading)
 
@@ -170,7 +169,7 @@ class Zermelo(OdeProblem):
     def event(self, x, params, ns):
         return x[1] - params.river_width
 
-    def timeout_cost(self, x: Components, params: ZermeloParams, ns: SimpleNamespace) -> Any:
+    def timeout_cost(self, x: Components, params: ZermeloParams, ns: ArrayNamespace) -> Any:
         r"""The straight-across completion :math:`\Delta x(y)` (m) of the module docstring's Rewards."""
         return straight_across_deviation(x[1], params, ns)
 
