@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,8 @@ def time_to_target(result: dict[str, Any], reference: dict[str, Any], target: fl
 def best_gap(result: dict[str, Any], reference: dict[str, Any]) -> float | None:
     """The smallest normalised gap over the run's complete learning-curve points (validation starts only)."""
     reference = on_validation(reference)
-    gaps = [normalised_gap(p["cost"], reference) for p in result["curve"] if not p.get("incomplete", 0)]
-    gaps = [g for g in gaps if g is not None]
+    gaps = [gap for point in result["curve"] if not point.get("incomplete", 0)
+            and (gap := normalised_gap(point["cost"], reference)) is not None]
     return min(gaps) if gaps else None
 
 
@@ -80,8 +81,8 @@ def summarise(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]]
                                "settings": settings(runs[0]), "optimum": reference.get("optimum"),
                                "incomplete_runs": sum(1 for r in runs if r["incomplete"])}
         row["cost"] = iqm([r["final_cost"] for r in runs])
-        gaps = [normalised_gap(r["final_cost"], reference) for r in runs]
-        row["gap"] = _estimate(gaps) if None not in gaps else None
+        gaps = [gap for r in runs if (gap := normalised_gap(r["final_cost"], reference)) is not None]
+        row["gap"] = _estimate(gaps) if len(gaps) == len(runs) else None
         row["transitions"] = iqm([r["transitions"] for r in runs])
         row["seconds"] = iqm([r["seconds"] for r in runs])
         for target in TARGETS:
@@ -169,9 +170,9 @@ BASELINES = ("rl", "zeroth-order")
 
 def _best(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The row that reaches 1% with the fewest transitions (IQM), else 10%, else with the smallest final gap."""
-    def key(row: dict[str, Any]) -> tuple[float, float, float]:
+    def key(row: dict[str, Any]) -> tuple[float, ...]:
         to = [row[f"transitions_{t}"][0] if _reaches(row, t) else math.inf for t in sorted(TARGETS)]
-        return (*to, row["gap"][0] if row["gap"] else math.inf)  # type: ignore[return-value]
+        return (*to, row["gap"][0] if row["gap"] else math.inf)
     return min(rows, key=key)
 
 
@@ -265,23 +266,89 @@ def table_text(summary: Sequence[dict[str, Any]]) -> str:
     return markdown_table(summary) + "\n" + "\n".join(f"- {line}" for line in headline(summary)) + "\n"
 
 
-#: the lines between which a document (the README) holds a copy of a report's ``table.md``
+#: the lines between which a document (the docs' benchmark page) holds a copy of a report's ``table.md``
 BLOCK_BEGIN, BLOCK_END = "<!-- benchmark table: begin -->", "<!-- benchmark table: end -->"
+#: the lines between which a document (the README) holds :func:`summary_text` of a report's ``table.md``
+SUMMARY_BEGIN, SUMMARY_END = "<!-- benchmark summary: begin -->", "<!-- benchmark summary: end -->"
+
+#: one of :func:`headline`'s lines, as ``table.md`` lists it
+_HEADLINE = re.compile(r"- (?P<env>\S+), (?:equal tuning \((?P<defaults>defaults)\)|gradient agent (?P<tuned>tuned here) "
+                       r"\(unequal tuning\)): (?P<verdict>.+?)\. Gradient: (?P<gradient>.+?) \([^()]*\): .*?"
+                       r"\. Baseline: (?P<baseline>.+?) \([^()]*\): ")
 
 
-def block(document: str) -> str:
-    """The text between :data:`BLOCK_BEGIN` and :data:`BLOCK_END` in ``document``."""
-    begin, end = document.find(BLOCK_BEGIN), document.find(BLOCK_END)
+def _final_gaps(table: str) -> dict[str, str]:
+    """``"<environment> <agent>"`` -> its ``gap`` cell, from the first table of ``table``."""
+    lines = table.split("\n\n", 1)[0].splitlines()
+    gaps = {}
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        gaps[f"{cells[0]} {cells[1]}"] = cells[8]
+    return gaps
+
+
+def summary_text(table: str) -> str:
+    """The summary of a report's ``table.md`` text (:func:`table_text`): one row per line of the :func:`headline`.
+
+    Each row names the environment, the gradient agent (its ``settings``) and the best baseline
+    that the headline compares, their final gaps (the first table's ``gap`` cells) and the verdict.
+    Raises ``ValueError`` if a headline line does not read as :func:`headline` writes it.
+    """
+    gaps = _final_gaps(table)
+    lines = ["| environment | gradient agent | its final gap | best baseline | its final gap | verdict at 1% |",
+             "|---|---|---|---|---|---|"]
+    for line in table.splitlines():
+        if not line.startswith("- "):
+            continue
+        match = _HEADLINE.match(line)
+        if match is None:
+            raise ValueError(f"table.md has a headline line that does not read as a verdict: {line[:80]!r}")
+        gradient, baseline = match["gradient"], match["baseline"]
+        settings = match["defaults"] or match["tuned"]
+        lines.append(f"| {match['env']} | {gradient.rsplit(' ', 1)[1]} ({settings}) | {gaps.get(gradient, '–')} | "
+                     f"{baseline.rsplit(' ', 1)[1]} | {gaps.get(baseline, '–')} | {match['verdict']} |")
+    notes = ["", "Per environment, the gradient agent and the baseline (RL or zeroth order) that reach 1% of the "
+             "reference with the fewest transitions (else 10%, else that end closest), first at equal tuning (gradient "
+             "agents on their defaults), then the best gradient agent of all where it is one tuned here. gap: "
+             "interquartile mean over seeds of (cost − reference) / |reference| on the test starts, with its 95% "
+             "bootstrap interval; verdict: who reaches 1% of the reference first on the validation learning curves "
+             "(the gradient agent wins with ≥10× fewer transitions and less wall time)."]
+    return "\n".join(lines + notes) + "\n"
+
+
+def block(document: str, begin_marker: str = BLOCK_BEGIN, end_marker: str = BLOCK_END) -> str:
+    """The text between ``begin_marker`` and ``end_marker`` (default :data:`BLOCK_BEGIN`, :data:`BLOCK_END`)."""
+    begin, end = document.find(begin_marker), document.find(end_marker)
     if begin < 0 or end < begin:
-        raise ValueError(f"the document has no block between {BLOCK_BEGIN!r} and {BLOCK_END!r}")
-    return document[begin + len(BLOCK_BEGIN):end].strip("\n") + "\n"
+        raise ValueError(f"the document has no block between {begin_marker!r} and {end_marker!r}")
+    return document[begin + len(begin_marker):end].strip("\n") + "\n"
+
+
+def _replace(document: str, text: str, begin_marker: str, end_marker: str) -> str:
+    begin, end = document.find(begin_marker) + len(begin_marker), document.find(end_marker)
+    return document[:begin] + "\n" + text.strip("\n") + "\n" + document[end:]
+
+
+def _has(document: str, begin_marker: str, end_marker: str) -> bool:
+    return 0 <= document.find(begin_marker) <= document.find(end_marker)
 
 
 def splice(document: str, text: str) -> str:
-    """``document`` with its block (see :func:`block`) replaced by ``text``."""
-    block(document)  # refuses a document without the markers
-    begin, end = document.find(BLOCK_BEGIN) + len(BLOCK_BEGIN), document.find(BLOCK_END)
-    return document[:begin] + "\n" + text.strip("\n") + "\n" + document[end:]
+    """``document`` with its table block (see :func:`block`) replaced by ``text``, a report's ``table.md``, and its
+    summary block (:data:`SUMMARY_BEGIN`, :data:`SUMMARY_END`) by :func:`summary_text` of it.
+
+    A document may hold either block or both (the docs' benchmark page holds the table, the README
+    the summary); one with neither is refused with a ``ValueError``.
+    """
+    has_table, has_summary = _has(document, BLOCK_BEGIN, BLOCK_END), _has(document, SUMMARY_BEGIN, SUMMARY_END)
+    if not (has_table or has_summary):
+        raise ValueError(f"the document has no block between {BLOCK_BEGIN!r} and {BLOCK_END!r}, "
+                         f"nor between {SUMMARY_BEGIN!r} and {SUMMARY_END!r}")
+    if has_table:
+        document = _replace(document, text, BLOCK_BEGIN, BLOCK_END)
+    if has_summary:
+        document = _replace(document, summary_text(text), SUMMARY_BEGIN, SUMMARY_END)
+    return document
 
 
 def report(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], out: str | os.PathLike,
