@@ -8,7 +8,7 @@ call's guards and wrappers twice. Here the horizon of :math:`S` steps is cut int
 :math:`K` steps and each chunk is one call of a function compiled once:
 
 * forward: the chunk advances every trajectory :math:`K` steps
-  (:class:`~diffenvs.core.rollout.Step`, the eager loop's body) without an autograd graph; only
+  (:class:`~diffenvs.core.loop.Step`, the eager loop's body) without an autograd graph; only
   the chunk's start state is kept;
 * backward: in reverse, the chunk's vector-Jacobian product (``torch.func.vjp``): with
   :math:`\lambda` the cotangent of the chunk's end state and :math:`\bar s, \bar r, \bar u` those
@@ -35,41 +35,45 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.func import functional_call, vjp
-from torch.fx.experimental.proxy_tensor import make_fx
 
+from diffenvs.core.checks import Policy, tensor_fields
+from diffenvs.core.compiler import Compiled, compile_tensor_function
+from diffenvs.core.loop import Step, Trajectory, loop
 from diffenvs.core.numerics import Components, stack
-from diffenvs.core.rollout import Step, Trajectory, _loop, tensor_fields
+
+Tensors = tuple[torch.Tensor, ...]
 
 #: compiled chunk pairs per policy module (open-loop rollouts: under ``None``), then per signature
-_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, _Chunks]] = weakref.WeakKeyDictionary()
-_OPEN_LOOP: dict[tuple, _Chunks] = {}
+_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Any, ...], _Chunks]] = weakref.WeakKeyDictionary()
+_OPEN_LOOP: dict[tuple[Any, ...], _Chunks] = {}
 
 
-def compiled_rollout(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor, x: Components,
+def compiled_rollout(step: Step, policy: Policy | torch.Tensor, x: Components,
                      start: Components, states0: torch.Tensor, steps: int, noise: torch.Tensor | None, chunk: int,
                      first_step: int = 0) -> tuple[Trajectory, torch.Tensor]:
     """The rollout of :func:`~diffenvs.core.rollout.rollout` for ``RK4(compile=True, chunk=chunk)``.
 
     Returns the trajectory and the controls before clipping, as the eager loop does; falls back
-    to the eager loop where the chunks cannot carry the gradients (see :class:`~diffenvs.core.rollout.RK4`)
+    to the eager loop where the chunks cannot carry the gradients (see :class:`~diffenvs.core.solvers.RK4`)
     and where the rollout is shorter than a chunk.
     """
+    module = policy if isinstance(policy, torch.nn.Module) else None
     open_loop = isinstance(policy, torch.Tensor)
     constants = tensor_fields(step.params)
     chunks = steps // chunk
-    if (chunks == 0 or (not open_loop and not isinstance(policy, torch.nn.Module))
+    if (chunks == 0 or (not open_loop and module is None)
             or any(t.requires_grad for t in constants.values()) or (noise is not None and noise.requires_grad)
             or any(component.shape != (step.batch,) for component in x)):  # the chunks carry (batch, n) states
-        return _loop(step, policy, x, start, states0, steps, noise, first_step)
-    runner = _runner(step, None if open_loop else policy, chunk, noise is not None, constants)
+        return loop(step, policy, x, start, states0, steps, noise, first_step)
+    runner = _runner(step, module, chunk, noise is not None, constants)
     like = step.like
-    controls = policy[:chunks * chunk] if open_loop else like.new_zeros(0)
+    controls = policy[:chunks * chunk] if isinstance(policy, torch.Tensor) else like.new_zeros(0)
     weights, fixed = runner.inputs(constants)
     states, rewards, held, dones, raw, end = _ChunkedRollout.apply(
         runner, chunks, first_step, noise, fixed, stack(x, like=like), stack(start, like=like), controls, *weights)
@@ -81,7 +85,8 @@ def compiled_rollout(step: Step, policy: Callable[[torch.Tensor], torch.Tensor] 
         return trajectory, raw
     # the steps left over, eagerly, from the chunks' end; the trajectory's clock goes on
     covered = chunks * chunk
-    tail, tail_raw = _loop(step, policy[covered:] if open_loop else policy, end.unbind(-1), start, states[-1], left,
+    tail, tail_raw = loop(step, policy[covered:] if isinstance(policy, torch.Tensor) else policy, end.unbind(-1), start,
+                          states[-1], left,
                            None if noise is None else noise[covered:], first_step + covered, dones[-1])
     return Trajectory(torch.cat([trajectory.states, tail.states[1:]]), torch.cat([trajectory.controls, tail.controls]),
                       torch.cat([trajectory.rewards, tail.rewards]), torch.cat([trajectory.done, tail.done[1:]]),
@@ -118,6 +123,20 @@ def _runner(step: Step, policy: torch.nn.Module | None, chunk: int, noisy: bool,
     return table[key]
 
 
+class _Inputs(NamedTuple):
+    """A compiled chunk's flat inputs, by name (``rest``: the cotangents of a VJP)."""
+
+    weights: Tensors
+    fixed: Tensors
+    x: torch.Tensor
+    done: torch.Tensor
+    k0: torch.Tensor
+    start: torch.Tensor
+    controls: torch.Tensor
+    noise: torch.Tensor | None
+    rest: Tensors
+
+
 class _Chunks:
     """The compiled forward and vector-Jacobian product of one chunk of ``length`` steps.
 
@@ -135,8 +154,8 @@ class _Chunks:
         self.weight_names = tuple(dict(policy.named_parameters())) if policy is not None else ()
         self.buffer_names = tuple(dict(policy.named_buffers())) if policy is not None else ()
         self.constant_names = constant_names
-        self._forward: Callable | None = None
-        self._vjp: Callable | None = None
+        self._forward: Compiled | None = None
+        self._vjp: Compiled | None = None
 
     def inputs(self, constants: dict[str, torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
         """``(weights, fixed)``: the policy's parameters, then its buffers and ``params``' tensor constants."""
@@ -158,43 +177,54 @@ class _Chunks:
         if constants:
             params = dataclasses.replace(step.params, **dict(zip(self.constant_names, constants)))
             step = dataclasses.replace(step, params=params)
-        policy = None
-        if self.policy is not None:
+        module = self.policy
+        policy: Policy | None = None
+        if module is not None:
             named = {**dict(zip(self.weight_names, weights)), **dict(zip(self.buffer_names, buffers))}
-            policy = lambda o: functional_call(self.policy, named, (o,))  # noqa: E731
-        xs, first = x.unbind(-1), start.unbind(-1)
+
+            def call(o: torch.Tensor) -> torch.Tensor:
+                return functional_call(module, named, (o,))
+
+            policy = call
+
+        xs: Components = x.unbind(-1)
+        first: Components = start.unbind(-1)
+        flag: torch.Tensor | bool = done
         states, rewards, held, dones, raw = [], [], [], [], []
         for j in range(self.length):
-            u = controls[j] if self.policy is None else None
-            xs, reward, done, h, unclipped = step(policy, k0 + j, xs, done, u, None if noise is None else noise[j], first)
+            source = controls[j] if policy is None else policy
+            xs, reward, flag, h, unclipped = step(source, k0 + j, xs, flag, None if noise is None else noise[j], first)
             states.append(stack(step.problem.state_to_physical(xs), like=step.like))
             rewards.append(reward)
             held.append(h)
-            dones.append(done)
+            dones.append(torch.as_tensor(flag))
             raw.append(unclipped)
         outputs = (torch.stack(states), torch.stack(rewards), torch.stack(held), stack(xs, like=step.like))
         return outputs, (torch.stack(dones), torch.stack(raw))
 
-    def forward(self, weights, fixed, x, done, k0, start, controls, noise):
+    def forward(self, weights: Tensors, fixed: Tensors, x: torch.Tensor, done: torch.Tensor, k0: torch.Tensor,
+                start: torch.Tensor, controls: torch.Tensor, noise: torch.Tensor | None) -> Sequence[torch.Tensor]:
         """The chunk without a graph: ``(states, rewards, held, end, dones, raw)``."""
         inputs = [*weights, *fixed, x, done, k0, start, controls, *([] if noise is None else [noise])]
         if self._forward is None:
-            self._forward = _compile(lambda *a: self._flat_forward(len(weights), len(fixed), *a), inputs)
+            self._forward = compile_tensor_function(lambda *a: self._flat_forward(len(weights), len(fixed), *a), inputs)
         return self._forward(*inputs)
 
-    def vjp(self, weights, fixed, x, done, k0, start, controls, noise, cotangents):
+    def vjp(self, weights: Tensors, fixed: Tensors, x: torch.Tensor, done: torch.Tensor, k0: torch.Tensor,
+            start: torch.Tensor, controls: torch.Tensor, noise: torch.Tensor | None, cotangents: Tensors
+            ) -> Sequence[torch.Tensor]:
         """``(d_x, d_start, d_controls, *d_weights)`` for the cotangents of ``(states, rewards, held, end)``."""
         inputs = [*weights, *fixed, x, done, k0, start, controls, *([] if noise is None else [noise]), *cotangents]
         if self._vjp is None:
-            self._vjp = _compile(lambda *a: self._flat_vjp(len(weights), len(fixed), *a), inputs)
+            self._vjp = compile_tensor_function(lambda *a: self._flat_vjp(len(weights), len(fixed), *a), inputs)
         return self._vjp(*inputs)
 
-    def _unpack(self, count: int, fixed_count: int, inputs: tuple) -> tuple:
+    def _unpack(self, count: int, fixed_count: int, inputs: Tensors) -> _Inputs:
         weights, rest = inputs[:count], inputs[count:]
         fixed, rest = rest[:fixed_count], rest[fixed_count:]
-        x, done, k0, start, controls, *rest = rest
-        noise = rest.pop(0) if self.noisy else None
-        return weights, fixed, x, done, k0, start, controls, noise, rest
+        x, done, k0, start, controls, *tail = rest
+        noise = tail.pop(0) if self.noisy else None
+        return _Inputs(weights, fixed, x, done, k0, start, controls, noise, tuple(tail))
 
     def _flat_forward(self, count: int, fixed_count: int, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         weights, fixed, x, done, k0, start, controls, noise, _ = self._unpack(count, fixed_count, inputs)
@@ -204,22 +234,13 @@ class _Chunks:
     def _flat_vjp(self, count: int, fixed_count: int, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         weights, fixed, x, done, k0, start, controls, noise, cotangents = self._unpack(count, fixed_count, inputs)
 
-        def differentiable(weights, x, start, controls):
+        def differentiable(weights: Tensors, x: torch.Tensor, start: torch.Tensor, controls: torch.Tensor
+                           ) -> tuple[Tensors, tuple[torch.Tensor, torch.Tensor]]:
             return self.run(weights, fixed, x, done, k0, start, controls, noise)
 
-        _, pull, _ = vjp(differentiable, tuple(weights), x, start, controls, has_aux=True)
+        pull = vjp(differentiable, tuple(weights), x, start, controls, has_aux=True)[1]
         d_weights, d_x, d_start, d_controls = pull(tuple(cotangents))
         return (d_x, d_start, d_controls, *d_weights)
-
-
-def _compile(function: Callable[..., tuple[torch.Tensor, ...]], inputs: list[torch.Tensor]) -> Callable:
-    """``function`` traced on fake tensors shaped as ``inputs`` and compiled by TorchInductor (no guards)."""
-    import torch._inductor  # noqa: PLC0415 (the compiler loads only when a compiled rollout is asked for)
-
-    # distinct copies: tracing would take one tensor given twice (the first chunk's start and state) for one input
-    inputs = [t.clone() for t in inputs]
-    graph = make_fx(function, tracing_mode="fake")(*inputs)
-    return torch._inductor.compile(graph, inputs)
 
 
 class _ChunkedRollout(torch.autograd.Function):

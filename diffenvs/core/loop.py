@@ -1,0 +1,145 @@
+"""The gradient path's loop body and its eager loop, shared by the dispatcher and the compiled chunks.
+
+:class:`Step` is one step of every trajectory of a rollout (policy, clip, the one
+:func:`~diffenvs.core.transition.transition`, done masks); :func:`loop` calls it step by step
+into a :class:`Trajectory`. :func:`~diffenvs.core.rollout.rollout` runs it eagerly and
+:mod:`diffenvs.core.fused` traces the same body into compiled chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from diffenvs.core.checks import Policy, check_policy_outputs, policy_output
+from diffenvs.core.numerics import TORCH, Components, Integrator, stack
+from diffenvs.core.problem import Control, Feedback, Held, Problem
+from diffenvs.core.transition import transition
+
+
+@dataclass
+class Trajectory:
+    """A batch of trajectories (time first).
+
+    ``states`` ``(steps + 1, batch, n)`` physical states, ``controls`` ``(steps, batch, m)``
+    physical controls held over each step, clipped to the bounds (for ``"feedback"`` the control at the step's
+    start, recorded without gradient), ``rewards`` ``(steps, batch)``, ``done`` ``(steps + 1, batch)``: the episode had
+    ended by then (states are frozen and rewards zero afterwards), ``times`` ``(steps + 1,)``.
+    """
+
+    states: torch.Tensor
+    controls: torch.Tensor
+    rewards: torch.Tensor
+    done: torch.Tensor
+    times: torch.Tensor
+
+    @property
+    def returns(self) -> torch.Tensor:
+        """Sum of rewards per trajectory, shape ``(batch,)``."""
+        return self.rewards.sum(0)
+
+    @property
+    def costs(self) -> torch.Tensor:
+        """Minus the returns: the objective a controller minimises, shape ``(batch,)``."""
+        return -self.returns
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of every trajectory of a rollout: the loop's body, the same for the eager loop and the compiled chunks.
+
+    ``problem``, ``params`` (tensors of the rollout's dtype), ``control`` (``"sampled"`` or
+    ``"feedback"``), the one-step integrator ``integrate``, the ``batch`` size, ``like`` (a tensor of the
+    rollout's dtype and device) and ``check_each`` (check each step's control before integrating it).
+    """
+
+    problem: Problem[Any]
+    params: Any
+    control: str
+    integrate: Integrator
+    batch: int
+    like: torch.Tensor
+    check_each: bool = False
+
+    def observe(self, t: Any, x: Components) -> torch.Tensor:
+        """The observation ``(batch, obs_dim)`` at time ``t`` of the internal state ``x``."""
+        return stack(self.problem.observation(t, x, self.params, TORCH), like=self.like)
+
+    def physical(self, x: Components) -> torch.Tensor:
+        """The physical states ``(batch, n)`` of the internal state ``x``."""
+        return stack(self.problem.state_to_physical(x), like=self.like)
+
+    def __call__(self, source: Policy | torch.Tensor, k: Any, x: Components, done: torch.Tensor | bool,
+                 noise: torch.Tensor | None, start: Components
+                 ) -> tuple[Components, torch.Tensor, torch.Tensor | bool, torch.Tensor, torch.Tensor]:
+        """Step ``k`` (an int, or a 0-d tensor in a compiled chunk) of every trajectory from ``x``.
+
+        ``source`` is the policy, or the step's open-loop controls ``(batch, m)``; ``noise`` the step's
+        draws ``(batch, step_noise)`` or ``None``, ``start`` the episode's internal start state.
+        Returns the next state, the reward, the done flags, the clipped control held (for
+        ``"feedback"``, the one at the step's start) and the control before clipping. A
+        trajectory already done keeps its state and earns nothing, as on the faces. ``done`` may
+        be a Python bool, the same for every trajectory (no event yet, an int step index): then
+        nothing is masked, and the flags that come back are a bool as long as they can be.
+        """
+        problem, batch, m = self.problem, self.batch, self.problem.control_dim
+        t = k * problem.dt
+        if isinstance(source, torch.Tensor):
+            u = source
+        elif self.control == "feedback":  # recorded for inspection only: the dynamics evaluate the policy
+            with torch.no_grad():
+                u = policy_output(source(self.observe(t, x)), k, batch, m, self.like)
+        else:
+            u = policy_output(source(self.observe(t, x)), k, batch, m, self.like)
+        if self.check_each:
+            check_policy_outputs(u[None], self.physical(x)[None], k)
+        held = problem.clip_control(u)
+        out = transition(problem, k, x, self._control(source, held), x0=start, params=self.params, ns=TORCH,
+                         noise=None if noise is None else noise.unbind(-1), integrate=self.integrate, check_finite=False)
+        # the episode ends where it terminates or reaches its time limit (steps past it are frozen, as on the faces)
+        if isinstance(done, bool):  # every trajectory alike: no mask to apply (the eager loop's common case)
+            x1, reward = (x, torch.zeros_like(out.reward)) if done else (out.x, out.reward)
+        else:
+            x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, out.x))
+            reward = torch.where(done, torch.zeros_like(out.reward), out.reward)
+        return x1, reward, done | out.terminated | out.truncated, held, u
+
+    def _control(self, source: Policy | torch.Tensor, held: torch.Tensor) -> Control:
+        """The step's control: ``held`` over the step, or the policy inside the ODE (``"feedback"``)."""
+        if self.control != "feedback" or isinstance(source, torch.Tensor):
+            return Held(held.unbind(-1))
+        problem = self.problem
+
+        def feedback(t: Any, x: Components) -> Components:
+            return tuple(problem.clip_control(source(self.observe(t, x))).unbind(-1))
+
+        return Feedback(feedback)
+
+
+def loop(step: Step, policy: Policy | torch.Tensor, x: Components, start: Components, states0: torch.Tensor,
+         steps: int, noise: torch.Tensor | None, first_step: int = 0,
+         done: torch.Tensor | bool = False) -> tuple[Trajectory, torch.Tensor]:
+    """The eager rollout: ``steps`` calls of ``step`` from ``x`` at ``first_step`` of the episode begun at ``start``.
+
+    ``policy`` is a callable or the open-loop controls ``(steps, batch, m)``; ``done`` holds the
+    trajectories already ended (``False``, a bool while every trajectory is alike, needs no masks:
+    see :class:`Step`). Returns the trajectory and the controls before clipping.
+    """
+    like = step.like
+    states, controls, raw, rewards = [states0], [], [], []
+    dones: list[torch.Tensor | bool] = [done]
+    for j in range(steps):
+        source = policy[j] if isinstance(policy, torch.Tensor) else policy
+        x, reward, done, u, unclipped = step(source, first_step + j, x, done, None if noise is None else noise[j], start)
+        rewards.append(reward.expand(step.batch))
+        states.append(step.physical(x))
+        controls.append(u)
+        raw.append(unclipped)
+        dones.append(done)
+    flags = [torch.full((step.batch,), d, dtype=torch.bool, device=like.device) if isinstance(d, bool) else d
+             for d in dones]
+    times = (first_step + torch.arange(steps + 1, dtype=like.dtype, device=like.device)) * step.problem.dt
+    trajectory = Trajectory(torch.stack(states), torch.stack(controls), torch.stack(rewards), torch.stack(flags), times)
+    return trajectory, torch.stack(raw)
