@@ -139,16 +139,7 @@ def plot(path: Path, run: DesignRun, theta_true: float) -> Path:
     return save(fig, path)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    script, agent = cli.parse_pair(DesignScriptConfig, DesignConfig, argv, titles=("experiment", "agent"),
-                                   description=__doc__)
-    cli.check_out_folder(script.out)
-    torch.set_num_threads(script.threads)
-    began = time.perf_counter()
-    out = Path(script.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    checks = derivative_checks(agent, (script.prior_mean, script.theta_true), script.t_max)
+def print_checks(checks: dict[str, float], script: DesignScriptConfig, agent: DesignConfig) -> None:
     print(f"derivatives through the {agent.solver} solver on 100 times in [0.05, {script.t_max}] s, "
           f"θ in {{{script.prior_mean}, {script.theta_true}}} (largest absolute errors):")
     print(f"  g vs -t exp(-θt)                         {checks['sensitivity']:.2e}")
@@ -156,16 +147,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  dg/dt Schwarz  vs (θt - 1) exp(-θt)      {checks['dgdt_schwarz']:.2e}")
     print(f"  dg/dt autograd vs Schwarz                {checks['dgdt_autograd_vs_schwarz']:.2e}")
 
+
+def one_episode(script: DesignScriptConfig, agent: DesignConfig) -> DesignRun:
+    """Algorithm 2 on the Gymnasium face, seed ``script.seed``, with a progress bar."""
     env = gym.make(ENV_ID, **script.env_kwargs())
     bar = tqdm(total=script.measurements, desc=f"Algorithm 2 ({agent.derivative})", leave=False)
 
-    def progress(n: int, metrics: dict) -> bool:
+    def progress(n: int, metrics: dict[str, Any]) -> bool:
         bar.update(1)
         bar.set_postfix(mean=f"{float(metrics['mean'][0]):.4f}", t=f"{float(metrics['design'][0]):.4f}")
         return False
 
     run = sequential_design(env, agent, seed=script.seed, callback=progress)
     bar.close()
+    return run
+
+
+def report_episode(run: DesignRun, script: DesignScriptConfig) -> dict[str, Any]:
+    """The episode's table and final belief, printed; returns its results."""
     errors = design_errors(run)
     print(f"\nAlgorithm 2 on the Gymnasium face, seed {script.seed} ({run.seconds:.1f} s):")
     print("   n   mean θ̂_n   variance C_n   design t_n   1/θ̂_n     rel. diff   Adam its   |θ̂_n+1 - θ*|")
@@ -180,30 +179,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{final_error / final_std:.2f} posterior std")
     print(f"designs vs 1/θ̂: largest relative difference {errors.max():.2e} "
           f"({'within' if errors.max() < 0.01 else 'NOT within'} 1%)")
-
-    results: dict[str, Any] = {
-        "script": script, "agent": agent, "derivative_checks": checks,
+    return {
         "episode": {"means": run.means[:, 0], "variances": run.variances[:, 0], "designs": run.designs[:, 0],
                     "analytic_designs": 1.0 / run.means[:-1, 0], "relative_design_errors": errors[:, 0],
                     "rewards": run.rewards[:, 0], "adam_iterations": run.iterations[:, 0], "seconds": run.seconds},
         "final_abs_error": final_error, "final_std": final_std, "max_relative_design_error": float(errors.max()),
     }
+
+
+def calibration(script: DesignScriptConfig, agent: DesignConfig) -> dict[str, Any]:
+    """``script.episodes`` more episodes as one batch on the vector face: how far the final means are from θ* in
+    posterior standard deviations; printed and returned."""
+    vector = gym.make_vec(ENV_ID, num_envs=script.episodes, vectorization_mode="vector_entry_point",
+                          **script.env_kwargs())
+    batch = sequential_design(vector, agent, seed=script.seed + 1)
+    z = (batch.means[-1] - script.theta_true) / np.sqrt(batch.variances[-1])
+    batch_errors = design_errors(batch)
+    result = {"episodes": script.episodes, "mean_abs_error": float(np.abs(batch.means[-1] - script.theta_true).mean()),
+              "mean_posterior_std": float(np.sqrt(batch.variances[-1]).mean()), "z_mean": float(z.mean()),
+              "z_rms": float(np.sqrt((z**2).mean())), "within_2_std": float((np.abs(z) < 2).mean()),
+              "max_relative_design_error": float(batch_errors.max()), "seconds": batch.seconds}
+    print(f"\n{script.episodes} more episodes on the vector face ({batch.seconds:.1f} s): mean |θ̂_N - θ*| "
+          f"{result['mean_abs_error']:.4f}, mean posterior std {result['mean_posterior_std']:.4f}; "
+          f"z = (θ̂_N - θ*)/std: mean {result['z_mean']:.2f}, RMS {result['z_rms']:.2f}, "
+          f"{100 * result['within_2_std']:.0f}% within 2 std; designs vs 1/θ̂ within "
+          f"{result['max_relative_design_error']:.2e}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    script, agent = cli.parse_pair(DesignScriptConfig, DesignConfig, argv, titles=("experiment", "agent"),
+                                   description=__doc__)
+    cli.check_out_folder(script.out)
+    torch.set_num_threads(script.threads)
+    began = time.perf_counter()
+    out = Path(script.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    checks = derivative_checks(agent, (script.prior_mean, script.theta_true), script.t_max)
+    print_checks(checks, script, agent)
+    run = one_episode(script, agent)
+    results: dict[str, Any] = {"script": script, "agent": agent, "derivative_checks": checks,
+                               **report_episode(run, script)}
     if script.episodes:
-        vector = gym.make_vec(ENV_ID, num_envs=script.episodes, vectorization_mode="vector_entry_point",
-                              **script.env_kwargs())
-        batch = sequential_design(vector, agent, seed=script.seed + 1)
-        z = (batch.means[-1] - script.theta_true) / np.sqrt(batch.variances[-1])
-        batch_errors = design_errors(batch)
-        calibration = {"episodes": script.episodes, "mean_abs_error": float(np.abs(batch.means[-1] - script.theta_true).mean()),
-                       "mean_posterior_std": float(np.sqrt(batch.variances[-1]).mean()), "z_mean": float(z.mean()),
-                       "z_rms": float(np.sqrt((z**2).mean())), "within_2_std": float((np.abs(z) < 2).mean()),
-                       "max_relative_design_error": float(batch_errors.max()), "seconds": batch.seconds}
-        results["calibration"] = calibration
-        print(f"\n{script.episodes} more episodes on the vector face ({batch.seconds:.1f} s): mean |θ̂_N - θ*| "
-              f"{calibration['mean_abs_error']:.4f}, mean posterior std {calibration['mean_posterior_std']:.4f}; "
-              f"z = (θ̂_N - θ*)/std: mean {calibration['z_mean']:.2f}, RMS {calibration['z_rms']:.2f}, "
-              f"{100 * calibration['within_2_std']:.0f}% within 2 std; designs vs 1/θ̂ within "
-              f"{calibration['max_relative_design_error']:.2e}")
+        results["calibration"] = calibration(script, agent)
     figure = plot(out / "design.png", run, script.theta_true)
     results.update(wall_time=time.perf_counter() - began, plots=[figure.name])
     path = write_results(out, results)

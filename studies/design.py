@@ -37,7 +37,7 @@ import diffenvs  # noqa: F401  (registers the ids)
 from diffenvs.core.problem import check_choice, check_integer, check_positive
 from diffenvs.core.rollout import RK4, Adaptive
 from diffenvs.derivatives import sensitivity, sensitivity_schwarz
-from diffenvs.envs.decay_design import linearised_update, rate
+from diffenvs.envs.decay_design import DecayDesign, linearised_update, rate
 
 #: ``on_step(n, metrics) -> bool``: called after each measurement; ``True`` stops the run
 Callback = Callable[[int, dict], bool]
@@ -170,6 +170,14 @@ class DesignRun:
     seconds: float
 
 
+def _decay_design(env: gym.Env | VectorEnv) -> DecayDesign:
+    """The definition behind ``env``; a ``TypeError`` for any other environment than the decay design."""
+    problem = getattr(env.unwrapped, "problem", None)
+    if not isinstance(problem, DecayDesign):
+        raise TypeError(f"env must be a face of DiffDecayDesign-v0, got {type(env.unwrapped).__name__}")
+    return problem
+
+
 def sequential_design(env: gym.Env | VectorEnv, config: DesignConfig, seed: int | None = None,
                       callback: Callback | None = None) -> DesignRun:
     """Run one episode of Algorithm 2 on the Gymnasium face of the decay-design environment (or its vector face).
@@ -180,7 +188,7 @@ def sequential_design(env: gym.Env | VectorEnv, config: DesignConfig, seed: int 
     stop the run.
     """
     vector = isinstance(env, VectorEnv)
-    problem = env.unwrapped.problem
+    problem = _decay_design(env)
     noise_std, t_max = float(problem.params.noise_std), float(problem.t_max)
     start_clock = time.perf_counter()
     observation, _ = env.reset(seed=seed)
@@ -196,7 +204,7 @@ def sequential_design(env: gym.Env | VectorEnv, config: DesignConfig, seed: int 
         means.append(observation[:, 0])
         variances.append(observation[:, 1])
         designs.append(design.times)
-        rewards.append(np.atleast_1d(reward).astype(np.float64))
+        rewards.append(np.array(reward, dtype=np.float64, ndmin=1))
         iterations.append(np.full(design.times.shape, design.iterations))
         start = design.times if config.warm_start else None
         metrics = dict(design=design.times, analytic=1.0 / means[-2], mean=means[-1], variance=variances[-1],
