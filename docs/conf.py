@@ -25,7 +25,7 @@ extensions = [
     "sphinx.ext.autodoc",  # the environment pages and the API from the docstrings
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",  # the docstrings' :math: and the pages' $...$
-    "sphinx.ext.napoleon",
+    "sphinx.ext.napoleon",  # the Args:/Returns: sections of some functions' docstrings
     "sphinx.ext.viewcode",
 ]
 
@@ -62,7 +62,25 @@ class _KnownProblems(logging.Filter):
         return not any(text in message and path in location.replace("\\", "/") for text, path in KNOWN_DOCSTRING_PROBLEMS)
 
 
+#: the docstrings of attributes as written, kept from napoleon, which would read ``T, s: the period`` (a symbol
+#: and its unit, then what it is) as a type followed by a description
+_ATTRIBUTE_DOCS: dict[str, list[str]] = {}
+
+
+def _keep_attribute_doc(app: Sphinx, what: str, name: str, obj: object, options: object, lines: list[str]) -> None:
+    if what in ("attribute", "data"):
+        _ATTRIBUTE_DOCS[name] = list(lines)
+
+
+def _restore_attribute_doc(app: Sphinx, what: str, name: str, obj: object, options: object, lines: list[str]) -> None:
+    if what in ("attribute", "data") and name in _ATTRIBUTE_DOCS:
+        lines[:] = _ATTRIBUTE_DOCS.pop(name)
+
+
 def setup(app: Sphinx) -> None:
-    """Put :class:`_KnownProblems` first on Sphinx's warning handlers, before ``-W`` counts a warning as an error."""
+    """Put :class:`_KnownProblems` first on Sphinx's warning handlers, before ``-W`` counts a warning as an error, and
+    keep napoleon to the functions' docstrings."""
     for handler in logging.getLogger("sphinx").handlers:
         handler.filters.insert(0, _KnownProblems())
+    app.connect("autodoc-process-docstring", _keep_attribute_doc, priority=100)  # before napoleon (500)
+    app.connect("autodoc-process-docstring", _restore_attribute_doc, priority=900)  # after it
