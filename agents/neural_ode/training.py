@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,13 @@ class NeuralOdeResult(TrainedNetwork):
     stopped: bool = False
 
 
-def _grad_norm(parameters: list[torch.Tensor]) -> torch.Tensor:
+def _grad_norm(parameters: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters]))
+
+
+def _to(device: str | torch.device, x0: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch ``(x0, noise)`` on ``device``."""
+    return x0.to(device), None if noise is None else noise.to(device)
 
 
 class _Run:
@@ -91,8 +96,7 @@ class _Run:
             self.optimizer.load_state_dict(state["optimizer"])
             self.generator.set_state(state["generator"])
         self.history, self.lbfgs_state = state["history"], state.get("lbfgs")
-        fixed = state["fixed"]  # checkpoints load on the CPU
-        self.fixed = None if fixed is None else tuple(None if t is None else t.to(self.config.device) for t in fixed)
+        self.fixed = None if state["fixed"] is None else _to(self.config.device, *state["fixed"])  # saved on the CPU
 
     # ---- data and loss -------------------------------------------------------------------
     def batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -215,7 +219,7 @@ def train(env_id: str, config: NeuralOdeConfig | None = None, env_kwargs: dict[s
     torch.set_num_threads(config.threads)
     try:
         run = _Run(env_id, env_kwargs, config, problem, steps)
-        if resume and Path(checkpoint).exists():
+        if resume and checkpoint is not None and Path(checkpoint).exists():
             run.restore(checkpoint)
         result = NeuralOdeResult(env_id, env_kwargs, config, problem, run.policy, run.history)
         result.stopped = _loop(run, on_step, checkpoint, progress)
