@@ -36,10 +36,11 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 
 import diffenvs  # noqa: F401  (registers the ids)
 from diffenvs.core.numerics import SCALAR
+from diffenvs.core.problem import Problem
 from diffenvs.core.vector_face import DiffVectorEnv
 
 
-def priced_time_limit(problem: Any) -> bool:
+def priced_time_limit(problem: Problem[Any]) -> bool:
     """Whether ``problem`` pays a cost when its time limit ends an episode (:meth:`Problem.timeout_cost`)."""
     x = problem.initial_state(np.full(problem.initial_draws[1], 0.5).tolist(), problem.params, SCALAR)
     return problem.timeout_cost(x, problem.params, SCALAR) is not None
@@ -52,13 +53,13 @@ class NativeVecEnv(VecEnv):
     starts as a single environment reset with seed ``s + i``, as in SB3's ``DummyVecEnv``.
     """
 
-    def __init__(self, vector_env: DiffVectorEnv):
+    def __init__(self, vector_env: gym.vector.VectorEnv):
         if not isinstance(vector_env, DiffVectorEnv):
             raise TypeError(f"vector_env must be a diffenvs DiffVectorEnv, got {type(vector_env).__name__}")
         if vector_env.autoreset_mode != AutoresetMode.NEXT_STEP:
             raise ValueError("vector_env must restart its episodes at the next step (autoreset_mode=NEXT_STEP, the "
                              f"default): this wrapper restarts ended episodes itself, got {vector_env.autoreset_mode}")
-        self.vector_env = vector_env
+        self.vector_env: DiffVectorEnv = vector_env
         #: the time limit is priced (``problem.timeout_cost``): the step that reaches it already pays what the
         #: episode had left to do, a terminal value, so a learner must not bootstrap V(s_T) on top of it
         self.priced_time_limit = priced_time_limit(vector_env.problem)
@@ -92,8 +93,8 @@ class NativeVecEnv(VecEnv):
                 infos[i][key] = values[i]
         ended = np.flatnonzero(dones)
         if len(ended):
-            for i in ended:
-                infos[i]["terminal_observation"] = observation[i].copy()
+            for index in ended:
+                infos[index]["terminal_observation"] = observation[index].copy()
             observation[ended] = self.vector_env.restart_episodes(ended)
         return observation, reward.astype(np.float32), dones, infos
 
