@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 import diffenvs  # noqa: F401  (registers the ids)
+from diffenvs.core.gym_face import DiffEnv
 from diffenvs.core.numerics import SCALAR
+from diffenvs.core.problem import Problem
 
 #: evaluation episodes are reset with seeds EVAL_SEED, EVAL_SEED + 1, ... (disjoint from training seeds)
 EVAL_SEED = 10_000
@@ -45,7 +47,15 @@ class Episode:
     controls: np.ndarray | None = None
 
 
-def physical_control(problem: Any, action: np.ndarray) -> np.ndarray:
+def diff_env(env: gym.Env) -> DiffEnv:
+    """The diffenvs Gymnasium face under ``env``'s wrappers (a ``TypeError`` for any other environment)."""
+    face = env.unwrapped
+    if not isinstance(face, DiffEnv):
+        raise TypeError(f"env must be a diffenvs environment, got {type(face).__name__} under its wrappers")
+    return face
+
+
+def physical_control(problem: Problem[Any], action: np.ndarray) -> np.ndarray:
     """The physical control the Gymnasium face applies for ``action`` (its own map, clipping included)."""
     return np.array(problem.control_from_action(tuple(np.asarray(action, np.float64).tolist()), SCALAR))
 
@@ -60,29 +70,48 @@ def play(env_id: str, policy: GymPolicy, episodes: int = 1, env_kwargs: dict[str
     if not (isinstance(episodes, int) and episodes >= 1):
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     env = gym.make(env_id, **(env_kwargs or {}))
-    problem = env.unwrapped.problem if record else None  # a recorded trajectory is in the definition's units
+    face = diff_env(env) if record else None  # a recorded trajectory is in the definition's units
     played = []
     for i in range(episodes):
         options = None if states is None else {"state": states[i]}
         observation, _ = env.reset(seed=seed + i, options=options)
-        trace: dict[str, list] = {"states": [env.unwrapped.state], "observations": [observation], "controls": []}
+        trace = None if face is None else _Trace(face, observation)
         total, terminated, truncated = 0.0, False, False
         while not (terminated or truncated):
             action = policy(observation)
             observation, reward, terminated, truncated, _ = env.step(action)
-            total += reward
-            if record:
-                trace["controls"].append(physical_control(problem, action))
-                trace["states"].append(env.unwrapped.state)
-                trace["observations"].append(observation)
+            total += float(reward)
+            if trace is not None:
+                trace.add(action, observation)
         episode = Episode(-total, bool(terminated))
-        if record:
-            episode.times = np.arange(len(trace["states"])) * problem.dt
-            episode.states, episode.observations = np.array(trace["states"]), np.array(trace["observations"])
-            episode.controls = np.array(trace["controls"]).reshape(-1, problem.control_dim)
+        if trace is not None:
+            trace.fill(episode)
         played.append(episode)
     env.close()
     return played
+
+
+class _Trace:
+    """One episode's physical states, observations and physical controls as it is played."""
+
+    def __init__(self, face: DiffEnv, observation: np.ndarray):
+        self.face = face
+        self.states: list[np.ndarray] = [face.state]
+        self.observations: list[np.ndarray] = [observation]
+        self.controls: list[np.ndarray] = []
+
+    def add(self, action: np.ndarray, observation: np.ndarray) -> None:
+        """One step: the action taken and the observation after it."""
+        self.controls.append(physical_control(self.face.problem, action))
+        self.states.append(self.face.state)
+        self.observations.append(observation)
+
+    def fill(self, episode: Episode) -> None:
+        """The trajectory into ``episode``'s arrays (see :class:`Episode`)."""
+        problem = self.face.problem
+        episode.times = np.arange(len(self.states)) * problem.dt
+        episode.states, episode.observations = np.array(self.states), np.array(self.observations)
+        episode.controls = np.array(self.controls).reshape(-1, problem.control_dim)
 
 
 def run_episodes(env_id: str, policy: GymPolicy, episodes: int = 10, env_kwargs: dict[str, Any] | None = None,
@@ -107,15 +136,17 @@ def record_episode(env_id: str, policy: GymPolicy, env_kwargs: dict[str, Any] | 
 def start_states(env_id: str, env_kwargs: dict[str, Any] | None, episodes: int, seed: int = EVAL_SEED) -> np.ndarray:
     """The physical start states ``(episodes, n)`` of the episodes ``reset(seed=seed + i)``."""
     env = gym.make(env_id, **(env_kwargs or {}))
+    face = diff_env(env)
     states = []
     for i in range(episodes):
         env.reset(seed=seed + i)
-        states.append(env.unwrapped.state)
+        states.append(face.state)
     env.close()
     return np.array(states)
 
 
-def gym_policy(policy: Callable[[torch.Tensor], torch.Tensor], problem: Any, dtype: torch.dtype | None = None) -> GymPolicy:
+def gym_policy(policy: Callable[[torch.Tensor], torch.Tensor], problem: Problem[Any],
+               dtype: torch.dtype | None = None) -> GymPolicy:
     """A Gymnasium policy from a torch-path policy (observations ``(B, obs)`` -> physical controls ``(B, m)``).
 
     The float32 observation is cast to the policy's dtype (its parameters', else
@@ -136,7 +167,7 @@ def gym_policy(policy: Callable[[torch.Tensor], torch.Tensor], problem: Any, dty
     return act
 
 
-def controls_on(problem: Any, policy: GymPolicy, observations: np.ndarray) -> np.ndarray:
+def controls_on(problem: Problem[Any], policy: GymPolicy, observations: np.ndarray) -> np.ndarray:
     """Physical controls ``(k, m)`` a Gymnasium policy applies at each of ``observations``."""
     return np.array([physical_control(problem, policy(np.asarray(o, np.float32))) for o in observations])
 
@@ -148,7 +179,7 @@ class TrainedNetwork:
     ``history``, one dict per iteration with at least the cumulative ``transitions`` and ``seconds``.
     """
 
-    problem: Any
+    problem: Problem[Any]
     policy: torch.nn.Module
     history: list[dict[str, float]]
 
