@@ -17,6 +17,8 @@ import numpy as np
 from agents.files import atomic_write
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from agents.episodes import Episode
 
 
@@ -30,7 +32,7 @@ def pyplot() -> Any:
     return plt
 
 
-def save(fig: Any, path: str | os.PathLike, title: str | None = None, dpi: int = 120) -> Path:
+def save(fig: Figure, path: str | os.PathLike, title: str | None = None, dpi: int = 120) -> Path:
     """Title (if any), lay out, write ``path`` atomically and close the figure."""
     if title is not None:
         fig.suptitle(title)
@@ -65,6 +67,13 @@ def plot_learning_curve(history: Sequence[dict[str, float]], path: str | os.Path
     return save(fig, path)
 
 
+def _recorded(episode: Episode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An episode's ``times``, ``states`` and ``controls``; a ``ValueError`` for one played without recording."""
+    if episode.times is None or episode.states is None or episode.controls is None:
+        raise ValueError("episodes must be recorded (agents.episodes.record_episode, or play(record=True))")
+    return episode.times, episode.states, episode.controls
+
+
 def plot_trajectories(episodes: dict[str, list[Episode]], state_names: Sequence[str], state_units: Sequence[str],
                       path: str | os.PathLike, plane: tuple[int, int] | None = None, title: str = "") -> Path:
     """Each state component against time (first episode of each label), and the ``plane`` of two components
@@ -76,13 +85,14 @@ def plot_trajectories(episodes: dict[str, list[Episode]], state_names: Sequence[
     axes = axes[0]
     styles = ["-", "--", ":", "-."]
     for (label, runs), style in zip(episodes.items(), styles):
-        first = runs[0]
+        times, first, _ = _recorded(runs[0])
         for i in range(n):
-            axes[i].plot(first.times, first.states[:, i], style, lw=1.5, label=label)
+            axes[i].plot(times, first[:, i], style, lw=1.5, label=label)
         if plane is not None:
             a, b = plane
             for j, run in enumerate(runs):
-                axes[-1].plot(run.states[:, a], run.states[:, b], style, lw=1,
+                _, states, _ = _recorded(run)
+                axes[-1].plot(states[:, a], states[:, b], style, lw=1,
                               color=axes[0].lines[-1].get_color(), label=label if j == 0 else None)
     for i in range(n):
         axes[i].set_xlabel("t (s)")
@@ -109,7 +119,8 @@ def plot_controls(episodes: dict[str, Episode], control_names: Sequence[str], co
     styles = ["-", "--", ":", "-."]
     unit = ", ".join(f"{c} ({u})" for c, u in zip(control_names, control_units))
     for (label, episode), style in zip(episodes.items(), styles):
-        axes[0].step(episode.times[:-1], episode.controls, style, where="post", lw=1.2, label=label)
+        times, _, controls_along = _recorded(episode)
+        axes[0].step(times[:-1], controls_along, style, where="post", lw=1.2, label=label)
     axes[0].set_xlabel("t (s)")
     axes[0].set_ylabel(unit)
     axes[0].set_title("along each controller's own episode", fontsize=9)
