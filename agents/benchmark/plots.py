@@ -26,6 +26,12 @@ def _colours(agents: Sequence[str]) -> dict[str, Any]:
     return {agent: cycle(i % 10) for i, agent in enumerate(agents)}
 
 
+def _gap(cost: float, reference: dict[str, Any]) -> float:
+    """The normalised gap, nan (not drawn) where the reference gives none."""
+    gap = normalised_gap(cost, reference)
+    return math.nan if gap is None else gap
+
+
 def plot_curves(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
     """Learning curves (validation starts): gap against transitions and against seconds, log axes, a row per environment."""
     plt = pyplot()
@@ -43,7 +49,7 @@ def plot_curves(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any
             if not points:
                 continue
             if has_reference:
-                gaps = np.maximum([normalised_gap(p["cost"], reference) for p in points], GAP_FLOOR)
+                gaps = np.maximum([_gap(p["cost"], reference) for p in points], GAP_FLOOR)
             else:
                 gaps = np.array([p["cost"] for p in points], dtype=np.float64)
             label = None if agent in labelled else agent
@@ -87,15 +93,16 @@ def plot_final(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]
         runs = [r for r in results if env_label(r) == env]
         env_id = runs[0]["env_id"]
         agents = list(dict.fromkeys(r["agent"] for r in runs))
-        costs_all = []
+        costs_all: list[float] = []
         for i, agent in enumerate(agents):
             mine = [r for r in runs if r["agent"] == agent]
-            costs = np.array([r["final_cost"] for r in mine])
+            finals: list[float] = [r["final_cost"] for r in mine]
+            costs = np.array(finals)
             costs_all.extend(costs)
             bad = np.array([bool(r["incomplete"]) for r in mine])
             ax.scatter(np.full(costs.size, i)[~bad], costs[~bad], color=colours[agent], s=14, zorder=3)
             ax.scatter(np.full(costs.size, i)[bad], costs[bad], color=colours[agent], marker="x", s=30, zorder=3)
-            mean, se = mean_se(costs)
+            mean, se = mean_se(finals)
             ax.errorbar(i + 0.18, mean, yerr=0 if math.isnan(se) else se, color="k", marker="_", ms=12, capsize=3)
         optimum = refs.get(env_id, {}).get("optimum")
         log = bool(costs_all) and min(costs_all) > 0
@@ -114,8 +121,6 @@ def plot_final(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]
         ax.axis("off")
     fig.suptitle("Final cost per agent on the test starts (dots: seeds, x: objective not reached; bar: mean ± s.e.)", fontsize=10)
     return save(fig, path, dpi=110)
-
-
 
 
 #: the gaps at which the performance profile is drawn

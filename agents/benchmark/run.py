@@ -322,9 +322,19 @@ def _stored_runs(specs: Sequence[RunSpec], out: Path, replace: bool,
         raise ValueError(f"{len(refused)} run file(s) in {out / 'runs'} are not the runs this sweep plans, and a sweep "
                          f"never overwrites them: sweep into another --out, or pass --replace to run them again and "
                          f"overwrite them.\n  " + "\n  ".join(refused))
-    for error in damaged:
-        warn(f"{error}; moved aside to {_aside(error.path).name}, the run is done again")
+    for damage in damaged:
+        warn(f"{damage}; moved aside to {_aside(damage.path).name}, the run is done again")
     return done
+
+
+def _by_run_file(specs: Sequence[RunSpec]) -> dict[str, RunSpec]:
+    """``specs`` by run file name, in order; specs sharing a run file must be equal (repeats count once)."""
+    unique: dict[str, RunSpec] = {}
+    for spec in specs:
+        if unique.setdefault(spec.key, spec) != spec:
+            raise ValueError(f"specs holds two different runs with the run file {spec.key}.json: "
+                             f"{'; '.join(spec_differences(unique[spec.key].as_dict(), spec.as_dict()))}")
+    return unique
 
 
 def sweep(specs: Sequence[RunSpec], out: str | os.PathLike, workers: int = 0, use_ray: bool = False,
@@ -352,11 +362,7 @@ def sweep(specs: Sequence[RunSpec], out: str | os.PathLike, workers: int = 0, us
             import ray  # noqa: F401
         except ImportError as error:
             raise RuntimeError(RAY_MISSING) from error
-    unique: dict[str, RunSpec] = {}
-    for spec in specs:
-        if unique.setdefault(spec.key, spec) != spec:
-            raise ValueError(f"specs holds two different runs with the run file {spec.key}.json: "
-                             f"{'; '.join(spec_differences(unique[spec.key].as_dict(), spec.as_dict()))}")
+    unique = _by_run_file(specs)
     out = Path(out)
     with sweep_lock(out, warn):
         for leftover in (out / "runs").glob(".*.partial"):  # a write cut short by a killed sweep (none runs now)

@@ -24,6 +24,9 @@ from typing import NamedTuple
 import numpy as np
 from rliable import library, metrics
 
+#: numbers, as a sequence or an array (flattened)
+Values = Sequence[float] | np.ndarray
+
 #: bootstrap resamples of every interval
 REPS = 2_000
 #: coverage of every interval
@@ -40,27 +43,25 @@ class Estimate(NamedTuple):
     high: float
 
 
-def iqm(values: Sequence[float]) -> float:
+def iqm(values: Values) -> float:
     """The interquartile mean of ``values`` (the 25% trimmed mean)."""
-    values = _checked(values)
-    return float(metrics.aggregate_iqm(values))
+    return float(metrics.aggregate_iqm(_checked(values)))
 
 
-def iqm_ci(values: Sequence[float], reps: int | None = None) -> Estimate:
+def iqm_ci(values: Values, reps: int | None = None) -> Estimate:
     """The IQM of ``values`` with its 95% bootstrap interval (``reps`` resamples, default :data:`REPS`).
 
     One value, or equal values: the value and a zero-width interval.
     """
-    values = _checked(values)
-    point = float(metrics.aggregate_iqm(values))
-    if values.size == 1 or np.all(values == values[0]):
+    array = _checked(values)
+    point = float(metrics.aggregate_iqm(array))
+    if array.size == 1 or np.all(array == array[0]):
         return Estimate(point, point, point)
-    low, high = _interval(values[:, None], lambda scores: np.array([metrics.aggregate_iqm(scores)]), reps)[:, 0]
+    low, high = _interval(array[:, None], lambda scores: np.array([metrics.aggregate_iqm(scores)]), reps)[:, 0]
     return Estimate(point, float(low), float(high))
 
 
-def profile(gaps_per_env: Sequence[Sequence[float]], taus: Sequence[float], reps: int | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
+def profile(gaps_per_env: Sequence[Values], taus: Values, reps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     r"""The performance profile :math:`P(\tau)` = fraction of runs (all environments pooled) with gap :math:`\le \tau`.
 
     ``gaps_per_env``: one sequence of final normalised gaps per environment. Returns
@@ -70,11 +71,11 @@ def profile(gaps_per_env: Sequence[Sequence[float]], taus: Sequence[float], reps
     strata = [_checked(gaps) for gaps in gaps_per_env]
     if not strata:
         raise ValueError("gaps_per_env must hold at least one environment's gaps")
-    taus = np.asarray(taus, dtype=np.float64)
+    thresholds = np.asarray(taus, dtype=np.float64)
 
     def fraction(*resampled: np.ndarray) -> np.ndarray:
         pooled = np.concatenate(resampled)
-        return (pooled[:, None] <= taus[None, :]).mean(axis=0)
+        return (pooled[:, None] <= thresholds[None, :]).mean(axis=0)
 
     point = fraction(*strata)
     if all(s.size == 1 for s in strata):
@@ -103,10 +104,10 @@ def _interval(scores: np.ndarray | list[np.ndarray], function: Callable[..., np.
     return np.asarray(intervals["runs"])
 
 
-def _checked(values: Sequence[float]) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    if values.size == 0:
+def _checked(values: Values) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if array.size == 0:
         raise ValueError("values must not be empty")
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"values must be finite, got {values.tolist()}")
-    return values
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"values must be finite, got {array.tolist()}")
+    return array
