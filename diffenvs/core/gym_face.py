@@ -65,8 +65,8 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
     ``TimeLimit`` of ``n`` steps, and the wrapper's spec then reports ``n``.)
     """
 
-    problem_type: ClassVar[type[Problem]]
-    metadata: ClassVar[dict] = {"render_modes": ["rgb_array", "human"], "render_fps": 50}
+    problem_type: ClassVar[type[Problem[Any]]]
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 50}
 
     def __init__(self, render_mode: str | None = None, **problem_kwargs: Any):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -86,7 +86,7 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
 
     # ---- documented attributes ---------------------------------------------------------
     @property
-    def spec(self) -> EnvSpec | None:  # type: ignore[override]
+    def spec(self) -> EnvSpec | None:
         """The spec ``gymnasium.make`` set, with ``max_episode_steps`` the episode's length ``max_steps``."""
         return self.__dict__.get("_spec")
 
@@ -141,19 +141,20 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
             self.render()
         return np.array(observation, dtype=np.float32), {}
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if self._x is None:
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        x, key = self._x, self._key
+        if x is None or key is None:
             raise ResetNeeded("call reset() before step()")
         if self._done:
             raise ResetNeeded("the episode has ended; call reset() before step()")
         problem = self.problem
-        a = as_finite_array("action", action, self.action_space.shape)
+        a = as_finite_array("action", action, (problem.control_dim,))
         u = problem.control_from_action(tuple(a.tolist()), SCALAR)
         noise = None
         if problem.step_noise:
-            noise = random.normal_scalar(self._key, self._episode, self._steps + 1, problem.step_noise)
+            noise = tuple(random.normal_scalar(key, self._episode, self._steps + 1, problem.step_noise))
         try:
-            step = transition(problem, self._steps, self._x, Held(u), x0=self._x0, params=problem.params, ns=SCALAR,
+            step = transition(problem, self._steps, x, Held(u), x0=self._x0, params=problem.params, ns=SCALAR,
                               noise=noise)
         except ArithmeticError:  # Python floats raise (x / 0.0, an overflowing **) where tensors give inf or nan
             step = None
@@ -161,7 +162,7 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         if step is None or not step.finite:
             self._done = True
             info["nonfinite_state"] = True  # the state left the representable range: keep the last good one
-            return self._observation(), 0.0, False, True, info
+            return self._observation(x), 0.0, False, True, info
         self._x, self._steps = step.x, self._steps + 1
         terminated, truncated = bool(step.terminated), bool(step.truncated)
         self._done = terminated or truncated
@@ -169,8 +170,8 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
             self.render()
         return np.array(step.observation, dtype=np.float32), float(step.reward), terminated, truncated, info
 
-    def _observation(self) -> np.ndarray:
-        obs = self.problem.observation(self._steps * self.problem.dt, self._x, self.problem.params, SCALAR)
+    def _observation(self, x: tuple[float, ...]) -> np.ndarray:
+        obs = self.problem.observation(self._steps * self.problem.dt, x, self.problem.params, SCALAR)
         return np.array(obs, dtype=np.float32)
 
     def render(self) -> np.ndarray | None:

@@ -54,7 +54,7 @@ def renamed_horizon(old: str, *, seconds: bool = False, attribute: str | None = 
     """
 
     def decorate(cls: T) -> T:
-        init = cls.__init__
+        init = vars(cls)["__init__"]  # the dataclass's own __init__ (the decorator sits above @dataclass)
         default_dt = getattr(cls, "dt", None)
 
         @functools.wraps(init)
@@ -67,7 +67,7 @@ def renamed_horizon(old: str, *, seconds: bool = False, attribute: str | None = 
                 kwargs["max_steps"] = max_steps
             init(self, *args, **kwargs)
 
-        cls.__init__ = __init__
+        type.__setattr__(cls, "__init__", __init__)
         if attribute is not None:
             setattr(cls, old, _deprecated_property(old, attribute))
         return cls

@@ -16,21 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Generic, NamedTuple, TypeVar, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar, cast
 
 import numpy as np
 import torch
 
+from diffenvs.core.constants import FLOAT32_MAX, check_episode, check_positive_fields, plain_constants
 from diffenvs.core.numerics import TORCH, ArrayNamespace, Components, Integrator, rk4_step, stack
-from diffenvs.core.validation import (
-    check_choice,
-    check_finite,
-    check_integer,
-    check_positive,
-    finite_number,
-    is_real,
-)
+from diffenvs.core.validation import check_choice, check_finite, check_integer, check_positive, is_real
 
 # the checks every definition uses, importable from here as from diffenvs.core.validation
 __all__ = ["FLOAT32_MAX", "Control", "Feedback", "Held", "OdeProblem", "ParamsT", "Problem", "ProblemAttributes",
@@ -68,8 +62,12 @@ class Problem(ABC, Generic[ParamsT]):
     """
 
     params: ParamsT
-    dt: float
     max_steps: int
+    if TYPE_CHECKING:  # a dataclass field of most definitions, a class constant or a property of others
+
+        @property
+        def dt(self) -> float:
+            """Seconds per step."""
 
     #: the Gymnasium id the definition is registered as (set by
     #: :func:`~diffenvs.core.registration.register_problem`)
@@ -226,65 +224,6 @@ class ProblemAttributes:
         return self.problem.params
 
 
-#: the largest float32: a constant that is observed directly must not exceed it
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def plain_constants(problem: Problem[Any], params_type: type | None = None) -> None:
-    """Turn numpy scalar constants of ``problem`` (a frozen dataclass) and of its ``params`` into Python numbers.
-
-    Called first in a definition's ``__post_init__``, so that the checks and the physics see
-    plain ``int``/``float`` (a ``numpy.float32`` constant would otherwise make the Python-float
-    physics of the Gymnasium face compute in float32). With ``params_type``, ``params`` must
-    be an instance of it (``TypeError`` otherwise). Bools and tensors are left as they are.
-    """
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, np.integer):
-            return int(value)
-        if isinstance(value, np.floating):
-            return float(value)
-        return value
-
-    if not dataclasses.is_dataclass(problem):
-        raise TypeError(f"a definition must be a dataclass, got {type(problem).__name__}")
-    for f in dataclasses.fields(problem):
-        if f.init and f.name != "params":
-            object.__setattr__(problem, f.name, plain(getattr(problem, f.name)))
-    if params_type is None:
-        return
-    params = problem.params
-    if not isinstance(params, params_type):
-        raise TypeError(f"params must be a {params_type.__name__}, got {type(params).__name__}: {params!r}")
-    if not dataclasses.is_dataclass(params) or isinstance(params, type):
-        return
-    changes = {f.name: plain(getattr(params, f.name)) for f in dataclasses.fields(params)
-               if isinstance(getattr(params, f.name), (np.integer, np.floating))}
-    if changes:
-        object.__setattr__(problem, "params", dataclasses.replace(params, **changes))
-
-
-def check_episode(problem: Problem[Any]) -> None:
-    """Raise ``ValueError`` unless ``max_steps >= 1`` and ``dt`` (given or derived) is finite and positive."""
-    check_integer("max_steps", problem.max_steps)
-    dt = problem.dt
-    if not (is_real(dt) and finite_number(dt) and dt > 0):
-        raise ValueError(f"dt must be a finite positive number (seconds per step), got {dt!r} "
-                         f"(max_steps = {problem.max_steps!r})")
-
-
-def check_positive_fields(params: Any, names: Sequence[str]) -> None:
-    """:func:`check_positive` on the fields ``names`` of ``params`` that are plain numbers.
-
-    Tensor fields (physical constants being differentiated) are left alone: a check on their
-    values would be a branch on a tensor.
-    """
-    for name in names:
-        value = getattr(params, name)
-        if not isinstance(value, torch.Tensor):
-            check_positive(f"params.{name}", value)
-
-
 class OdeProblem(Problem[ParamsT]):
     r"""A continuous-time problem :math:`\dot x = f(t, x, u; p)` with the control held over each step.
 
@@ -353,7 +292,7 @@ class OdeProblem(Problem[ParamsT]):
         feedback = control.fn if isinstance(control, Feedback) else None
         held_control = control.u if isinstance(control, Held) else None
 
-        def f(s: Any, z: Components, held: Components | None) -> Components:
+        def f(s: Any, z: Components, held: Any) -> Components:
             state = z[:-1] if has_cost else z
             v = held if feedback is None else feedback(s, state)
             derivative = self.vector_field(s, state, v, params, ns)

@@ -11,6 +11,7 @@ SplitMix64 (Steele, Lea & Flood, 2014), which passes BigCrush.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ def _mix_int(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def uniform_scalar(key: int, episode: int, step: int, count: int) -> list[float]:
+def uniform_scalar(key: int | np.integer[Any], episode: int, step: int, count: int) -> list[float]:
     """:func:`uniform` of one environment in Python integers (the same bits, no array overhead)."""
     golden = 0x9E3779B97F4A7C15
     h = _mix_int((int(key) + golden) & _MASK)
@@ -56,7 +57,7 @@ def uniform_scalar(key: int, episode: int, step: int, count: int) -> list[float]
     return [(_mix_int((h + i * golden) & _MASK) >> 11) * 2.0**-53 for i in range(1, count + 1)]
 
 
-def normal_scalar(key: int, episode: int, step: int, count: int) -> list[float]:
+def normal_scalar(key: int | np.integer[Any], episode: int, step: int, count: int) -> list[float]:
     """:func:`normal` of one environment as Python floats (Box--Muller with ``math``)."""
     pairs = (count + 1) // 2
     u = uniform_scalar(key, episode, step, 2 * pairs)

@@ -152,7 +152,7 @@ class Cartpole(OdeProblem[CartpoleParams]):
         return cart_velocity, x_acceleration, phi_dot, phi_acceleration
 
     @property
-    def has_running_cost(self) -> bool:  # type: ignore[override]
+    def has_running_cost(self) -> bool:  # type: ignore[override]  # per instance (cost), over a class constant
         return self.cost == "quadratic"
 
     def running_cost(self, t, x, u, params, ns):

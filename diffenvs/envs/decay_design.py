@@ -75,7 +75,16 @@ import numpy as np
 
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import ArrayNamespace, Components, HasExp
-from diffenvs.core.problem import FLOAT32_MAX, Held, Problem, check_episode, check_finite, check_positive, plain_constants
+from diffenvs.core.problem import (
+    FLOAT32_MAX,
+    Control,
+    Held,
+    Problem,
+    check_episode,
+    check_finite,
+    check_positive,
+    plain_constants,
+)
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
@@ -162,16 +171,19 @@ class DecayDesign(Problem[DecayDesignParams]):
     def initial_state(self, draws: Any, params: DecayDesignParams, ns: ArrayNamespace) -> Components:
         return params.prior_mean, params.prior_variance
 
-    def observation(self, t: Any, x: Components, params: Any, ns: ArrayNamespace) -> Components:
+    def observation(self, t: Any, x: Components, params: DecayDesignParams, ns: ArrayNamespace) -> Components:
         return x
 
     def check_state(self, state: np.ndarray) -> None:
         if not state[1] > 0.0:
             raise ValueError(f"state posterior_variance must be positive, got {state[1]}")
 
-    def step(self, t: Any, x: Components, control: Held, *, x0: Components, params: Any, ns: ArrayNamespace,
-             terminal_due: Any, noise: Components | None = None, integrate: Any = None) -> tuple[Components, Any, Any]:
+    def step(self, t: Any, x: Components, control: Control, *, x0: Components, params: DecayDesignParams,
+             ns: ArrayNamespace, terminal_due: Any, noise: Components | None = None,
+             integrate: Any = None) -> tuple[Components, Any, Any]:
         """One measurement at the held time and the belief's update; the reward is its information gain."""
+        if not isinstance(control, Held):
+            raise TypeError(f"{type(self).__name__} is a discrete-time map: its control is Held, got {control!r}")
         mean, variance = x
         (time,) = control.u
         epsilon = 0.0 if noise is None else noise[0]

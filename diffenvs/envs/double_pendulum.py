@@ -256,7 +256,7 @@ class DoublePendulum(OdeProblem[DoublePendulumParams]):
         return a, b
 
     @property
-    def has_running_cost(self) -> bool:  # type: ignore[override]
+    def has_running_cost(self) -> bool:  # type: ignore[override]  # per instance (cost), over a class constant
         return self.cost == "quadratic"
 
     def running_cost(self, t, x, u, params, ns):

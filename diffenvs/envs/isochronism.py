@@ -113,15 +113,15 @@ class Isochronism(OdeProblem[IsochronismParams]):
         return self.params.period
 
     @property
-    def observation_names(self) -> tuple[str, ...]:  # type: ignore[override]
+    def observation_names(self) -> tuple[str, ...]:  # type: ignore[override]  # per instance (observe), over a class constant
         return ("position",) if self.observe == "position" else ("position", "velocity", "time_fraction")
 
     @property
-    def observation_low(self) -> tuple[float, ...]:  # type: ignore[override]
+    def observation_low(self) -> tuple[float, ...]:  # type: ignore[override]  # per instance (observe), over a class constant
         return (-np.inf,) if self.observe == "position" else (-np.inf, -np.inf, 0.0)
 
     @property
-    def observation_high(self) -> tuple[float, ...]:  # type: ignore[override]
+    def observation_high(self) -> tuple[float, ...]:  # type: ignore[override]  # per instance (observe), over a class constant
         return (np.inf,) if self.observe == "position" else (np.inf, np.inf, 1.0)
 
     @property

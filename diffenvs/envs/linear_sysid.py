@@ -54,7 +54,16 @@ import torch
 
 from diffenvs.core.horizon import renamed_horizon
 from diffenvs.core.numerics import ArrayNamespace, Components
-from diffenvs.core.problem import Held, Problem, check_choice, check_finite, check_integer, check_positive, plain_constants
+from diffenvs.core.problem import (
+    Control,
+    Held,
+    Problem,
+    check_choice,
+    check_finite,
+    check_integer,
+    check_positive,
+    plain_constants,
+)
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
@@ -109,8 +118,8 @@ def information(gram: torch.Tensor, criterion: str = "E") -> torch.Tensor:
 class LinearSysIDParams:
     """Constants: ``A`` (the true matrix when fixed), ``B``, noise ``sigma`` and input bound ``gamma``."""
 
-    A: np.ndarray
-    B: np.ndarray
+    A: np.ndarray | torch.Tensor  #: a tensor of the rollout's dtype on the torch faces (params_like)
+    B: np.ndarray | torch.Tensor
     noise_std: float = 0.1  #: σ, standard deviation of w_t
     gamma: float = 1.0  #: γ, bound on ‖u_t‖
 
@@ -155,23 +164,23 @@ class LinearSysID(Problem[LinearSysIDParams]):
 
     # ---- descriptions ------------------------------------------------------------------
     @property
-    def state_names(self) -> tuple[str, ...]:  # type: ignore[override]
+    def state_names(self) -> tuple[str, ...]:  # type: ignore[override]  # per instance (d), over a class constant
         return tuple(f"x{i}" for i in range(self.d))
 
     @property
-    def observation_names(self) -> tuple[str, ...]:  # type: ignore[override]
+    def observation_names(self) -> tuple[str, ...]:  # type: ignore[override]  # per instance (d), over a class constant
         return (*self.state_names, "time_fraction")
 
     @property
-    def observation_low(self) -> tuple[float, ...]:  # type: ignore[override]
+    def observation_low(self) -> tuple[float, ...]:  # type: ignore[override]  # per instance (d), over a class constant
         return (-np.inf,) * self.d + (0.0,)
 
     @property
-    def observation_high(self) -> tuple[float, ...]:  # type: ignore[override]
+    def observation_high(self) -> tuple[float, ...]:  # type: ignore[override]  # per instance (d), over a class constant
         return (np.inf,) * self.d + (1.0,)
 
     @property
-    def control_names(self) -> tuple[str, ...]:  # type: ignore[override]
+    def control_names(self) -> tuple[str, ...]:  # type: ignore[override]  # per instance (d), over a class constant
         return tuple(f"u{i}" for i in range(self.d))
 
     @property
@@ -180,7 +189,7 @@ class LinearSysID(Problem[LinearSysIDParams]):
         return isinstance(self.matrix, str) and self.matrix == "random"
 
     @property
-    def initial_draws(self) -> tuple[str, int]:  # type: ignore[override]
+    def initial_draws(self) -> tuple[str, int]:  # type: ignore[override]  # per instance (d), over a class constant
         return ("normal", self.d * self.d if self.random else 0)
 
     @property
@@ -214,26 +223,25 @@ class LinearSysID(Problem[LinearSysIDParams]):
         return np.asarray(control) / self.gamma
 
     # ---- state: (x, A, G = sum x x^T, C = sum (x' - B u) x^T) ------------------------
-    def initial_state(self, draws: Any, params: Any, ns: ArrayNamespace) -> Components:
+    def initial_state(self, draws: Any, params: LinearSysIDParams, ns: ArrayNamespace) -> Components:
         if isinstance(draws, torch.Tensor):
             x = torch.zeros(draws.shape[0], self.d, dtype=draws.dtype, device=draws.device)
             a = random_matrix(draws, self.d) if self.random else None
             return self.state_from_physical(x.unbind(-1), params, ns, a)
         a = random_matrix(np.asarray(draws), self.d) if self.random else None
-        return self.state_from_physical([0.0] * self.d, params, ns, a)
+        return self.state_from_physical((0.0,) * self.d, params, ns, a)
 
-    def state_from_physical(self, state: Components, params: Any, ns: ArrayNamespace, matrix: Any = None) -> Components:
+    def state_from_physical(self, state: Components, params: LinearSysIDParams, ns: ArrayNamespace,
+                            matrix: Any = None) -> Components:
         """Internal state ``(x, A, G, C)``: the true matrix rides in the state (hidden), the statistics start at zero."""
         if ns.name == "torch":
             x = torch.stack(tuple(state), -1)
             a = torch.as_tensor(params.A if matrix is None else matrix, dtype=x.dtype, device=x.device)
             a = a.expand(x.shape[:-1] + a.shape[-2:])
             zeros = torch.zeros(x.shape + (self.d,), dtype=x.dtype, device=x.device)
-        else:
-            x = np.asarray(state, dtype=np.float64)
-            a = params.A if matrix is None else matrix
-            zeros = np.zeros((self.d, self.d))
-        return x, a, zeros, zeros
+            return x, a, zeros, zeros
+        zeros_array = np.zeros((self.d, self.d))
+        return np.asarray(state, dtype=np.float64), params.A if matrix is None else matrix, zeros_array, zeros_array
 
     def state_to_physical(self, x: Components) -> Components:
         state = x[0]
@@ -242,18 +250,21 @@ class LinearSysID(Problem[LinearSysIDParams]):
     def observation(self, t, x, params, ns):
         return (*self.state_to_physical(x), t / self.max_steps)
 
-    def step(self, t: Any, x: Components, control: Held, *, x0: Components, params: Any, ns: ArrayNamespace,
-             terminal_due: Any, noise: Components | None = None, integrate: Any = None) -> tuple[Components, Any, Any]:
+    def step(self, t: Any, x: Components, control: Control, *, x0: Components, params: LinearSysIDParams,
+             ns: ArrayNamespace, terminal_due: Any, noise: Components | None = None,
+             integrate: Any = None) -> tuple[Components, Any, Any]:
         """One sample ``x' = A x + B u + w``; the statistics grow and the estimate's error is paid when due."""
+        if not isinstance(control, Held):
+            raise TypeError(f"{type(self).__name__} is a discrete-time map: its control is Held, got {control!r}")
         state, a, gram, cross = x
         u, last = control.u, terminal_due
         if isinstance(state, torch.Tensor):
-            control = torch.stack(tuple(u), -1)
-            w = torch.zeros_like(state) if noise is None else torch.stack(tuple(noise), -1)
-            b = torch.as_tensor(params.B, dtype=state.dtype, device=state.device)
+            drive: Any = torch.stack(tuple(u), -1)
+            w: Any = torch.zeros_like(state) if noise is None else torch.stack(tuple(noise), -1)
+            b: Any = torch.as_tensor(params.B, dtype=state.dtype, device=state.device)
         else:
-            control, w, b = np.asarray(u), np.zeros(self.d) if noise is None else np.asarray(noise), params.B
-        driven = (control[..., None, :] * b).sum(-1)  # B u
+            drive, w, b = np.asarray(u), np.zeros(self.d) if noise is None else np.asarray(noise), params.B
+        driven = (drive[..., None, :] * b).sum(-1)  # B u
         response = (a * state[..., None, :]).sum(-1) + params.noise_std * w  # A x + w
         state1 = response + driven
         outer = state[..., :, None] * state[..., None, :]
