@@ -22,7 +22,7 @@ that stays on the autograd graph, so ``loss.backward()`` differentiates through 
   nested forward-mode ``jvp``.
 
 Where a path cannot give a second derivative the functions refuse it: torchdiffeq's
-``odeint_adjoint`` (:class:`~diffenvs.core.rollout.Adjoint`) computes its backward pass
+``odeint_adjoint`` (:class:`~diffenvs.core.solvers.Adjoint`) computes its backward pass
 under ``torch.no_grad``, so a gradient taken through it is a constant to autograd and a
 loss containing it silently loses that term's gradient.
 """
@@ -33,19 +33,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torchdiffeq
 from torch.func import functional_call, jacfwd, jacrev, jvp, vmap
 
-from diffenvs.core.numerics import rk4_step
-from diffenvs.core.problem import check_choice, check_integer
-from diffenvs.core.rollout import RK4, Adaptive, Adjoint, Solver
+from diffenvs.core.intervals import VectorField, check_ode_inputs, solve
+from diffenvs.core.solvers import RK4, Adjoint, Solver
+from diffenvs.core.validation import check_choice, check_integer
 
 __all__ = ["input_jacobian", "solve", "sensitivity", "sensitivity_schwarz", "time_derivatives", "module_parameters"]
 
 _DEFAULT_SOLVER = RK4()
 
-VectorField = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
-"""``f(t, x, theta) -> dx/dt``: ``t`` of shape ``(batch,)``, ``x`` of shape ``(batch, n)``, row-wise."""
+
 
 _ADJOINT_REFUSAL = (
     "the Adjoint solver cannot give a derivative that is differentiated again: torchdiffeq's "
@@ -143,7 +141,8 @@ def time_derivatives(
 
     def raise_order(lower: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]) -> Callable:
         def higher(s: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            values, tangents = jvp(lower, (s,), (torch.ones_like(s),))
+            result = jvp(lower, (s,), (torch.ones_like(s),))
+            values, tangents = result[0], result[1]
             return (*values, tangents[-1])  # the tangents of lower orders repeat the values' tail
         return higher
 
@@ -154,103 +153,6 @@ def time_derivatives(
 
 
 # ---- ODE solutions on a rescaled clock ---------------------------------------------------
-def _check_ode_inputs(x0: Any, times: Any, steps: int, solver: Any) -> torch.Tensor:
-    if not isinstance(solver, (RK4, Adaptive)):
-        raise TypeError(f"solver must be RK4(), Adaptive(...) or Adjoint(...), got {solver!r}")
-    if not isinstance(x0, torch.Tensor) or x0.dim() != 2 or not x0.is_floating_point():
-        raise ValueError(f"x0 must be a floating-point tensor of shape (batch, n), got "
-                         f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
-    if not isinstance(times, torch.Tensor) or times.dim() not in (1, 2) or times.shape[0] < 2:
-        raise ValueError(f"times must be a tensor of shape (K,) or (K, batch) with K >= 2, got "
-                         f"{tuple(times.shape) if isinstance(times, torch.Tensor) else type(times).__name__}")
-    if times.dim() == 2 and times.shape[1] != x0.shape[0]:
-        raise ValueError(f"times of shape (K, batch) must match x0's batch {x0.shape[0]}, got {tuple(times.shape)}")
-    check_integer("steps", steps)
-    return times.to(x0.dtype).reshape(times.shape[0], -1).expand(-1, x0.shape[0])
-
-
-def _tensors(theta: Any) -> tuple[torch.Tensor, ...]:
-    if isinstance(theta, torch.Tensor):
-        return (theta,)
-    if isinstance(theta, (tuple, list)):
-        return tuple(v for v in theta if isinstance(v, torch.Tensor))
-    if isinstance(theta, Mapping):
-        return tuple(v for v in theta.values() if isinstance(v, torch.Tensor))
-    return ()
-
-
-def solve(
-    f: VectorField,
-    x0: torch.Tensor,
-    times: torch.Tensor,
-    theta: Any = None,
-    *,
-    solver: Solver = _DEFAULT_SOLVER,
-    steps: int = 10,
-) -> torch.Tensor:
-    r"""Solution :math:`x(t_k)` of :math:`\dot x = f(t, x, \theta)`, :math:`x(t_0) = x_0`, differentiable in everything.
-
-    Each interval :math:`[t_k, t_{k+1}]` is integrated on the clock :math:`s \in [0, 1]`,
-    :math:`t = t_k + s h_k`, :math:`dx/ds = h_k f(t, x, \theta)`, so the times are ordinary
-    inputs of the arithmetic: the discrete solution is differentiable in :math:`t_k` (an
-    adaptive solver's step choice is not differentiated), and each batch element may have its
-    own times.
-
-    Args:
-        f: the vector field ``f(t, x, theta)`` with ``t`` ``(batch,)``, ``x`` ``(batch, n)``,
-            acting row by row.
-        x0: start states, shape ``(batch, n)``.
-        times: output times, shape ``(K,)`` (shared) or ``(K, batch)``; ``times[0]`` is the
-            time of ``x0``; decreasing times integrate backwards.
-        theta: passed to ``f`` unchanged (a tensor, a tuple or dict of tensors, or ``None``);
-            its tensors are the :class:`Adjoint` solver's parameters.
-        solver: :class:`RK4` (``steps`` classical Runge--Kutta steps per interval),
-            :class:`Adaptive` or :class:`Adjoint` (torchdiffeq ``odeint`` / ``odeint_adjoint``
-            per interval; ``steps`` unused).
-        steps: RK4 steps per interval.
-
-    Returns:
-        :math:`x(t_k)`, shape ``(K, batch, n)``, with ``[0]`` equal to ``x0``.
-    """
-    grid = _check_ode_inputs(x0, times, steps, solver)
-    if isinstance(solver, Adjoint):
-        leaves = tuple(p for p in _tensors(theta) if p.requires_grad)
-        if isinstance(f, torch.nn.Module):
-            leaves = leaves + tuple(p for p in f.parameters() if p.requires_grad)
-        if any(not p.is_leaf for p in leaves):
-            raise ValueError("with the Adjoint solver, the tensors of theta must be leaf tensors (they are the "
-                             "adjoint's parameters); build theta with requires_grad_() on a leaf")
-    n = x0.shape[1]
-    states, x = [x0], x0
-    for k in range(grid.shape[0] - 1):
-        start, h = grid[k], grid[k + 1] - grid[k]
-        if isinstance(solver, RK4):
-            def field(s: float, z: tuple, _: Any, start=start, h=h) -> tuple:
-                return tuple((f(start + s * h, torch.stack(z, -1), theta) * h.unsqueeze(-1)).unbind(-1))
-
-            z = tuple(x.unbind(-1))
-            for i in range(steps):
-                z = rk4_step(field, i / steps, z, 1.0 / steps, None)
-            x = torch.stack(z, -1)
-        else:
-            packed = torch.cat([x, start.unsqueeze(-1), h.unsqueeze(-1)], dim=-1)
-
-            def rhs(s: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-                begin, length = state[..., n], state[..., n + 1]
-                derivative = f(begin + s * length, state[..., :n], theta) * length.unsqueeze(-1)
-                return torch.cat([derivative, torch.zeros_like(state[..., n:])], dim=-1)
-
-            clock = torch.tensor([0.0, 1.0], dtype=x0.dtype, device=x0.device)
-            options = dict(rtol=solver.rtol, atol=solver.atol, method=solver.method)
-            if isinstance(solver, Adjoint):
-                out = torchdiffeq.odeint_adjoint(rhs, packed, clock, adjoint_params=leaves, **options)
-            else:
-                out = torchdiffeq.odeint(rhs, packed, clock, **options)
-            x = out[-1][..., :n]
-        states.append(x)
-    return torch.stack(states)
-
-
 def _theta_rows(theta: Any, batch: int, fresh: bool) -> torch.Tensor:
     """``theta`` as one row per batch element ``(batch, m)``: a row's sensitivity is then its own gradient."""
     if not isinstance(theta, torch.Tensor) or theta.dim() not in (1, 2) or not theta.is_floating_point():
@@ -300,9 +202,9 @@ def sensitivity(
     """
     if create_graph and isinstance(solver, Adjoint):
         raise ValueError(f"sensitivity(..., create_graph=True): {_ADJOINT_REFUSAL}")
-    batch = x0.shape[0] if isinstance(x0, torch.Tensor) and x0.dim() == 2 else None
-    if batch is None:
-        _check_ode_inputs(x0, times, steps, solver)  # raises the shape error
+    if not (isinstance(x0, torch.Tensor) and x0.dim() == 2):
+        check_ode_inputs(x0, times, steps, solver)  # raises the shape error
+    batch = int(x0.shape[0])
     with torch.enable_grad():
         rows = _theta_rows(theta, batch, fresh=isinstance(solver, Adjoint) or not create_graph)
         x = solve(f, x0, times, rows, solver=solver, steps=steps)
@@ -390,5 +292,5 @@ def sensitivity_schwarz(
         if isinstance(value, torch.Tensor) and value.requires_grad:
             raise ValueError(f"{name} must not require grad: sensitivity_schwarz differentiates in t only; "
                              f"use sensitivity(...) for derivatives in {name}")
-    _check_ode_inputs(x0, torch.stack([torch.full_like(t, t0), t]), steps, solver)
+    check_ode_inputs(x0, torch.stack([torch.full_like(t, t0), t]), steps, solver)
     return _SchwarzSensitivity.apply(t, x0, theta, f, solver, steps, float(t0))
