@@ -29,7 +29,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, Literal, overload
 
 import numpy as np
 import torch
@@ -38,7 +38,17 @@ import torch
 PARTIAL_SUFFIX = ".partial"
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False,
+@overload
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[str]], object], binary: Literal[False] = False,
+                 newline: str | None = None) -> Path: ...
+
+
+@overload
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object], binary: Literal[True],
+                 newline: str | None = None) -> Path: ...
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], object], binary: bool = False,
                  newline: str | None = None) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, then move it onto ``path`` (``os.replace``).
 
@@ -97,7 +107,7 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     JSON cannot hold raises ``TypeError`` and leaves the old file whole."""
     text = json.dumps(data, indent=1) + "\n"
 
-    def write(file: TextIO) -> None:
+    def write(file: IO[str]) -> None:
         file.write(text)
 
     return atomic_write(path, write)
