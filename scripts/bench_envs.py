@@ -42,7 +42,7 @@ from diffenvs.core.memory import saved_tensor_bytes
 from diffenvs.envs.cartpole import Cartpole
 
 
-def best_time(run: Callable[[], None], repeats: int) -> float:
+def best_time(run: Callable[[], object], repeats: int) -> float:
     """The fastest of ``repeats`` timings of ``run`` (seconds): the least disturbed by other load."""
     times = []
     for _ in range(repeats):
@@ -72,7 +72,7 @@ def vector_runner(make: Callable[[int], gym.vector.VectorEnv], num_envs: int, st
     envs.reset(seed=0)
     actions = envs.action_space.sample()
     if getattr(envs.unwrapped, "array", "numpy") == "torch":
-        actions = torch.as_tensor(actions, device=envs.unwrapped.device)
+        actions = torch.as_tensor(actions, device=getattr(envs.unwrapped, "device", None))
     for _ in range(3):
         envs.step(actions)
 
@@ -165,19 +165,23 @@ def gradient_rows(batch: int, steps: int, repeats: int, compile: bool) -> dict[s
             policy.zero_grad()
             diffenvs.rollout(problem, policy, x0, solver=solver, check=False).costs.mean().backward()
 
-        first = best_time(lambda: (forward(), forward_backward()), 1)
-        compile_seconds[name] = first - best_time(lambda: (forward(), forward_backward()), 1) if solver.compile else None
+        def both(forward: Callable[[], None] = forward, forward_backward: Callable[[], None] = forward_backward) -> None:
+            forward()
+            forward_backward()
+
+        first = best_time(both, 1)
+        compile_seconds[name] = first - best_time(both, 1) if solver.compile else None
         calls[name] = (forward, forward_backward)
     loss = diffenvs.rollout(problem, policy, x0).costs.mean().item()
     try:
         import jax_cartpole
     except ImportError:  # the optional extra 'speed' is not installed
-        jax_cartpole = None
-    if jax_cartpole is not None:
-        forward, forward_backward, jax_loss, seconds = jax_cartpole.compiled(policy, x0, steps)
+        pass
+    else:
+        jax_forward, jax_forward_backward, jax_loss, seconds = jax_cartpole.compiled(policy, x0, steps)
         if not math.isclose(jax_loss, loss, rel_tol=1e-4):
             raise RuntimeError(f"the JAX rollout's loss {jax_loss} differs from diffenvs' {loss}: not the same problem")
-        calls["JAX lax.scan + jit"] = (forward, forward_backward)
+        calls["JAX lax.scan + jit"] = (jax_forward, jax_forward_backward)
         compile_seconds["JAX lax.scan + jit"] = seconds
     best = {name: [math.inf, math.inf] for name in calls}
     for _ in range(repeats):
@@ -243,10 +247,56 @@ def vector_face_table(emit: Callable[[str], None], args: SpeedConfig, sizes: tup
     emit("|---:|" + "---:|" * (len(names) + 1))
     for n in sizes:
         steps = max(20, min(2000, 400_000 // n)) // (4 if args.quick else 1)
-        runs = [vector_runner(make, n, steps) for make in columns.values()] + ([gymnax_runner(n, steps)] if gymnax else [])
+        runs = [vector_runner(make, n, steps) for make in columns.values()]
+        jax_run = gymnax_runner(n, steps) if gymnax else None
+        runs += [jax_run] if jax_run is not None else []
         rates = interleaved_rates(runs, n, steps, repeats)
         emit(f"| {n} | " + " | ".join(f"{r / 1e6:.3f}" for r in rates)
              + f" | {max(rates[1:len(columns)]) / rates[0]:.2f} |")
+
+
+def gymnasium_face_table(emit: Callable[[str], None], quick: bool, repeats: int) -> None:
+    """Microseconds per ``env.step`` of gymnasium's ``CartPole-v1`` and of every diffenvs id."""
+    emit("## Gymnasium face: one env.step")
+    emit("| env | µs / step | × CartPole-v1 |")
+    emit("|---|---:|---:|")
+    steps = 2000 if quick else 20000
+    reference = single_step_microseconds("CartPole-v1", steps, repeats)
+    emit(f"| CartPole-v1 (gymnasium, Euler, discrete action) | {reference:.1f} | 1.0 |")
+    for env_id in diffenvs.ENV_IDS:
+        cost = single_step_microseconds(env_id, steps, repeats)
+        emit(f"| {env_id} | {cost:.1f} | {cost / reference:.1f} |")
+
+
+def gradient_tables(emit: Callable[[str], None], args: SpeedConfig, repeats: int, all_threads: int) -> None:
+    """The gradient path's table at one torch thread and at ``all_threads``."""
+    emit("## Gradient path: 100-step cartpole rollout, batch 256, 2x16 tanh policy, RK4, float32")
+    emit("Rows run in turn, fastest of the rounds; JAX's XLA runs with its own threads whatever torch's setting.")
+    for threads in sorted({1, all_threads}):
+        torch.set_num_threads(threads)
+        rows = gradient_rows(256, 100, 2 * repeats, not args.no_compile)
+        jax_both = rows.get("JAX lax.scan + jit", (None, None, None))[1]
+        emit("")
+        emit(f"{threads} torch thread{'s' if threads > 1 else ''}:")
+        emit("")
+        emit("| rollout | forward (no graph), ms | forward+backward, ms | fwd+bwd / fwd | fwd+bwd / JAX's | compile, s |")
+        emit("|---|---:|---:|---:|---:|---:|")
+        for name, (forward, both, seconds) in rows.items():
+            versus = f"{both / jax_both:.2f}" if jax_both else "–"
+            compiled = f"{seconds:.1f}" if seconds is not None else "–"
+            emit(f"| {name} | {forward * 1e3:.1f} | {both * 1e3:.1f} | {both / forward:.2f} | {versus} | {compiled} |")
+    torch.set_num_threads(all_threads)
+
+
+def memory_table(emit: Callable[[str], None], quick: bool) -> None:
+    """Bytes kept for backward by direct backpropagation and by the adjoint, at two horizons."""
+    emit("## Memory kept for backward, continuous feedback, batch 256, float64 (MB)")
+    emit("| horizon (steps) | direct (RK4 backprop) | direct (dopri5 backprop) | adjoint (dopri5) |")
+    emit("|---:|---:|---:|---:|")
+    for horizon in ((20, 100) if quick else (100, 1000)):
+        solvers = (diffenvs.RK4(), diffenvs.Adaptive(rtol=1e-6, atol=1e-8), diffenvs.Adjoint(rtol=1e-6, atol=1e-8))
+        sizes_mb = [saved_bytes(solver, horizon, 256) / 2**20 for solver in solvers]
+        emit(f"| {horizon} | " + " | ".join(f"{m:.1f}" for m in sizes_mb) + " |")
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -264,16 +314,7 @@ def main(argv: list[str] | None = None) -> str:
         print(line, flush=True)
         lines.append(line)
 
-    emit("## Gymnasium face: one env.step")
-    emit("| env | µs / step | × CartPole-v1 |")
-    emit("|---|---:|---:|")
-    steps = 2000 if args.quick else 20000
-    reference = single_step_microseconds("CartPole-v1", steps, repeats)
-    emit(f"| CartPole-v1 (gymnasium, Euler, discrete action) | {reference:.1f} | 1.0 |")
-    for env_id in diffenvs.ENV_IDS:
-        cost = single_step_microseconds(env_id, steps, repeats)
-        emit(f"| {env_id} | {cost:.1f} | {cost / reference:.1f} |")
-
+    gymnasium_face_table(emit, args.quick, repeats)
     emit()
     for threads in sorted({1, all_threads}):
         if threads > 1:
@@ -281,34 +322,10 @@ def main(argv: list[str] | None = None) -> str:
         torch.set_num_threads(threads)
         vector_face_table(emit, args, sizes, repeats, threads)
     torch.set_num_threads(all_threads)
-
     emit()
-    emit("## Gradient path: 100-step cartpole rollout, batch 256, 2x16 tanh policy, RK4, float32")
-    emit("Rows run in turn, fastest of the rounds; JAX's XLA runs with its own threads whatever torch's setting.")
-    for threads in sorted({1, all_threads}):
-        torch.set_num_threads(threads)
-        rows = gradient_rows(256, 100, 2 * repeats, not args.no_compile)
-        reference = rows.get("JAX lax.scan + jit", (None, None, None))[1]
-        emit()
-        emit(f"{threads} torch thread{'s' if threads > 1 else ''}:")
-        emit()
-        emit("| rollout | forward (no graph), ms | forward+backward, ms | fwd+bwd / fwd | fwd+bwd / JAX's | compile, s |")
-        emit("|---|---:|---:|---:|---:|---:|")
-        for name, (forward, both, seconds) in rows.items():
-            versus = f"{both / reference:.2f}" if reference else "–"
-            compiled = f"{seconds:.1f}" if seconds is not None else "–"
-            emit(f"| {name} | {forward * 1e3:.1f} | {both * 1e3:.1f} | {both / forward:.2f} | {versus} | {compiled} |")
-    torch.set_num_threads(all_threads)
-
+    gradient_tables(emit, args, repeats, all_threads)
     emit()
-    emit("## Memory kept for backward, continuous feedback, batch 256, float64 (MB)")
-    emit("| horizon (steps) | direct (RK4 backprop) | direct (dopri5 backprop) | adjoint (dopri5) |")
-    emit("|---:|---:|---:|---:|")
-    for horizon in ((20, 100) if args.quick else (100, 1000)):
-        tolerance = dict(rtol=1e-6, atol=1e-8)
-        sizes_mb = [saved_bytes(solver, horizon, 256) / 2**20
-                    for solver in (diffenvs.RK4(), diffenvs.Adaptive(**tolerance), diffenvs.Adjoint(**tolerance))]
-        emit(f"| {horizon} | " + " | ".join(f"{m:.1f}" for m in sizes_mb) + " |")
+    memory_table(emit, args.quick)
     report = "\n".join(lines)
     if args.out is not None:
         write_text(args.out, report + "\n")
