@@ -16,8 +16,9 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts
 
@@ -100,6 +101,10 @@ class FiguresConfig:
     """experiments to run (default: all)"""
 
 
+def _copy(source: Path, file: IO[bytes]) -> None:
+    file.write(source.read_bytes())
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     args = cli.parse(FiguresConfig, argv, description=__doc__)
     lines = ["# The report's figures", "", "| figure | file | shows | command | result | wall |", "|---|---|---|---|---|---|"]
@@ -115,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         command = f"`python scripts/{Path(experiment.script.__file__).name} {' '.join(arguments)}`"
         for number, source, shows in experiment.figures:
             target = args.out / f"figure{number}-{experiment.name}-{Path(source).stem}.png"
-            atomic_write(target, lambda file, source=folder / source: file.write(source.read_bytes()), binary=True)
+            atomic_write(target, partial(_copy, folder / source), binary=True)
             lines.append(f"| {number} | {target.name} | {shows} | {command} | {headline(experiment, outcome)} | "
                          f"{seconds:.0f} s |")
     index = args.out / "index.md"

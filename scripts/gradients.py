@@ -97,15 +97,15 @@ def study(env_id: str, horizon: float, config: GradientStudyConfig, generator: t
     theta = mlp.initial(torch.Generator().manual_seed(config.seed))
     cost = episode_cost(problem, mlp)
     began = time.perf_counter()
-    first, zeroth, per_rollout = [], [], []
+    firsts, zeroths, rollouts = [], [], []
     for _ in range(config.estimates):
         starts = initial_states(problem, config.batch, generator)
         gradients = first_order(cost, theta, starts)
-        per_rollout.append(gradients)
-        first.append(gradients.mean(0))
-        zeroth.append(zeroth_order(cost, theta, initial_states(problem, config.batch, generator), config.sigma,
-                                   generator).mean(0))
-    first, zeroth, per_rollout = torch.stack(first), torch.stack(zeroth), torch.cat(per_rollout)
+        rollouts.append(gradients)
+        firsts.append(gradients.mean(0))
+        zeroths.append(zeroth_order(cost, theta, initial_states(problem, config.batch, generator), config.sigma,
+                                    generator).mean(0))
+    first, zeroth, per_rollout = torch.stack(firsts), torch.stack(zeroths), torch.cat(rollouts)
     pairs = torch.cat([zeroth_order(cost, theta, initial_states(problem, 256, generator), config.sigma, generator)
                        for _ in range(max(1, config.reference // 256))])
     reference, reference_variance = pairs.mean(0), float(pairs.var(0).sum() / pairs.shape[0])
