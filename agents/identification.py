@@ -16,6 +16,7 @@ any :class:`~diffenvs.envs.linear_sysid.LinearSysID` problem with one fixed true
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,16 +26,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from agents.episodes import GymPolicy
-from agents.planning import (
-    Callback,
-    InputSequence,
-    PlannerConfig,
-    check_design,
-    estimate,
-    plan,
-    play,
-)
+from agents.cards import card
+from agents.cards.linear_sysid import fixed_truth, open_loop_policy, plan_controls, true_matrix
+from agents.planning import Callback, PlannerConfig, check_design, estimate, plan, play
+from agents.references import problem_as
 from agents.registry import Agent, Budget, CurveCost, Trained, constant_curve, register
 from diffenvs import problem_of
 from diffenvs.core.problem import check_integer
@@ -193,41 +188,18 @@ def results_table(result: SysIDResult) -> str:
 
 
 # ---- the benchmark's agents ----------------------------------------------------------------
-def fixed_truth(problem: Any) -> bool:
-    """Whether ``problem`` identifies one fixed true matrix (the plans and the oracle need it, not ``matrix="random"``)."""
-    return isinstance(problem, LinearSysID) and not (isinstance(problem.matrix, str) and problem.matrix == "random")
+#: the keys of the planning agents' card sections (``"planning"``, ``"oracle"``): :class:`PlannerConfig` fields
+PLANNER_SETTINGS = tuple(f.name for f in dataclasses.fields(PlannerConfig))
+
+
+def planner_config(env_id: str, agent: str) -> PlannerConfig:
+    """The planner of ``agent`` on ``env_id``: :class:`PlannerConfig`'s defaults with its card section's settings
+    (a key outside :data:`PLANNER_SETTINGS` is a ``ValueError``)."""
+    return PlannerConfig(**card(env_id).settings(agent, known=PLANNER_SETTINGS))
 
 
 def _applies(env_id: str, env_kwargs: dict[str, Any]) -> bool:
     return fixed_truth(problem_of(env_id, **env_kwargs))
-
-
-def open_loop_policy(problem: LinearSysID, controls: np.ndarray) -> GymPolicy:
-    """A Gymnasium policy that plays ``controls`` ``(steps, m)`` (physical) in time order.
-
-    The step is read from the observation's last component, the time fraction ``t / T``.
-    """
-    controls = np.asarray(controls, dtype=np.float64)
-    steps = controls.shape[0]
-
-    def policy(observation: np.ndarray) -> np.ndarray:
-        k = min(int(round(float(observation[-1]) * steps)), steps - 1)
-        return np.asarray(problem.action_from_control(controls[k]), dtype=np.float32)
-
-    return policy
-
-
-def plan_controls(problem: LinearSysID, matrix: torch.Tensor, generator: torch.Generator) -> tuple[np.ndarray, int]:
-    """Inputs ``(steps, d)`` of one episode planned on ``matrix`` ``(d, d)`` by :class:`PlannerConfig`'s defaults
-    (an open-loop sequence), and the transitions the planner simulated."""
-    config = PlannerConfig()
-    prior = torch.zeros(1, problem.d, problem.d, dtype=torch.float64)
-    controller, _ = plan(problem, matrix[None], prior, problem.max_steps, config, generator)
-    if not isinstance(controller, InputSequence):
-        raise TypeError("only the 'sequence' planner form gives an open-loop plan")
-    with torch.no_grad():
-        controls = controller.controls()[:, 0].numpy()
-    return controls, (config.iterations + 1) * problem.max_steps * config.noise_samples
 
 
 def _gaussian_controls(problem: LinearSysID, seed: int) -> np.ndarray:
@@ -235,27 +207,11 @@ def _gaussian_controls(problem: LinearSysID, seed: int) -> np.ndarray:
     return rng.normal(0.0, problem.gamma / math.sqrt(problem.d), (problem.max_steps, problem.d))
 
 
-def _truth(problem: LinearSysID) -> torch.Tensor:
-    return torch.as_tensor(problem.params.A, dtype=torch.float64)
-
-
-#: the oracle's plans already made in this process, by (problem, seed): planning is deterministic, so a
-#: reference asked for again (every report, every test) reuses the plan instead of planning for seconds again
-_ORACLE_PLANS: dict[tuple[str, int], np.ndarray] = {}
-
-
-def oracle_policy(problem: LinearSysID, seed: int) -> GymPolicy:
-    """The plan of the planner on the true matrix, as a policy (planned once per problem and seed in a process)."""
-    key = (repr(problem) + repr(np.asarray(problem.params.A).tolist()), seed)
-    if key not in _ORACLE_PLANS:
-        _ORACLE_PLANS[key], _ = plan_controls(problem, _truth(problem), torch.Generator().manual_seed(seed))
-    return open_loop_policy(problem, _ORACLE_PLANS[key])
-
-
 def _train_oracle(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
-    problem = problem_of(env_id, **env_kwargs)
+    problem = problem_as(LinearSysID, env_id, env_kwargs)
+    config = planner_config(env_id, "oracle")
     start = time.perf_counter()
-    controls, simulated = plan_controls(problem, _truth(problem), torch.Generator().manual_seed(seed))
+    controls, simulated = plan_controls(problem, true_matrix(problem), torch.Generator().manual_seed(seed), config)
     seconds = time.perf_counter() - start
     policy = open_loop_policy(problem, controls)
     return Trained(policy, [{"transitions": float(simulated), "seconds": seconds, "cost": float(curve_cost(policy))}],
@@ -263,7 +219,8 @@ def _train_oracle(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Bu
 
 
 def _train_gaussian(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
-    problem = problem_of(env_id, **env_kwargs)
+    card(env_id).settings("gaussian", known=())  # it has no settings
+    problem = problem_as(LinearSysID, env_id, env_kwargs)
     return constant_curve(open_loop_policy(problem, _gaussian_controls(problem, seed)), curve_cost,
                           {"inputs": "one fixed draw of N(0, gamma^2 I / d), projected onto |u| <= gamma"})
 
@@ -274,8 +231,9 @@ def _train_planning(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: 
     Each experiment is as long as the episode; the transitions are those played plus those
     simulated by the planner. The policy is the plan of one episode on the final estimate.
     """
-    problem = problem_of(env_id, **env_kwargs)
-    truth = _truth(problem)[None]
+    problem = problem_as(LinearSysID, env_id, env_kwargs)
+    config = planner_config(env_id, "planning")
+    truth = true_matrix(problem)[None]
     generator = torch.Generator().manual_seed(seed)
     d, steps = problem.d, problem.max_steps
     gram = torch.zeros(1, d, d, dtype=torch.float64)
@@ -289,7 +247,7 @@ def _train_planning(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: 
         new_gram, new_cross = play(problem, truth, controls, noise)
         gram, cross = gram + new_gram, cross + new_cross
         transitions += steps
-        planned, simulated = plan_controls(problem, estimate(gram, cross)[0], generator)
+        planned, simulated = plan_controls(problem, estimate(gram, cross)[0], generator, config)
         transitions += simulated
         seconds += time.perf_counter() - start
         policy = open_loop_policy(problem, planned)

@@ -4,17 +4,20 @@ The algorithms are SB3's own; this module chooses their settings, the reward the
 (:func:`training_objective`) and records a learning curve with the project's one evaluation
 protocol (:func:`agents.episodes.evaluate`, deterministic policy, fixed starts, Gymnasium face).
 
-Hyperparameters. Each card (:mod:`agents.cards`) gives, per algorithm, the zoo's entry for the
-task nearest to its environment (:func:`agents.rl_zoo.from_zoo`, which says why) and any
-stated deviation; an environment without a card gets the zoo's ``default`` entry (SB3's
-defaults). Training runs on ``n_envs`` environments of the vector face in one batched step
+Hyperparameters. Each card (:mod:`agents.cards`) gives, in its ``"rl"`` section (every
+algorithm) updated by the algorithm's own (``"ppo"``, ``"sac"``, ``"td3"``), the zoo's task
+nearest to its environment (``"zoo": "Pendulum-v1"``, read by :func:`agents.rl_zoo.from_zoo`;
+the card says why) and any stated deviation (any other :class:`~agents.rl_zoo.Hyperparameters`
+field, e.g. ``"gamma": 0.999``); an environment without one gets the zoo's ``default`` entry
+(SB3's defaults). Training runs on ``n_envs`` environments of the vector face in one batched step
 (:mod:`agents.sb3_vec`), wrapped in SB3's ``VecNormalize`` where the entry normalises.
 
 Training reward. Each baseline trains on the environment's default objective except where its
-card names another, with the reason (e.g. the cartpole's dense quadratic cost where the
-default pays only at T). Whatever a baseline trains on, its learning curve and final cost are
-evaluated on the objective the caller asks for (``env_kwargs``; the default objective in the
-benchmark), with the policy's observation normalisation frozen at its training values.
+card names another (the section's ``"objective"``, :mod:`agents.objectives`), with the reason
+(e.g. the cartpole's dense quadratic cost where the default pays only at T). Whatever a
+baseline trains on, its learning curve and final cost are evaluated on the objective the
+caller asks for (``env_kwargs``; the default objective in the benchmark), with the policy's
+observation normalisation frozen at its training values.
 """
 
 from __future__ import annotations
@@ -22,17 +25,21 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import diffenvs  # noqa: F401  (registers the ids)
+from agents.cards import card
 from agents.episodes import GymPolicy, evaluate
+from agents.objectives import TrainingObjective as TrainingObjective  # the objective's type, also this module's
+from agents.objectives import training_objective
 from agents.registry import Agent, Budget, CurveCost, Trained, register
 from agents.rl_zoo import ALGORITHMS as SB3_CLASSES
 from agents.rl_zoo import Hyperparameters, from_zoo
@@ -44,31 +51,16 @@ StepCallback = Callable[[int, dict[str, float]], bool]
 """``on_step(step, metrics) -> bool``: called at every learning-curve point; returning True stops training."""
 
 
-@dataclass(frozen=True)
-class TrainingObjective:
-    """The environment keyword arguments a baseline trains with, and why."""
-
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the caller's ``env_kwargs`` for training (never for evaluation)."""
-    label: str = "default"
-    """Short name for tables."""
-    why: str = ""
-    """Reason for the choice."""
-
+#: the keys an algorithm reads from its card's sections: the objective, the zoo's task, and Hyperparameters fields
+SETTINGS = ("objective", "zoo", *(f.name for f in dataclasses.fields(Hyperparameters) if f.name != "zoo"))
 
 def hyperparameters(env_id: str, algorithm: str) -> Hyperparameters:
-    """The hyperparameters of ``algorithm`` on ``env_id``: its card's, else the zoo's ``default`` entry."""
-    from agents.cards import card
-
+    """The hyperparameters of ``algorithm`` on ``env_id``: the zoo's entry for the task its card names (``"zoo"``,
+    else the zoo's ``default`` entry) with the card's deviations (:data:`SETTINGS`; another key is a ``ValueError``)."""
     _check_algorithm(algorithm)
-    return card(env_id).rl_hyperparameters.get(algorithm) or from_zoo(algorithm, "default")
-
-
-def training_objective(env_id: str) -> TrainingObjective:
-    """What a baseline trains on in ``env_id``: its card's objective, else the default."""
-    from agents.cards import card
-
-    return card(env_id).rl_objective or TrainingObjective()
+    values = card(env_id).settings(algorithm, "rl", known=SETTINGS)
+    values.pop("objective", None)
+    return from_zoo(algorithm, values.pop("zoo", "default"), **values)
 
 
 @dataclass
@@ -94,7 +86,10 @@ def _check_algorithm(algorithm: str) -> None:
 def make_model(algorithm: str, env: VecEnv, hp: Hyperparameters, seed: int) -> BaseAlgorithm:
     """The SB3 model for ``algorithm`` on ``env`` with the hyperparameters ``hp`` (CPU, silent)."""
     _check_algorithm(algorithm)
-    arguments = hp.sb3_arguments(algorithm, env.action_space.shape[0])
+    shape = env.action_space.shape
+    if not shape:
+        raise ValueError(f"the action space must be a Box, got {env.action_space}")
+    arguments = hp.sb3_arguments(algorithm, shape[0])
     return SB3_CLASSES[algorithm]("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **arguments)
 
 
@@ -108,7 +103,10 @@ def observation_normaliser(model: BaseAlgorithm) -> Callable[[np.ndarray], np.nd
     normaliser = model.get_vec_normalize_env()
     if normaliser is None or not normaliser.norm_obs:
         return lambda observation: observation
-    mean, var = normaliser.obs_rms.mean.copy(), normaliser.obs_rms.var.copy()
+    statistics = normaliser.obs_rms
+    if not isinstance(statistics, RunningMeanStd):
+        raise TypeError("only array observations are normalised here, not dictionaries of them")
+    mean, var = statistics.mean.copy(), statistics.var.copy()
     epsilon, clip = normaliser.epsilon, normaliser.clip_obs
 
     def normalise(observation: np.ndarray) -> np.ndarray:
@@ -196,7 +194,7 @@ def train(env_id: str, algorithm: str, budget: Budget, seed: int = 0, env_kwargs
         raise TypeError(f"budget must be an agents.registry.Budget, got {type(budget).__name__}")
     env_kwargs = dict(env_kwargs or {})
     hp = hyperparameters(env_id, algorithm) if hp is None else hp
-    train_env = make_vec_env(env_id, hp.n_envs, seed, {**env_kwargs, **training_objective(env_id).env_kwargs})
+    train_env = make_vec_env(env_id, hp.n_envs, seed, {**env_kwargs, **training_objective(env_id, algorithm).env_kwargs})
     if hp.norm_obs or hp.norm_reward:  # the zoo's normalisation: its gamma for the return's scale
         train_env = VecNormalize(train_env, norm_obs=hp.norm_obs, norm_reward=hp.norm_reward,
                                  gamma=0.99 if hp.gamma is None else hp.gamma)
@@ -220,7 +218,7 @@ def describe(env_id: str, algorithm: str) -> dict[str, Any]:
     defaults = Hyperparameters()
     settings = {name: value for name, value in dataclasses.asdict(hp).items()
                 if name != "zoo" and (value != getattr(defaults, name) or (name == "noise_std" and hp.noise_type))}
-    return {"trained_on": training_objective(env_id).label, "zoo": hp.zoo, **settings}
+    return {"trained_on": training_objective(env_id, algorithm).label, "zoo": hp.zoo, **settings}
 
 
 def _benchmark_train(algorithm: str) -> Callable[..., Trained]:

@@ -150,7 +150,12 @@ def _policy_kwargs(text: str) -> dict[str, Any]:
     call = ast.parse(text, mode="eval").body
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "dict" and not call.args):
         raise ValueError(f"policy_kwargs must be a 'dict(key=literal, ...)' string, got {text!r}")
-    return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords}
+    values = {}
+    for keyword in call.keywords:
+        if keyword.arg is None:  # dict(**other)
+            raise ValueError(f"policy_kwargs must be a 'dict(key=literal, ...)' string, got {text!r}")
+        values[keyword.arg] = ast.literal_eval(keyword.value)
+    return values
 
 
 def from_zoo(algorithm: str, task: str, entry: dict[str, Any] | None = None, **overrides: Any) -> Hyperparameters:

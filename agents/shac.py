@@ -42,11 +42,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from agents.cards import card
 from agents.episodes import TrainedNetwork, gym_policy
 from agents.neural_ode.config import COMPILE_FROM
 from agents.neural_ode.network import PolicyNetwork, initial_states
+from agents.objectives import training_objective
 from agents.registry import Agent, Budget, CurveCost, Trained, register
-from diffenvs import RK4, problem_of, rollout
+from diffenvs import RK4, Trajectory, problem_of, rollout
 from diffenvs.core.numerics import TORCH, stack
 from diffenvs.core.problem import Problem, check_integer
 
@@ -164,9 +166,12 @@ class ShacResult(TrainedNetwork):
     history: list[dict[str, float]]
 
 
+ActorCallback = Callable[[int, dict[str, float], torch.nn.Module], bool]
+"""``callback(iteration, metrics, actor) -> bool``: called after each window; returning True stops training."""
+
+
 def train(env_id: str, config: ShacConfig | None = None, env_kwargs: dict[str, Any] | None = None,
-          callback: Callable[[int, dict[str, float], torch.nn.Module], bool] | None = None,
-          progress: bool = True) -> ShacResult:
+          callback: ActorCallback | None = None, progress: bool = True) -> ShacResult:
     """Train SHAC on ``env_id``; ``callback(iteration, metrics, actor)`` after each window may stop it (True)."""
     config = ShacConfig() if config is None else config
     if not isinstance(config, ShacConfig):
@@ -181,14 +186,73 @@ def train(env_id: str, config: ShacConfig | None = None, env_kwargs: dict[str, A
         torch.set_num_threads(threads)
 
 
-def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback, progress: bool, env_id: str) -> ShacResult:
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+@dataclass
+class _Networks:
+    """The networks SHAC trains and their optimisers."""
+
+    actor: PolicyNetwork
+    critic: Critic
+    target: Critic
+    actor_optimizer: torch.optim.Adam
+    critic_optimizer: torch.optim.Adam
+
+    def decay(self, config: ShacConfig, iteration: int) -> None:
+        """Both learning rates decayed linearly to zero over the ``iterations``."""
+        fraction = 1.0 - iteration / config.iterations
+        for optimizer, rate in ((self.actor_optimizer, config.actor_learning_rate),
+                                (self.critic_optimizer, config.critic_learning_rate)):
+            for group in optimizer.param_groups:
+                group["lr"] = rate * fraction
+
+
+def _networks(problem: Problem, config: ShacConfig, dtype: torch.dtype) -> _Networks:
     actor = PolicyNetwork(problem, config.width, config.depth).to(dtype)
     critic = Critic(len(problem.observation_names), config.width, config.depth).to(dtype)
     target = copy.deepcopy(critic).requires_grad_(False)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=config.actor_learning_rate, betas=config.betas)
-    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=config.critic_learning_rate, betas=config.betas)
+    return _Networks(actor, critic, target,
+                       torch.optim.Adam(actor.parameters(), lr=config.actor_learning_rate, betas=config.betas),
+                       torch.optim.Adam(critic.parameters(), lr=config.critic_learning_rate, betas=config.betas))
+
+
+def _window(problem: Problem, nets: _Networks, config: ShacConfig, solver: RK4, x: torch.Tensor, k: int, h: int,
+            start: torch.Tensor, alive: torch.Tensor, generator: torch.Generator,
+            dtype: torch.dtype) -> tuple[Trajectory, float, float, float]:
+    """One window of ``h`` steps from step ``k``: the actor's step, the critic's fit and the target's update.
+
+    Returns the trajectory, the actor's loss, the critic's loss and the actor's gradient norm (before clipping).
+    """
+    trajectory = rollout(problem, nets.actor, x, steps=h, first_step=k, episode_start=start, solver=solver, check=False)
+    live = alive.to(dtype)
+    rewards = trajectory.rewards * live  # an episode that ended in an earlier window earns nothing more
+    ended = trajectory.done[1:] | ~alive  # (h, N): ended by step t + 1
+    obs = observations(problem, trajectory.states, trajectory.times[:, None])  # (h + 1, N, obs)
+    discounts = config.gamma ** torch.arange(h, dtype=dtype)
+    bootstrap = nets.target(obs[-1]) * (~ended[-1]).to(dtype)
+    objective = (discounts[:, None] * rewards).sum(0) + config.gamma ** h * bootstrap
+    actor_loss = -objective.mean() / h
+    nets.actor_optimizer.zero_grad()
+    actor_loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(nets.actor.parameters(),
+                                               config.clip_norm if config.clip_norm > 0 else math.inf)
+    nets.actor_optimizer.step()
+
+    with torch.no_grad():
+        obs = obs.detach()
+        targets = lambda_returns(rewards.detach(), nets.target(obs[1:]), ended, config.gamma, config.lam)
+    # the pairs of live episodes: a state reached before the episode ended (done[t]: ended by step t)
+    critic_loss = _fit_critic(nets.critic, nets.critic_optimizer, obs[:-1], targets, alive & ~trajectory.done[:-1],
+                              config, generator)
+    with torch.no_grad():
+        for p_target, p in zip(nets.target.parameters(), nets.critic.parameters()):
+            p_target.mul_(config.target_alpha).add_((1.0 - config.target_alpha) * p)
+    return trajectory, actor_loss.item(), critic_loss, float(grad_norm)
+
+
+def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback: ActorCallback | None, progress: bool,
+           env_id: str) -> ShacResult:
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    nets = _networks(problem, config, dtype)
     compiled = config.compile == "on" or (config.compile == "auto" and config.iterations * config.horizon >= COMPILE_FROM)
     solver = RK4(compile=compiled)
     n = config.num_envs
@@ -199,36 +263,10 @@ def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback, p
     bar = tqdm(range(config.iterations), disable=not progress, desc=f"shac {env_id}", dynamic_ncols=True)
     for iteration in bar:
         began = time.perf_counter()
-        fraction = 1.0 - iteration / config.iterations  # linear decay of both learning rates
-        for optimizer, rate in ((actor_optimizer, config.actor_learning_rate), (critic_optimizer, config.critic_learning_rate)):
-            for group in optimizer.param_groups:
-                group["lr"] = rate * fraction
+        nets.decay(config, iteration)
         h = min(config.horizon, problem.max_steps - k)
-        trajectory = rollout(problem, actor, x, steps=h, first_step=k, episode_start=start, solver=solver, check=False)
-        live = alive.to(dtype)
-        rewards = trajectory.rewards * live  # an episode that ended in an earlier window earns nothing more
-        ended = trajectory.done[1:] | ~alive  # (h, N): ended by step t + 1
-        obs = observations(problem, trajectory.states, trajectory.times[:, None])  # (h + 1, N, obs)
-        discounts = config.gamma ** torch.arange(h, dtype=dtype)
-        bootstrap = target(obs[-1]) * (~ended[-1]).to(dtype)
-        objective = (discounts[:, None] * rewards).sum(0) + config.gamma ** h * bootstrap
-        actor_loss = -objective.mean() / h
-        actor_optimizer.zero_grad()
-        actor_loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(actor.parameters(),
-                                                   config.clip_norm if config.clip_norm > 0 else math.inf)
-        actor_optimizer.step()
-
-        with torch.no_grad():
-            obs = obs.detach()
-            targets = lambda_returns(rewards.detach(), target(obs[1:]), ended, config.gamma, config.lam)
-        # the pairs of live episodes: a state reached before the episode ended (done[t]: ended by step t)
-        critic_loss = _fit_critic(critic, critic_optimizer, obs[:-1], targets, alive & ~trajectory.done[:-1], config,
-                                  generator)
-        with torch.no_grad():
-            for p_target, p in zip(target.parameters(), critic.parameters()):
-                p_target.mul_(config.target_alpha).add_((1.0 - config.target_alpha) * p)
-
+        trajectory, actor_loss, critic_loss, grad_norm = _window(problem, nets, config, solver, x, k, h, start, alive,
+                                                                 generator, dtype)
         transitions += n * h
         k += h
         if k >= problem.max_steps:  # every episode is over: fresh starts
@@ -237,14 +275,14 @@ def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback, p
         else:
             x, alive = trajectory.states[-1].detach(), alive & ~trajectory.done[-1]
         seconds += time.perf_counter() - began
-        metrics = {"iteration": iteration, "actor_loss": actor_loss.item(), "critic_loss": critic_loss,
-                   "grad_norm": float(grad_norm), "transitions": transitions, "seconds": seconds}
+        metrics = {"iteration": iteration, "actor_loss": actor_loss, "critic_loss": critic_loss,
+                   "grad_norm": grad_norm, "transitions": transitions, "seconds": seconds}
         history.append(metrics)
-        bar.set_postfix(actor=f"{metrics['actor_loss']:.4g}", critic=f"{critic_loss:.3g}")
-        if callback is not None and callback(iteration, dict(metrics), actor):
+        bar.set_postfix(actor=f"{actor_loss:.4g}", critic=f"{critic_loss:.3g}")
+        if callback is not None and callback(iteration, dict(metrics), nets.actor):
             break
     bar.close()
-    return ShacResult(problem, actor, critic, history)
+    return ShacResult(problem, nets.actor, nets.critic, history)
 
 
 def _fit_critic(critic: Critic, optimizer: torch.optim.Optimizer, obs: torch.Tensor, targets: torch.Tensor,
@@ -280,15 +318,27 @@ def budget_config(budget: Budget, seed: int, max_steps: int, config: ShacConfig 
     return dataclasses.replace(config, iterations=iterations, seed=seed)
 
 
-def _train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
-    from agents.rl import training_objective  # a critic learns what the RL baselines' critics learn
+#: the agent's name, and the keys of its card section: ``objective`` (replacing the ``"rl"`` section's, see
+#: :mod:`agents.objectives`) and :class:`ShacConfig` fields but ``iterations`` and ``seed`` (the budget's and the run's)
+NAME = "shac"
+SETTINGS = ("objective", *(f.name for f in dataclasses.fields(ShacConfig) if f.name not in ("iterations", "seed")))
 
-    objective = training_objective(env_id)
+
+def card_config(env_id: str) -> ShacConfig:
+    """The paper's settings with the card's deviations (its ``"shac"`` section; a key outside :data:`SETTINGS` is a
+    ``ValueError``)."""
+    values = card(env_id).settings(NAME, known=SETTINGS)
+    values.pop("objective", None)
+    return ShacConfig(**values)
+
+
+def _train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
+    objective = training_objective(env_id, NAME)  # a critic learns what the RL baselines' critics learn
     env_kwargs = {**env_kwargs, **objective.env_kwargs}
     problem = problem_of(env_id, **env_kwargs)
-    config = budget_config(budget, seed, problem.max_steps)
+    config = budget_config(budget, seed, problem.max_steps, card_config(env_id))
     curve: list[dict[str, float]] = []
-    next_point = [0]
+    next_point: list[float] = [0.0]  # transitions of the next curve point
 
     def on_step(iteration: int, metrics: dict[str, float], actor: torch.nn.Module) -> bool:
         transitions, seconds = metrics["transitions"], metrics["seconds"]
@@ -305,8 +355,8 @@ def _train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Bud
     return Trained(result.gym_policy(), curve, result.transitions, result.seconds, details)
 
 
-#: In the benchmark SHAC trains on the objective its card gives critic-based learners (``rl_objective``: e.g. the
-#: swing-up's dense quadratic cost, as in the paper's own cartpole task), and is scored, like every agent, on the
-#: card's evaluation objective.
+#: In the benchmark SHAC trains on the objective its card gives critic-based learners (the ``"rl"`` section's
+#: ``objective``: e.g. the swing-up's dense quadratic cost, as in the paper's own cartpole task), and is scored, like
+#: every agent, on the card's evaluation objective.
 AGENT = register(Agent("shac", "gradient", "short-horizon actor-critic through the differentiable rollout, the SHAC "
                        "paper's settings (agents.shac)", _train_agent, cost=3.0))

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from agents.analytic import Reference
 from agents.episodes import EVAL_SEED, Episode, GymPolicy, controls_on, evaluate, record_episode, start_states
 from agents.files import PARTIAL_SUFFIX, differences, jsonable, write_json
 from agents.plots import plot_controls, plot_learning_curve, plot_trajectories
+from agents.references import Reference
 from diffenvs import problem_of
 
 RESULTS_FILE = "results.json"
@@ -120,7 +120,7 @@ def _shown_episodes(results: dict[str, Any], problem: Any, policy: GymPolicy, re
     starts) and the controls of both at the reference's probe; adds ``control_rms`` to ``results``."""
     reference_policy = None if reference is None else reference.gym_policy
     runs = {agent: [record_episode(env_id, policy, env_kwargs, EVAL_SEED + i) for i in range(shown)]}
-    if reference_policy is not None and reference.name != agent:
+    if reference is not None and reference_policy is not None and reference.name != agent:
         runs[f"{reference.name} (analytic)"] = [record_episode(env_id, reference_policy, env_kwargs, EVAL_SEED + i)
                                                 for i in range(shown)]
     if reference is None or reference.probe is None:

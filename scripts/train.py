@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import tyro
 
@@ -32,22 +32,28 @@ from agents.cli import parse_env_kwargs
 from agents.episodes import gym_policy
 from agents.files import folder_lock
 from agents.training import CHECKPOINT_FILE, claim_folder, finish_run, run_identity, summary
-from diffenvs import ENV_IDS
+from diffenvs import ENV_IDS, problem_of
 
 #: the trainable agent, then every card's analytic controllers (each answers its own environment)
-AGENTS = ("neural-ode", *dict.fromkeys(name for c in cards().values() for name in c.analytic))
+AGENTS = ("neural-ode", *dict.fromkeys(name for c in cards().values() for name in c.controllers))
 PRESETS = presets()
 
-# the choices of the command line, as types (a Literal of a tuple lists its items)
-EnvId = Literal[tuple(ENV_IDS)]  # type: ignore[valid-type]
-AgentName = Literal[AGENTS]  # type: ignore[valid-type]
-PresetName = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
+# the choices of the command line, as types (a Literal of a tuple lists its items); known only when the script
+# runs, so a type checker sees the strings they are
+if TYPE_CHECKING:
+    EnvId = str
+    AgentName = str
+    PresetName = str
+else:
+    EnvId = Literal[tuple(ENV_IDS)]
+    AgentName = Literal[AGENTS]
+    PresetName = Literal[tuple(sorted(PRESETS))]
 
 _PRESETS_HELP = "named environment settings: " + "; ".join(f"{k}: {v[0]} {v[1]}" for k, v in PRESETS.items())
 _TUNED_HELP = ("Defaults: the generic ones shown, replaced by the tuned ones of the environment's card "
                "(agents/cards/<env>.py).")
 _AGENT_HELP = ("neural-ode, or an analytic answer ("
-               + "; ".join(f"{name}: {c.env_id}" for c in cards().values() for name in c.analytic) + ")")
+               + "; ".join(f"{name}: {c.env_id}" for c in cards().values() for name in c.controllers) + ")")
 
 
 @dataclass(frozen=True)
@@ -112,8 +118,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  episodes=args.episodes)
         else:
             controller = analytic.analytic_agent(args.agent, args.env_id, env_kwargs)
+            problem = problem_of(args.env_id, **env_kwargs)  # the controller's own problem
             results = finish_run(out, env_id=args.env_id, agent=args.agent,
-                                 policy=gym_policy(controller, controller.problem), env_kwargs=env_kwargs,
+                                 policy=gym_policy(controller, problem), env_kwargs=env_kwargs,
                                  reference=reference, episodes=args.episodes)
     print(summary(results))
     print(f"  results and plots in {out}")

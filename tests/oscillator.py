@@ -77,7 +77,7 @@ DampedOscillatorEnv, DampedOscillatorVectorEnv = register_problem(DampedOscillat
 
 CARD = register(Card(
     env_id=ENV_ID,
-    neural_ode=lambda env_kwargs: dict(batch_size=4),
+    agents={"neural-ode": {"batch_size": 4}},
     protocol=Protocol(episodes=2),
     budgets={"quick": {"rl": Budget(200, 30.0, 100), "neural-ode": Budget(160, 30.0, 80)}},
     tests=TestSettings(short={"max_steps": 3}),

@@ -10,10 +10,15 @@ import scipy.integrate
 import torch
 
 import diffenvs
-from agents import analytic
+from agents import analytic, references
 from agents.cards import cards
+from agents.cards import cartpole as cartpole_card
+from agents.cards import decay_design as decay_card
+from agents.cards import isochronism as isochronism_card
+from agents.cards import zermelo as zermelo_card
 from agents.episodes import evaluate, gym_policy, start_states
 from diffenvs import Adaptive, problem_of, rollout
+from diffenvs.core.numerics import TORCH
 from diffenvs.envs.cartpole import Cartpole, CartpoleParams
 from diffenvs.envs.isochronism import Isochronism
 from diffenvs.envs.zermelo import Zermelo, ZermeloParams, wind
@@ -25,10 +30,10 @@ UPRIGHT = {"initial_angle": 0.1, "initial_noise": 0.0, "cost": "quadratic"}
 def test_pontryagin_heading_solves_the_adjoint_condition() -> None:
     params = ZermeloParams()
     y = np.linspace(-0.5, 2.5, 61)
-    u = np.array([analytic.pontryagin_heading(v, params, math) for v in y])
+    u = np.array([zermelo_card.pontryagin_heading(v, params, math) for v in y])
     assert np.allclose(np.cos(u), -params.boat_speed / wind(y, params, np), atol=1e-14)
     assert np.all((u > math.pi / 2) & (u <= math.pi))
-    torch_u = analytic.pontryagin_heading(torch.as_tensor(y), params, analytic.TORCH)
+    torch_u = zermelo_card.pontryagin_heading(torch.as_tensor(y), params, TORCH)
     assert np.allclose(torch_u.numpy(), u, atol=1e-14)
 
 
@@ -36,11 +41,11 @@ def test_pontryagin_deviation_matches_a_fine_rollout_of_the_pontryagin_policy() 
     # continuous feedback (the heading evaluated inside RK4) over 0.02 s steps, the crossing located inside the step
     problem = Zermelo(dt=0.02, max_steps=210)
     with torch.no_grad():
-        trajectory = rollout(problem, analytic.PontryaginPolicy(problem), torch.zeros(1, 2, dtype=torch.float64),
+        trajectory = rollout(problem, zermelo_card.PontryaginPolicy(problem), torch.zeros(1, 2, dtype=torch.float64),
                              control="feedback")
     assert bool(trajectory.done[-1])
     assert trajectory.states[-1, 0, 1].item() == pytest.approx(2.0, abs=1e-9)
-    assert trajectory.costs.item() == pytest.approx(analytic.pontryagin_deviation(), abs=1e-6)
+    assert trajectory.costs.item() == pytest.approx(zermelo_card.pontryagin_deviation(), abs=1e-6)
 
 
 def test_pontryagin_deviation_closed_form_and_optimality() -> None:
@@ -49,20 +54,20 @@ def test_pontryagin_deviation_closed_form_and_optimality() -> None:
     # with cos u = -v/w the integrand simplifies to sqrt(w^2 - v^2)/v
     closed, _ = scipy.integrate.quad(lambda y: math.sqrt(wind(y, params, math) ** 2 - v * v) / v, 0.0, 2.0,
                                      points=[1.0], epsabs=1e-12)
-    optimum = analytic.pontryagin_deviation(params)
+    optimum = zermelo_card.pontryagin_deviation(params)
     assert optimum == pytest.approx(closed, abs=1e-10)
     # any other heading profile deviates more
     for bump in (-0.2, 0.1, 0.3):
         def slope(y: float, bump: float = bump) -> float:
-            u = analytic.pontryagin_heading(y, params, math) + bump * math.exp(-((y - 0.7) / 0.3) ** 2)
+            u = zermelo_card.pontryagin_heading(y, params, math) + bump * math.exp(-((y - 0.7) / 0.3) ** 2)
             return (v * math.cos(u) + wind(y, params, math)) / (v * math.sin(u))
 
         other, _ = scipy.integrate.quad(slope, 0.0, 2.0, points=[1.0])
         assert other > optimum + 1e-4
     # from a start half-way the quadrature runs over the rest of the river only
-    assert analytic.pontryagin_deviation(params, 1.0) < optimum
+    assert zermelo_card.pontryagin_deviation(params, 1.0) < optimum
     with pytest.raises(ValueError, match="y0"):
-        analytic.pontryagin_deviation(params, 2.5)
+        zermelo_card.pontryagin_deviation(params, 2.5)
 
 
 # ---- Cartpole ----------------------------------------------------------------------------
@@ -80,15 +85,15 @@ def test_hand_linearisation_matches_the_autograd_jacobian() -> None:
         problem = Cartpole(params=params)
         x0, u0 = torch.zeros(4, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
         jac_x, jac_u = torch.autograd.functional.jacobian(lambda x, u, p=problem: p.dynamics(0.0, x, u), (x0, u0))
-        a, b = analytic.cartpole_linearisation(params)
+        a, b = cartpole_card.cartpole_linearisation(params)
         np.testing.assert_allclose(jac_x.numpy(), a, atol=1e-12)
         np.testing.assert_allclose(jac_u.numpy(), b, atol=1e-12)
 
 
 def test_riccati_gain_against_hand_and_autograd_linearisations() -> None:
-    q, r = analytic.lqr_weights()
-    a, b = analytic.cartpole_linearisation()
-    gain, p = analytic.lqr(a, b, q, r)
+    q, r = cartpole_card.lqr_weights()
+    a, b = cartpole_card.cartpole_linearisation()
+    gain, p = references.lqr(a, b, q, r)
     # the Riccati residual vanishes and P agrees with the Hamiltonian-subspace solution
     residual = a.T @ p + p @ a - p @ b @ np.linalg.solve(r, b.T) @ p + q
     assert np.abs(residual).max() < 1e-8 * np.abs(p).max()
@@ -99,23 +104,23 @@ def test_riccati_gain_against_hand_and_autograd_linearisations() -> None:
     problem = Cartpole()
     jac_x, jac_u = torch.autograd.functional.jacobian(
         lambda x, u: problem.dynamics(0.0, x, u), (torch.zeros(4, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)))
-    gain_autograd, _ = analytic.lqr(jac_x.numpy(), jac_u.numpy(), q, r)
+    gain_autograd, _ = references.lqr(jac_x.numpy(), jac_u.numpy(), q, r)
     np.testing.assert_allclose(gain_autograd, gain, rtol=1e-10)
 
 
 def test_finite_horizon_riccati_is_the_cost_of_its_own_time_varying_feedback() -> None:
-    q, r = analytic.lqr_weights()
-    a, b = analytic.cartpole_linearisation()
+    q, r = cartpole_card.lqr_weights()
+    a, b = cartpole_card.cartpole_linearisation()
     horizon = 2.0
     times = np.linspace(0.0, horizon, 201)
-    p_t = analytic.finite_horizon_riccati(a, b, q, r, horizon, times)
+    p_t = references.finite_horizon_riccati(a, b, q, r, horizon, times)
     assert np.allclose(p_t[-1], 0.0)
     s0 = np.array([0.05, -0.1, 0.1, 0.2])
     predicted = s0 @ p_t[0] @ s0
 
     # simulate the linear system under f = -R^-1 B' P(t) s and integrate the cost alongside
     def p_of(t: float) -> np.ndarray:
-        return analytic.finite_horizon_riccati(a, b, q, r, horizon, np.array([t]))[0]
+        return references.finite_horizon_riccati(a, b, q, r, horizon, np.array([t]))[0]
 
     grid = np.linspace(0.0, horizon, 2001)
     gains = {t: np.linalg.solve(r, b.T @ p_of(t)) for t in grid[:: 50]}
@@ -134,15 +139,15 @@ def test_finite_horizon_riccati_is_the_cost_of_its_own_time_varying_feedback() -
     sol = scipy.integrate.solve_ivp(rhs, (0.0, horizon), np.concatenate([s0, [0.0]]), rtol=1e-10, atol=1e-12)
     assert sol.y[-1, -1] == pytest.approx(predicted, rel=1e-3)
     # a longer horizon costs more, and tends to the infinite-horizon cost (the slowest closed-loop mode decays at 0.07/s)
-    _, p_inf = analytic.lqr(a, b, q, r)
-    long = analytic.finite_horizon_riccati(a, b, q, r, 200.0)[0]
+    _, p_inf = references.lqr(a, b, q, r)
+    long = references.finite_horizon_riccati(a, b, q, r, 200.0)[0]
     assert predicted < s0 @ long @ s0
     np.testing.assert_allclose(long, p_inf, rtol=1e-8, atol=1e-10)
 
 
 def test_lqr_policy_runs_on_both_faces_and_agrees() -> None:
     problem = Cartpole(**UPRIGHT)
-    policy = analytic.cartpole_lqr_policy(problem)
+    policy = cartpole_card.cartpole_lqr_policy(problem)
     with torch.no_grad():
         trajectory = rollout(problem, policy, torch.tensor([[0.0, 0.0, 0.1, 0.0]], dtype=torch.float64))
     cost_torch = trajectory.costs.item()
@@ -162,7 +167,7 @@ def test_lqr_policy_runs_on_both_faces_and_agrees() -> None:
 # ---- Isochronism -------------------------------------------------------------------------
 def test_harmonic_field_is_isochronous() -> None:
     problem = Isochronism(max_steps=20)
-    policy = analytic.HarmonicField(problem)
+    policy = isochronism_card.HarmonicField(problem)
     x0 = torch.randn(16, 2, dtype=torch.float64)
     with torch.no_grad():
         exact = rollout(problem, policy, x0, control="feedback", solver=Adaptive("dopri5", 1e-10, 1e-12))
@@ -179,9 +184,9 @@ def test_harmonic_field_is_isochronous() -> None:
 
 
 def test_analytic_agents_only_on_their_own_environment() -> None:
-    assert isinstance(analytic.analytic_agent("pontryagin", "DiffZermelo-v0"), analytic.PontryaginPolicy)
-    assert isinstance(analytic.analytic_agent("lqr", "DiffCartpole-v0", UPRIGHT), analytic.LinearFeedback)
-    assert isinstance(analytic.analytic_agent("harmonic", "DiffIsochronism-v0"), analytic.HarmonicField)
+    assert isinstance(analytic.analytic_agent("pontryagin", "DiffZermelo-v0"), zermelo_card.PontryaginPolicy)
+    assert isinstance(analytic.analytic_agent("lqr", "DiffCartpole-v0", UPRIGHT), references.LinearFeedback)
+    assert isinstance(analytic.analytic_agent("harmonic", "DiffIsochronism-v0"), isochronism_card.HarmonicField)
     with pytest.raises(ValueError, match="'lqr' is the analytic answer of DiffCartpole-v0 and DiffDoublePendulum-v0 only"):
         analytic.analytic_agent("lqr", "DiffZermelo-v0")
     with pytest.raises(ValueError, match="agent must be one of"):
@@ -190,7 +195,7 @@ def test_analytic_agents_only_on_their_own_environment() -> None:
 
 def test_references_of_every_environment() -> None:
     zermelo = analytic.reference("DiffZermelo-v0")
-    assert zermelo.analytic(np.zeros((3, 2)))["optimum"] == pytest.approx(analytic.pontryagin_deviation())
+    assert zermelo.analytic(np.zeros((3, 2)))["optimum"] == pytest.approx(zermelo_card.pontryagin_deviation())
     swing_up = analytic.reference("DiffCartpole-v0")
     assert swing_up.policy is None and swing_up.analytic(np.zeros((1, 4)))["optimum"] == 0.0
     assert analytic.reference("DiffIsochronism-v0").analytic(np.zeros((1, 2)))["optimum"] == 0.0
@@ -198,7 +203,7 @@ def test_references_of_every_environment() -> None:
     assert oracle.name == "oracle" and oracle.policy is None
     assert analytic.reference("DiffLinearSysID-v0", {"matrix": "random"}) is None  # no one truth to plan on
     greedy = analytic.reference("DiffDecayDesign-v0")
-    assert greedy.name == "greedy-design" and isinstance(greedy.policy, analytic.GreedyDesign)
+    assert greedy.name == "greedy-design" and isinstance(greedy.policy, decay_card.GreedyDesign)
     assert set(diffenvs.ENV_IDS) <= {c.env_id for c in cards().values()}  # every built-in environment has its card
 
 

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 import diffenvs
-from agents import analytic, benchmark, neural_ode, registry
+from agents import benchmark, neural_ode, registry
 from agents.benchmark import RunSpec, stats
 from agents.benchmark import run as benchmark_run
+from agents.cards import decay_design as decay_card
+from agents.cards import zermelo as zermelo_card
 from agents.episodes import evaluate
 from agents.registry import Agent, Budget, Trained
 
@@ -117,7 +119,7 @@ def test_a_truncated_zermelo_episode_is_flagged_as_not_reaching_the_bank(monkeyp
     assert [p["incomplete"] for p in result["curve"]] == [1, 0] and result["incomplete"] == 1
     # the time limit pays the straight-across completion: x_T = 1.0 upstream, plus 2.519 from the near bank
     assert result["final_cost"] == pytest.approx(3.5190, abs=1e-3)
-    assert result["final_cost"] > analytic.pontryagin_deviation()  # not crossing no longer beats the optimum 1.4126
+    assert result["final_cost"] > zermelo_card.pontryagin_deviation()  # not crossing no longer beats the optimum 1.4126
 
 
 # ---- parallel processes and Ray ---------------------------------------------------------------
@@ -128,7 +130,7 @@ def analytic_specs() -> list[RunSpec]:
 def check_analytic(results: list[dict]) -> None:
     assert [(r["env_id"], r["agent"]) for r in results] == [("DiffZermelo-v0", "analytic"), ("DiffIsochronism-v0", "analytic")]
     zermelo, isochronism = results
-    assert zermelo["final_cost"] == pytest.approx(analytic.pontryagin_deviation(), abs=1e-3)  # Pontryagin's deviation
+    assert zermelo["final_cost"] == pytest.approx(zermelo_card.pontryagin_deviation(), abs=1e-3)  # Pontryagin's deviation
     assert 0 <= isochronism["final_cost"] < 1e-3  # the harmonic field: every start returns
 
 
@@ -364,7 +366,7 @@ def test_the_validation_reference_plays_the_validation_episodes_noise_and_all() 
     env_id, episodes = "DiffDecayDesign-v0", 4
     reference = compute_reference(env_id, Protocol(episodes=episodes))
     problem = diffenvs.problem_of(env_id)
-    greedy = gym_policy(analytic.GreedyDesign(problem), problem)
+    greedy = gym_policy(decay_card.GreedyDesign(problem), problem)
     for split, seed in ((reference, benchmark.TEST_SEED), (reference["validation"], benchmark.VALIDATION_SEED)):
         assert split["optimum"] == pytest.approx(float(evaluate(env_id, greedy, episodes, {}, seed).mean()), rel=1e-12)
     assert reference["validation"]["optimum"] != reference["optimum"]

@@ -21,6 +21,7 @@ import torch
 
 import diffenvs
 from agents import analytic
+from agents.cards import zermelo as zermelo_card
 from agents.episodes import EVAL_SEED, GymPolicy, play, start_states
 from diffenvs.core.numerics import SCALAR, TORCH
 from diffenvs.envs.zermelo import Zermelo, ZermeloParams, straight_across_deviation, wind
@@ -112,7 +113,7 @@ def test_every_face_pays_the_completion_at_the_time_limit() -> None:
     assert truncated and not terminated and 0.0 < y_end < problem.params.river_width  # truncated, as before
     completed = x_end + straight_across_deviation(y_end, problem.params, SCALAR)
     assert -total == pytest.approx(completed, rel=1e-12)
-    assert completed > analytic.pontryagin_deviation()
+    assert completed > zermelo_card.pontryagin_deviation()
 
     vector = gym.make_vec("DiffZermelo-v0", num_envs=2, vectorization_mode="vector_entry_point")
     vector.reset(seed=0)
@@ -143,7 +144,7 @@ def test_a_shorter_or_longer_rollout_cannot_escape_the_completion() -> None:
     short = diffenvs.core.rollout.time_limited(problem, 300)  # a training rollout of 6 s is a 6 s time limit
     assert short.max_steps == 300 and short.params == problem.params
     x_300 = upstream_cost(problem, 300)  # the prefix of the 10 s episode pays no completion ...
-    assert upstream_cost(short, 300) > analytic.pontryagin_deviation() > x_300  # ... the time-limited one does
+    assert upstream_cost(short, 300) > zermelo_card.pontryagin_deviation() > x_300  # ... the time-limited one does
     assert upstream_cost(problem, 600) == pytest.approx(full, rel=1e-12)  # past the time limit: frozen
     cartpole = diffenvs.problem_of("DiffCartpole-v0")
     assert diffenvs.core.rollout.time_limited(cartpole, 30) is cartpole  # an objective at T: a prefix stays a prefix

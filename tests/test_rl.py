@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import diffenvs
-from agents import rl
+from agents import registry, rl
 from agents.cards import cards
 from agents.episodes import evaluate
 from agents.registry import Budget
@@ -101,7 +101,8 @@ def test_bad_input_names_the_argument() -> None:
 
 def test_every_card_names_registered_environments_and_algorithms() -> None:
     for env_id, card in cards().items():
-        assert env_id in gym.registry and set(card.rl_hyperparameters) <= set(rl.ALGORITHMS)
+        assert env_id in gym.registry and set(card.agents) <= set(registry.agents()) | set(registry.FAMILIES)
+        assert all(rl.hyperparameters(env_id, algorithm) for algorithm in rl.ALGORITHMS)  # valid settings
         gym.make(env_id, **rl.training_objective(env_id).env_kwargs)  # the override is a valid keyword of the environment
 
 

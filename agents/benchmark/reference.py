@@ -12,9 +12,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents import analytic
 from agents.benchmark.config import TEST_SEED, VALIDATION_SEED, protocol
-from agents.cards import Protocol
+from agents.cards import Protocol, card
 from agents.episodes import evaluate, start_states
 from agents.files import write_json
 
@@ -32,12 +31,19 @@ def compute_reference(env_id: str, proto: Protocol) -> dict[str, Any]:
     """
     kwargs = dict(proto.env_kwargs)
     env = gym.make(env_id, **kwargs)
-    zeros = np.zeros(env.action_space.shape, dtype=np.float32)
+    shape = env.action_space.shape
     env.close()
-    reference = analytic.reference(env_id, kwargs)
+    if shape is None:
+        raise ValueError(f"the action space of {env_id} must have a shape (a Box)")
+    zeros: np.ndarray = np.zeros(shape, dtype=np.float32)
+
+    def zero_action(observation: np.ndarray) -> np.ndarray:
+        return zeros
+
+    reference = card(env_id).reference(env_id, kwargs)
     numbers = {}
     for split, seed in (("test", TEST_SEED), ("validation", VALIDATION_SEED)):
-        zero_cost = float(evaluate(env_id, lambda observation: zeros, proto.episodes, kwargs, seed).mean())
+        zero_cost = float(evaluate(env_id, zero_action, proto.episodes, kwargs, seed).mean())
         optimum = None if reference is None else reference.analytic(start_states(env_id, kwargs, proto.episodes, seed), seed)
         numbers[split] = {"optimum": None if optimum is None else optimum["optimum"], "zero_action_cost": zero_cost}
     result: dict[str, Any] = {"env_id": env_id, "protocol": dataclasses.asdict(proto), **numbers["test"],
@@ -51,7 +57,7 @@ def references(envs: Sequence[str], out: str | os.PathLike, mode: str = "full") 
     """References of ``envs`` on the starts of ``mode``'s protocol, computed afresh (a few seconds) and written to
     ``<out>/references.json``.
 
-    Not cached: a reference added or changed in ``agents.analytic`` shows in the next report.
+    Not cached: a reference added or changed in a card shows in the next report.
     """
     refs = {env_id: compute_reference(env_id, protocol(env_id, mode)) for env_id in envs}
     write_json(Path(out) / "references.json", refs)
@@ -79,6 +85,6 @@ def normalised_gap(cost: float, reference: dict[str, Any]) -> float | None:
 
 def mean_se(values: Sequence[float]) -> tuple[float, float]:
     """Mean and standard error (``nan`` for one value) of ``values``."""
-    values = np.asarray(values, dtype=np.float64)
-    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
-    return float(values.mean()), se
+    array = np.asarray(values, dtype=np.float64)
+    se = float(array.std(ddof=1) / math.sqrt(len(array))) if len(array) > 1 else math.nan
+    return float(array.mean()), se

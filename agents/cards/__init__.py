@@ -1,10 +1,19 @@
 """Environment cards: everything the agents, the benchmark and the tests know about one environment.
 
-An environment is its definition module (``diffenvs/<env>.py``) plus its card
-(``agents/cards/<env>.py``): the named presets, each agent's tuned settings, the reward the
-RL baselines train on and why, the evaluation protocol and budgets, the analytic reference
-and the settings of the fast tests. Generic code reads cards (:func:`card`) and the
-capabilities problems and agents declare; it never tests an environment id.
+An environment is its definition module (``diffenvs/envs/<env>.py``) plus its card
+(``agents/cards/<env>.py``): the named presets, the settings of each agent that differs from
+its defaults there, the evaluation protocol and budgets, the analytic reference and
+controllers (the environment's own mathematics: Pontryagin's heading, the LQR of a
+linearisation, ...) and the settings of the fast tests. Generic code reads cards
+(:func:`card`) and the capabilities problems and agents declare; it never tests an
+environment id.
+
+A card is data. Its agents' settings are one mapping, :attr:`Card.agents`, keyed by agent name
+or family (as rl-baselines3-zoo keeps its hyperparameters outside the algorithms); each agent
+reads its own section with :meth:`Card.settings` and builds its own config from it. A card
+module imports :mod:`diffenvs`, this package, :mod:`agents.registry` (``Budget``),
+:mod:`agents.references` and the numerical libraries, never an agent plug-in: agents import
+cards, not the reverse.
 
 A card module builds a :class:`Card` and passes it to :func:`register`. The modules of this
 package are imported on first use; a card defined elsewhere (a user's own environment) is
@@ -15,16 +24,14 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+
+from agents.references import Reference
 from agents.registry import Budget
-
-if TYPE_CHECKING:
-    from agents.analytic import Reference
-    from agents.rl import Hyperparameters, TrainingObjective
-
 
 #: the quick mode's cap on each run's training seconds: a smoke run of the whole pipeline, not a result
 QUICK_SECONDS = 15.0
@@ -67,8 +74,22 @@ class TestSettings:
     """Physical start states for ``gradcheck``, away from kinks and bounds (``None``: a drawn start and a shifted copy)."""
 
 
-def _no_overrides(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    return {}
+Settings = Mapping[str, Any]
+"""One agent's settings on an environment: keyword -> value (what the keys mean is the agent's business)."""
+
+Section = Settings | Callable[[Mapping[str, Any]], Settings]
+"""A card's section for one agent or family: its settings, or ``env_kwargs -> settings`` where they depend on
+the objective (the cartpole's neural-ODE settings differ between the swing-up and the quadratic cost)."""
+
+ReferenceFactory = Callable[[str, dict[str, Any]], Reference | None]
+"""``(env_id, env_kwargs) -> Reference``: the analytic answer a run is compared with (``None``: none)."""
+
+Controller = Callable[[Any], torch.nn.Module]
+"""``problem -> torch.nn.Module``: an analytic controller (observations ``(B, obs)`` -> physical controls)."""
+
+
+def _no_reference(env_id: str, env_kwargs: dict[str, Any]) -> Reference | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -79,20 +100,18 @@ class Card:
     """The registered Gymnasium id."""
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Named environment settings (``scripts/train.py --preset NAME``)."""
-    neural_ode: Callable[[Mapping[str, Any]], dict[str, Any]] = _no_overrides
-    """``env_kwargs -> NeuralOdeConfig overrides``: the tuned settings of the neural-ODE agent."""
-    rl_objective: TrainingObjective | None = None
-    """The reward the critic-based learners (the RL baselines and SHAC) train on (``None``: the default objective)."""
-    rl_hyperparameters: dict[str, Hyperparameters] = field(default_factory=dict)
-    """SB3 hyperparameters per algorithm (absent: :class:`agents.rl.Hyperparameters` defaults)."""
+    agents: dict[str, Section] = field(default_factory=dict)
+    """Settings per agent, keyed by agent name or by agent family (see :meth:`settings`): e.g.
+    ``{"neural-ode": {"iterations": 200}, "rl": {"objective": {...}}, "ppo": {"zoo": "Pendulum-v1"}}``. Each
+    agent documents the keys it reads; an agent absent here runs its defaults."""
     protocol: Protocol = field(default_factory=Protocol)
     """The benchmark's evaluation protocol."""
     budgets: dict[str, dict[str, Budget]] = field(default_factory=dict)
     """Per benchmark mode, budgets keyed by agent name or by agent family (the name wins); the
     benchmark's defaults per family apply to what is not listed."""
-    reference: Callable[[str, dict[str, Any]], Reference | None] = lambda env_id, env_kwargs: None
+    reference: ReferenceFactory = _no_reference
     """``(env_id, env_kwargs) -> Reference``: the analytic answer a run is compared with (``None``: none)."""
-    analytic: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+    controllers: dict[str, Controller] = field(default_factory=dict)
     """Analytic controllers by name, ``problem -> torch.nn.Module`` (``scripts/train.py --agent NAME``)."""
     tests: TestSettings = field(default_factory=TestSettings)
     """Settings of the fast tests."""
@@ -108,6 +127,24 @@ class Card:
         """This card's budget for ``agent`` (of ``family``) in ``mode``, ``None`` if the card sets none."""
         table = self.budgets.get(mode, {})
         return table.get(agent, table.get(family))
+
+    def settings(self, agent: str, family: str | None = None, env_kwargs: Mapping[str, Any] | None = None,
+                 known: Collection[str] | None = None) -> dict[str, Any]:
+        """The settings of ``agent`` (of ``family``) on ``env_kwargs``: the family's section updated by the agent's.
+
+        A section given as a function is called with ``env_kwargs``. With ``known``, a key outside it is a
+        ``ValueError`` that names this card's environment, the agent and the key.
+        """
+        merged: dict[str, Any] = {}
+        for key in (family, agent):
+            section = None if key is None else self.agents.get(key)
+            if section is not None:
+                merged.update(section(dict(env_kwargs or {})) if callable(section) else section)
+        unknown = [] if known is None else sorted(set(merged) - set(known))
+        if unknown:
+            raise ValueError(f"the card of {self.env_id} gives agent {agent!r} the setting {unknown[0]!r}, which it "
+                             f"does not read (it reads {sorted(known or ())})")
+        return merged
 
 
 CARDS: dict[str, Card] = {}

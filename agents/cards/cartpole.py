@@ -1,21 +1,102 @@
-"""The cartpole swing-up (``diffenvs.envs.cartpole``, report §4.3): presets, agents' settings, protocol, reference."""
+r"""The cartpole swing-up (``diffenvs.envs.cartpole``, report §4.3): presets, agents' settings, protocol, reference.
+
+Near upright the analytic answer is LQR on the linearisation :math:`\dot s = As + Bf` about
+:math:`\phi = 0`: the gain :math:`K = R^{-1}B^\top P` with the report's
+:math:`Q = \mathrm{diag}(10^{-4}, 0, 100, 0)`, :math:`R = 10^{-2}`
+(:func:`agents.references.lqr`), and the finite-horizon cost :math:`s_0^\top P(0) s_0` of the
+Riccati ODE over :math:`T` (:func:`agents.references.finite_horizon_riccati`, the optimum of
+the linear system with continuous control). The swing-up from hanging has no closed form: the
+cost :math:`\phi(T)^2 + \dot\phi(T)^2 \ge 0` and the report's swing-up reaches ~0, so the
+reference optimum is 0 (a lower bound) and there is no reference controller.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from agents import analytic
+import numpy as np
+import torch
+
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
-from agents.neural_ode.config import tuned_run_transitions
+from agents.references import (
+    LinearFeedback,
+    Reference,
+    along_episode,
+    finite_horizon_riccati,
+    lqr,
+    problem_as,
+    quadratic_costs,
+    wrapped,
+    zero_optimum,
+)
 from agents.registry import Budget
-from agents.rl import ALGORITHMS, TrainingObjective
-from agents.rl_zoo import from_zoo
-from diffenvs import problem_of
+from diffenvs.envs.cartpole import FORCE_WEIGHT, STATE_WEIGHTS, Cartpole, CartpoleParams
 
 ENV_ID = "DiffCartpole-v0"
 
 
+# ---- LQR about upright -----------------------------------------------------------------
+def cartpole_linearisation(params: CartpoleParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+    r""":math:`(A, B)` of the cartpole linearised about upright, state :math:`s = (x, \dot x, \phi, \dot\phi)`.
+
+    With :math:`\sin\phi \approx \phi`, :math:`\cos\phi \approx 1` and second-order terms
+    dropped, equations (4.9) become :math:`\ddot x = (f - mg\phi)/M` and
+    :math:`\ddot\phi = ((M + m)g\phi - f)/(LM)`; ``params`` defaults to ``CartpoleParams()``.
+    """
+    params = CartpoleParams() if params is None else params
+    m, big_m, length, g = params.pole_mass, params.cart_mass, params.pole_length, params.gravity
+    a = np.array([[0.0, 1.0, 0.0, 0.0],
+                  [0.0, 0.0, -m * g / big_m, 0.0],
+                  [0.0, 0.0, 0.0, 1.0],
+                  [0.0, 0.0, (big_m + m) * g / (length * big_m), 0.0]])
+    b = np.array([[0.0], [1.0 / big_m], [0.0], [-1.0 / (length * big_m)]])
+    return a, b
+
+
+def lqr_weights() -> tuple[np.ndarray, np.ndarray]:
+    """The report's LQR weights :math:`Q` (4 x 4) and :math:`R` (1 x 1), the cartpole's quadratic cost."""
+    return np.diag(STATE_WEIGHTS), np.array([[FORCE_WEIGHT]])
+
+
+def cartpole_state(observation: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    r"""The state :math:`(x, \dot x, \phi, \dot\phi)` (wrapped angle) from a cartpole observation ``(..., 6)``."""
+    return (observation[..., 0], observation[..., 1], torch.atan2(observation[..., 3], observation[..., 2]),
+            observation[..., 4])
+
+
+def cartpole_lqr_policy(problem: Cartpole) -> LinearFeedback:
+    """The LQR controller for ``problem``'s constants with the report's weights."""
+    a, b = cartpole_linearisation(problem.params)
+    gain, _ = lqr(a, b, *lqr_weights())
+    return LinearFeedback(problem, gain, cartpole_state)
+
+
+def wrapped_states(states: np.ndarray) -> np.ndarray:
+    """Cartpole states ``(k, 4)`` with the pole angle wrapped to (-pi, pi]."""
+    return wrapped(states, 4, slice(2, 3))
+
+
+def reference(env_id: str, env_kwargs: dict[str, Any]) -> Reference:
+    """Swing-up: the lower bound 0 (no controller). Quadratic cost: LQR and the finite-horizon Riccati cost."""
+    problem = problem_as(Cartpole, env_id, env_kwargs)
+    if problem.cost == "terminal":
+        return Reference("swing-up", "no closed form; the cost phi(T)^2 + phidot(T)^2 >= 0 and the report's "
+                         "swing-up reaches ~0, so the reference optimum is 0 (a lower bound)",
+                         problem, None, zero_optimum, None, plane=(2, 3))
+    a, b = cartpole_linearisation(problem.params)
+    q, r = lqr_weights()
+    gain, p = lqr(a, b, q, r)
+    p_finite = finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
+
+    return Reference(
+        "lqr", "LQR on the linearisation about upright (report's Q, R); optimum: s0' P(0) s0 of the "
+        "finite-horizon Riccati ODE over T (the linear system's optimum with continuous control)",
+        problem, LinearFeedback(problem, gain, cartpole_state), quadratic_costs(wrapped_states, p_finite, p, gain),
+        along_episode("t (s), along the LQR path", lambda e: e.times[:-1]), plane=(2, 3))
+
+
+# ---- the agents' settings ------------------------------------------------------------------
 #: the neural-ODE agent's tuned settings per objective: the terminal swing-up cost, the LQR's quadratic cost
 SWING_UP = dict(iterations=300, lbfgs_steps=5, learning_rate=0.05, final_learning_rate=0.001, batch_size=8)
 QUADRATIC = dict(iterations=400, learning_rate=0.05, final_learning_rate=0.001, beta2=0.9, batch_size=8)
@@ -26,42 +107,24 @@ def neural_ode(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return dict(SWING_UP if env_kwargs.get("cost", "terminal") == "terminal" else QUADRATIC)
 
 
-def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
-    """Swing-up: the lower bound 0 (no controller). Quadratic cost: LQR and the finite-horizon Riccati cost."""
-    problem = problem_of(env_id, **env_kwargs)
-    if problem.cost == "terminal":
-        return analytic.Reference("swing-up", "no closed form; the cost phi(T)^2 + phidot(T)^2 >= 0 and the report's "
-                                  "swing-up reaches ~0, so the reference optimum is 0 (a lower bound)",
-                                  problem, None, analytic.zero_optimum, None, plane=(2, 3))
-    a, b = analytic.cartpole_linearisation(problem.params)
-    q, r = analytic.lqr_weights()
-    gain, p = analytic.lqr(a, b, q, r)
-    p_finite = analytic.finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
-
-    return analytic.Reference(
-        "lqr", "LQR on the linearisation about upright (report's Q, R); optimum: s0' P(0) s0 of the "
-        "finite-horizon Riccati ODE over T (the linear system's optimum with continuous control)",
-        problem, analytic.LinearFeedback(problem, gain), analytic.quadratic_costs(analytic.wrapped_states, p_finite, p, gain),
-        analytic.along_episode("t (s), along the LQR path", lambda e: e.times[:-1]), plane=(2, 3))
-
+#: what the critic-based learners (the RL baselines and SHAC) train on, and why
+DENSE_OBJECTIVE = {"env_kwargs": {"cost": "quadratic"}, "label": "quadratic (dense)",
+                   "why": "the default pays -(phi(T)^2 + phidot(T)^2) only at T; the LQR running cost rewards "
+                          "uprightness each step"}
 
 #: rl-baselines3-zoo's nearest task: Pendulum-v1 (hyperparams/{ppo,sac,td3}.yml, entry Pendulum-v1). Both swing an
 #: underactuated pendulum up with one bounded force or torque, and the baselines train on a dense quadratic cost of the
 #: form of Pendulum's reward; the zoo tunes Pendulum-v1 for 20k (SAC, TD3) and 100k (PPO) transitions, the order of
 #: this card's budgets. The literal analogue, InvertedPendulumSwingupBulletEnv-v0, is tuned for 300k (SAC, TD3) and 2M
 #: (PPO) transitions: its PPO rollouts of 8 x 2048 transitions would leave three updates in the 60k budget.
-ZOO = {algorithm: from_zoo(algorithm, "Pendulum-v1") for algorithm in ALGORITHMS}
+RL = {"zoo": "Pendulum-v1", "objective": DENSE_OBJECTIVE}
 
 
 CARD = register(Card(
     env_id=ENV_ID,
     presets={"swingup": {"initial_noise": 0.0},
              "upright": {"initial_angle": 0.1, "initial_noise": 0.0, "cost": "quadratic"}},
-    neural_ode=neural_ode,
-    rl_objective=TrainingObjective(
-        {"cost": "quadratic"}, "quadratic (dense)",
-        "the default pays -(phi(T)^2 + phidot(T)^2) only at T; the LQR running cost rewards uprightness each step"),
-    rl_hyperparameters=ZOO,
+    agents={"neural-ode": neural_ode, "rl": RL},
     protocol=Protocol(episodes=20),
     # five seeds for the agents whose runs train for minutes (RL, neural-ODE), ten for SHAC, ES and CMA-ES
     seeds={"full": {"rl": 5, "neural-ode": 5, "neural-ode-default": 5}},
@@ -70,13 +133,15 @@ CARD = register(Card(
         # equal footing: the neural-ODE agent's tuned swing-up run (320k transitions) for every learning agent, except
         # SAC and TD3, capped at the zoo's 20k for Pendulum-v1 (an off-policy update per transition: 320k SAC
         # transitions would take about 1.5 h a seed on one core)
-        "full": {"gradient": Budget(tuned_run_transitions(SWING_UP, 100), eval_every=8_000),
+        # gradient: the tuned swing-up run at most, (300 Adam iterations + 5 L-BFGS steps x 20 evaluations)
+        # x 8 trajectories x 100 steps
+        "full": {"gradient": Budget((300 + 5 * 20) * 8 * 100, eval_every=8_000),
                  "zeroth-order": Budget(320_000, eval_every=8_000), "ppo": Budget(320_000, eval_every=8_000),
                  "sac": Budget(20_000, eval_every=1_000), "td3": Budget(20_000, eval_every=1_000),
                  # the untuned agent's batch of one takes a third of a second an iteration: 1,000 iterations
                  "neural-ode-default": Budget(100_000, eval_every=8_000)},
     },
     reference=reference,
-    analytic={"lqr": analytic.cartpole_lqr_policy},
+    controllers={"lqr": cartpole_lqr_policy},
     tests=TestSettings(short={"max_steps": 3}),
 ))

@@ -1,39 +1,59 @@
-"""Sequential design on du/dt = -θu (``diffenvs.envs.decay_design``, report §6): protocol, budgets, reference."""
+r"""Sequential design on du/dt = -θu (``diffenvs.envs.decay_design``, report §6): protocol, budgets, reference.
+
+The measurement time that maximises each measurement's information
+:math:`\tfrac12\log(1 + g^2 C/\sigma^2)`, :math:`g = -t e^{-\hat\theta t}`, is
+:math:`t = 1/\hat\theta` (where :math:`g^2` peaks). The greedy design is the reference; its
+cost on the evaluation episodes is the reference cost (one-step optimal, not a proven optimum
+of the whole sequence).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import torch
 
-from agents import analytic
-from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
-from agents.episodes import EVAL_SEED, Episode, evaluate, gym_policy
+from agents.cards import QUICK_SECONDS, Card, Protocol, Section, TestSettings, register
+from agents.references import Episode, Reference, gym_policy, played_cost, problem_as, recorded
 from agents.registry import Budget
-from agents.rl_zoo import from_zoo
-from diffenvs import problem_of
+from diffenvs.envs.decay_design import DecayDesign
 
 ENV_ID = "DiffDecayDesign-v0"
 
 
-def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
-    """The greedy design t = 1/θ̂; its cost on the same episodes is the reference (one-step optimal)."""
-    problem = problem_of(env_id, **env_kwargs)
-    greedy = analytic.GreedyDesign(problem)
+class GreedyDesign(torch.nn.Module):
+    r"""The measurement time :math:`t = 1/\hat\theta` (s) from the belief ``(θ̂, C)``, clamped to ``[0, t_max]``.
 
-    def greedy_cost(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float | None]:  # the same Gymnasium episodes
-        costs = evaluate(env_id, gym_policy(greedy, problem), len(states), env_kwargs, seed, states)
-        return {"optimum": float(costs.mean())}
+    :math:`g^2 = t^2 e^{-2\hat\theta t}` peaks at :math:`t = 1/\hat\theta`; a belief with
+    :math:`\hat\theta \le 1/t_{\max}` gets :math:`t_{\max}`.
+    """
+
+    def __init__(self, problem: DecayDesign):
+        super().__init__()
+        self.problem = problem
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        low, high = self.problem.control_low[0], self.problem.control_high[0]
+        mean = observation[..., :1]
+        time = torch.where(mean * high > 1.0, 1.0 / mean.clamp_min(1.0 / high), torch.full_like(mean, high))
+        return time.clamp(low, high)
+
+
+def reference(env_id: str, env_kwargs: dict[str, Any]) -> Reference:
+    """The greedy design t = 1/θ̂; its cost on the same episodes is the reference (one-step optimal)."""
+    problem = problem_as(DecayDesign, env_id, env_kwargs)
+    greedy = GreedyDesign(problem)
 
     def belief_probe(episode: Episode | None) -> tuple[str, np.ndarray, np.ndarray]:
-        if episode is None:
-            raise ValueError("this probe needs the reference's episode")
-        return "measurement n, along the greedy design's episode", np.arange(len(episode.controls)), \
-            episode.observations[:-1]
+        played = recorded(episode)
+        return "measurement n, along the greedy design's episode", np.arange(len(played.controls)), \
+            played.observations[:-1]
 
-    return analytic.Reference("greedy-design", "measurement time t = 1/theta_hat, the maximiser of each measurement's "
-                              "information (report §6); reference: its cost on the same episodes, one-step optimal",
-                              problem, greedy, greedy_cost, belief_probe, plane=(0, 1))
+    return Reference("greedy-design", "measurement time t = 1/theta_hat, the maximiser of each measurement's "
+                     "information (report §6); reference: its cost on the same episodes, one-step optimal",
+                     problem, greedy, played_cost(env_id, env_kwargs, lambda: gym_policy(greedy, problem)),
+                     belief_probe, plane=(0, 1))
 
 
 #: rl-baselines3-zoo's nearest task: Pendulum-v1 (hyperparams/{ppo,sac,td3}.yml, entry Pendulum-v1), the zoo's small
@@ -41,12 +61,11 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
 #: the zoo's 20k and 100k budgets to this card's 5k: TD3 collects random transitions for half the budget as the zoo
 #: does (2500 of 5k, the zoo 10k of 20k), and PPO rollouts of 4 x 128 transitions (the zoo 4 x 1024) give ten updates,
 #: where the zoo's rollouts would give one.
-ZOO = {"ppo": from_zoo("ppo", "Pendulum-v1", n_steps=128), "sac": from_zoo("sac", "Pendulum-v1"),
-       "td3": from_zoo("td3", "Pendulum-v1", learning_starts=2500)}
+ZOO: dict[str, Section] = {"rl": {"zoo": "Pendulum-v1"}, "ppo": {"n_steps": 128}, "td3": {"learning_starts": 2500}}
 
 CARD = register(Card(
     env_id=ENV_ID,
-    rl_hyperparameters=ZOO,
+    agents=dict(ZOO),
     protocol=Protocol(episodes=20),
     budgets={
         "quick": {"rl": Budget(2_000, QUICK_SECONDS, 500), "neural-ode": Budget(1_000, QUICK_SECONDS, 100)},
@@ -55,6 +74,6 @@ CARD = register(Card(
                  "gradient": Budget(5_000, eval_every=250)},
     },
     reference=reference,
-    analytic={"greedy-design": analytic.GreedyDesign},
+    controllers={"greedy-design": GreedyDesign},
     tests=TestSettings(short={"max_steps": 3}),
 ))

@@ -1,4 +1,9 @@
-"""The double pendulum on a cart (``diffenvs.envs.double_pendulum``): presets, agents' settings, protocol, reference.
+r"""The double pendulum on a cart (``diffenvs.envs.double_pendulum``): presets, agents' settings, protocol, reference.
+
+Near upright the analytic answer is the cartpole's LQR construction on this linearisation about
+:math:`\theta_1 = \theta_2 = 0` (:meth:`diffenvs.envs.double_pendulum.DoublePendulum.linearisation`)
+with :math:`Q = \mathrm{diag}(10^{-4}, 100, 100, 0, 0, 0)`, :math:`R = 10^{-2}`. Its swing-up
+from hanging has no closed form (reference optimum 0, a lower bound).
 
 Not tuned yet: the neural-ODE settings below are the cartpole's swing-up settings, and the
 budgets are modest, a smoke run of every agent rather than a result.
@@ -6,67 +11,100 @@ budgets are modest, a smoke run of every agent rather than a result.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from agents import analytic
+import numpy as np
+import torch
+
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
-from agents.cards.cartpole import QUADRATIC, SWING_UP, ZOO
-from agents.neural_ode.config import tuned_run_transitions
+from agents.cards.cartpole import DENSE_OBJECTIVE, RL, neural_ode
+from agents.references import (
+    LinearFeedback,
+    Reference,
+    along_episode,
+    finite_horizon_riccati,
+    lqr,
+    problem_as,
+    quadratic_costs,
+    wrapped,
+    zero_optimum,
+)
 from agents.registry import Budget
-from agents.rl import TrainingObjective
-from diffenvs import problem_of
+from diffenvs.envs.double_pendulum import FORCE_WEIGHT, STATE_WEIGHTS, DoublePendulum
 
 ENV_ID = "DiffDoublePendulum-v0"
 
 
-def neural_ode(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Per objective, the cartpole's settings (not tuned on this environment)."""
-    return dict(SWING_UP if env_kwargs.get("cost", "terminal") == "terminal" else QUADRATIC)
+# ---- LQR about upright -----------------------------------------------------------------
+def lqr_weights() -> tuple[np.ndarray, np.ndarray]:
+    """The double pendulum's quadratic-cost weights :math:`Q` (6 x 6) and :math:`R` (1 x 1)."""
+    return np.diag(STATE_WEIGHTS), np.array([[FORCE_WEIGHT]])
 
 
-def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference:
-    """Swing-up: the lower bound 0 (no controller). Quadratic cost: LQR and the finite-horizon Riccati cost."""
-    problem = problem_of(env_id, **env_kwargs)
-    if problem.cost == "terminal":
-        return analytic.Reference("swing-up", "no closed form for the swing-up of a double pendulum; the cost "
-                                  "theta1(T)^2 + theta2(T)^2 + theta1dot(T)^2 + theta2dot(T)^2 >= 0 and the upright "
-                                  "still state reaches 0, so the reference optimum is 0 (a lower bound)",
-                                  problem, None, analytic.zero_optimum, None, plane=(1, 2))
+def double_pendulum_state(observation: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    r"""The state :math:`(x, \theta_1, \theta_2, \dot x, \dot\theta_1, \dot\theta_2)` (wrapped angles) from a
+    double-pendulum observation ``(..., 9)``."""
+    return (observation[..., 0], torch.atan2(observation[..., 2], observation[..., 1]),
+            torch.atan2(observation[..., 4], observation[..., 3]), observation[..., 5], observation[..., 6],
+            observation[..., 7])
+
+
+def double_pendulum_lqr_policy(problem: DoublePendulum) -> LinearFeedback:
+    """The LQR controller about upright for ``problem``'s constants and quadratic-cost weights."""
     a, b = problem.linearisation()
-    q, r = analytic.double_pendulum_lqr_weights()
-    gain, p = analytic.lqr(a, b, q, r)
-    p_finite = analytic.finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
+    gain, _ = lqr(a, b, *lqr_weights())
+    return LinearFeedback(problem, gain, double_pendulum_state)
 
-    return analytic.Reference(
+
+def wrapped_double_pendulum_states(states: np.ndarray) -> np.ndarray:
+    """Double-pendulum states ``(k, 6)`` with both pole angles wrapped to (-pi, pi]."""
+    return wrapped(states, 6, slice(1, 3))
+
+
+def reference(env_id: str, env_kwargs: dict[str, Any]) -> Reference:
+    """Swing-up: the lower bound 0 (no controller). Quadratic cost: LQR and the finite-horizon Riccati cost."""
+    problem = problem_as(DoublePendulum, env_id, env_kwargs)
+    if problem.cost == "terminal":
+        return Reference("swing-up", "no closed form for the swing-up of a double pendulum; the cost "
+                         "theta1(T)^2 + theta2(T)^2 + theta1dot(T)^2 + theta2dot(T)^2 >= 0 and the upright "
+                         "still state reaches 0, so the reference optimum is 0 (a lower bound)",
+                         problem, None, zero_optimum, None, plane=(1, 2))
+    a, b = problem.linearisation()
+    q, r = lqr_weights()
+    gain, p = lqr(a, b, q, r)
+    p_finite = finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
+
+    return Reference(
         "lqr", "LQR on the linearisation about upright (Q = diag(1e-4, 100, 100, 0, 0, 0), R = 1e-2); optimum: "
         "s0' P(0) s0 of the finite-horizon Riccati ODE over T (the linear system's optimum with continuous control)",
-        problem, analytic.double_pendulum_lqr_policy(problem),
-        analytic.quadratic_costs(analytic.wrapped_double_pendulum_states, p_finite, p, gain),
-        analytic.along_episode("t (s), along the LQR path", lambda e: e.times[:-1]), plane=(1, 2))
+        problem, double_pendulum_lqr_policy(problem),
+        quadratic_costs(wrapped_double_pendulum_states, p_finite, p, gain),
+        along_episode("t (s), along the LQR path", lambda e: e.times[:-1]), plane=(1, 2))
 
 
 CARD = register(Card(
     env_id=ENV_ID,
     presets={"double-swingup": {"initial_noise": 0.0},
              "double-upright": {"initial_angle": 0.1, "initial_noise": 0.0, "cost": "quadratic", "max_steps": 100}},
-    neural_ode=neural_ode,
-    rl_objective=TrainingObjective(
-        {"cost": "quadratic"}, "quadratic (dense)",
-        "the default pays the poles' squared angles and speeds only at T; the LQR running cost rewards uprightness "
-        "each step"),
-    # rl-baselines3-zoo has no double pendulum on a cart: Pendulum-v1's entries, as for the cartpole
-    rl_hyperparameters=ZOO,
+    # per objective, the cartpole's neural-ODE settings (not tuned on this environment); rl-baselines3-zoo has no
+    # double pendulum on a cart: Pendulum-v1's entries, as for the cartpole
+    agents={"neural-ode": neural_ode,
+            "rl": {**RL, "objective": {
+                **DENSE_OBJECTIVE,
+                "why": "the default pays the poles' squared angles and speeds only at T; the LQR running cost rewards "
+                       "uprightness each step"}}},
     protocol=Protocol(episodes=10),
     seeds={"full": 3},
     budgets={
         "quick": {"rl": Budget(10_000, QUICK_SECONDS, 2_000), "neural-ode": Budget(80_000, QUICK_SECONDS, 8_000)},
-        "full": {"gradient": Budget(tuned_run_transitions(SWING_UP, 200), eval_every=16_000),
+        # gradient: the cartpole's tuned swing-up run at most, (300 Adam iterations + 5 L-BFGS steps x 20 evaluations)
+        # x 8 trajectories x 200 steps
+        "full": {"gradient": Budget((300 + 5 * 20) * 8 * 200, eval_every=16_000),
                  "zeroth-order": Budget(160_000, eval_every=16_000), "ppo": Budget(160_000, eval_every=16_000),
                  "sac": Budget(20_000, eval_every=2_000), "td3": Budget(20_000, eval_every=2_000),
                  "neural-ode-default": Budget(100_000, eval_every=16_000)},
     },
     reference=reference,
-    analytic={"lqr": analytic.double_pendulum_lqr_policy},
+    controllers={"lqr": double_pendulum_lqr_policy},
     tests=TestSettings(short={"max_steps": 3}),
 ))

@@ -1,66 +1,116 @@
-"""Linear system identification (``diffenvs.envs.linear_sysid``, report §5): agents' settings, protocol, reference."""
+"""Linear system identification (``diffenvs.envs.linear_sysid``, report §5): agents' settings, protocol, reference.
+
+There is no closed form: the reference is the oracle, the planner (:mod:`agents.planning`) on
+the true matrix, which no agent is given, played under the evaluation protocol. The oracle's
+pieces (:func:`plan_controls`, :func:`open_loop_policy`, :func:`oracle_policy`) are also the
+identification agents' (:mod:`agents.identification`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import torch
 
-from agents import analytic
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
-from agents.episodes import EVAL_SEED, evaluate
-from agents.neural_ode.config import tuned_run_transitions
+from agents.planning import InputSequence, PlannerConfig, plan
+from agents.references import GymPolicy, Reference, played_cost, problem_as
 from agents.registry import Budget
-from agents.rl import ALGORITHMS
-from agents.rl_zoo import from_zoo
-from diffenvs import problem_of
+from diffenvs.envs.linear_sysid import LinearSysID
 
 ENV_ID = "DiffLinearSysID-v0"
 
-#: the neural-ODE agent's tuned settings
-TUNED = dict(iterations=100, learning_rate=0.01, final_learning_rate=0.001, batch_size=16)
+
+# ---- the oracle: the planner on the true matrix ---------------------------------------------
+def fixed_truth(problem: object) -> bool:
+    """Whether ``problem`` identifies one fixed true matrix (the plans and the oracle need it, not ``matrix="random"``)."""
+    return isinstance(problem, LinearSysID) and not (isinstance(problem.matrix, str) and problem.matrix == "random")
 
 
-def reference(env_id: str, env_kwargs: dict[str, Any]) -> analytic.Reference | None:
+def true_matrix(problem: LinearSysID) -> torch.Tensor:
+    """The true A ``(d, d)`` of ``problem`` (float64)."""
+    return torch.as_tensor(problem.params.A, dtype=torch.float64)
+
+
+def open_loop_policy(problem: LinearSysID, controls: np.ndarray) -> GymPolicy:
+    """A Gymnasium policy that plays ``controls`` ``(steps, m)`` (physical) in time order.
+
+    The step is read from the observation's last component, the time fraction ``t / T``.
+    """
+    controls = np.asarray(controls, dtype=np.float64)
+    steps = controls.shape[0]
+
+    def policy(observation: np.ndarray) -> np.ndarray:
+        k = min(int(round(float(observation[-1]) * steps)), steps - 1)
+        return np.asarray(problem.action_from_control(controls[k]), dtype=np.float32)
+
+    return policy
+
+
+def plan_controls(problem: LinearSysID, matrix: torch.Tensor, generator: torch.Generator,
+                  config: PlannerConfig | None = None) -> tuple[np.ndarray, int]:
+    """Inputs ``(steps, d)`` of one episode planned on ``matrix`` ``(d, d)`` by ``config`` (default:
+    :class:`PlannerConfig`'s defaults; an open-loop sequence), and the transitions the planner simulated."""
+    config = PlannerConfig() if config is None else config
+    prior = torch.zeros(1, problem.d, problem.d, dtype=torch.float64)
+    controller, _ = plan(problem, matrix[None], prior, problem.max_steps, config, generator)
+    if not isinstance(controller, InputSequence):
+        raise TypeError("only the 'sequence' planner form gives an open-loop plan")
+    with torch.no_grad():
+        controls = controller.controls()[:, 0].numpy()
+    return controls, (config.iterations + 1) * problem.max_steps * config.noise_samples
+
+
+#: the oracle's plans already made in this process, by (problem, seed): planning is deterministic, so a
+#: reference asked for again (every report, every test) reuses the plan instead of planning for seconds again
+_ORACLE_PLANS: dict[tuple[str, int], np.ndarray] = {}
+
+
+def oracle_policy(problem: LinearSysID, seed: int) -> GymPolicy:
+    """The plan of the planner on the true matrix, as a policy (planned once per problem and seed in a process)."""
+    key = (repr(problem) + repr(np.asarray(problem.params.A).tolist()), seed)
+    if key not in _ORACLE_PLANS:
+        _ORACLE_PLANS[key], _ = plan_controls(problem, true_matrix(problem), torch.Generator().manual_seed(seed))
+    return open_loop_policy(problem, _ORACLE_PLANS[key])
+
+
+def reference(env_id: str, env_kwargs: dict[str, Any]) -> Reference | None:
     """The oracle: differentiable planning on the true A, its cost under the evaluation protocol.
 
     There is no closed form; the oracle knows what no agent is given (the true matrix), so it
     is the reference the others are measured against. ``None`` for ``matrix="random"``.
     """
-    from agents import identification
-
-    problem = problem_of(env_id, **env_kwargs)
-    if not identification.fixed_truth(problem):
+    problem = problem_as(LinearSysID, env_id, env_kwargs)
+    if not fixed_truth(problem):
         return None
-    def oracle_cost(states: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float | None]:
-        policy = identification.oracle_policy(problem, seed=0)
-        costs = evaluate(env_id, policy, len(states), env_kwargs, seed, states)
-        return {"optimum": float(costs.mean())}
+    return Reference("oracle", "differentiable planning on the true A (agents.planning), evaluated by the "
+                     "protocol", problem, None, played_cost(env_id, env_kwargs, lambda: oracle_policy(problem, seed=0)))
 
-    return analytic.Reference("oracle", "differentiable planning on the true A (agents.planning), evaluated by the "
-                              "protocol", problem, None, oracle_cost)
 
+#: the neural-ODE agent's tuned settings
+TUNED = dict(iterations=100, learning_rate=0.01, final_learning_rate=0.001, batch_size=16)
 
 #: rl-baselines3-zoo's nearest task: Pendulum-v1 (hyperparams/{ppo,sac,td3}.yml, entry Pendulum-v1). The zoo has no
 #: identification task; Pendulum-v1 is its small continuous-control task, tuned for budgets of this order. One
 #: deviation: the whole objective is paid at the last of 100 steps, which the zoo's discounts (PPO 0.9, TD3 0.98, SAC
 #: 0.99) would weigh by 3e-5, 0.13 and 0.37 at the first step; gamma = 0.999 weighs it by 0.9.
-ZOO = {algorithm: from_zoo(algorithm, "Pendulum-v1", gamma=0.999) for algorithm in ALGORITHMS}
+RL = {"zoo": "Pendulum-v1", "gamma": 0.999}
 
 
 CARD = register(Card(
     env_id=ENV_ID,
-    neural_ode=lambda env_kwargs: dict(TUNED),
-    rl_hyperparameters=ZOO,
+    agents={"neural-ode": TUNED, "rl": RL},
     protocol=Protocol(episodes=50),
     # five seeds for the agents whose runs train for minutes (RL, the untuned neural-ODE agent), ten for the others
     seeds={"full": {"rl": 5, "neural-ode-default": 5}},
     budgets={
         "quick": {"neural-ode": Budget(80_000, QUICK_SECONDS, 8_000), "planning": Budget(30_000, QUICK_SECONDS)},
-        # equal footing: the neural-ODE agent's tuned run (160k transitions) for every learning agent, except SAC and
-        # TD3, capped at the zoo's 20k for Pendulum-v1 (an off-policy update per transition); the planner keeps its
-        # own 60k (it simulates its plans and plays experiments)
-        "full": {"gradient": Budget(tuned_run_transitions(TUNED, 100), eval_every=8_000),
+        # equal footing: the neural-ODE agent's tuned run (160k transitions: 100 Adam iterations x 16 trajectories x
+        # 100 steps) for every learning agent, except SAC and TD3, capped at the zoo's 20k for Pendulum-v1 (an
+        # off-policy update per transition); the planner keeps its own 60k (it simulates its plans and plays
+        # experiments)
+        "full": {"gradient": Budget(100 * 16 * 100, eval_every=8_000),
                  "planning": Budget(60_000), "zeroth-order": Budget(160_000, eval_every=8_000),
                  "ppo": Budget(160_000, eval_every=8_000), "sac": Budget(20_000, eval_every=1_000),
                  "td3": Budget(20_000, eval_every=1_000), "neural-ode-default": Budget(160_000, eval_every=8_000)},

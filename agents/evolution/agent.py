@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from agents.cards import card
 from agents.episodes import TrainedNetwork, gym_policy
 from agents.evolution.config import EvolutionConfig
 from agents.evolution.population import flat_weights, load_weights, population_costs
@@ -115,11 +116,23 @@ def _loop(result: EvolutionResult, budget: Budget, curve_cost: CurveCost | None)
     load_weights(network, search.mean)
 
 
-def _adapter(strategy_name: str) -> TrainFunction:
+#: the keys of an evolution agent's card section (``"es"``, ``"cma-es"`` or the family's, ``"zeroth-order"``):
+#: :class:`EvolutionConfig` fields but ``strategy`` and ``seed`` (the agent's and the run's)
+SETTINGS = tuple(f.name for f in dataclasses.fields(EvolutionConfig) if f.name not in ("strategy", "seed"))
+
+
+def card_config(env_id: str, agent: str, strategy_name: str, seed: int) -> EvolutionConfig:
+    """The default :class:`EvolutionConfig` of ``strategy_name`` with the run's seed and the card's settings for
+    ``agent`` (a key outside :data:`SETTINGS` is a ``ValueError``)."""
+    values = card(env_id).settings(agent, "zeroth-order", known=SETTINGS)
+    return EvolutionConfig(strategy=strategy_name, seed=seed, **values)
+
+
+def _adapter(agent: str, strategy_name: str) -> TrainFunction:
     def train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget,
                     curve_cost: CurveCost) -> Trained:
-        """The benchmark adapter: the default :class:`EvolutionConfig` with the run's seed."""
-        config = EvolutionConfig(strategy=strategy_name, seed=seed)
+        """The benchmark adapter: the card's :class:`EvolutionConfig` (default: the defaults) with the run's seed."""
+        config = card_config(env_id, agent, strategy_name, seed)
         result = train(env_id, budget, config, env_kwargs, curve_cost)
         details = {"generations": len(result.history), "population": config.population, "sigma": config.sigma,
                    "batch_size": result.batch_size, "rollout_steps": result.steps, "trained_on": "default",
@@ -130,7 +143,7 @@ def _adapter(strategy_name: str) -> TrainFunction:
 
 
 ES = register(Agent("es", "zeroth-order", "OpenAI-ES (antithetic, centred ranks, Adam) on the neural-ODE agent's "
-                    "network, batched rollouts without derivatives (agents.evolution)", _adapter("openai-es"),
+                    "network, batched rollouts without derivatives (agents.evolution)", _adapter("es", "openai-es"),
                     cost=2.0))
 CMA_ES = register(Agent("cma-es", "zeroth-order", "CMA-ES (the cmaes package) on the neural-ODE agent's network, "
-                        "batched rollouts without derivatives (agents.evolution)", _adapter("cma-es"), cost=2.0))
+                        "batched rollouts without derivatives (agents.evolution)", _adapter("cma-es", "cma-es"), cost=2.0))

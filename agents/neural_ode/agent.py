@@ -14,9 +14,8 @@ from typing import Any
 
 import torch
 
-from agents.cards import card
 from agents.episodes import gym_policy
-from agents.neural_ode.config import LBFGS_EVALUATIONS, NeuralOdeConfig, default_config
+from agents.neural_ode.config import LBFGS_EVALUATIONS, NeuralOdeConfig, card_settings, default_config
 from agents.neural_ode.training import train
 from agents.registry import Agent, Budget, CurveCost, Trained, register
 from diffenvs import problem_of
@@ -24,7 +23,7 @@ from diffenvs import problem_of
 
 def tuned(env_id: str, env_kwargs: dict[str, Any]) -> bool:
     """Whether the card of ``env_id`` tunes the neural-ODE agent's settings for ``env_kwargs``."""
-    return bool(card(env_id).neural_ode(dict(env_kwargs)))
+    return bool(card_settings(env_id, env_kwargs))
 
 
 def budget_config(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget,
@@ -50,7 +49,7 @@ def _train(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, c
     config = budget_config(env_id, env_kwargs, seed, budget, untuned)
     problem = problem_of(env_id, **env_kwargs)
     curve: list[dict[str, float]] = []
-    next_point = [0]
+    next_point: list[float] = [0.0]  # transitions of the next curve point
 
     def on_step(step: int, metrics: dict[str, float], policy: torch.nn.Module) -> bool:
         transitions, seconds = metrics["transitions"], metrics["seconds"]

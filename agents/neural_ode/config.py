@@ -1,7 +1,12 @@
-"""The neural-ODE agent's hyperparameters, and its tuned defaults read from the environment's card."""
+"""The neural-ODE agent's hyperparameters, and its tuned defaults read from the environment's card.
+
+The card's section ``"neural-ode"`` (:meth:`agents.cards.Card.settings`) holds
+:class:`NeuralOdeConfig` fields, e.g. ``{"iterations": 200, "steps": 300}``; any other key is an error.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,6 +14,8 @@ from typing import Any
 
 import torch
 
+from agents.cards import card
+from agents.neural_ode.network import initial_states
 from diffenvs import RK4, Adaptive, Adjoint, problem_of
 from diffenvs.core.problem import check_integer
 from diffenvs.core.rollout import METHODS
@@ -138,17 +145,25 @@ class NeuralOdeConfig:
 
 
 
+#: the agent whose section of a card holds the neural-ODE agent's tuned settings
+AGENT_NAME = "neural-ode"
+
+
+def card_settings(env_id: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card's tuned settings of the neural-ODE agent on ``env_kwargs``: :class:`NeuralOdeConfig` fields (empty:
+    none tuned); a key that is not a field is a ``ValueError``."""
+    fields = [f.name for f in dataclasses.fields(NeuralOdeConfig)]
+    return card(env_id).settings(AGENT_NAME, env_kwargs=env_kwargs, known=fields)
+
+
 def default_config(env_id: str, env_kwargs: dict[str, Any] | None = None) -> NeuralOdeConfig:
     """The tuned defaults for ``env_id``: the report's network, with the iterations, batch and schedule of
-    the environment's card (:attr:`agents.cards.Card.neural_ode`).
+    the environment's card (its ``"neural-ode"`` section, :func:`card_settings`).
 
     Where the start is deterministic and the steps noise-free (e.g. Cartpole with
     ``initial_noise=0``) every trajectory of a batch is the same, so the batch is one.
     """
-    from agents.cards import card
-    from agents.neural_ode.network import initial_states
-
-    values = dict(card(env_id).neural_ode(dict(env_kwargs or {})))
+    values = card_settings(env_id, env_kwargs)
     problem = problem_of(env_id, **(env_kwargs or {}))
     starts = initial_states(problem, 2, torch.Generator().manual_seed(0))
     if not problem.step_noise and torch.equal(starts[0], starts[1]):
@@ -157,7 +172,7 @@ def default_config(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Neu
 
 
 def tuned_run_transitions(overrides: dict[str, Any], rollout_steps: int) -> int:
-    r"""The transitions a run of the tuned ``overrides`` simulates at most, for an environment card's budget.
+    r"""The transitions a run of the tuned ``overrides`` simulates at most (what a card's gradient budget gives).
 
     Adam's iterations plus the L-BFGS finish's worst case (:data:`LBFGS_EVALUATIONS` rollouts a
     step), each rollout ``batch_size`` trajectories of ``rollout_steps`` steps:
