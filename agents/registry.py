@@ -102,8 +102,8 @@ class Agent:
         return self.uses or FAMILIES[self.family]
 
 
-#: modules whose import registers the built-in agents
-PLUGINS = ("agents.neural_ode", "agents.shac", "agents.rl", "agents.analytic", "agents.identification", "agents.evolution")
+#: modules whose import registers the built-in agents, in the order of the benchmark's tables
+PLUGINS = ("agents.analytic", "agents.neural_ode", "agents.rl", "agents.shac", "agents.identification", "agents.evolution")
 
 _AGENTS: dict[str, Agent] = {}
 _loaded = False
@@ -119,14 +119,22 @@ def register(agent: Agent) -> Agent:
     return agent
 
 
+def _plugin_rank(agent: Agent) -> int:
+    """The place in :data:`PLUGINS` of the module that defines ``agent``'s ``train`` (after them: any other)."""
+    module = getattr(agent.train, "__module__", "") or ""
+    ranks = [i for i, plugin in enumerate(PLUGINS) if module == plugin or module.startswith(plugin + ".")]
+    return ranks[0] if ranks else len(PLUGINS)
+
+
 def agents() -> dict[str, Agent]:
-    """Every registered agent by name (the built-in plug-ins first)."""
+    """Every registered agent by name: the built-in plug-ins' in the order of :data:`PLUGINS` (each module's in the
+    order it registers them), whichever was imported first, then the others in the order they were registered."""
     global _loaded
     if not _loaded:
         _loaded = True
         for module in PLUGINS:
             importlib.import_module(module)
-    return dict(_AGENTS)
+    return {agent.name: agent for agent in sorted(_AGENTS.values(), key=_plugin_rank)}
 
 
 def get(name: str) -> Agent:
