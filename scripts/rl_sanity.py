@@ -67,6 +67,8 @@ def run(config: SanityConfig, algorithm: str) -> dict[str, str]:
     """Train ``algorithm`` and score its final policy; one row of the table."""
     hp = from_zoo(algorithm, config.env_id)
     transitions = config.transitions or hp.n_timesteps
+    if transitions is None:
+        raise ValueError(f"the zoo's entry {hp.zoo} gives no n_timesteps: give --transitions")
     start = time.perf_counter()
     result = rl.train(config.env_id, algorithm, Budget(transitions, config.seconds, config.eval_every), config.seed,
                       hp=hp, curve_cost=lambda policy: float(evaluate(config.env_id, policy, config.episodes).mean()))

@@ -78,8 +78,9 @@ def seeds(mode: str, env_id: str, agent: str | None = None) -> int:
     entry = card(env_id).seeds.get(mode, DEFAULT_SEEDS[mode])
     if isinstance(entry, int):
         return entry
-    family = registry.get(agent).family if agent is not None else None
-    return entry.get(agent, entry.get(family, DEFAULT_SEEDS[mode]))
+    if agent is None:
+        return DEFAULT_SEEDS[mode]
+    return entry.get(agent, entry.get(registry.get(agent).family, DEFAULT_SEEDS[mode]))
 
 
 def budget(mode: str, env_id: str, agent: str) -> Budget:
@@ -144,13 +145,13 @@ def plan_runs(envs: Sequence[str], agents: Sequence[str], seed_list: Sequence[in
     """
     envs, agents = list(dict.fromkeys(envs)), list(dict.fromkeys(agents))
     seed_list = None if seed_list is None else list(dict.fromkeys(seed_list))
-    specs = []
+    specs: list[RunSpec] = []
     for env_id in envs:
         if env_id not in gym.registry:
             raise ValueError(f"envs must be registered ids, got {env_id!r}")
         proto = protocol(env_id, mode)
         check_starts(proto.episodes)
-        variants = {"": ({}, tuple(registry.FAMILIES))}
+        variants: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {"": ({}, tuple(registry.FAMILIES))}
         variants.update({label: (v.env_kwargs, v.families) for label, v in card(env_id).variants.items()})
         for label, (extra, families) in variants.items():
             for agent in agents:
