@@ -82,6 +82,7 @@ from agents.benchmark.config import (
     protocol,
     seeds,
 )
+from agents.benchmark.records import CurvePoint, RunFailure, RunRecord, RunStarts
 from agents.benchmark.reference import compute_reference, normalised_gap, references
 from agents.benchmark.report import (
     CSV_FIELDS,
@@ -111,7 +112,7 @@ from agents.benchmark.run import (
 from agents.files import write_json, write_text
 
 __all__ = ["CSV_FIELDS", "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "LOCK_FILE", "MAX_SEEDS", "MODES", "QUICK_EPISODES", "TARGETS",
-           "TEST_SEED",
+           "TEST_SEED", "CurvePoint", "RunFailure", "RunRecord", "RunStarts",
            "VALIDATION_SEED", "BenchmarkConfig", "CurveCost", "RunFileError", "RunSpec", "budget", "check_plan",
            "check_starts", "collect", "compute_reference", "execute",
            "finished", "headline", "incomplete_episodes", "markdown_table", "normalised_gap", "plan_runs", "protocol",
@@ -140,7 +141,7 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
     """
     began = time.perf_counter()
     specs: list[RunSpec] = []
-    failures: list[dict[str, Any]] = []
+    failures: list[RunFailure] = []
     if not config.report_only:
         envs = list(dict.fromkeys(config.envs or diffenvs.ENV_IDS))
         agents = list(dict.fromkeys(config.agents or registry.agents()))

@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from agents.benchmark.config import RunSpec
+from agents.benchmark.records import RunFailure, RunRecord
 
 #: ``execute(spec_data) -> result``: one run, importable by name (worker processes and Ray pickle it by reference)
-Execute = Callable[[dict[str, Any]], dict[str, Any]]
+Execute = Callable[[dict[str, Any]], RunRecord | RunFailure]
 
 
 def _init_worker() -> None:
@@ -21,7 +22,7 @@ def _init_worker() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-def local(specs: list[RunSpec], workers: int, execute: Execute) -> Iterable[dict[str, Any]]:
+def local(specs: list[RunSpec], workers: int, execute: Execute) -> Iterable[RunRecord | RunFailure]:
     """``execute`` each spec in ``workers`` spawned processes (1: in this process), yielding results as they finish."""
     if workers == 1:  # in this process: no start-up cost, and agents registered at run time are visible
         for spec in specs:
@@ -42,7 +43,7 @@ RAY_MISSING = ("--ray needs Ray, the optional extra 'ray': pip install 'diffenvs
                "(or pip install ray); without it the sweep runs in local processes")
 
 
-def ray_tasks(specs: list[RunSpec], address: str | None, execute: Execute) -> Iterable[dict[str, Any]]:
+def ray_tasks(specs: list[RunSpec], address: str | None, execute: Execute) -> Iterable[RunRecord | RunFailure]:
     """``execute`` each spec as a Ray task (``address`` of a cluster, or a local instance), yielding results."""
     try:
         import ray

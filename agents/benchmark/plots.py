@@ -54,9 +54,10 @@ def plot_curves(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any
                 gaps = np.array([p["cost"] for p in points], dtype=np.float64)
             label = None if agent in labelled else agent
             labelled.add(agent)
-            for column, key in enumerate(("transitions", "seconds")):
+            spent = {"transitions": [p["transitions"] for p in points], "seconds": [p["seconds"] for p in points]}
+            for column, (key, values) in enumerate(spent.items()):
                 ax = axes[row, column]
-                x = np.array([p[key] for p in points], dtype=np.float64)
+                x = np.array(values, dtype=np.float64)
                 if np.all(x <= 0):  # no training: a level line
                     ax.axhline(gaps[-1], color=colours[agent], ls=":", lw=1.5, label=label)
                 else:

@@ -8,9 +8,9 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -19,6 +19,7 @@ import diffenvs
 from agents import registry
 from agents.benchmark.backends import RAY_MISSING, local, ray_tasks
 from agents.benchmark.config import TEST_SEED, VALIDATION_SEED, RunSpec, budget, protocol
+from agents.benchmark.records import CurvePoint, RunFailure, RunRecord
 from agents.cards import Protocol, card
 from agents.episodes import GymPolicy, run_episodes
 from agents.files import differences, folder_lock, jsonable, write_json
@@ -71,12 +72,13 @@ class CurveCost:
         self.seconds += time.perf_counter() - start
         return cost
 
-    def flag(self, curve: Sequence[dict[str, float]]) -> list[dict[str, float]]:
+    def flag(self, curve: Sequence[Mapping[str, float]]) -> list[CurvePoint]:
         """The curve points with ``incomplete``: episodes of that evaluation that did not reach the objective."""
-        return [{**point, "incomplete": self.incomplete.get(point["cost"], 0)} for point in curve]
+        return [{"transitions": point["transitions"], "seconds": point["seconds"], "cost": point["cost"],
+                 "incomplete": self.incomplete.get(point["cost"], 0)} for point in curve]
 
 
-def execute(spec_data: dict[str, Any]) -> dict[str, Any]:
+def execute(spec_data: dict[str, Any]) -> RunRecord | RunFailure:
     """Train (curve points on the validation starts) and score on the test starts one run; never raises.
 
     Runs in a worker process or a Ray task. Returns the run's result, or
@@ -97,7 +99,7 @@ def execute(spec_data: dict[str, Any]) -> dict[str, Any]:
         trained = agent.train(spec.env_id, kwargs, spec.seed, spec.budget, curve_cost)
         costs, incomplete = protocol_costs(spec.env_id, trained.policy, spec.protocol.episodes, kwargs, test)
         curve = curve_cost.flag(trained.curve)
-        return {
+        record: RunRecord = {
             "spec": spec_data, "env_id": spec.env_id, "variant": spec.variant, "mode": spec.mode, "agent": spec.agent,
             "family": agent.family, "seed": spec.seed,
             "starts": {"validation": validation, "test": test, "episodes": spec.protocol.episodes},
@@ -105,6 +107,7 @@ def execute(spec_data: dict[str, Any]) -> dict[str, Any]:
             "transitions": int(trained.transitions), "seconds": float(trained.seconds),
             "total_seconds": time.perf_counter() - began, "curve": curve, "details": jsonable(trained.details),
         }
+        return record
     except Exception:  # a failed run is reported, not fatal to the sweep
         return {"spec": spec_data, "error": traceback.format_exc()}
 
@@ -141,7 +144,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def read_run(path: str | os.PathLike) -> dict[str, Any]:
+def read_run(path: str | os.PathLike) -> RunRecord:
     """The run stored in ``path``, checked: it is whole, and it is the run its spec and its file name say.
 
     Raises :class:`RunFileError` naming the file and what is wrong: ``foreign=False`` if it
@@ -180,10 +183,10 @@ def read_run(path: str | os.PathLike) -> dict[str, Any]:
         others.append(f"its spec is the run {spec.key!r}, its name {path.name!r}")
     if others:
         raise RunFileError(path, "names another run: " + "; ".join(others), foreign=True)
-    return result
+    return cast(RunRecord, result)  # its fields and curve points are checked above
 
 
-def finished(out: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
+def finished(out: str | os.PathLike, spec: RunSpec) -> RunRecord | None:
     """The stored result of ``spec`` if it finished with the same specification, else None (also for a bad file)."""
     path = run_path(out, spec)
     if not path.exists():
@@ -214,7 +217,7 @@ def current_spec(stored: dict[str, Any]) -> RunSpec | None:
         return None
 
 
-def collect(out: str | os.PathLike, mode: str) -> tuple[list[dict[str, Any]], list[str]]:
+def collect(out: str | os.PathLike, mode: str) -> tuple[list[RunRecord], list[str]]:
     """Every run file of ``mode`` in ``<out>/runs`` whose spec is the present one, whatever sweep wrote it.
 
     Returns ``(results, skipped)``: results in table order (environments as registered, the
@@ -224,7 +227,8 @@ def collect(out: str | os.PathLike, mode: str) -> tuple[list[dict[str, Any]], li
     another run than its spec or its name (:func:`read_run`). Runs of another mode are
     neither used nor listed.
     """
-    results, skipped = [], []
+    results: list[RunRecord] = []
+    skipped: list[str] = []
     for path in sorted((Path(out) / "runs").glob("*.json")):
         try:
             result = read_run(path)
@@ -245,7 +249,7 @@ def collect(out: str | os.PathLike, mode: str) -> tuple[list[dict[str, Any]], li
     return sorted(results, key=_table_order), skipped
 
 
-def _table_order(result: dict[str, Any]) -> tuple[int, str, int, int]:
+def _table_order(result: RunRecord) -> tuple[int, str, int, int]:
     envs, agents = list(diffenvs.ENV_IDS), list(registry.agents())
     env, agent = result["env_id"], result["agent"]
     return (envs.index(env) if env in envs else len(envs), result.get("variant", ""),
@@ -285,14 +289,14 @@ def _aside(path: Path) -> Path:
 
 
 def _stored_runs(specs: Sequence[RunSpec], out: Path, replace: bool,
-                 warn: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+                 warn: Callable[[str], None]) -> dict[str, RunRecord]:
     """The finished runs among ``specs`` in ``out``; the others' files are checked before anything runs.
 
     A file that cannot be read is moved aside to ``<name>.corrupt`` (its run is done again). A
     file of another spec, or one that names another run, raises ``ValueError`` naming the
     files and the differences, unless ``replace``: then its run is done again and overwrites it.
     """
-    done: dict[str, dict[str, Any]] = {}
+    done: dict[str, RunRecord] = {}
     refused: list[str] = []
     damaged: list[RunFileError] = []
     for spec in specs:
@@ -339,7 +343,7 @@ def _by_run_file(specs: Sequence[RunSpec]) -> dict[str, RunSpec]:
 
 def sweep(specs: Sequence[RunSpec], out: str | os.PathLike, workers: int = 0, use_ray: bool = False,
           ray_address: str | None = None, progress: bool = True, replace: bool = False,
-          warn: Callable[[str], None] = warn_stderr) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+          warn: Callable[[str], None] = warn_stderr) -> tuple[list[RunRecord], list[RunFailure]]:
     """Run every spec not already finished in ``out``; returns ``(results, failures)`` in the order of ``specs``.
 
     ``workers`` local processes (0: one per CPU core; 1: in this process), or Ray tasks
@@ -371,7 +375,7 @@ def sweep(specs: Sequence[RunSpec], out: str | os.PathLike, workers: int = 0, us
         # the slowest agents first, so that the sweep does not end on one long run
         todo = sorted((spec for spec in unique.values() if spec.key not in done),
                       key=lambda spec: -registry.get(spec.agent).cost)
-        failures: list[dict[str, Any]] = []
+        failures: list[RunFailure] = []
         bar = tqdm(total=len(unique), initial=len(done), desc="benchmark", unit="run", disable=not progress,
                    dynamic_ncols=True)
         if todo:
