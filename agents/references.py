@@ -31,8 +31,9 @@ import torch
 from agents.episodes import EVAL_SEED, Episode, GymPolicy, evaluate, gym_policy
 from diffenvs import problem_of
 from diffenvs.core.numerics import wrap_angle
+from diffenvs.core.problem import Problem
 
-ProblemT = TypeVar("ProblemT")
+ProblemT = TypeVar("ProblemT", bound=Problem[Any])
 
 Probe = Callable[[Episode | None], tuple[str, np.ndarray, np.ndarray]]
 """``probe(episode) -> (label, coordinates, observations)`` (see :class:`Reference`)."""
@@ -63,7 +64,7 @@ class Reference:
 
     name: str
     description: str
-    problem: Any
+    problem: Problem[Any]
     policy: torch.nn.Module | None
     analytic: AnalyticCosts
     """``(states, seed=EVAL_SEED) -> numbers`` (see above)."""
@@ -141,7 +142,7 @@ class LinearFeedback(torch.nn.Module):
     gain: torch.Tensor
     read_state: StateReader
 
-    def __init__(self, problem: Any, gain: np.ndarray, state: StateReader):
+    def __init__(self, problem: Problem[Any], gain: np.ndarray, state: StateReader):
         super().__init__()
         self.problem = problem
         self.read_state = state
