@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from studies import ude
 from diffenvs.derivatives import input_jacobian
+from studies import ude
 
 TINY = ude.RecipeConfig(adam_iterations=6, lbfgs_iterations=3, horizons=(1, 3), steps=1)
 
