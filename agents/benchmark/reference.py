@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def references(envs: Sequence[str], out: str | os.PathLike, mode: str = "full") 
     return refs
 
 
-def env_label(result: dict[str, Any]) -> str:
+def env_label(result: Mapping[str, Any]) -> str:
     """A run's or row's environment as the table shows it: ``env_id``, or ``env_id [variant]``."""
     return f"{result['env_id']} [{result['variant']}]" if result.get("variant") else result["env_id"]
 
