@@ -15,6 +15,7 @@ without a restart, with or without noise), traced and compiled once
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -196,6 +197,18 @@ class CompiledStep:
         noisy, restarts = noise is not None, restart is not None
         optional = [t for t in (noise, restart, keys, episodes) if t is not None]
         inputs = [steps, *x, *x0, action, *optional]
+        variant = (noisy, restarts)
+        if variant not in self._variants:
+            self._variants[variant] = compile_tensor_function(self._flat(n, noisy, restarts), inputs, self.options)
+        outputs = list(self._variants[variant](*inputs))
+        x1 = tuple(outputs[:n])
+        x01 = tuple(outputs[n:2 * n]) if restarts else None
+        steps1, observation, reward, flags, finite = outputs[-5:]
+        return StepOutput(x1, x01, steps1, observation, reward, flags, finite)
+
+    def _flat(self, n: int, noisy: bool, restarts: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
+        """:func:`batched_step` of a variant on flat tensors (what is traced): ``steps``, the ``n`` components of the
+        state and of the start, the actions, then the noise and the restart's mask and counters where present."""
 
         def flat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
             steps, x, x0, action = tensors[0], tensors[1:n + 1], tensors[n + 1:2 * n + 1], tensors[2 * n + 1]
@@ -205,14 +218,7 @@ class CompiledStep:
             out = batched_step(self.batch, steps, x, x0, action, noise, restart, keys, episodes)
             return (*out.x, *(out.x0 or ()), out.steps, out.observation, out.reward, out.flags, out.actions_finite)
 
-        variant = (noisy, restarts)
-        if variant not in self._variants:
-            self._variants[variant] = compile_tensor_function(flat, inputs, self.options)
-        outputs = list(self._variants[variant](*inputs))
-        x1 = tuple(outputs[:n])
-        x01 = tuple(outputs[n:2 * n]) if restarts else None
-        steps1, observation, reward, flags, finite = outputs[-5:]
-        return StepOutput(x1, x01, steps1, observation, reward, flags, finite)
+        return flat
 
 
 def seeded_counters(seed: int | list[int | None] | None, indices: np.ndarray, keys: np.ndarray | None,
