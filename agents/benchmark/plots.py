@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from agents.benchmark.config import TARGETS
+from agents.benchmark.records import RunRecord
 from agents.benchmark.reference import env_label, mean_se, normalised_gap, on_validation
 from agents.benchmark.stats import profile
 from agents.plots import pyplot, save
@@ -32,7 +33,7 @@ def _gap(cost: float, reference: dict[str, Any]) -> float:
     return math.nan if gap is None else gap
 
 
-def plot_curves(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
+def plot_curves(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
     """Learning curves (validation starts): gap against transitions and against seconds, log axes, a row per environment."""
     plt = pyplot()
     envs = list(dict.fromkeys(env_label(r) for r in results))
@@ -82,7 +83,7 @@ def plot_curves(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any
     return save(fig, path, dpi=110)
 
 
-def plot_final(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
+def plot_final(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
     """Final cost per agent, one panel per environment: every seed as a dot, mean ± standard error, the reference dashed."""
     plt = pyplot()
     envs = list(dict.fromkeys(env_label(r) for r in results))
@@ -128,7 +129,7 @@ def plot_final(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]
 PROFILE_TAUS = np.logspace(-4, 1, 101)
 
 
-def plot_profile(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
+def plot_profile(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
     r"""Performance profile: per agent (and variant), the fraction of its runs with final gap :math:`\le \tau`, over
     :math:`\tau`, pooled across the environments with a reference; shaded: the 95% stratified-bootstrap interval."""
     plt = pyplot()

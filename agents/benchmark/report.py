@@ -13,12 +13,13 @@ from typing import Any
 from agents import registry
 from agents.benchmark.config import TARGETS
 from agents.benchmark.plots import plot_curves, plot_final, plot_profile
+from agents.benchmark.records import RunRecord
 from agents.benchmark.reference import env_label, normalised_gap, on_validation
 from agents.benchmark.stats import Estimate, iqm, iqm_ci
 from agents.files import atomic_write, jsonable, write_json, write_text
 
 
-def time_to_target(result: dict[str, Any], reference: dict[str, Any], target: float) -> tuple[float, float] | None:
+def time_to_target(result: RunRecord, reference: dict[str, Any], target: float) -> tuple[float, float] | None:
     """(transitions, seconds) at the first validation curve point within ``target`` of the reference, None if never."""
     reference = on_validation(reference)
     for point in result["curve"]:
@@ -28,7 +29,7 @@ def time_to_target(result: dict[str, Any], reference: dict[str, Any], target: fl
     return None
 
 
-def best_gap(result: dict[str, Any], reference: dict[str, Any]) -> float | None:
+def best_gap(result: RunRecord, reference: dict[str, Any]) -> float | None:
     """The smallest normalised gap over the run's complete learning-curve points (validation starts only)."""
     reference = on_validation(reference)
     gaps = [gap for point in result["curve"] if not point.get("incomplete", 0)
@@ -44,7 +45,7 @@ def disclosure(agent: str, family: str) -> str:
         return registry.FAMILIES.get(family, "?")
 
 
-def settings(result: dict[str, Any]) -> str:
+def settings(result: RunRecord) -> str:
     """How the run's hyperparameters were chosen: ``tuned here`` (by hand, on this environment) or ``defaults``
     (:attr:`agents.registry.Agent.tuned`; ``defaults`` for an agent not registered here)."""
     if result["family"] == "reference":
@@ -62,13 +63,13 @@ def _estimate(values: Sequence[float]) -> Estimate | None:
     return iqm_ci(values) if len(values) else None
 
 
-def summarise(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def summarise(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (environment, variant, agent), in the order first met: IQMs over seeds with 95% intervals.
 
     ``gap`` is the final score (test starts); the times to each target and ``best_gap`` come
     from the learning curves (validation starts), the times over the seeds that reached the target.
     """
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str], list[RunRecord]] = {}
     for result in results:
         groups.setdefault((result["env_id"], result.get("variant", ""), result["agent"]), []).append(result)
     rows = []
@@ -249,7 +250,7 @@ CSV_FIELDS = ("env_id", "variant", "mode", "agent", "family", "uses", "seed", "f
               "transitions_to_1pct", "seconds_to_1pct")
 
 
-def _csv_row(result: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+def _csv_row(result: RunRecord, reference: dict[str, Any]) -> dict[str, Any]:
     reach = {t: time_to_target(result, reference, t) or (None, None) for t in TARGETS}
     return {"env_id": result["env_id"], "variant": result.get("variant", ""), "mode": result.get("mode", ""),
             "agent": result["agent"], "family": result["family"], "uses": disclosure(result["agent"], result["family"]),
@@ -351,7 +352,7 @@ def splice(document: str, text: str) -> str:
     return document
 
 
-def report(results: Sequence[dict[str, Any]], refs: dict[str, dict[str, Any]], out: str | os.PathLike,
+def report(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], out: str | os.PathLike,
            plots: bool = True) -> dict[str, Path]:
     """Write ``results.csv``, ``results.json``, ``table.md`` (and ``curves.png``, ``final.png``, ``profile.png``)."""
     out = Path(out)
