@@ -113,8 +113,9 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write(path, write)
 
 
-#: what :func:`save_checkpoint` writes: ``{"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-#: "sha256": <hex digest of the state's bytes>, "state": <those bytes as a uint8 tensor>}``
+#: what :func:`save_checkpoint` writes: a dict with the keys ``format`` (this constant), ``version``
+#: (:data:`CHECKPOINT_VERSION`), ``sha256`` (the hex digest of the state's bytes) and ``state`` (those bytes as a
+#: uint8 tensor)
 CHECKPOINT_FORMAT = "diffenvs-checkpoint"
 CHECKPOINT_VERSION = 1
 

@@ -7,7 +7,6 @@ Build it with warnings as errors::
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -44,24 +43,6 @@ html_theme = "furo"
 html_title = "diffenvs"
 
 
-#: docstring problems of modules whose fix belongs to their own change, each silenced by its exact message and file
-#: until then: two observation tables whose cells are wider than their columns (the rendered table is lost, the
-#: rest of the page is not)
-KNOWN_DOCSTRING_PROBLEMS = (
-    ("Malformed table", "diffenvs/envs/decay_design.py"),
-    ("Malformed table", "diffenvs/envs/isochronism.py"),
-)
-
-
-class _KnownProblems(logging.Filter):
-    """Drops a warning only where its message and its location match one of :data:`KNOWN_DOCSTRING_PROBLEMS`."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        location = str(getattr(record, "location", "") or "")
-        message = record.getMessage()
-        return not any(text in message and path in location.replace("\\", "/") for text, path in KNOWN_DOCSTRING_PROBLEMS)
-
-
 #: the docstrings of attributes as written, kept from napoleon, which would read ``T, s: the period`` (a symbol
 #: and its unit, then what it is) as a type followed by a description
 _ATTRIBUTE_DOCS: dict[str, list[str]] = {}
@@ -78,9 +59,6 @@ def _restore_attribute_doc(app: Sphinx, what: str, name: str, obj: object, optio
 
 
 def setup(app: Sphinx) -> None:
-    """Put :class:`_KnownProblems` first on Sphinx's warning handlers, before ``-W`` counts a warning as an error, and
-    keep napoleon to the functions' docstrings."""
-    for handler in logging.getLogger("sphinx").handlers:
-        handler.filters.insert(0, _KnownProblems())
+    """Keep napoleon to the functions' docstrings: attribute docstrings are shown as written."""
     app.connect("autodoc-process-docstring", _keep_attribute_doc, priority=100)  # before napoleon (500)
     app.connect("autodoc-process-docstring", _restore_attribute_doc, priority=900)  # after it

@@ -32,12 +32,12 @@ Action Space
 Observation Space
     ``Box((2,), float32)``, the current belief (also ``env.unwrapped.state``):
 
-    =====  ======================  ============  ======  =====
-    index  name                    unit          low     high
-    =====  ======================  ============  ======  =====
-    0      ``posterior_mean``      1/s           -inf    inf
-    1      ``posterior_variance``  1/s\ :sup:`2`  0       inf
-    =====  ======================  ============  ======  =====
+    =====  ======================  ==============  ======  =====
+    index  name                    unit            low     high
+    =====  ======================  ==============  ======  =====
+    0      ``posterior_mean``      1/s             -inf    inf
+    1      ``posterior_variance``  1/s\ :sup:`2`   0       inf
+    =====  ======================  ==============  ======  =====
 
 Rewards
     The information gain of the measurement, the entropy reduction of the belief,

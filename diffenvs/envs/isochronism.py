@@ -15,14 +15,14 @@ Action Space
 Observation Space
     Set by ``observe``. The physical state ``env.unwrapped.state`` is ``(x, v)`` in (m, m/s).
 
-    ============  ================  =====================  ==========  =====================
-    ``observe``   index             observation            unit        range
-    ============  ================  =====================  ==========  =====================
-    "position"    0                 position :math:`x`     m           (-inf, inf)
-    "full"        0                 position :math:`x`     m           (-inf, inf)
-    "full"        1                 velocity :math:`\dot x` m/s         (-inf, inf)
-    "full"        2                 time fraction t / T    1           [0, 1]
-    ============  ================  =====================  ==========  =====================
+    ============  ================  =======================  ==========  =====================
+    ``observe``   index             observation              unit        range
+    ============  ================  =======================  ==========  =====================
+    "position"    0                 position :math:`x`       m           (-inf, inf)
+    "full"        0                 position :math:`x`       m           (-inf, inf)
+    "full"        1                 velocity :math:`\dot x`  m/s         (-inf, inf)
+    "full"        2                 time fraction t / T      1           [0, 1]
+    ============  ================  =======================  ==========  =====================
 
     ``"position"`` (the default, the report's observation) makes a policy a force field
     :math:`f(x)`; ``"full"`` gives a policy the whole state and the time, as a model-free

@@ -11,7 +11,7 @@ Description
 
     The objective is the downstream deviation :math:`x` when the far bank :math:`y = \ell`
     is reached. Pontryagin's principle gives :math:`\cos u = -v / w(y)` (see
-    ``agents.analytic``); it minimises :math:`dx/dy` at every height, so no crossing ends
+    ``agents.cards.zermelo``); it minimises :math:`dx/dy` at every height, so no crossing ends
     further upstream. An episode the time limit cuts short is scored as if the boat then
     headed straight across (see Rewards), so not crossing never pays.
 
