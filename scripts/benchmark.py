@@ -3,11 +3,11 @@
     python scripts/benchmark.py --quick --out bench/
     python scripts/benchmark.py --envs DiffCartpole-v0 --agents neural-ode ppo sac --seeds 5
     python scripts/benchmark.py --report-only --out bench/   # rebuild the report from bench/runs
-    python scripts/benchmark.py --report-only --out results/benchmark --readme docs/benchmark.md
+    python scripts/benchmark.py --report-only --out results/benchmark --readme docs/benchmark.md README.md
 
---readme names a document whose marked blocks the report's table.md is spliced into: the docs'
+--readme names the documents whose marked blocks the report's table.md is spliced into: the docs'
 benchmark page holds the whole table (between the benchmark-table markers), the README its summary
-(between the benchmark-summary markers), so --readme README.md rewrites the summary.
+(between the benchmark-summary markers). They are checked before anything runs.
 
 A sweep into an existing folder resumes: finished runs are kept, the others are run. A run file
 of another spec (e.g. the same run under another budget) is never overwritten: the sweep stops

@@ -501,3 +501,23 @@ def test_bootstrap_intervals_are_the_same_on_every_call_and_leave_numpy_s_stream
     first, second = iqm_ci(sample), iqm_ci(sample)
     assert first == second and first.low < first.value < first.high
     assert np.array_equal(np.random.get_state()[1], before)  # the caller's random stream is untouched
+
+
+def test_one_command_splices_the_docs_page_and_the_readme_and_a_bad_document_is_refused_before_any_run(
+        fake: FakeTrainer, tmp_path: Path, capsys) -> None:
+    from agents.benchmark.report import BLOCK_BEGIN, BLOCK_END, SUMMARY_BEGIN, SUMMARY_END
+
+    page, readme, plain = tmp_path / "benchmark.md", tmp_path / "README.md", tmp_path / "plain.md"
+    page.write_text(f"# page\n{BLOCK_BEGIN}\nold\n{BLOCK_END}\n")
+    readme.write_text(f"# readme\n{SUMMARY_BEGIN}\nold\n{SUMMARY_END}\n")
+    plain.write_text("# no markers\n")
+    common = ["--quick", "--agents", "fake", "--envs", "DiffZermelo-v0", "--seeds", "1", "--out", str(tmp_path / "out"),
+              "--workers", "1", "--no-progress"]
+    for bad, why in ((str(plain), "has no block"), (str(tmp_path / "missing.md"), "readme must name existing documents")):
+        assert benchmark_script.main([*common, "--readme", str(page), bad]) == 2
+        assert why in capsys.readouterr().err
+        assert fake.calls == [] and not (tmp_path / "out" / "runs").exists()  # refused before the sweep
+    assert benchmark_script.main([*common, "--readme", str(page), str(readme)]) == 0
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert table.strip() in page.read_text() and "old" not in page.read_text()
+    assert "old" not in readme.read_text() and readme.read_text().startswith("# readme\n")

@@ -87,6 +87,7 @@ from agents.benchmark.reference import compute_reference, normalised_gap, refere
 from agents.benchmark.report import (
     CSV_FIELDS,
     block,
+    check_document,
     headline,
     markdown_table,
     report,
@@ -135,11 +136,17 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
     """Plan and sweep (resuming; nothing with ``report_only``), then report every run of the mode in ``config.out``.
 
     Raises ``ValueError`` before anything runs if the plan is empty, an agent asked for applies
-    to none of the environments (:func:`check_plan`), or a run file in the way is of another
+    to none of the environments (:func:`check_plan`), a ``readme`` document is missing or has no
+    marked block, or a run file in the way is of another
     spec (see :func:`sweep`; ``config.replace`` overwrites it), and ``RuntimeError`` if another
     sweep is writing into ``config.out``.
     """
     began = time.perf_counter()
+    for name in config.readme:  # before the sweep, not after it
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"readme must name existing documents, got {name!r}")
+        check_document(path.read_text(), name)
     specs: list[RunSpec] = []
     failures: list[RunFailure] = []
     if not config.report_only:
@@ -155,9 +162,8 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
             + "\n  ".join(skipped))
     refs = references(list(dict.fromkeys(r["env_id"] for r in results)), config.out, config.mode)
     paths = report(results, refs, config.out)
-    if config.readme:
-        document = Path(config.readme)
-        write_text(document, splice(document.read_text(), paths["table"].read_text()))
+    for name in config.readme:
+        write_text(Path(name), splice(Path(name).read_text(), paths["table"].read_text()))
     wall = time.perf_counter() - began
     log(f"{len(results)} runs reported ({len(specs)} planned, {len(failures)} failed), {wall:.0f} s; "
         f"table: {paths['table']}")

@@ -193,8 +193,9 @@ class BenchmarkConfig:
     """Show a progress bar over the sweep."""
     report_only: bool = False
     """Run nothing: rebuild the tables and plots from every run file of the mode in <out>/runs."""
-    readme: str = ""
-    """A document (e.g. README.md) whose block between the benchmark-table markers is rewritten with table.md."""
+    readme: tuple[str, ...] = ()
+    """Documents whose marked blocks are rewritten from table.md: docs/benchmark.md (the whole table), README.md
+    (its summary); checked before anything runs."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.seeds <= MAX_SEEDS:

@@ -334,6 +334,15 @@ def _has(document: str, begin_marker: str, end_marker: str) -> bool:
     return 0 <= document.find(begin_marker) <= document.find(end_marker)
 
 
+def check_document(document: str, name: str = "the document") -> tuple[bool, bool]:
+    """Whether ``document`` holds the table block and the summary block; ``ValueError`` naming ``name`` if neither."""
+    has_table, has_summary = _has(document, BLOCK_BEGIN, BLOCK_END), _has(document, SUMMARY_BEGIN, SUMMARY_END)
+    if not (has_table or has_summary):
+        raise ValueError(f"{name} has no block between {BLOCK_BEGIN!r} and {BLOCK_END!r}, "
+                         f"nor between {SUMMARY_BEGIN!r} and {SUMMARY_END!r}")
+    return has_table, has_summary
+
+
 def splice(document: str, text: str) -> str:
     """``document`` with its table block (see :func:`block`) replaced by ``text``, a report's ``table.md``, and its
     summary block (:data:`SUMMARY_BEGIN`, :data:`SUMMARY_END`) by :func:`summary_text` of it.
@@ -341,10 +350,7 @@ def splice(document: str, text: str) -> str:
     A document may hold either block or both (the docs' benchmark page holds the table, the README
     the summary); one with neither is refused with a ``ValueError``.
     """
-    has_table, has_summary = _has(document, BLOCK_BEGIN, BLOCK_END), _has(document, SUMMARY_BEGIN, SUMMARY_END)
-    if not (has_table or has_summary):
-        raise ValueError(f"the document has no block between {BLOCK_BEGIN!r} and {BLOCK_END!r}, "
-                         f"nor between {SUMMARY_BEGIN!r} and {SUMMARY_END!r}")
+    has_table, has_summary = check_document(document)
     if has_table:
         document = _replace(document, text, BLOCK_BEGIN, BLOCK_END)
     if has_summary:
