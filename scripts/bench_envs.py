@@ -4,7 +4,7 @@ Prints (and writes as markdown with ``--out``):
 
 1. the Gymnasium face: microseconds per ``env.step`` of ``CartPole-v1`` and of every diffenvs id;
 2. the vector face: env-steps per second of gymnasium's ``CartPoleVectorEnv``, of
-   ``DiffCartpole-v0`` (float64 eager, float32 eager, float32 ``torch.compile`` with numpy arrays and
+   ``DiffCartpole-v0`` (float64 eager, float32 eager, float32 compiled by TorchInductor with numpy arrays and
    with torch tensors, ``array="torch"``) and, when jax and gymnax import, of gymnax's ``CartPole-v1``
    (``jax.jit`` of ``jax.vmap``) at each N, once with 1 torch thread and once with all of them (the columns
    timed in interleaved rounds, best of each);
@@ -210,7 +210,7 @@ class SpeedConfig:
     quick: cli.Switch = False
     """small N and few repeats (a smoke run)"""
     no_compile: cli.Switch = False
-    """skip the torch.compile column (compiling takes ~30 s)"""
+    """skip the compiled column (compiling takes ~30 s)"""
     out: Path | None = None
     """also write the report as markdown to this file"""
     threads: int | None = None

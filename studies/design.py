@@ -52,13 +52,13 @@ class DesignConfig:
     max_iterations: int = 400
     """Most Adam steps per design."""
     tolerance: float = 1e-4
-    """Stop a design once ``patience`` Adam steps in a row each move t by less than ``tolerance * t``."""
+    """Stop a design once patience Adam steps in a row each move t by less than tolerance * t."""
     patience: int = 10
     """Consecutive small steps that stop a design (one small step is also what a turning point looks like)."""
     initial_time: float = 1.0
     """Starting time (s) of the first design's ascent."""
     warm_start: bool = True
-    """Start each later ascent from the previous design (else from ``initial_time``)."""
+    """Start each later ascent from the previous design (else from initial_time)."""
     derivative: str = "autograd"
     """How dg/dt is obtained: "autograd" (through the solver) or "schwarz" (dg/dt = d/dθ f(u(t; θ), θ))."""
     solver: str = "rk4"

@@ -62,3 +62,19 @@ def test_a_scripts_help_shows_its_docstring_without_markup(capsys: pytest.Captur
     assert "studies.gradients" in shown and "--sigma" in shown
     for markup in (":mod:", ":func:", ":math:", "``"):  # ... and its help has none
         assert markup not in shown.split("╭")[0]  # the description, above the option groups
+
+
+SCRIPTS_WITH_HELP = sorted(path.stem for path in (ROOT / "scripts").glob("*.py") if "cli.parse" in path.read_text())
+
+
+@pytest.mark.parametrize("name", SCRIPTS_WITH_HELP)
+def test_every_scripts_help_is_plain_text_options_included(name: str, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as stop:
+        _script(name, monkeypatch).main(["--help"])
+    assert stop.value.code == 0
+    shown = capsys.readouterr().out
+    assert "--help" in shown
+    for markup in (":mod:", ":func:", ":class:", ":math:", ":attr:", "``"):
+        assert markup not in shown, f"scripts/{name}.py --help shows {markup!r}"

@@ -86,9 +86,9 @@ class NeuralOdeConfig:
     """torch device of the network and the training rollouts ('cpu', 'cuda', 'cuda:1', ...); the trained policy comes
     back on the CPU, and the starts are drawn on the CPU whatever the device (the same run on every device)."""
     compile: str = "auto"
-    """'on': training rollouts in compiled chunks (``RK4(compile=True)``: tens of seconds to compile, then several
+    """'on': training rollouts in compiled chunks (RK4(compile=True): tens of seconds to compile, then several
     times faster); 'off': eager; 'auto': on where it pays, with the fixed-step solver and backpropagation and at least
-    ``COMPILE_FROM`` (100,000) steps of training rollouts (loss evaluations x rollout steps)."""
+    COMPILE_FROM (100,000) steps of training rollouts (loss evaluations x rollout steps)."""
     checkpoint_every: int = 25
     """Iterations between checkpoints (when a checkpoint path is given)."""
 

@@ -57,7 +57,7 @@ class RecipeConfig:
     lr: float = 0.02
     """Adam's first learning rate."""
     lr_final: float = 0.002
-    """Adam's last learning rate: the rate decays geometrically from ``lr`` to this over the iterations."""
+    """Adam's last learning rate: the rate decays geometrically from lr to this over the iterations."""
     lbfgs_iterations: int = 300
     """L-BFGS iterations (strong Wolfe line search) after Adam, member by member."""
     horizons: tuple[int, ...] = (1, 4)
