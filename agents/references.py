@@ -177,6 +177,25 @@ def quadratic_costs(wrap: Callable[[np.ndarray], np.ndarray], p_finite: np.ndarr
     return costs
 
 
+def lqr_reference(problem: Problem[Any], a: np.ndarray, b: np.ndarray, q: np.ndarray, r: np.ndarray,
+                  reader: StateReader, wrap: Callable[[np.ndarray], np.ndarray], weights: str,
+                  plane: tuple[int, int]) -> Reference:
+    r"""The reference of a quadratic cost about upright: LQR on the linearisation :math:`\dot s = As + Bu`.
+
+    The controller is :math:`u = -Ks` with :math:`K = R^{-1}B^\top P` (:func:`lqr`, ``reader`` giving the state
+    :math:`s` from an observation), the optimum :math:`s_0^\top P(0) s_0` of the finite-horizon Riccati ODE over the
+    problem's horizon (:func:`finite_horizon_riccati`) at the starts ``wrap(states)``; ``weights`` states
+    :math:`Q, R` for the description.
+    """
+    gain, p = lqr(a, b, q, r)
+    p_finite = finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
+    return Reference(
+        "lqr", f"LQR on the linearisation about upright ({weights}); optimum: s0' P(0) s0 of the finite-horizon "
+        "Riccati ODE over T (the linear system's optimum with continuous control)",
+        problem, LinearFeedback(problem, gain, reader), quadratic_costs(wrap, p_finite, p, gain),
+        along_episode("t (s), along the LQR path", lambda e: e.times[:-1]), plane=plane)
+
+
 def played_cost(env_id: str, env_kwargs: dict[str, Any], policy: Callable[[], GymPolicy]) -> AnalyticCosts:
     """``Reference.analytic`` of a reference controller without a closed-form cost: its mean cost on the same
     Gymnasium episodes (episode ``i`` from ``states[i]`` and ``reset(seed=seed + i)``).

@@ -22,11 +22,9 @@ from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
 from agents.references import (
     LinearFeedback,
     Reference,
-    along_episode,
-    finite_horizon_riccati,
     lqr,
+    lqr_reference,
     problem_as,
-    quadratic_costs,
     wrapped,
     zero_optimum,
 )
@@ -84,16 +82,8 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> Reference:
         return Reference("swing-up", "no closed form; the cost phi(T)^2 + phidot(T)^2 >= 0 and the report's "
                          "swing-up reaches ~0, so the reference optimum is 0 (a lower bound)",
                          problem, None, zero_optimum, None, plane=(2, 3))
-    a, b = cartpole_linearisation(problem.params)
-    q, r = lqr_weights()
-    gain, p = lqr(a, b, q, r)
-    p_finite = finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
-
-    return Reference(
-        "lqr", "LQR on the linearisation about upright (report's Q, R); optimum: s0' P(0) s0 of the "
-        "finite-horizon Riccati ODE over T (the linear system's optimum with continuous control)",
-        problem, LinearFeedback(problem, gain, cartpole_state), quadratic_costs(wrapped_states, p_finite, p, gain),
-        along_episode("t (s), along the LQR path", lambda e: e.times[:-1]), plane=(2, 3))
+    return lqr_reference(problem, *cartpole_linearisation(problem.params), *lqr_weights(), cartpole_state,
+                         wrapped_states, "report's Q, R", plane=(2, 3))
 
 
 # ---- the agents' settings ------------------------------------------------------------------

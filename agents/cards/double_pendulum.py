@@ -21,11 +21,9 @@ from agents.cards.cartpole import DENSE_OBJECTIVE, RL, neural_ode
 from agents.references import (
     LinearFeedback,
     Reference,
-    along_episode,
-    finite_horizon_riccati,
     lqr,
+    lqr_reference,
     problem_as,
-    quadratic_costs,
     wrapped,
     zero_optimum,
 )
@@ -69,17 +67,8 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> Reference:
                          "theta1(T)^2 + theta2(T)^2 + theta1dot(T)^2 + theta2dot(T)^2 >= 0 and the upright "
                          "still state reaches 0, so the reference optimum is 0 (a lower bound)",
                          problem, None, zero_optimum, None, plane=(1, 2))
-    a, b = problem.linearisation()
-    q, r = lqr_weights()
-    gain, p = lqr(a, b, q, r)
-    p_finite = finite_horizon_riccati(a, b, q, r, problem.horizon)[0]
-
-    return Reference(
-        "lqr", "LQR on the linearisation about upright (Q = diag(1e-4, 100, 100, 0, 0, 0), R = 1e-2); optimum: "
-        "s0' P(0) s0 of the finite-horizon Riccati ODE over T (the linear system's optimum with continuous control)",
-        problem, double_pendulum_lqr_policy(problem),
-        quadratic_costs(wrapped_double_pendulum_states, p_finite, p, gain),
-        along_episode("t (s), along the LQR path", lambda e: e.times[:-1]), plane=(1, 2))
+    return lqr_reference(problem, *problem.linearisation(), *lqr_weights(), double_pendulum_state,
+                         wrapped_double_pendulum_states, "Q = diag(1e-4, 100, 100, 0, 0, 0), R = 1e-2", plane=(1, 2))
 
 
 CARD = register(Card(
