@@ -13,7 +13,9 @@ from agents import neural_ode
 from agents.episodes import evaluate
 from agents.neural_ode import NeuralOdeConfig, NonFiniteError, PolicyNetwork, initial_states, train
 from diffenvs import Trajectory, problem_of, rollout
-from diffenvs.core.numerics import TORCH
+from diffenvs.core import rollout as rollout_module
+from diffenvs.core.loop import Step
+from diffenvs.core.numerics import TORCH, rk4_step
 
 TINY = NeuralOdeConfig(iterations=4, learning_rate=0.02, final_learning_rate=0.01, checkpoint_every=2)
 SHORT_CARTPOLE = {"max_steps": 10}  # 0.2 s
@@ -104,6 +106,50 @@ def test_gradient_of_the_training_loss_passes_gradcheck() -> None:
     bias = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
     weight = (0.1 * torch.randn(1, 16, dtype=torch.float64)).requires_grad_()
     assert torch.autograd.gradcheck(loss, (bias, weight))
+
+
+def _graph_nodes(*outputs: torch.Tensor) -> int:
+    """The autograd nodes reachable from ``outputs``."""
+    seen: set[int] = set()
+    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack += [n for n, _ in node.next_functions if n is not None]
+    return len(seen)
+
+
+@pytest.mark.parametrize(("batch", "control", "steps"), [(1, "sampled", 300), (6, "sampled", 120), (6, "feedback", 40)])
+def test_zermelo_crossing_located_once_is_the_crossing_located_every_step(monkeypatch, batch: int, control: str,
+                                                                           steps: int) -> None:
+    # the training rollout locates the crossing only in the step that crosses; locating it in every step (the Step
+    # of every other problem) gives the same trajectory and the same gradients to the last bit, from far more nodes
+    problem = rollout_module.time_limited(problem_of("DiffZermelo-v0"), steps)
+    network = PolicyNetwork(problem).double()
+    generator = torch.Generator().manual_seed(1)
+    x0 = torch.stack([torch.rand(batch, generator=generator, dtype=torch.float64) * 2 - 1,
+                      torch.rand(batch, generator=generator, dtype=torch.float64) * 1.9], -1)
+    x0[0] = 0.0  # the training start; the others cross at different steps, some at the time limit (40 steps)
+
+    def run() -> tuple[Trajectory, list[torch.Tensor], int]:
+        network.zero_grad()
+        trajectory = rollout(problem, network, x0, steps=steps, control=control)
+        nodes = _graph_nodes(trajectory.costs.mean())
+        trajectory.costs.mean().backward()
+        return trajectory, [p.grad.clone() for p in network.parameters()], nodes
+
+    located, located_gradient, located_nodes = run()
+    assert isinstance(rollout_module.located(Step(problem, problem.params, control, rk4_step, batch, x0), x0.unbind(-1)),
+                      rollout_module.LocatedStep)
+    monkeypatch.setattr(rollout_module, "located", lambda step, x: step)
+    every, every_gradient, every_nodes = run()
+    for name in ("states", "controls", "rewards", "done", "times"):
+        assert torch.equal(getattr(located, name), getattr(every, name)), name
+    assert all(torch.equal(a, b) for a, b in zip(located_gradient, every_gradient))
+    crossed = located.states[-1, :, 1] > problem.params.river_width - 1e-9
+    assert crossed.any() and crossed.all() == (steps > 100)  # in 40 steps some meet the time limit first
+    assert located_nodes < every_nodes / 3
 
 
 def test_adjoint_gives_the_direct_gradient() -> None:

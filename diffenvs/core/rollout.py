@@ -23,6 +23,12 @@ process noise, from the episode's start), a single ``odeint_adjoint`` solve over
 sampled on the step grid (:mod:`diffenvs.core.adjoint`), whose memory kept for backward is the grid
 of states, flat in everything but the number of steps.
 
+**Events.** The eager RK4 loop of a problem with an :meth:`~diffenvs.core.problem.OdeProblem.event`
+(Zermelo's crossing) locates the event only in the step where a trajectory crosses it, and stops
+integrating once every trajectory is done (:class:`LocatedStep`): the same trajectory and gradients,
+bit for bit, as locating it in every step, which is what the problem's step does on a batch (it may not
+branch on tensor values), for a quarter of the integrations of every step before the crossing and none after.
+
 **Checks.** ``check=True`` checks the values of ``x0``, ``noise``, a tensor of controls and every
 control the policy returns at a step's start for finiteness (``ValueError`` naming the argument,
 and the step for the policy). The policy's controls are checked once, after the loop (one
@@ -35,8 +41,10 @@ solve checks the first control only, before the solve.) ``check=False`` skips th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any
+import functools
+from typing import Any, cast
 
 import torch
 
@@ -48,11 +56,12 @@ from diffenvs.core.checks import (
     checked_params,
     checked_tensor,
     gradient_leaves,
+    policy_output,
     tensor_fields,
 )
 from diffenvs.core.fused import compiled_rollout
 from diffenvs.core.loop import Step, Trajectory, loop
-from diffenvs.core.numerics import TORCH, rk4_step, stack
+from diffenvs.core.numerics import TORCH, Components, rk4_step, stack
 from diffenvs.core.problem import OdeProblem, Problem
 from diffenvs.core.solvers import METHODS, RK4, Adaptive, Adjoint, Solver, odeint_integrator
 from diffenvs.core.validation import check_integer
@@ -76,6 +85,77 @@ def time_limited(problem: Problem[Any], steps: int) -> Problem[Any]:
     if not dataclasses.is_dataclass(problem):
         raise TypeError(f"problem must be a dataclass definition, got {type(problem).__name__}")
     return dataclasses.replace(problem, max_steps=steps)
+
+
+class LocatedStep(Step):
+    """A :class:`Step` of a problem with an :meth:`~diffenvs.core.problem.OdeProblem.event` that locates the event only
+    in the steps where a trajectory crosses it; the same states, rewards, flags and controls as the :class:`Step`.
+
+    The step is first taken plainly, without event location (one integration, where the located
+    step takes ``event_iterations + 2``). If a trajectory not yet done crossed (the event function
+    at the step's end is non-negative), the located :class:`Step` is taken from the same state
+    instead, for the whole batch (with ``control="sampled"`` on the same controls, so the policy is not
+    evaluated again). Where no trajectory crossed the two agree exactly: the located step keeps
+    the plain step's end state and reward wherever the event did not happen. Once every trajectory is done,
+    the steps left only evaluate the policy for the controls they record, without integrating (their states
+    are kept and their rewards zero, as the :class:`Step` leaves them). One synchronisation per step (the
+    crossing test, or the test that every trajectory is done).
+    """
+
+    def __call__(self, source: Policy | torch.Tensor, k: Any, x: Components, done: torch.Tensor | bool,
+                 noise: torch.Tensor | None, start: Components
+                 ) -> tuple[Components, torch.Tensor, torch.Tensor | bool, torch.Tensor, torch.Tensor]:
+        if done is True or (isinstance(done, torch.Tensor) and bool(done.all())):
+            return self._idle(source, k, x, done)
+        plain = self._plain(source, k, x, done, noise, start)
+        crossed = cast(OdeProblem[Any], self.problem).event(plain[0], self.params, TORCH) >= 0.0  # see located()
+        if not bool((crossed if isinstance(done, bool) else crossed & ~done).any()):
+            return plain
+        again = plain[4] if self.control == "sampled" and not isinstance(source, torch.Tensor) else source
+        return Step.__call__(self, again, k, x, done, noise, start)
+
+    @functools.cached_property
+    def _plain(self) -> Step:
+        """The step without event location."""
+        return Step(_without_event(self.problem), self.params, self.control, self.integrate, self.batch, self.like,
+                    self.check_each)
+
+    def _idle(self, source: Policy | torch.Tensor, k: Any, x: Components, done: torch.Tensor | bool
+              ) -> tuple[Components, torch.Tensor, torch.Tensor | bool, torch.Tensor, torch.Tensor]:
+        """The step once every trajectory is done: the state kept, no reward, the control the :class:`Step` records."""
+        if isinstance(source, torch.Tensor):
+            u = source
+        else:
+            with torch.no_grad() if self.control == "feedback" else contextlib.nullcontext():
+                u = policy_output(source(self.observe(k * self.problem.dt, x)), k, self.batch, self.problem.control_dim,
+                                  self.like)
+        if self.check_each:
+            check_policy_outputs(u[None], self.physical(x)[None], k)
+        return x, self.like.new_zeros(self.batch), done, self.problem.clip_control(u), u
+
+
+@functools.cache
+def _eventless(cls: type[OdeProblem[Any]]) -> type[OdeProblem[Any]]:
+    """``cls`` without its event: the plain step of :class:`LocatedStep`."""
+    return type(cls.__name__, (cls,), {"event": lambda self, x, params, ns: None, "__module__": cls.__module__,
+                                       "__doc__": f"{cls.__name__} stepped without locating its event."})
+
+
+def _without_event(problem: Problem[Any]) -> Problem[Any]:
+    """A copy of ``problem`` (the same constants) whose :meth:`~diffenvs.core.problem.OdeProblem.event` is ``None``."""
+    if not isinstance(problem, OdeProblem):
+        raise TypeError(f"only an OdeProblem has an event to locate, got {type(problem).__name__}")
+    plain = object.__new__(_eventless(type(problem)))
+    plain.__dict__.update(problem.__dict__)
+    return plain
+
+
+def located(step: Step, x: Components) -> Step:
+    """``step``, or a :class:`LocatedStep` where its problem has an event to locate (the eager loop's body)."""
+    problem = step.problem
+    if not isinstance(problem, OdeProblem) or problem.event(x, step.params, TORCH) is None:
+        return step
+    return LocatedStep(problem, step.params, step.control, step.integrate, step.batch, step.like, step.check_each)
 
 
 def rollout(problem: Problem[Any], policy: Policy | torch.Tensor, x0: torch.Tensor, *, steps: int | None = None,
@@ -127,7 +207,8 @@ def rollout(problem: Problem[Any], policy: Policy | torch.Tensor, x0: torch.Tens
     if isinstance(solver, RK4) and solver.compile:
         trajectory, raw = compiled_rollout(step, policy, x, start, states0, steps, noise, solver.chunk, first_step)
     else:
-        trajectory, raw = loop(step, policy, x, start, states0, steps, noise, first_step)
+        body = located(step, x) if isinstance(solver, RK4) else step  # torchdiffeq's solvers: located every step
+        trajectory, raw = loop(body, policy, x, start, states0, steps, noise, first_step)
     if checked and isinstance(solver, RK4):  # once, after the loop: one synchronisation for the rollout
         check_policy_outputs(raw, trajectory.states[:-1])
     return trajectory
