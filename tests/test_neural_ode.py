@@ -83,6 +83,20 @@ def test_output_layer_respects_the_control_bounds() -> None:
     assert odd(torch.zeros(1, 2, dtype=torch.float64)).item() == pytest.approx(math.pi / 2)
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_network_calls_its_layers_as_the_modules_do(symmetric: bool) -> None:
+    # the forward pass calls the layers' functions directly (a rollout calls it every step): the modules' result
+    for env_id, kwargs in (("DiffZermelo-v0", {}), ("DiffLinearSysID-v0", {"d": 3})):
+        problem = problem_of(env_id, **kwargs)
+        network = PolicyNetwork(problem, symmetric=symmetric).double()
+        obs = torch.randn(7, len(problem.observation_names), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        z = network.output(network.hidden(obs))
+        if symmetric:
+            z = 0.5 * (z - network.output(network.hidden(-obs)))
+        modules = torch.stack(problem.control_from_action(torch.tanh(z).unbind(-1), TORCH), -1)
+        assert torch.equal(network(obs), modules)
+
+
 def test_default_config_uses_one_trajectory_where_all_would_be_the_same() -> None:
     assert neural_ode.default_config("DiffCartpole-v0", {"initial_noise": 0.0}).batch_size == 1
     assert neural_ode.default_config("DiffCartpole-v0").batch_size > 1

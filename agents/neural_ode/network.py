@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.nn import functional
 
 from diffenvs.core.numerics import TORCH, stack
 from diffenvs.core.problem import Problem
@@ -32,11 +33,22 @@ class PolicyNetwork(torch.nn.Module):
             self.output.bias.zero_()
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        z = self.output(self.hidden(observation))
+        z = self._pre_activation(observation)
         if self.symmetric:
-            z = 0.5 * (z - self.output(self.hidden(-observation)))
+            z = 0.5 * (z - self._pre_activation(-observation))
         action = torch.tanh(z)
+        if action.shape[-1] == 1:  # one control: its column is the component, kept (batch, 1)
+            (control,) = self.problem.control_from_action((action,), TORCH)
+            return control
         return stack(self.problem.control_from_action(action.unbind(-1), TORCH), like=observation)
+
+    def _pre_activation(self, observation: torch.Tensor) -> torch.Tensor:
+        """``output(hidden(observation))``, the layers' functions called directly: a rollout calls the network
+        every step of tiny batches, where the modules' call machinery costs as much as their arithmetic."""
+        h = observation
+        for layer in self.hidden:
+            h = functional.linear(h, layer.weight, layer.bias) if isinstance(layer, torch.nn.Linear) else torch.tanh(h)
+        return functional.linear(h, self.output.weight, self.output.bias)
 
 
 def initial_states(problem: Problem, batch: int, generator: torch.Generator, dtype: torch.dtype = torch.float64) -> torch.Tensor:
