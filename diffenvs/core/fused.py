@@ -29,11 +29,18 @@ parameters and buffers, the tensor constants of ``params``, the start, the open-
 and the noise are inputs. The :math:`S \bmod K` steps left over run eagerly after the chunks.
 The results are the eager rollout's up to the rounding of fused arithmetic (equal to 1e-10 in
 float64, tested).
+
+The compiled code also lives on disk (:mod:`diffenvs.core.compiler`): a later process that traces
+the same chunk loads it instead of compiling. Each chunk is named for
+:func:`~diffenvs.core.compiler.compiled_before` by :func:`_description` of what it bakes in, so
+that ``RK4(reuse_compiled=True)`` runs the chunks only where both are already compiled there and
+eagerly otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -43,7 +50,7 @@ import torch
 from torch.func import functional_call, vjp
 
 from diffenvs.core.checks import Policy, tensor_fields
-from diffenvs.core.compiler import Compiled, compile_tensor_function
+from diffenvs.core.compiler import Compiled, compile_tensor_function, compiled_before
 from diffenvs.core.loop import Step, Trajectory, loop
 from diffenvs.core.numerics import Components, stack
 
@@ -56,12 +63,13 @@ _OPEN_LOOP: dict[tuple[Any, ...], _Chunks] = {}
 
 def compiled_rollout(step: Step, policy: Policy | torch.Tensor, x: Components,
                      start: Components, states0: torch.Tensor, steps: int, noise: torch.Tensor | None, chunk: int,
-                     first_step: int = 0) -> tuple[Trajectory, torch.Tensor]:
+                     first_step: int = 0, cached_only: bool = False) -> tuple[Trajectory, torch.Tensor]:
     """The rollout of :func:`~diffenvs.core.rollout.rollout` for ``RK4(compile=True, chunk=chunk)``.
 
     Returns the trajectory and the controls before clipping, as the eager loop does; falls back
-    to the eager loop where the chunks cannot carry the gradients (see :class:`~diffenvs.core.solvers.RK4`)
-    and where the rollout is shorter than a chunk.
+    to the eager loop where the chunks cannot carry the gradients (see :class:`~diffenvs.core.solvers.RK4`),
+    where the rollout is shorter than a chunk and, with ``cached_only`` (``RK4(reuse_compiled=True)``), where the
+    chunk's compiled code (its vector-Jacobian product too where gradients are recorded) is not on disk yet.
     """
     module = policy if isinstance(policy, torch.nn.Module) else None
     open_loop = isinstance(policy, torch.Tensor)
@@ -72,6 +80,12 @@ def compiled_rollout(step: Step, policy: Policy | torch.Tensor, x: Components,
             or any(component.shape != (step.batch,) for component in x)):  # the chunks carry (batch, n) states
         return loop(step, policy, x, start, states0, steps, noise, first_step)
     runner = _runner(step, module, chunk, noise is not None, constants)
+    if cached_only:
+        leaves = [*x, *start, *([policy] if isinstance(policy, torch.Tensor) else []),
+                  *([] if module is None else module.parameters())]
+        recorded = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
+        if not runner.ready(recorded):
+            return loop(step, policy, x, start, states0, steps, noise, first_step)
     like = step.like
     controls = policy[:chunks * chunk] if isinstance(policy, torch.Tensor) else like.new_zeros(0)
     weights, fixed = runner.inputs(constants)
@@ -110,6 +124,43 @@ def _signature(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str, complex)):
         return (type(value), value)
     return ("object", id(value))
+
+
+def _qualified(kind: type | Any) -> str:
+    return f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', repr(kind))}"
+
+
+def _description(value: Any) -> str:
+    """A text account of everything in ``value`` that tracing bakes into the compiled code, the same in every process.
+
+    As :func:`_signature`, with a module by its submodules' types, parameter and buffer shapes and
+    non-tensor attributes, a function by its qualified name, and anything else by its type and
+    ``repr`` (which, where it shows an address, only makes the account differ between processes).
+    """
+    if isinstance(value, torch.Tensor):
+        return f"tensor({value.dtype}, {tuple(value.shape)}, {value.device}, grad={value.requires_grad})"
+    if isinstance(value, np.ndarray):
+        return f"array({value.dtype.str}, {value.shape}, {hashlib.sha256(value.tobytes()).hexdigest()})"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = ", ".join(f"{f.name}={_description(getattr(value, f.name))}" for f in dataclasses.fields(value))
+        return f"{_qualified(type(value))}({fields})"
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__}[{', '.join(_description(v) for v in value)}]"
+    if isinstance(value, dict):
+        return f"dict[{', '.join(f'{_description(k)}: {_description(v)}' for k, v in value.items())}]"
+    if value is None or isinstance(value, (bool, int, float, str, complex, torch.dtype, torch.device)):
+        return repr(value)
+    if isinstance(value, torch.nn.Module):
+        parts = []
+        for name, module in value.named_modules():
+            attributes = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+            tensors = {k: _description(v) for k, v in (*module.named_parameters(recurse=False),
+                                                         *module.named_buffers(recurse=False))}
+            parts.append(f"{name}: {_qualified(type(module))}{_description(attributes)}{_description(tensors)}")
+        return "module{" + "; ".join(parts) + "}"
+    if callable(value) and hasattr(value, "__qualname__"):
+        return _qualified(value)
+    return f"{_qualified(type(value))}:{value!r}"
 
 
 def _runner(step: Step, policy: torch.nn.Module | None, chunk: int, noisy: bool, constants: dict[str, torch.Tensor]
@@ -154,6 +205,9 @@ class _Chunks:
         self.weight_names = tuple(dict(policy.named_parameters())) if policy is not None else ()
         self.buffer_names = tuple(dict(policy.named_buffers())) if policy is not None else ()
         self.constant_names = constant_names
+        self.key = "rollout chunk\n" + "\n".join(_description(part) for part in (
+            step.problem, step.params, step.control, step.integrate, step.batch, step.like.dtype, step.like.device,
+            step.check_each, length, noisy, constant_names, policy))
         self._forward: Compiled | None = None
         self._vjp: Compiled | None = None
 
@@ -164,6 +218,11 @@ class _Chunks:
         parameters, buffers = dict(self.policy.named_parameters()), dict(self.policy.named_buffers())
         return (tuple(parameters[name] for name in self.weight_names),
                 (*(buffers[name] for name in self.buffer_names), *(constants[name] for name in self.constant_names)))
+
+    def ready(self, recorded: bool) -> bool:
+        """Whether the forward (and, ``recorded``: the vector-Jacobian product) are compiled or on disk already."""
+        return ((self._forward is not None or compiled_before(self.key + "\nforward"))
+                and (not recorded or self._vjp is not None or compiled_before(self.key + "\nvjp")))
 
     def run(self, weights: tuple[torch.Tensor, ...], fixed: tuple[torch.Tensor, ...], x: torch.Tensor,
             done: torch.Tensor, k0: torch.Tensor, start: torch.Tensor, controls: torch.Tensor, noise: torch.Tensor | None
@@ -207,7 +266,8 @@ class _Chunks:
         """The chunk without a graph: ``(states, rewards, held, end, dones, raw)``."""
         inputs = [*weights, *fixed, x, done, k0, start, controls, *([] if noise is None else [noise])]
         if self._forward is None:
-            self._forward = compile_tensor_function(lambda *a: self._flat_forward(len(weights), len(fixed), *a), inputs)
+            self._forward = compile_tensor_function(lambda *a: self._flat_forward(len(weights), len(fixed), *a), inputs,
+                                                    key=self.key + "\nforward")
         return self._forward(*inputs)
 
     def vjp(self, weights: Tensors, fixed: Tensors, x: torch.Tensor, done: torch.Tensor, k0: torch.Tensor,
@@ -216,7 +276,8 @@ class _Chunks:
         """``(d_x, d_start, d_controls, *d_weights)`` for the cotangents of ``(states, rewards, held, end)``."""
         inputs = [*weights, *fixed, x, done, k0, start, controls, *([] if noise is None else [noise]), *cotangents]
         if self._vjp is None:
-            self._vjp = compile_tensor_function(lambda *a: self._flat_vjp(len(weights), len(fixed), *a), inputs)
+            self._vjp = compile_tensor_function(lambda *a: self._flat_vjp(len(weights), len(fixed), *a), inputs,
+                                                key=self.key + "\nvjp")
         return self._vjp(*inputs)
 
     def _unpack(self, count: int, fixed_count: int, inputs: Tensors) -> _Inputs:

@@ -45,14 +45,23 @@ class RK4:
     eagerly, and so does a problem whose internal state is not one number per trajectory and
     component (system identification carries matrices). Leave it off under ``torch.func``
     transforms and for one-off rollouts.
+
+    The compiled code is kept on disk, one folder per machine and user
+    (:mod:`diffenvs.core.compiler`): a later process that builds the same rollout (problem and its
+    constants, policy structure, batch, dtype, device, chunk, torch version) loads it in seconds
+    instead of compiling again. ``reuse_compiled=True`` (with ``compile=False``) runs the compiled
+    chunks only where this rollout's compiled code is already there, and eagerly otherwise: it
+    never compiles.
     """
 
     compile: bool = False
     chunk: int = 10
+    reuse_compiled: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.compile, bool):
-            raise TypeError(f"compile must be True or False, got {self.compile!r}")
+        for name in ("compile", "reuse_compiled"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         check_integer("chunk", self.chunk)
 
 
