@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from agents.cards import card
 from agents.episodes import TrainedNetwork, gym_policy
-from agents.neural_ode.config import COMPILE_FROM
+from agents.neural_ode.config import training_solver
 from agents.neural_ode.network import PolicyNetwork, initial_states
 from agents.objectives import training_objective
 from agents.registry import Agent, Budget, CurveCost, Trained, register
@@ -83,7 +83,8 @@ class ShacConfig:
     seed: int = 0
     threads: int = 1
     compile: str = "auto"
-    """'on', 'off' or 'auto' (on from ``COMPILE_FROM`` steps of windows, as the neural-ODE agent)."""
+    """'on', 'off' or 'auto' (on from ``COMPILE_FROM`` steps of windows or where the windows' compiled code is already
+    cached, as the neural-ODE agent: :func:`agents.neural_ode.config.training_solver`)."""
 
     def __post_init__(self) -> None:
         for name in ("iterations", "num_envs", "horizon", "critic_iterations", "critic_minibatches", "width", "depth",
@@ -253,8 +254,7 @@ def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback: A
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     nets = _networks(problem, config, dtype)
-    compiled = config.compile == "on" or (config.compile == "auto" and config.iterations * config.horizon >= COMPILE_FROM)
-    solver = RK4(compile=compiled)
+    solver = training_solver(config.compile, config.iterations * config.horizon)
     n = config.num_envs
     start = initial_states(problem, n, generator, dtype)
     x, k, alive = start, 0, torch.ones(n, dtype=torch.bool)

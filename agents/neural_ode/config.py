@@ -32,8 +32,19 @@ Callback = Callable[[int, dict[str, float], torch.nn.Module], bool]
 #: steps of training rollouts (loss evaluations x rollout steps) from which ``compile='auto'`` compiles: the
 #: compiled chunks save 85-98% of a step's eager time (cartpole 276 -> 40 ms per Adam iteration of 8 x 100 steps;
 #: a Zermelo rollout 1.72 s -> 31 ms), but compiling took 40 s to 12 min on a loaded 2-core CPU
-#: (``scripts/bench_envs.py``, ``scripts/train.py``): from 100,000 steps the saving outweighs the worst compile seen
+#: (``scripts/bench_envs.py``, ``scripts/train.py``): from 100,000 steps the saving outweighs the worst compile seen.
+#: Below it, 'auto' still runs compiled chunks where their compiled code is already in the on-disk cache (loading it
+#: is nearly free: ``scripts/bench_compile.py``), eagerly elsewhere
 COMPILE_FROM = 100_000
+
+
+def training_solver(compile: str, training_steps: int) -> RK4:
+    """The fixed-step solver of training rollouts for ``compile`` ('on', 'off', 'auto') and ``training_steps`` steps of
+    them: 'auto' compiles from COMPILE_FROM steps; below, it reuses compiled code already on disk for the same
+    rollout (``RK4(reuse_compiled=True)``: it never compiles) and runs eagerly where there is none."""
+    if compile == "on" or (compile == "auto" and training_steps >= COMPILE_FROM):
+        return RK4(compile=True)
+    return RK4(reuse_compiled=compile == "auto")
 
 
 @dataclass(frozen=True)
@@ -86,9 +97,10 @@ class NeuralOdeConfig:
     """torch device of the network and the training rollouts ('cpu', 'cuda', 'cuda:1', ...); the trained policy comes
     back on the CPU, and the starts are drawn on the CPU whatever the device (the same run on every device)."""
     compile: str = "auto"
-    """'on': training rollouts in compiled chunks (RK4(compile=True): tens of seconds to compile, then several
-    times faster); 'off': eager; 'auto': on where it pays, with the fixed-step solver and backpropagation and at least
-    COMPILE_FROM (100,000) steps of training rollouts (loss evaluations x rollout steps)."""
+    """'on': training rollouts in compiled chunks (RK4(compile=True): tens of seconds to compile the first time on a
+    machine, seconds to load it from the on-disk cache after, then several times faster); 'off': eager; 'auto': on
+    where it pays, with the fixed-step solver and backpropagation and at least COMPILE_FROM (100,000) steps of
+    training rollouts (loss evaluations x rollout steps), or where the rollout's compiled code is already cached."""
     checkpoint_every: int = 25
     """Iterations between checkpoints (when a checkpoint path is given)."""
 
@@ -138,9 +150,7 @@ class NeuralOdeConfig:
             return Adjoint(self.solver, self.rtol, self.atol)
         if self.solver == "rk4":
             evaluations = self.iterations + self.lbfgs_steps * LBFGS_EVALUATIONS
-            if self.compile == "on" or (self.compile == "auto" and evaluations * rollout_steps >= COMPILE_FROM):
-                return RK4(compile=True)
-            return RK4()
+            return training_solver(self.compile, evaluations * rollout_steps)
         return Adaptive(self.solver, self.rtol, self.atol)
 
 
