@@ -200,7 +200,13 @@ def rk4_step(f: Callable[[Any, Components, Any], Components], t: Any, x: Compone
     tensors broadcasting against them (a per-environment step size is allowed); ``args``
     is held constant (e.g. the control). The update is
     :math:`x + \tfrac{h}{6}(k_1 + 2k_2 + 2k_3 + k_4)`.
+
+    Tensor components of one shape, dtype and device are integrated as one stacked tensor
+    (:func:`_rk4_stacked`): the same arithmetic on each element, in a quarter or less of the
+    operations.
     """
+    if _stackable(x, h):
+        return _rk4_stacked(f, t, x, h, args)
     half = 0.5 * h
     k1 = f(t, x, args)
     k2 = f(t + half, axpy(half, k1, x), args)
@@ -212,10 +218,49 @@ def rk4_step(f: Callable[[Any, Components, Any], Components], t: Any, x: Compone
     )
 
 
+def _stackable(x: Components, h: Any) -> bool:
+    """Whether ``x`` is two or more tensors of one shape, dtype and device, and a step ``h`` that keeps that shape."""
+    if len(x) < 2 or not all(isinstance(c, torch.Tensor) for c in x):
+        return False
+    first = x[0]
+    if not all(c.shape == first.shape and c.dtype == first.dtype and c.device == first.device for c in x[1:]):
+        return False
+    return not isinstance(h, torch.Tensor) or torch.broadcast_shapes(h.shape, first.shape) == first.shape
+
+
+def _stack_like(components: Components, like: torch.Tensor) -> torch.Tensor:
+    """Components stacked on a new first axis, each broadcast to ``like``'s shape (a derivative may be a number)."""
+    if all(isinstance(c, torch.Tensor) and c.shape == like.shape for c in components):
+        return torch.stack(components)
+    return torch.stack([torch.as_tensor(c, dtype=like.dtype, device=like.device).expand(like.shape)
+                        if not (isinstance(c, torch.Tensor) and c.shape == like.shape) else c for c in components])
+
+
+def _rk4_stacked(f: Callable[[Any, Components, Any], Components], t: Any, x: Components, h: Any,
+                 args: Any) -> Components:
+    """:func:`rk4_step` on the stacked state ``(n, *shape)``: each element sees the component-wise step's operations
+    in the same order (``a + 2b`` as one ``add`` with ``alpha=2``, whose product is exact), so the result is the
+    same to the last bit."""
+    like = x[0]
+    state = torch.stack(x)
+    half = 0.5 * h
+    k1 = _stack_like(f(t, x, args), like)
+    k2 = _stack_like(f(t + half, (state + half * k1).unbind(), args), like)
+    k3 = _stack_like(f(t + half, (state + half * k2).unbind(), args), like)
+    k4 = _stack_like(f(t + h, (state + h * k3).unbind(), args), like)
+    total = torch.add(torch.add(k1, k2, alpha=2.0), k3, alpha=2.0) + k4
+    return (state + h / 6.0 * total).unbind()
+
+
 def stack(components: Sequence[Any], like: torch.Tensor | None = None) -> torch.Tensor:
     """Stack torch components along a new last axis, broadcasting scalars and shapes."""
     tensors = [c if isinstance(c, torch.Tensor) else None for c in components]
     ref = like if like is not None else next(t for t in tensors if t is not None)
+    first = next((t for t in tensors if t is not None), None)
+    if first is not None and all(t is None or (t.shape == first.shape and t.dtype == ref.dtype) for t in tensors):
+        # tensors of one shape, and numbers (e.g. the time): each number one filled tensor, nothing to broadcast
+        return torch.stack([first.new_full(first.shape, c) if t is None else t for c, t in zip(components, tensors)],
+                           dim=-1)
     parts = [
         c if isinstance(c, torch.Tensor) else torch.as_tensor(c, dtype=ref.dtype, device=ref.device)
         for c in components
