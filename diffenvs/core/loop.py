@@ -128,18 +128,31 @@ def loop(step: Step, policy: Policy | torch.Tensor, x: Components, start: Compon
     see :class:`Step`). Returns the trajectory and the controls before clipping.
     """
     like = step.like
-    states, controls, raw, rewards = [states0], [], [], []
+    physical: list[Components] = []
+    controls, raw, rewards = [], [], []
     dones: list[torch.Tensor | bool] = [done]
     for j in range(steps):
         source = policy[j] if isinstance(policy, torch.Tensor) else policy
         x, reward, done, u, unclipped = step(source, first_step + j, x, done, None if noise is None else noise[j], start)
-        rewards.append(reward.expand(step.batch))
-        states.append(step.physical(x))
+        rewards.append(reward if reward.shape == (step.batch,) else reward.expand(step.batch))
+        physical.append(step.problem.state_to_physical(x))
         controls.append(u)
         raw.append(unclipped)
         dones.append(done)
-    flags = [torch.full((step.batch,), d, dtype=torch.bool, device=like.device) if isinstance(d, bool) else d
-             for d in dones]
+    constant = {d: torch.full((step.batch,), d, dtype=torch.bool, device=like.device) for d in (False, True)}
+    flags = [constant[d] if isinstance(d, bool) else d for d in dones]
     times = (first_step + torch.arange(steps + 1, dtype=like.dtype, device=like.device)) * step.problem.dt
-    trajectory = Trajectory(torch.stack(states), torch.stack(controls), torch.stack(rewards), torch.stack(flags), times)
+    states = _stack_states(states0, physical, step)
+    trajectory = Trajectory(states, torch.stack(controls), torch.stack(rewards), torch.stack(flags), times)
     return trajectory, torch.stack(raw)
+
+
+def _stack_states(states0: torch.Tensor, physical: list[Components], step: Step) -> torch.Tensor:
+    """The states ``(steps + 1, batch, n)``: ``states0`` and the physical components of each step, stacked once per
+    component over the steps where every component is a tensor of shape ``(batch,)`` (one operation per component,
+    not one per step), else step by step."""
+    shape = (step.batch,)
+    if physical and all(isinstance(c, torch.Tensor) and c.shape == shape for x in physical for c in x):
+        later = torch.stack([torch.stack(column) for column in zip(*physical)], dim=-1)
+        return torch.cat([states0[None], later])
+    return torch.stack([states0, *(stack(x, like=step.like) for x in physical)])
