@@ -16,7 +16,10 @@ Prints (and writes as markdown with ``--out``):
    backward, counted once) of direct backpropagation against the adjoint, at horizons 100
    and 1000 (continuous feedback, dopri5).
 
-Compare ratios within one run: the machines are shared and noisy.
+Compare ratios within one run: the machines are shared and noisy. The compiled columns compile
+into a new, empty compile cache (their compile seconds are a first compile on the machine);
+``--warm-cache`` uses the machine's own (:mod:`diffenvs.core.compiler`), where they load what is
+cached. ``scripts/bench_compile.py`` measures the first compile against a second process.
 
     python scripts/bench_envs.py            # full: about five minutes on a 2-core CPU
     python scripts/bench_envs.py --quick    # seconds, smaller N and fewer repeats
@@ -24,11 +27,13 @@ Compare ratios within one run: the machines are shared and noisy.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +43,7 @@ import torch
 import diffenvs
 from agents import cli
 from agents.files import write_text
+from diffenvs.core.compiler import CACHE_VARIABLE
 from diffenvs.core.memory import saved_tensor_bytes
 from diffenvs.envs.cartpole import Cartpole
 
@@ -217,6 +223,8 @@ class SpeedConfig:
     """torch intra-op threads (None: torch's own choice, one per core)"""
     sizes: tuple[int, ...] = ()
     """numbers of environments of the vector face (empty: 1, 64, 1024, 16384; quick: 1, 64, 1024)"""
+    warm_cache: cli.Switch = False
+    """compile into the machine's compile cache (loading what it holds) instead of a new, empty one"""
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -299,8 +307,31 @@ def memory_table(emit: Callable[[str], None], quick: bool) -> None:
         emit(f"| {horizon} | " + " | ".join(f"{m:.1f}" for m in sizes_mb) + " |")
 
 
+@contextlib.contextmanager
+def compile_cache(warm: bool) -> Iterator[None]:
+    """The machine's compile cache (``warm``) or, within, a new, empty one that is removed after."""
+    if warm:
+        yield
+        return
+    before = os.environ.get(CACHE_VARIABLE)
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ[CACHE_VARIABLE] = str(Path(folder) / "compiled")
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ[CACHE_VARIABLE]
+            else:
+                os.environ[CACHE_VARIABLE] = before
+
+
 def main(argv: list[str] | None = None) -> str:
     args = cli.parse(SpeedConfig, argv, description=__doc__)
+    with compile_cache(args.warm_cache):
+        return _run(args)
+
+
+def _run(args: SpeedConfig) -> str:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     all_threads = torch.get_num_threads()
