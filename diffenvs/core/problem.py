@@ -132,7 +132,10 @@ class Problem(ABC, Generic[ParamsT]):
     def clip_control(self, u: torch.Tensor) -> torch.Tensor:
         """Physical controls ``(..., control_dim)`` moved into the control set as ``env.step`` moves an action
         outside ``[-1, 1]``: here clamped to ``[control_low, control_high]`` (zero gradient where clipped)."""
-        low, high = (torch.tensor(b, dtype=u.dtype, device=u.device) for b in (self.control_low, self.control_high))
+        lows, highs = self.control_low, self.control_high
+        if len(set(lows)) == 1 and len(set(highs)) == 1:  # one bound for every component: numbers, no tensors to build
+            return torch.clamp(u, lows[0], highs[0])
+        low, high = (torch.tensor(b, dtype=u.dtype, device=u.device) for b in (lows, highs))
         return torch.clamp(u, low, high)
 
     def action_from_control(self, control: np.ndarray) -> np.ndarray:
@@ -320,6 +323,12 @@ class OdeProblem(Problem[ParamsT]):
             reward = reward - (self.potential(x1, params, ns) - potential0)
         if cost_increment is not None:
             reward = reward - cost_increment
+        if terminal_due is False and not ns.eager:
+            # not due at any trajectory (an eager rollout's step before the last): the cost enters as 0 * cost, which
+            # is 0, or nan where the cost is not finite, and whose gradient is 0: computed without a graph to go back
+            with torch.no_grad():
+                terminal = self.terminal_cost(x1, x0, params, ns)
+            return reward if terminal is None else reward - 0.0 * terminal
         terminal = self.terminal_cost(x1, x0, params, ns)
         if terminal is not None:
             reward = reward - ns.where(terminal_due, terminal, 0.0 * terminal)
