@@ -12,9 +12,10 @@ import torch
 from agents import neural_ode
 from agents.episodes import evaluate
 from agents.neural_ode import NeuralOdeConfig, NonFiniteError, PolicyNetwork, initial_states, train
-from diffenvs import Trajectory, problem_of, rollout
+from diffenvs import RK4, Trajectory, problem_of, rollout
 from diffenvs.core import rollout as rollout_module
-from diffenvs.core.loop import Step
+from diffenvs.core.compiler import CACHE_VARIABLE, compile_counts
+from diffenvs.core.loop import Step, loop
 from diffenvs.core.numerics import TORCH, rk4_step
 
 TINY = NeuralOdeConfig(iterations=4, learning_rate=0.02, final_learning_rate=0.01, checkpoint_every=2)
@@ -164,6 +165,25 @@ def test_zermelo_crossing_located_once_is_the_crossing_located_every_step(monkey
     crossed = located.states[-1, :, 1] > problem.params.river_width - 1e-9
     assert crossed.any() and crossed.all() == (steps > 100)  # in 40 steps some meet the time limit first
     assert located_nodes < every_nodes / 3, (located_nodes, every_nodes)
+
+
+def test_tuned_zermelo_training_rollout_runs_eagerly_with_its_crossing_located_once(monkeypatch, tmp_path) -> None:
+    # compile='auto' below COMPILE_FROM reuses compiled code where cached; with an event to locate, the rollout stays on
+    # the eager loop that locates it once (the chunks' eager fall-back would locate it in every step) and compiles nothing
+    monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path / "cache"))
+    config = neural_ode.default_config("DiffZermelo-v0")
+    solver = config.solver_object(config.steps)
+    assert isinstance(solver, RK4) and solver.reuse_compiled and not solver.compile
+    problem = rollout_module.time_limited(problem_of("DiffZermelo-v0"), config.steps)
+    bodies: list[Step] = []
+    monkeypatch.setattr(rollout_module, "loop", lambda body, *args: bodies.append(body) or loop(body, *args))
+    before = compile_counts()
+    network = PolicyNetwork(problem).double()
+    trajectory = rollout(problem, network, torch.zeros(1, 2, dtype=torch.float64), steps=config.steps, solver=solver)
+    assert compile_counts() == before
+    assert [type(body) for body in bodies] == [rollout_module.LocatedStep]
+    assert torch.equal(trajectory.costs, rollout(problem, network, torch.zeros(1, 2, dtype=torch.float64),
+                                                 steps=config.steps).costs)
 
 
 def test_adjoint_gives_the_direct_gradient() -> None:

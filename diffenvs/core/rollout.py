@@ -204,10 +204,15 @@ def rollout(problem: Problem[Any], policy: Policy | torch.Tensor, x0: torch.Tens
             and first_step == 0 and episode_start is None and noise is None):
         return whole_horizon_rollout(step, problem, policy, start, steps, solver, leaves, check)
     states0 = stack(problem.state_to_physical(x), like=x0)
+    body = located(step, x) if isinstance(solver, RK4) else step  # torchdiffeq's solvers: located every step
     if isinstance(solver, RK4) and solver.compile:
         trajectory, raw = compiled_rollout(step, policy, x, start, states0, steps, noise, solver.chunk, first_step)
+    elif isinstance(solver, RK4) and solver.reuse_compiled and body is step:
+        # compiled where cached, else eagerly; not where an event is to be located: the chunks' eager fall-back
+        # would locate it in every step
+        trajectory, raw = compiled_rollout(step, policy, x, start, states0, steps, noise, solver.chunk, first_step,
+                                           cached_only=True)
     else:
-        body = located(step, x) if isinstance(solver, RK4) else step  # torchdiffeq's solvers: located every step
         trajectory, raw = loop(body, policy, x, start, states0, steps, noise, first_step)
     if checked and isinstance(solver, RK4):  # once, after the loop: one synchronisation for the rollout
         check_policy_outputs(raw, trajectory.states[:-1])
