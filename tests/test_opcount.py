@@ -45,9 +45,11 @@ def test_main_prints_a_row_per_environment(capsys: pytest.CaptureFixture[str]) -
     assert "| DiffIsochronism-v0 |" in text and text in capsys.readouterr().out
 
 
-def _pendulum(t: object, x: tuple, u: object) -> tuple:
-    theta, omega = x
-    return omega, -9.8 * TORCH.sin(theta) + (0.0 if u is None else u) - 0.1 * omega
+def _pendulums(t: object, x: tuple, u: object) -> tuple:
+    """Two damped pendulums, the second pushed by the first: four components."""
+    theta, omega, phi, nu = x
+    push = 0.0 if u is None else u
+    return omega, -9.8 * TORCH.sin(theta) + push - 0.1 * omega, nu, -4.0 * TORCH.sin(phi) + 0.3 * omega / 7.0
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -55,23 +57,24 @@ def _pendulum(t: object, x: tuple, u: object) -> tuple:
 def test_stacked_step_equals_the_component_wise_step_to_the_last_bit(dtype: torch.dtype, h: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     generator = torch.Generator().manual_seed(0)
-    x = tuple(torch.randn(1000, generator=generator, dtype=dtype) * 3 for _ in range(2))
+    x = tuple(torch.randn(1000, generator=generator, dtype=dtype) * 3 for _ in range(4))
     step = 0.05 if h == "number" else torch.rand(1000, generator=generator, dtype=dtype) * 0.1
-    stacked = rk4_step(_pendulum, 0.0, x, step, 0.5)
+    stacked = rk4_step(_pendulums, 0.0, x, step, 0.5)
     monkeypatch.setattr(numerics, "_stackable", lambda x, h: False)
-    components = rk4_step(_pendulum, 0.0, x, step, 0.5)
+    components = rk4_step(_pendulums, 0.0, x, step, 0.5)
     for a, b in zip(stacked, components):
         assert torch.equal(a, b)
 
 
 def test_stacked_step_broadcasts_number_derivatives_and_keeps_floats_component_wise() -> None:
     def clock(t: object, x: tuple, u: object) -> tuple:
-        return 1.0, x[0]  # a derivative that is a number
+        return 1.0, x[0], 0.0, x[2]  # derivatives that are numbers
 
-    x = (torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
-    t1, y1 = rk4_step(clock, 0.0, x, 0.1)
+    x = tuple(torch.full((3,), v, dtype=torch.float64) for v in (0.0, 1.0, 2.0, 3.0))
+    t1, y1, z1, w1 = rk4_step(clock, 0.0, x, 0.1)
     assert torch.allclose(t1, torch.full((3,), 0.1, dtype=torch.float64))
     assert torch.allclose(y1, torch.full((3,), 1.005, dtype=torch.float64))
+    assert torch.equal(z1, x[2]) and torch.allclose(w1, torch.full((3,), 3.2, dtype=torch.float64))
     scalar = rk4_step(lambda t, z, u: (1.0, z[0]), 0.0, (0.0, 1.0), 0.1)
     assert scalar == pytest.approx((0.1, 1.005)) and all(isinstance(v, float) for v in scalar)
     assert SCALAR.sin(math.pi / 2) == 1.0
