@@ -5,7 +5,7 @@ and what they load (:func:`~diffenvs.core.compiler.compile_counts`), never secon
 process compiles a small cartpole rollout's chunk (forward and vector-Jacobian product); the
 second loads both and gives the same numbers, then compiles again for a changed constant, a
 changed policy structure and another dtype, and runs ``RK4(reuse_compiled=True)`` compiled where
-the code is on disk and eagerly where it is not.
+the code is on disk and eagerly where it is not. The vector face's compiled step is loaded likewise.
 """
 
 from __future__ import annotations
@@ -57,10 +57,28 @@ for variant in sys.argv[1:]:
 """
 
 
-def run(cache: Path, *variants: str) -> list[dict]:
+#: one process: the vector face's compiled step, a few steps with an autoreset; a line of JSON as above
+VECTOR = r"""
+import json
+import gymnasium as gym
+import numpy as np
+import torch
+import diffenvs
+from diffenvs.core.compiler import compile_counts
+
+envs = gym.make_vec("DiffCartpole-v0", num_envs=3, vectorization_mode="vector_entry_point", dtype=torch.float32,
+                    compile=True, max_steps=2)
+observation, _ = envs.reset(seed=0)
+for _ in range(3):
+    observation, *_ = envs.step(np.full((3, *envs.single_action_space.shape), 0.5, dtype=np.float32))
+print(json.dumps({"counts": compile_counts(), "numbers": np.asarray(observation, dtype=float).ravel().tolist()}))
+"""
+
+
+def run(cache: Path, *variants: str, script: str = PROCESS) -> list[dict]:
     """The JSON lines of one fresh process that runs ``variants`` with the compile cache in ``cache``."""
     env = {**os.environ, CACHE_VARIABLE: str(cache)}
-    done = subprocess.run([sys.executable, "-c", PROCESS, *variants], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", script, *variants], env=env, capture_output=True, text=True,
                           timeout=3600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -85,6 +103,14 @@ def test_a_second_process_loads_the_compiled_rollout_and_a_changed_one_compiles(
     (later,) = run(cache, "reuse+structure")  # compiled by the process before: now reused
     assert later["counts"] == {"compiled": 0, "loaded": 1, "uncached": 0}
     assert later["numbers"] == pytest.approx(absent["numbers"], rel=1e-12)
+
+
+def test_a_second_process_loads_the_vector_face_compiled_step(tmp_path: Path) -> None:
+    (first,) = run(tmp_path / "cache", script=VECTOR)
+    (second,) = run(tmp_path / "cache", script=VECTOR)
+    assert first["counts"]["compiled"] > 0 and first["counts"]["loaded"] == 0
+    assert second["counts"] == {"compiled": 0, "loaded": first["counts"]["compiled"], "uncached": 0}
+    assert second["numbers"] == first["numbers"]
 
 
 def test_the_cache_folder_is_named_by_the_environment_and_refused_where_others_may_write(
