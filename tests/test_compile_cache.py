@@ -22,14 +22,13 @@ import pytest
 from diffenvs.core.compiler import CACHE_VARIABLE, cache_folder, trusted_folder
 
 #: one process: for each variant named on its command line ("base" or words joined by "+": "grad" for the
-#: gradients, "reuse" for the compiled rollout of RK4(reuse_compiled=True), "constant", "structure", "float32" for
+#: gradients, "reuse" for RK4(reuse_compiled=True), "constant", "structure", "float32" for
 #: a changed pole mass, hidden width, dtype), a 2-step rollout in one compiled chunk, then a line of JSON with the
 #: compile counts so far and the numbers
 PROCESS = r"""
-import functools, json, sys
+import json, sys
 import torch
 import diffenvs
-from diffenvs.core import fused, rollout as rollout_module
 from diffenvs.core.compiler import compile_counts
 from diffenvs.envs.cartpole import Cartpole, CartpoleParams
 
@@ -44,9 +43,7 @@ for variant in sys.argv[1:]:
     hidden = 5 if "structure" in parts else 4
     policy = torch.nn.Sequential(torch.nn.Linear(len(problem.observation_names), hidden), torch.nn.Tanh(),
                                  torch.nn.Linear(hidden, problem.control_dim)).to(dtype)
-    # "reuse": the compiled rollout as RK4(reuse_compiled=True) asks for it, compiled chunks only where cached
-    rollout_module.compiled_rollout = functools.partial(fused.compiled_rollout, cached_only="reuse" in parts)
-    solver = diffenvs.RK4(compile=True, chunk=2)
+    solver = diffenvs.RK4(reuse_compiled=True, chunk=2) if "reuse" in parts else diffenvs.RK4(compile=True, chunk=2)
     x0 = torch.tensor([[0.1, 0.0, 3.0, 0.0], [-0.2, 0.1, 2.9, 0.3]], dtype=dtype, requires_grad=grad)
     with torch.set_grad_enabled(grad):
         trajectory = diffenvs.rollout(problem, policy, x0, solver=solver)
