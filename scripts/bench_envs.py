@@ -147,7 +147,7 @@ class TanhPolicy(torch.nn.Module):
 def gradient_rows(batch: int, steps: int, repeats: int, compile: bool) -> dict[str, tuple[float, float, float | None]]:
     """Forward and forward+backward seconds of a cartpole rollout, interleaved, per implementation.
 
-    Rows: diffenvs eager, diffenvs ``RK4(compile=True)`` (its default chunks of 10 steps) and, when JAX is
+    Rows: diffenvs eager, diffenvs ``RK4(compile=True)`` (its default chunks of 2 steps) and, when JAX is
     installed, the same rollout in JAX (``scripts/jax_cartpole.py``); each row also gives its
     compile seconds (first call minus a later one; ``None`` for eager). The timings are the
     fastest of ``repeats`` rounds that run every row in turn, so load spreads over all rows.
