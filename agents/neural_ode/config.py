@@ -30,8 +30,8 @@ Callback = Callable[[int, dict[str, float], torch.nn.Module], bool]
 
 
 #: steps of training rollouts (loss evaluations x rollout steps) from which ``compile='auto'`` compiles: the
-#: compiled chunks save 85-98% of a step's eager time (cartpole 276 -> 40 ms per Adam iteration of 8 x 100 steps;
-#: a Zermelo rollout 1.72 s -> 31 ms), but compiling took 40 s to 12 min on a loaded 2-core CPU
+#: compiled chunks save most of a step's eager time (cartpole 276 -> 40 ms per Adam iteration of 8 x 100 steps),
+#: but compiling took 40 s to 12 min on a loaded 2-core CPU
 #: (``scripts/bench_envs.py``, ``scripts/train.py``): from 100,000 steps the saving outweighs the worst compile seen.
 #: Below it, 'auto' still runs compiled chunks where their compiled code is already in the on-disk cache (loading it
 #: is nearly free: ``scripts/bench_compile.py``), eagerly elsewhere
