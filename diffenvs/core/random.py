@@ -101,7 +101,7 @@ def uniform_tensor(key: torch.Tensor, episode: torch.Tensor, step: int, count: i
     """:func:`uniform` on torch int64 tensors (the keys' and counters' bit patterns): the same numbers, float64,
     shape ``key.shape + (count,)``, on the keys' device.
 
-    Integer products and sums wrap modulo 2**64 in torch and in the kernels ``torch.compile`` generates, as
+    Integer products and sums wrap modulo 2**64 in torch and in the kernels TorchInductor generates, as
     numpy's uint64 arithmetic does, so a compiled step draws inside its kernel the numbers of :func:`uniform`.
     """
     golden = _signed(0x9E3779B97F4A7C15)

@@ -91,8 +91,9 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
 
     Arguments: ``num_envs``; ``dtype`` (``torch.float64`` by default, the single
     environment's precision; ``torch.float32`` for throughput); ``device`` (``"cpu"``,
-    ``"cuda"``, ...); ``compile`` (fuse the step into one kernel with ``torch.compile``:
-    seconds to compile, then several times faster at large ``num_envs``); ``array``
+    ``"cuda"``, ...); ``compile`` (fuse the step into one kernel, traced and compiled by TorchInductor once per
+    machine, :mod:`diffenvs.core.compiler`: seconds to compile the first time, then several times faster at large
+    ``num_envs``); ``array``
     (``"numpy"``, the default: actions, observations, rewards and flags are numpy arrays, rewards
     float64; ``"torch"``: they are torch tensors on ``device``, rewards in ``dtype``, with no numpy
     round trip, for torch learners); ``threads`` (the intra-op threads the step runs on, 1 by
