@@ -8,6 +8,7 @@ into a :class:`Trajectory`. :func:`~diffenvs.core.rollout.rollout` runs it eager
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,18 +85,8 @@ class Step:
         be a Python bool, the same for every trajectory (no event yet, an int step index): then
         nothing is masked, and the flags that come back are a bool as long as they can be.
         """
-        problem, batch, m = self.problem, self.batch, self.problem.control_dim
-        t = k * problem.dt
-        if isinstance(source, torch.Tensor):
-            u = source
-        elif self.control == "feedback":  # recorded for inspection only: the dynamics evaluate the policy
-            with torch.no_grad():
-                u = policy_output(source(self.observe(t, x)), k, batch, m, self.like)
-        else:
-            u = policy_output(source(self.observe(t, x)), k, batch, m, self.like)
-        if self.check_each:
-            check_policy_outputs(u[None], self.physical(x)[None], k)
-        held = problem.clip_control(u)
+        problem = self.problem
+        held, u = self.controls(source, k, x)
         out = transition(problem, k, x, self._control(source, held), x0=start, params=self.params, ns=TORCH,
                          noise=None if noise is None else noise.unbind(-1), integrate=self.integrate, check_finite=False)
         # the episode ends where it terminates or reaches its time limit (steps past it are frozen, as on the faces)
@@ -105,6 +96,20 @@ class Step:
             x1 = tuple(torch.where(done.reshape((-1,) + (1,) * (a.dim() - 1)), a, b) for a, b in zip(x, out.x))
             reward = torch.where(done, torch.zeros_like(out.reward), out.reward)
         return x1, reward, done | out.terminated | out.truncated, held, u
+
+    def controls(self, source: Policy | torch.Tensor, k: Any, x: Components) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's control held (clipped into the control set) and the control before clipping, ``(batch, m)``:
+        ``source``'s open-loop controls, or the policy at the step's start (with ``"feedback"``, recorded for
+        inspection only, without a graph: the dynamics evaluate the policy), checked where ``check_each``."""
+        if isinstance(source, torch.Tensor):
+            u = source
+        else:
+            with torch.no_grad() if self.control == "feedback" else contextlib.nullcontext():
+                u = policy_output(source(self.observe(k * self.problem.dt, x)), k, self.batch, self.problem.control_dim,
+                                  self.like)
+        if self.check_each:
+            check_policy_outputs(u[None], self.physical(x)[None], k)
+        return self.problem.clip_control(u), u
 
     def _control(self, source: Policy | torch.Tensor, held: torch.Tensor) -> Control:
         """The step's control: ``held`` over the step, or the policy inside the ODE (``"feedback"``)."""

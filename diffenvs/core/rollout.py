@@ -41,7 +41,6 @@ solve checks the first control only, before the solve.) ``check=False`` skips th
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 from typing import Any, cast
@@ -56,7 +55,6 @@ from diffenvs.core.checks import (
     checked_params,
     checked_tensor,
     gradient_leaves,
-    policy_output,
     tensor_fields,
 )
 from diffenvs.core.fused import compiled_rollout
@@ -123,15 +121,8 @@ class LocatedStep(Step):
     def _idle(self, source: Policy | torch.Tensor, k: Any, x: Components, done: torch.Tensor | bool
               ) -> tuple[Components, torch.Tensor, torch.Tensor | bool, torch.Tensor, torch.Tensor]:
         """The step once every trajectory is done: the state kept, no reward, the control the :class:`Step` records."""
-        if isinstance(source, torch.Tensor):
-            u = source
-        else:
-            with torch.no_grad() if self.control == "feedback" else contextlib.nullcontext():
-                u = policy_output(source(self.observe(k * self.problem.dt, x)), k, self.batch, self.problem.control_dim,
-                                  self.like)
-        if self.check_each:
-            check_policy_outputs(u[None], self.physical(x)[None], k)
-        return x, self.like.new_zeros(self.batch), done, self.problem.clip_control(u), u
+        held, u = self.controls(source, k, x)
+        return x, self.like.new_zeros(self.batch), done, held, u
 
 
 @functools.cache
