@@ -84,6 +84,34 @@ def test_compiled_cartpole_equals_eager_across_chunks_and_the_tail() -> None:
         assert torch.equal(second.done, whole.done[3:])
 
 
+def test_a_changed_policy_attribute_or_layer_after_a_compile_compiles_again() -> None:
+    """What the trace baked in of the policy (a Python ``scale``, a layer's structure) keys the compiled code.
+
+    Reusing the code traced with ``scale = 10`` after ``scale = 5`` gave results off by 0.1-0.3, and
+    a replaced layer an inductor ``AssertionError``; each change now names its own compiled pair.
+    """
+    problem = Cartpole(cost="quadratic", max_steps=2)
+    policy = TanhPolicy(problem, hidden=3)
+    compiled = diffenvs.RK4(compile=True, chunk=2)
+    x0 = torch.tensor([[0.1, -0.2, 2.5, 0.4], [0.0, 0.1, math.pi, 0.0]], dtype=torch.float64)
+
+    def same() -> None:
+        with torch.no_grad():
+            a, b = (diffenvs.rollout(problem, policy, x0, solver=s) for s in (compiled, diffenvs.RK4()))
+        torch.testing.assert_close(a.states, b.states, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(a.rewards, b.rewards, rtol=1e-10, atol=1e-10)
+
+    same()
+    policy.scale = 5.0
+    same()
+    policy.net[2] = torch.nn.Linear(3, problem.control_dim, dtype=torch.float64)  # the same structure: new weights
+    same()
+    assert len(fused._CACHE[policy]) == 2
+    policy.net[2] = torch.nn.Linear(3, problem.control_dim, bias=False, dtype=torch.float64)
+    same()
+    assert len(fused._CACHE[policy]) == 3
+
+
 def test_compiled_open_loop_zermelo_with_events_equals_eager() -> None:
     """Open-loop headings with gradients, and an event (the bank reached) inside a chunk freezing some trajectories."""
     problem = Zermelo(max_steps=6, dt=0.5)

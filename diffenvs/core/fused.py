@@ -24,7 +24,8 @@ Each function is traced to a graph of tensor operations (``make_fx``) and compil
 TorchInductor, so a call is the kernels and a thin wrapper, with no guards to evaluate. The price
 is that everything that is not a tensor input is a constant of the compiled code: the problem's
 constants, the policy's structure and its non-tensor attributes. The compiled pair is cached per
-policy module and per everything else that was traced (:func:`_signature`); the policy's
+policy module and per everything that was traced (:func:`_signature`, :func:`_module_signature`: a policy
+attribute changed or a layer replaced after a compile names another pair); the policy's
 parameters and buffers, the tensor constants of ``params``, the start, the open-loop controls
 and the noise are inputs. The :math:`S \bmod K` steps left over run eagerly after the chunks.
 The results are the eager rollout's up to the rounding of fused arithmetic (equal to 1e-10 in
@@ -163,11 +164,25 @@ def _description(value: Any) -> str:
     return f"{_qualified(type(value))}:{value!r}"
 
 
+def _module_signature(module: torch.nn.Module) -> tuple[Any, ...]:
+    """What tracing bakes in of a policy module: per submodule, its type, its public non-tensor attributes (a
+    ``scale`` the forward multiplies by, ``training``) and the names, dtypes and shapes of its parameters and buffers.
+
+    A changed attribute or a replaced layer after a compile then names another compiled pair instead
+    of reusing code traced with the old one.
+    """
+    return tuple((name, type(sub), tuple((k, _signature(v)) for k, v in vars(sub).items() if not k.startswith("_")),
+                  tuple((k, _signature(v)) for k, v in (*sub.named_parameters(recurse=False),
+                                                        *sub.named_buffers(recurse=False))))
+                 for name, sub in module.named_modules())
+
+
 def _runner(step: Step, policy: torch.nn.Module | None, chunk: int, noisy: bool, constants: dict[str, torch.Tensor]
             ) -> _Chunks:
     """The cached compiled pair for this rollout's static structure, or a new one."""
     key = (_signature(step.problem), _signature(step.params), step.control, step.integrate, step.batch, step.like.dtype,
-           str(step.like.device), step.check_each, chunk, noisy, policy is None)
+           str(step.like.device), step.check_each, chunk, noisy, policy is None,
+           None if policy is None else _module_signature(policy))
     table = _OPEN_LOOP if policy is None else _CACHE.setdefault(policy, {})
     if key not in table:
         table[key] = _Chunks(step, policy, chunk, noisy, tuple(constants))
