@@ -1,32 +1,67 @@
 r"""Short-horizon actor-critic (SHAC) through the differentiable rollout.
 
-Xu et al., "Accelerated Policy Learning with Parallel Differentiable Simulation" (ICLR 2022).
-``num_envs`` episodes advance in lockstep through the gradient path (:func:`diffenvs.rollout`)
-in windows of :math:`h` steps. Each iteration:
+Xu et al., "Accelerated Policy Learning with Parallel Differentiable Simulation" (ICLR 2022),
+with the choices of its code (``algorithms/shac.py`` and ``examples/cfg/shac/cartpole_swing_up.yaml``
+of its repository). ``num_envs`` episodes advance in lockstep through the gradient path
+(:func:`diffenvs.rollout`) in windows of :math:`h` steps. Each iteration:
 
-1. **actor**: roll the window from where the episodes stand and ascend, by backpropagation
-   through the window only, the short-horizon objective
+1. **actor**: roll the window from where the episodes stand, the Gaussian actor
+   (:class:`agents.shac_networks.Actor`) sampling its controls by reparameterisation, and
+   ascend, by backpropagation through the window only, the short-horizon objective
 
    .. math:: J(\theta) = \frac{1}{N h} \sum_{i=1}^{N} \Bigl[\sum_{t=0}^{h-1} \gamma^t r^i_t
-             + \gamma^h V_{\bar\phi}(o^i_h)\Bigr],
+             + \gamma^h V_{\bar\phi}(\bar o^i_h)\Bigr],
 
-   where :math:`V_{\bar\phi}` is the target critic and the bootstrap is dropped for an episode
-   that ended in the window (an event, or the horizon: the terminal cost is a reward of the
-   window's last step). The gradient's norm is clipped (``clip_norm``).
-2. **critic**: regress :math:`V_\phi(o_t)` on the TD(:math:`\lambda`) targets of the window
-   (:func:`lambda_returns`; states and rewards detached, values from the target critic), in
-   ``critic_iterations`` passes of ``critic_minibatches`` minibatches; then
-   :math:`\bar\phi \leftarrow \alpha \bar\phi + (1 - \alpha)\phi`.
-3. the episodes move to the window's end; when they reach ``max_steps`` all restart from
-   fresh starts (an episode that ended earlier, at an event, earns nothing until then).
+   where :math:`\bar o` is the observation normalised by the running statistics as they stood
+   at the window's start, :math:`V_{\bar\phi}` the target critic, and the bootstrap is dropped
+   for an episode that ended in the window. There is no entropy term (the paper's objective):
+   :math:`\log\sigma` moves only through the reparameterised samples. The gradient's norm is
+   clipped (``clip_norm``).
+2. **critic**: regress :math:`V_\phi(\bar o_t)` on the TD(:math:`\lambda`) targets of the
+   window (:func:`lambda_returns`; states and rewards detached, values from the target critic),
+   in ``critic_iterations`` passes over ``critic_minibatches`` contiguous minibatches (the
+   window's pairs in time order, not shuffled, as the paper's code), each gradient's norm
+   clipped at ``clip_norm``; then :math:`\bar\phi \leftarrow \alpha \bar\phi + (1 - \alpha)\phi`.
+3. the running observation statistics (:class:`agents.shac_networks.RunningMeanStd`) merge
+   the window's observations (its start and every step's, as the paper's code); the episodes
+   move to the window's end; when they reach ``max_steps`` all restart from fresh starts.
 
-The defaults are the paper's for its cartpole swing-up (``examples/cfg/shac/cartpole_swing_up.yaml``
-of its code): 64 environments, windows of 32 steps, :math:`\gamma = 0.99`, :math:`\lambda = 0.95`,
-actor Adam at 1e-2 and critic Adam at 1e-3 (betas 0.7, 0.95), both decaying linearly to zero,
-16 critic passes of 4 minibatches, :math:`\alpha = 0.2`, gradient norm 1, two ELU layers of 64
-units for the critic. Two differences, stated: the actor is deterministic and is the project's
-policy network (two tanh layers of 64 units, its output squashed into the control bounds),
-and observations are not normalised by running statistics (the paper's ``obs_rms``).
+Both learning rates decay linearly from their initial values towards ``final_learning_rate``
+(the paper's 1e-5) over the ``iterations``. The trained actor evaluates with the mean
+:math:`\tanh\mu(\bar o)` (the paper's deterministic player) and carries its normaliser's
+statistics in its ``state_dict``.
+
+The defaults are the paper's for its cartpole swing-up: 64 environments, windows of 32 steps,
+:math:`\gamma = 0.99`, :math:`\lambda = 0.95`, actor Adam at 1e-2 and critic Adam at 1e-3
+(betas 0.7, 0.95), 16 critic passes of 4 minibatches, :math:`\alpha = 0.2`, gradient norm 1,
+actor and critic of two ELU + LayerNorm layers of 64 units, :math:`\log\sigma = -1` at the
+start, running observation normalisation on, no reward scaling or return normalisation.
+
+**Differences from the paper**, every one that remains:
+
+- *Episode boundaries.* The paper's environments reset each episode as it ends and its
+  windows run across the reset (240-step cartpole episodes, windows of 32); here the episodes
+  advance in lockstep, the window that reaches ``max_steps`` is shorter (100-step episodes:
+  windows of 32, 32, 32, 4) and all episodes restart together. An episode that ends earlier,
+  at an event, earns nothing and trains nothing (critic pairs, statistics) until then, where
+  the paper's environment restarts it at once.
+- *The horizon.* At its time limit the paper's code bootstraps the target critic's value of
+  the last observation (a truncated infinite-horizon task); here an episode's return ends at
+  :math:`T` (the objectives are finite-horizon costs, a terminal cost is a reward of the last
+  step): no bootstrap after :math:`T`, in the actor's objective or the critic's targets.
+- *Non-finite values.* The paper's code zeroes NaN critic gradients and values of non-finite
+  observations, and stops on a non-finite actor gradient; here nothing is patched (a
+  non-finite value propagates into the history).
+- *The policy handed back* is the last one; the paper's code also saves the policy of the best
+  stochastic training episodes.
+- *Numbers and devices.* One CPU process in float32 (``dtype``) where the paper runs its
+  simulator on a GPU; the actor's initialisation and noise draws come from ``seed`` through
+  torch's generators, not the paper's seeding.
+- *Options the paper's code also has*: ``stochastic=False`` (its deterministic actor, here the
+  mean network of the stochastic one with its initialisation, where the paper's is orthogonal
+  with gain :math:`\sqrt 2`) and ``normalise=False`` (its ``obs_rms: False``), kept for
+  ablations. The windows' compiled code (``compile``) traces a policy of parameters alone, so
+  it runs only with both off; the defaults run the eager rollout.
 """
 
 from __future__ import annotations
@@ -45,9 +80,10 @@ from tqdm.auto import tqdm
 from agents.cards import card
 from agents.episodes import TrainedNetwork, gym_policy
 from agents.neural_ode.config import training_solver
-from agents.neural_ode.network import PolicyNetwork, initial_states
+from agents.neural_ode.network import initial_states
 from agents.objectives import training_objective
 from agents.registry import Agent, Budget, CurveCost, Trained, register
+from agents.shac_networks import Actor, Critic
 from diffenvs import RK4, Trajectory, problem_of, rollout
 from diffenvs.core.numerics import TORCH, stack
 from diffenvs.core.problem import Problem, check_integer
@@ -69,6 +105,8 @@ class ShacConfig:
     """TD(lambda) mixing of the critic's targets."""
     actor_learning_rate: float = 1e-2
     critic_learning_rate: float = 1e-3
+    final_learning_rate: float = 1e-5
+    """Both learning rates decay linearly towards it over the ``iterations`` (the paper's code: 1e-5)."""
     betas: tuple[float, float] = (0.7, 0.95)
     """Adam's betas, for both networks."""
     critic_iterations: int = 16
@@ -76,15 +114,22 @@ class ShacConfig:
     target_alpha: float = 0.2
     """Target critic update: target <- alpha * target + (1 - alpha) * critic."""
     clip_norm: float = 1.0
-    """Actor gradient norm clipping (0: none)."""
+    """Gradient norm clipping of the actor's step and of every critic step (0: none)."""
     width: int = 64
     depth: int = 2
+    stochastic: bool = True
+    """Gaussian actor sampled by reparameterisation (False: its mean alone, the paper's deterministic alternative)."""
+    log_std_init: float = -1.0
+    """Starting log standard deviation of the Gaussian actor's pre-activation (the paper's -1)."""
+    normalise: bool = True
+    """Running observation normalisation for actor and critic (the paper's ``obs_rms``)."""
     dtype: str = "float32"
     seed: int = 0
     threads: int = 1
     compile: str = "auto"
     """'on', 'off' or 'auto' (on from ``COMPILE_FROM`` steps of windows or where the windows' compiled code is already
-    cached, as the neural-ODE agent: :func:`agents.neural_ode.config.training_solver`)."""
+    cached, as the neural-ODE agent: :func:`agents.neural_ode.config.training_solver`). The compiled windows trace a
+    policy of parameters alone: with ``stochastic`` or ``normalise``, 'auto' runs eagerly and 'on' is refused."""
 
     def __post_init__(self) -> None:
         for name in ("iterations", "num_envs", "horizon", "critic_iterations", "critic_minibatches", "width", "depth",
@@ -95,7 +140,7 @@ class ShacConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-        for name in ("actor_learning_rate", "critic_learning_rate"):
+        for name in ("actor_learning_rate", "critic_learning_rate", "final_learning_rate"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite positive number, got {value!r}")
@@ -105,6 +150,14 @@ class ShacConfig:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"compile must be 'auto', 'on' or 'off', got {self.compile!r}")
+        for name in ("stochastic", "normalise"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.compile == "on" and (self.stochastic or self.normalise):
+            raise ValueError("compile='on' needs stochastic=False and normalise=False: the compiled windows trace a "
+                             f"policy of parameters alone (got stochastic={self.stochastic}, normalise={self.normalise})")
+        if not (isinstance(self.log_std_init, (int, float)) and math.isfinite(self.log_std_init)):
+            raise ValueError(f"log_std_init must be a finite number, got {self.log_std_init!r}")
         if not (len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas)):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
 
@@ -135,21 +188,6 @@ def lambda_returns(rewards: torch.Tensor, next_values: torch.Tensor, ended: torc
     return targets
 
 
-class Critic(torch.nn.Module):
-    """V(o): ``depth`` ELU layers of ``width`` units and a linear output (the paper's critic)."""
-
-    def __init__(self, observation_size: int, width: int, depth: int) -> None:
-        super().__init__()
-        sizes = [observation_size, *[width] * depth]
-        layers: list[torch.nn.Module] = []
-        for fan_in, fan_out in zip(sizes, sizes[1:]):
-            layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ELU()]
-        self.net = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], 1))
-
-    def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        return self.net(observation).squeeze(-1)
-
-
 def observations(problem: Problem, states: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
     """Observations ``(..., obs)`` of physical ``states`` ``(..., n)`` at ``times`` (broadcast against ``states[..., 0]``)."""
     params = problem.params_like(problem.params, states)
@@ -162,7 +200,7 @@ class ShacResult(TrainedNetwork):
     """The trained actor (``policy``), its critic and the history of its training (one entry per window)."""
 
     problem: Problem
-    policy: PolicyNetwork
+    policy: Actor
     critic: Critic
     history: list[dict[str, float]]
 
@@ -191,62 +229,84 @@ def train(env_id: str, config: ShacConfig | None = None, env_kwargs: dict[str, A
 class _Networks:
     """The networks SHAC trains and their optimisers."""
 
-    actor: PolicyNetwork
+    actor: Actor
     critic: Critic
     target: Critic
     actor_optimizer: torch.optim.Adam
     critic_optimizer: torch.optim.Adam
 
     def decay(self, config: ShacConfig, iteration: int) -> None:
-        """Both learning rates decayed linearly to zero over the ``iterations``."""
-        fraction = 1.0 - iteration / config.iterations
+        """Both learning rates decayed linearly towards ``final_learning_rate`` over the ``iterations``."""
+        fraction = iteration / config.iterations
         for optimizer, rate in ((self.actor_optimizer, config.actor_learning_rate),
                                 (self.critic_optimizer, config.critic_learning_rate)):
             for group in optimizer.param_groups:
-                group["lr"] = rate * fraction
+                group["lr"] = rate + (config.final_learning_rate - rate) * fraction
 
 
 def _networks(problem: Problem, config: ShacConfig, dtype: torch.dtype) -> _Networks:
-    actor = PolicyNetwork(problem, config.width, config.depth).to(dtype)
-    critic = Critic(len(problem.observation_names), config.width, config.depth).to(dtype)
+    actor = Actor(problem, config.width, config.depth, config.stochastic, config.normalise, config.log_std_init, dtype)
+    critic = Critic(len(problem.observation_names), config.width, config.depth, dtype)
     target = copy.deepcopy(critic).requires_grad_(False)
     return _Networks(actor, critic, target,
-                       torch.optim.Adam(actor.parameters(), lr=config.actor_learning_rate, betas=config.betas),
-                       torch.optim.Adam(critic.parameters(), lr=config.critic_learning_rate, betas=config.betas))
+                     torch.optim.Adam(actor.parameters(), lr=config.actor_learning_rate, betas=config.betas),
+                     torch.optim.Adam(critic.parameters(), lr=config.critic_learning_rate, betas=config.betas))
+
+
+def _solver(config: ShacConfig) -> RK4:
+    """The windows' solver: compiled only for an actor of parameters alone (see ``ShacConfig.compile``)."""
+    if config.stochastic or config.normalise:
+        return RK4()
+    return training_solver(config.compile, config.iterations * config.horizon)
+
+
+def _clip(parameters: Any, config: ShacConfig) -> float:
+    """Clip the gradients' norm at ``clip_norm`` (0: none); the norm before clipping."""
+    return float(torch.nn.utils.clip_grad_norm_(list(parameters), config.clip_norm if config.clip_norm > 0 else math.inf))
 
 
 def _window(problem: Problem, nets: _Networks, config: ShacConfig, solver: RK4, x: torch.Tensor, k: int, h: int,
             start: torch.Tensor, alive: torch.Tensor, generator: torch.Generator,
             dtype: torch.dtype) -> tuple[Trajectory, float, float, float]:
-    """One window of ``h`` steps from step ``k``: the actor's step, the critic's fit and the target's update.
+    """One window of ``h`` steps from step ``k``: the actor's step, the critic's fit, the target's and the
+    normaliser's updates.
 
     Returns the trajectory, the actor's loss, the critic's loss and the actor's gradient norm (before clipping).
     """
-    trajectory = rollout(problem, nets.actor, x, steps=h, first_step=k, episode_start=start, solver=solver, check=False)
+    def roll() -> Trajectory:
+        return rollout(problem, nets.actor, x, steps=h, first_step=k, episode_start=start, solver=solver, check=False)
+
+    if config.stochastic:
+        with nets.actor.sampling(generator):
+            trajectory = roll()
+    else:
+        trajectory = roll()
     live = alive.to(dtype)
     rewards = trajectory.rewards * live  # an episode that ended in an earlier window earns nothing more
     ended = trajectory.done[1:] | ~alive  # (h, N): ended by step t + 1
-    obs = observations(problem, trajectory.states, trajectory.times[:, None])  # (h + 1, N, obs)
+    raw = observations(problem, trajectory.states, trajectory.times[:, None])  # (h + 1, N, obs)
+    obs = nets.actor.normalised(raw)  # the statistics as they stood at the window's start
     discounts = config.gamma ** torch.arange(h, dtype=dtype)
     bootstrap = nets.target(obs[-1]) * (~ended[-1]).to(dtype)
     objective = (discounts[:, None] * rewards).sum(0) + config.gamma ** h * bootstrap
     actor_loss = -objective.mean() / h
     nets.actor_optimizer.zero_grad()
     actor_loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(nets.actor.parameters(),
-                                               config.clip_norm if config.clip_norm > 0 else math.inf)
+    grad_norm = _clip(nets.actor.parameters(), config)
     nets.actor_optimizer.step()
 
     with torch.no_grad():
         obs = obs.detach()
         targets = lambda_returns(rewards.detach(), nets.target(obs[1:]), ended, config.gamma, config.lam)
     # the pairs of live episodes: a state reached before the episode ended (done[t]: ended by step t)
-    critic_loss = _fit_critic(nets.critic, nets.critic_optimizer, obs[:-1], targets, alive & ~trajectory.done[:-1],
-                              config, generator)
+    counted = alive & ~trajectory.done[:-1]
+    critic_loss = _fit_critic(nets.critic, nets.critic_optimizer, obs[:-1], targets, counted, config)
     with torch.no_grad():
         for p_target, p in zip(nets.target.parameters(), nets.critic.parameters()):
             p_target.mul_(config.target_alpha).add_((1.0 - config.target_alpha) * p)
-    return trajectory, actor_loss.item(), critic_loss, float(grad_norm)
+    if nets.actor.normaliser is not None:  # the window's start and every state its live episodes reached
+        nets.actor.normaliser.update(raw.detach()[torch.cat([alive[None], counted])])
+    return trajectory, actor_loss.item(), critic_loss, grad_norm
 
 
 def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback: ActorCallback | None, progress: bool,
@@ -254,7 +314,7 @@ def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback: A
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     nets = _networks(problem, config, dtype)
-    solver = training_solver(config.compile, config.iterations * config.horizon)
+    solver = _solver(config)
     n = config.num_envs
     start = initial_states(problem, n, generator, dtype)
     x, k, alive = start, 0, torch.ones(n, dtype=torch.bool)
@@ -277,6 +337,8 @@ def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback: A
         seconds += time.perf_counter() - began
         metrics = {"iteration": iteration, "actor_loss": actor_loss, "critic_loss": critic_loss,
                    "grad_norm": grad_norm, "transitions": transitions, "seconds": seconds}
+        if nets.actor.log_std is not None:
+            metrics["log_std"] = float(nets.actor.log_std.detach().mean())
         history.append(metrics)
         bar.set_postfix(actor=f"{actor_loss:.4g}", critic=f"{critic_loss:.3g}")
         if callback is not None and callback(iteration, dict(metrics), nets.actor):
@@ -286,23 +348,23 @@ def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback: A
 
 
 def _fit_critic(critic: Critic, optimizer: torch.optim.Optimizer, obs: torch.Tensor, targets: torch.Tensor,
-                counted: torch.Tensor, config: ShacConfig, generator: torch.Generator) -> float:
-    """``critic_iterations`` passes of ``critic_minibatches`` minibatches of squared error on the counted pairs."""
+                counted: torch.Tensor, config: ShacConfig) -> float:
+    """``critic_iterations`` passes over ``critic_minibatches`` contiguous minibatches (time order, not shuffled, as
+    the paper's code) of squared error on the counted pairs, each step's gradient norm clipped at ``clip_norm``."""
     inputs, outputs = obs[counted], targets[counted]
     if inputs.shape[0] == 0:
         return 0.0
     size = max(1, math.ceil(inputs.shape[0] / config.critic_minibatches))
     total = 0.0
     for _ in range(config.critic_iterations):
-        order = torch.randperm(inputs.shape[0], generator=generator)
         total = 0.0
         for first in range(0, inputs.shape[0], size):
-            index = order[first:first + size]
-            loss = (critic(inputs[index]) - outputs[index]).pow(2).mean()
+            loss = (critic(inputs[first:first + size]) - outputs[first:first + size]).pow(2).mean()
             optimizer.zero_grad()
             loss.backward()
+            _clip(critic.parameters(), config)
             optimizer.step()
-            total += loss.item() * index.numel()
+            total += loss.item() * outputs[first:first + size].numel()
     return total / inputs.shape[0]
 
 
