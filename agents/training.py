@@ -8,9 +8,9 @@ policy, gradient-based or not, goes through :func:`finish_run`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from agents.episodes import EVAL_SEED, Episode, GymPolicy, controls_on, evaluate, record_episode, start_states
-from agents.files import PARTIAL_SUFFIX, differences, jsonable, write_json
+from agents.files import differences, jsonable, write_json
 from agents.plots import plot_controls, plot_learning_curve, plot_trajectories
 from agents.references import Reference
 from diffenvs import problem_of
@@ -28,7 +28,7 @@ RESULTS_FILE = "results.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 #: what the run in a folder is (environment, agent, its settings), written when the run claims the folder
 RUN_FILE = "run.json"
-#: every file a run writes (results.json also lists its plots)
+#: every file a run may write (its results.json lists those it wrote, ``files``); no other file is ever a run's
 RUN_FILES = (RUN_FILE, RESULTS_FILE, CHECKPOINT_FILE, "loss.png", "trajectory.png", "control.png")
 
 
@@ -37,23 +37,88 @@ def run_identity(env_id: str, agent: str, env_kwargs: dict[str, Any] | None, con
     return jsonable({"env": env_id, "agent": agent, "env_kwargs": dict(env_kwargs or {}), "config": config})
 
 
-def _run_files(out: Path) -> list[Path]:
-    """The files of a run present in ``out``: :data:`RUN_FILES`, the plots its results list, temporary files."""
-    names = set(RUN_FILES)
-    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
-        names.update(Path(name).name for name in json.loads((out / RESULTS_FILE).read_text()).get("plots", []))
-    present = [out / name for name in sorted(names) if (out / name).is_file()]
-    return present + sorted(out.glob(f".*{PARTIAL_SUFFIX}"))
+#: the folder inside a run's folder where an ``--overwrite`` run writes until it has finished: the run it replaces
+#: stays whole until then (:func:`claim_folder`, :func:`commit_run`)
+STAGING_DIR = ".overwrite"
+#: the file in :data:`STAGING_DIR` that says its run finished, and which files replacing the old run removes and moves in
+COMMIT_FILE = "commit.json"
+
+
+def _present(out: Path) -> list[str]:
+    """The names of :data:`RUN_FILES` present in ``out`` as files (a link or a folder of that name is not a run's)."""
+    return [name for name in RUN_FILES if (out / name).is_file() and not (out / name).is_symlink()]
+
+
+def written_files(out: str | os.PathLike) -> list[str]:
+    """The files of the run in ``out`` that the run itself wrote: the names of :data:`RUN_FILES` present there, narrowed
+    to the manifest of its ``results.json`` (``files``) where it has one. A name outside :data:`RUN_FILES` is never
+    one, whatever ``results.json`` lists: no run writes it."""
+    out = Path(out)
+    present = _present(out)
+    try:
+        manifest = json.loads((out / RESULTS_FILE).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return present
+    if not (isinstance(manifest, list) and all(isinstance(name, str) for name in manifest)):
+        return present
+    return [name for name in present if name in manifest]
+
+
+def _commit_plan(staging: Path) -> dict[str, list[str]] | None:
+    """The commit file of ``staging`` (its ``remove`` and ``add`` lists of run file names), None if it has none."""
+    try:
+        plan = json.loads((staging / COMMIT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(plan, dict) and all(isinstance(plan.get(key), list) for key in ("remove", "add"))):
+        return None
+    return {key: [name for name in plan[key] if name in RUN_FILES] for key in ("remove", "add")}
+
+
+def _apply(out: Path, staging: Path, plan: dict[str, list[str]]) -> None:
+    """Replace the old run in ``out`` by the staged one: remove the old run's files the new run does not write, move
+    the new run's files in (``results.json`` last), delete ``staging``. Each step can be repeated: a replacement cut
+    short is finished by doing it again."""
+    for name in plan["remove"]:
+        if name not in plan["add"]:
+            (out / name).unlink(missing_ok=True)
+    for name in sorted(plan["add"], key=lambda name: name == RESULTS_FILE):
+        if (staging / name).is_file():
+            os.replace(staging / name, out / name)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover(out: str | os.PathLike) -> None:
+    """Finish or undo an ``--overwrite`` run that was cut short in ``out`` (call it holding the folder's lock).
+
+    A staged run with its commit file had finished: its replacement of the old run is completed. One without had
+    not: it is deleted, and the old run, never touched, stays.
+    """
+    staging = Path(out) / STAGING_DIR
+    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+        staging.unlink()
+        return
+    if not staging.is_dir():
+        return
+    plan = _commit_plan(staging)
+    if plan is None:
+        shutil.rmtree(staging)
+    else:
+        _apply(Path(out), staging, plan)
 
 
 def claim_folder(out: str | os.PathLike, identity: dict[str, Any], *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Make ``out`` the folder of the run ``identity`` (:func:`run_identity`), or refuse.
+    """Make ``out`` the folder of the run ``identity`` (:func:`run_identity`), or refuse; returns where the run writes.
 
-    An empty (or new) folder is claimed. A folder holding a run's files is claimed only if
-    ``resume`` and its ``run.json`` says it is the same run, or if ``overwrite``: then the old
-    run's files are deleted first, so none of them (a plot the new run does not draw) stays
-    beside the new results. Writes ``run.json``. Hold the folder's lock
-    (:func:`agents.files.folder_lock`) around this and the run.
+    An empty (or new) folder is claimed, and so is one holding only a ``run.json`` (a run
+    refused or failed before it wrote anything else). A folder holding a run's files is claimed
+    only if ``resume`` and its ``run.json`` says it is the same run, or if ``overwrite``: then the
+    new run writes into ``out/.overwrite`` (the returned folder) and the old run stays whole
+    until :func:`commit_run` replaces it with the new run's files, removing only the files the
+    old run wrote (:func:`written_files`), never another. A replacement cut short by a killed
+    process is finished or undone first (:func:`recover`). Writes ``run.json`` into the returned
+    folder. Hold the folder's lock (:func:`agents.files.folder_lock`) around this, the run and
+    :func:`commit_run` (or :func:`abandon_run` if the run fails).
 
     The messages name the options of ``scripts/train.py`` (``--resume``, ``--overwrite``, ``--out``).
 
@@ -64,18 +129,22 @@ def claim_folder(out: str | os.PathLike, identity: dict[str, Any], *, resume: bo
     out = Path(out)
     if resume and overwrite:
         raise ValueError(f"--resume continues the run in {out} and --overwrite deletes it: give one, not both")
-    present = [path for path in _run_files(out) if not path.name.endswith(PARTIAL_SUFFIX)] if out.is_dir() else []
+    if out.is_dir():
+        recover(out)
+    files = _present(out) if out.is_dir() else []
+    present = [name for name in files if name != RUN_FILE]
+    folder = out
     if present and overwrite:
-        for path in _run_files(out):
-            path.unlink(missing_ok=True)
+        folder = out / STAGING_DIR
+        folder.mkdir(parents=True)
     elif present and not resume:
-        raise ValueError(f"the output folder {out} holds a run already ({', '.join(p.name for p in present)}): "
+        raise ValueError(f"the output folder {out} holds a run already ({', '.join(files)}): "
                          "give --resume to continue it, --overwrite to replace it, or another --out")
     elif present:
         try:
             found = json.loads((out / RUN_FILE).read_text())
         except FileNotFoundError:
-            raise ValueError(f"--resume: the output folder {out} holds files of a run ({', '.join(p.name for p in present)}) "
+            raise ValueError(f"--resume: the output folder {out} holds files of a run ({', '.join(present)}) "
                              f"but no {RUN_FILE} saying which run; give --overwrite to replace it") from None
         except json.JSONDecodeError as error:
             raise ValueError(f"--resume: {out / RUN_FILE} is not JSON ({error})") from None
@@ -83,8 +152,38 @@ def claim_folder(out: str | os.PathLike, identity: dict[str, Any], *, resume: bo
         if mismatch:
             raise ValueError(f"--resume: the run in {out} is another run (its value there, this run's here): "
                              f"{'; '.join(mismatch)}. Give --overwrite to replace it, or another --out")
-    write_json(out / RUN_FILE, identity)
-    return out
+    write_json(folder / RUN_FILE, identity)
+    return folder
+
+
+def commit_run(out: str | os.PathLike, folder: str | os.PathLike) -> None:
+    """Make the finished run in ``folder`` (what :func:`claim_folder` returned) the run of ``out``.
+
+    Nothing to do if it wrote into ``out``. A staged ``--overwrite`` run replaces the old one:
+    a commit file listing the old run's files to remove and the new run's to move in is
+    written first, so that a process killed while replacing leaves a replacement the next
+    claim of the folder finishes (:func:`recover`).
+    """
+    out, folder = Path(out), Path(folder)
+    if folder == out:
+        return
+    plan = {"remove": written_files(out), "add": written_files(folder)}
+    write_json(folder / COMMIT_FILE, plan)
+    _apply(out, folder, plan)
+
+
+def abandon_run(out: str | os.PathLike, folder: str | os.PathLike) -> None:
+    """Undo what a run that failed or was refused wrote, where nothing of it is worth keeping.
+
+    A staged ``--overwrite`` run is deleted (the old run stays as it was); a run that wrote
+    only its ``run.json`` into ``out`` takes it back, so that a corrected command is not
+    refused for it. A run that wrote a checkpoint keeps it (``--resume`` continues it).
+    """
+    out, folder = Path(out), Path(folder)
+    if folder != out:
+        shutil.rmtree(folder, ignore_errors=True)
+    elif _present(out) == [RUN_FILE]:
+        (out / RUN_FILE).unlink(missing_ok=True)
 
 
 def write_results(out: str | os.PathLike, results: dict[str, Any]) -> Path:
@@ -181,6 +280,8 @@ def finish_run(out: str | os.PathLike, *, env_id: str, agent: str, policy: GymPo
         evaluation_seconds=time.perf_counter() - began, wall_time=float(train_seconds) + time.perf_counter() - began,
         config=config, plots=[p.name for p in plots], **(extra or {}),
     )
+    results["files"] = [name for name in (RUN_FILE, CHECKPOINT_FILE) if (out / name).is_file()] + \
+        [p.name for p in plots] + [RESULTS_FILE]
     write_results(out, results)
     return results
 
