@@ -5,7 +5,9 @@
 writes to ``--out``: ``sysid_<matrix>_<form>.md`` (the table of the error ‖Â − A‖_F against the
 number of samples, mean ± standard error over the runs), ``.csv`` (every run's error) and
 ``.png`` (the plot of report figure 15). Every option comes from the config dataclasses of
-:mod:`agents.planning` (``--help`` lists them with their docstrings).
+:mod:`agents.planning` (``--help`` lists them with their docstrings). The Gaussian baseline plays
+its inputs as drawn, the report's baseline of mean energy γ²; ``--baseline clipped`` moves them into
+the control set (the ball ‖u‖ ≤ γ) instead, a weaker baseline.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from agents import cli  # noqa: E402
 from agents.files import write_text  # noqa: E402
 from agents.identification import SysIDConfig, SysIDResult, identify, results_table  # noqa: E402
 from agents.plots import save  # noqa: E402
+from diffenvs.core.problem import check_integer  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,11 @@ class Options:
     """torch CPU threads: one is fastest here (the batched operations are tiny; threads only add synchronisation)"""
     progress: int = 1
     """show progress bars (1) or not (0)"""
+
+    def __post_init__(self) -> None:
+        check_integer("threads", self.threads)
+        if self.progress not in (0, 1) or isinstance(self.progress, bool):
+            raise ValueError(f"progress must be 0 or 1, got {self.progress!r}")
 
 
 # ---- the command line, generated from the dataclasses ----------------------------------
