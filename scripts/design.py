@@ -210,6 +210,9 @@ def calibration(script: DesignScriptConfig, agent: DesignConfig) -> dict[str, An
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     script, agent = cli.parse_pair(DesignScriptConfig, DesignConfig, argv, titles=("experiment", "agent"),
                                    description=__doc__)
+    if agent.initial_time > script.t_max:  # before any work: the first design's ascent starts there
+        raise ValueError(f"--initial-time must be at most --t-max = {script.t_max:g} s (a design is a measurement "
+                         f"time in (0, t_max]), got {agent.initial_time!r}")
     cli.check_out_folder(script.out)
     torch.set_num_threads(script.threads)
     began = time.perf_counter()

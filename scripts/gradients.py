@@ -21,7 +21,7 @@ The estimators are :mod:`studies.gradients`. Writes ``results.json``, ``table.md
 
 from __future__ import annotations
 
-import json
+import math
 import shlex
 import sys
 import time
@@ -37,6 +37,8 @@ from agents import cli, plots
 from agents.files import folder_lock, write_json, write_text
 from agents.neural_ode.network import initial_states
 from diffenvs import problem_of
+from diffenvs.core.problem import Problem, check_integer
+from diffenvs.core.validation import is_real
 from studies.gradients import BatchedMlp, episode_cost, first_order, lyapunov_exponent, zeroth_order
 
 
@@ -71,28 +73,63 @@ class GradientStudyConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch", "estimates", "reference", "threads"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+            check_integer(name, getattr(self, name))
         if self.batch < 2:
             raise ValueError(f"batch must be at least 2 (one antithetic pair), got {self.batch}")
-        if not self.horizons or any(not (h > 0) for h in self.horizons):
-            raise ValueError(f"horizons must be positive numbers of seconds, got {self.horizons!r}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma!r}")
-        try:
-            settings = json.loads(self.env_kwargs) if self.env_kwargs else {}
-        except json.JSONDecodeError as error:
-            raise ValueError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r} ({error})") from error
-        if not isinstance(settings, dict):
-            raise ValueError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}")
+        if not self.horizons or not all(is_real(h) and math.isfinite(h) and h > 0 for h in self.horizons):
+            raise ValueError(f"horizons must be finite positive numbers of seconds, got {self.horizons!r}")
+        if not (is_real(self.sigma) and math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"sigma must be a finite positive number, got {self.sigma!r}")
+        if not all(isinstance(size, int) and not isinstance(size, bool) and size >= 1 for size in self.sizes):
+            raise ValueError(f"sizes must be positive integers (the hidden layers' widths), got {self.sizes!r}")
+        for env_id in self.env_ids:
+            for horizon in self.horizons:
+                problem_at(self, env_id, horizon)  # every problem of the study is built (and checked) before any work
+
+    @property
+    def env_ids(self) -> tuple[str, ...]:
+        """The environments studied: ``envs``, or the default ones."""
+        return self.envs or tuple(e for e in ("DiffCartpole-v0", "DiffDoublePendulum-v0") if e in diffenvs.ENV_IDS)
+
+
+#: the longest rollout the study accepts, in steps (a rollout's graph is kept for the backward pass)
+MAX_STEPS = 100_000
+
+
+def problem_at(config: GradientStudyConfig, env_id: str, horizon: float) -> Problem[Any]:
+    """``env_id`` with ``config.env_kwargs``, cut to ``horizon`` seconds (rounded to whole steps); a ``ValueError``
+    naming the argument for an unknown id, settings the environment refuses, a horizon shorter than half a step or
+    longer than :data:`MAX_STEPS`, and an environment that starts from one state."""
+    if env_id not in diffenvs.ENV_IDS:
+        raise ValueError(f"envs must be environment ids of {sorted(diffenvs.ENV_IDS)}, got {env_id!r}")
+    settings = cli.parse_env_kwargs(config.env_kwargs or None, None, env_id)
+    if "max_steps" in settings:
+        raise ValueError("env_kwargs must not set max_steps: --horizons sets each rollout's length")
+    try:
+        base = problem_of(env_id, **settings)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"env_kwargs {config.env_kwargs!r} are refused by {env_id}: {error}") from error
+    kind, draws = base.initial_draws
+    if draws == 0:
+        raise ValueError(
+            f"envs: {env_id} starts every episode from one state, so the first-order estimate has no spread over starts "
+            "(its variance is 0 and its signal-to-noise ratio undefined); the study compares the estimators over a "
+            "start distribution: use an environment with random starts (DiffCartpole-v0, DiffDoublePendulum-v0, "
+            "DiffIsochronism-v0)")
+    steps = round(horizon / base.dt)
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"horizons must be from half a step to {MAX_STEPS:,} steps of {env_id} (dt = {base.dt:g} s), "
+                         f"got {horizon!r} s ({steps} steps)")
+    try:
+        return problem_of(env_id, **{**settings, "max_steps": steps})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"horizons: {env_id} refuses {horizon!r} s ({steps} steps): {error}") from error
 
 
 def study(env_id: str, horizon: float, config: GradientStudyConfig, generator: torch.Generator) -> dict[str, Any]:
     """Both estimators on ``env_id`` cut to ``horizon`` seconds: norms, variances, errors, adjoint, timings."""
-    settings = json.loads(config.env_kwargs) if config.env_kwargs else {}
-    base = problem_of(env_id, **settings)
-    steps = max(1, round(horizon / base.dt))
-    problem = problem_of(env_id, **{**settings, "max_steps": steps})
+    problem = problem_at(config, env_id, horizon)
+    steps = problem.max_steps
     mlp = BatchedMlp(problem, (len(problem.observation_names), *config.sizes, problem.control_dim))
     theta = mlp.initial(torch.Generator().manual_seed(config.seed))
     cost = episode_cost(problem, mlp)
@@ -183,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         config = GradientStudyConfig(**{**config.__dict__, "horizons": horizons, "batch": 8, "estimates": 4,
                                         "reference": 256})
     out = cli.check_out_folder(config.out)
-    envs = config.envs or tuple(e for e in ("DiffCartpole-v0", "DiffDoublePendulum-v0") if e in diffenvs.ENV_IDS)
+    envs = config.env_ids
     torch.set_num_threads(config.threads)
     began = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -193,8 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for env_id, horizon in tqdm([(e, h) for e in envs for h in config.horizons], desc="gradient study"):
             rows.append(study(env_id, horizon, config, generator))
         for env_id in envs:
-            longest, settings = max(config.horizons), json.loads(config.env_kwargs) if config.env_kwargs else {}
-            problem = problem_of(env_id, **{**settings, "max_steps": max(1, round(longest / problem_of(env_id, **settings).dt))})
+            problem = problem_at(config, env_id, max(config.horizons))
             mlp = BatchedMlp(problem, (len(problem.observation_names), *config.sizes, problem.control_dim))
             theta = mlp.initial(torch.Generator().manual_seed(config.seed))
             starts = initial_states(problem, 8, generator)

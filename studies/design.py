@@ -134,7 +134,13 @@ def optimal_design(means: np.ndarray | float, variances: np.ndarray | float, noi
     if not (np.isfinite(variances).all() and (variances > 0).all()):
         raise ValueError(f"variances must be finite and positive, got {variances.tolist()}")
     check_positive("noise_std", noise_std)
+    if not (isinstance(t_max, (int, float)) and t_max > 0):
+        raise ValueError(f"t_max must be a positive number of seconds, got {t_max!r}")
     initial = np.broadcast_to(config.initial_time if start is None else np.asarray(start, np.float64), means.shape)
+    if not (np.isfinite(initial).all() and (initial >= 0).all() and (initial <= t_max).all()):
+        name = "config.initial_time" if start is None else "start"
+        raise ValueError(f"{name} must lie in [0, t_max] = [0, {t_max:g}] s (the ascent's times stay there), "
+                         f"got {np.unique(initial).tolist()[:5]}")
     t = torch.tensor(initial, dtype=torch.float64, requires_grad=True)
     theta, variance = torch.as_tensor(means), torch.as_tensor(variances)
     optimiser = torch.optim.Adam([t], lr=config.lr)
@@ -144,6 +150,10 @@ def optimal_design(means: np.ndarray | float, variances: np.ndarray | float, noi
     while iterations < config.max_iterations:
         iterations += 1
         criterion = information_gain(model_sensitivity(t, theta, config), variance, noise_std).sum()
+        if not torch.isfinite(criterion):
+            raise ValueError(f"the information gain is not finite at t = {t.detach().tolist()[:5]} s (beliefs "
+                             f"{means.tolist()[:5]}): the solver's {config.steps} steps over [0, t] diverge there; "
+                             "raise config.steps or lower t_max")
         optimiser.zero_grad()
         (-criterion).backward()
         before = t.detach().clone()
