@@ -6,10 +6,12 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import multiprocessing
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -440,3 +442,127 @@ def test_a_run_killed_at_random_moments_loses_no_checkpoint_and_resumes(tmp_path
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "control.png", "loss.png", "results.json", RUN_FILE,
                                                      "trajectory.png"]
     _whole_files(out)
+
+
+# ---- checkpoints that declare more than they hold, pickles refused -----------------------------------------------
+
+def test_a_checkpoint_declaring_a_huge_tensor_is_refused_naming_the_file_before_allocating(tmp_path: Path) -> None:
+    """A few bytes on disk can declare a tensor of 64 GiB (a one-byte storage expanded): refused before its bytes are
+    copied out (that copy raised MemoryError), as the wrapper's state and inside a state with a valid checksum."""
+    huge = torch.zeros(1, dtype=torch.uint8).expand(2**36)
+    path = tmp_path / "huge.pt"
+    torch.save({"format": "diffenvs-checkpoint", "version": 1, "sha256": "0" * 64, "state": huge}, path)
+    assert path.stat().st_size < 2000
+    for read in (load_checkpoint, neural_ode.load_policy):
+        with pytest.raises(CheckpointError, match=r"checkpoint .*huge\.pt: corrupted or forged .*state: shape "
+                                                  r"\(68719476736,\) .*over a storage of 1 bytes"):
+            read(path)
+    save_checkpoint(path, {"policy": {"w": torch.zeros(1).expand(2**34)}})  # its checksum right
+    with pytest.raises(CheckpointError, match=r"huge\.pt: corrupted or forged .*policy\.w: shape \(17179869184,\)"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("payload", [
+    pickle.dumps(RunsCode("touch {marker}"), protocol=4),
+    pickle.dumps({"policy": RunsCode("touch {marker}")}, protocol=0),
+    b"(S'touch {marker}'\nios\nsystem\n.",  # the INST instruction
+    b"\x80\x02(cos\nsystem\nS'touch {marker}'\no.",  # the OBJ instruction
+], ids=["protocol-4", "protocol-0", "inst", "obj"])
+@pytest.mark.parametrize("wrapped", [False, True], ids=["raw", "checksummed"])
+def test_a_refused_pickle_is_said_to_be_refused_never_damaged_and_no_advice_to_run_it(tmp_path: Path, payload: bytes,
+                                                                                     wrapped: bool) -> None:
+    marker = tmp_path / "ran"
+    data = payload.replace(b"{marker}", str(marker).encode())
+    path = tmp_path / "checkpoint.pt"
+    if wrapped:
+        wrapper = {"format": "diffenvs-checkpoint", "version": 1, "sha256": hashlib.sha256(data).hexdigest(),
+                   "state": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+        torch.save(wrapper, path)
+    else:
+        path.write_bytes(data)
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path)
+    message = str(refused.value)
+    assert f"checkpoint {path}: " in message and "not weights-only" in message and "could run code" in message
+    assert "truncated" not in message and "corrupted" not in message and "weights_only" not in message, message
+    assert not marker.exists()
+
+
+# ---- locks that are no process's ----------------------------------------------------------------------------------
+
+def _make_lock(lock: Path, kind: str) -> Path | None:
+    """Put at ``lock`` a lock of ``kind``; returns a file of the user's that must survive (or None)."""
+    target = lock.parent.parent / f"{kind}-target.txt"
+    if kind == "dangling-link":
+        lock.symlink_to(lock.parent / "nowhere")
+    elif kind == "link-to-a-file":
+        target.write_text("mine\n")
+        lock.symlink_to(target)
+        return target
+    elif kind == "empty-folder":
+        lock.mkdir()
+    elif kind == "folder-with-a-file":
+        lock.mkdir()
+        (lock / "inside.txt").write_text("mine\n")
+        return None
+    elif kind == "pid-beyond-range":
+        lock.write_text("pid=99999999999\n")
+    elif kind == "pid-0":
+        lock.write_text("pid=0\n")
+    else:
+        lock.write_bytes(b"\xff\xfe pid=\xff\x00")
+    return None
+
+
+LOCK_KINDS = ["dangling-link", "link-to-a-file", "empty-folder", "folder-with-a-file", "pid-beyond-range", "pid-0",
+              "binary"]
+
+
+def _within(seconds: float, work) -> list:
+    """Run ``work()`` in a thread; its outcome (``["ok", value]`` or ``["raised", error]``), or fail if it still runs
+    after ``seconds`` (a lock spinning forever)."""
+    outcome: list = []
+
+    def target() -> None:
+        try:
+            outcome.extend(["ok", work()])
+        except BaseException as error:  # handed to the test
+            outcome.extend(["raised", error])
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting for the lock after {seconds} s"
+    return outcome
+
+
+@pytest.mark.parametrize("kind", LOCK_KINDS)
+def test_a_lock_that_is_no_process_s_is_taken_over_at_once(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lock = folder / ".lock"
+    keep = _make_lock(lock, kind)
+    warned: list[str] = []
+
+    def hold() -> str:
+        with folder_lock(folder, wait=0.2, warn=warned.append):
+            return lock.read_text()
+
+    outcome = _within(10, hold)
+    assert outcome[0] == "ok", outcome[1]
+    assert outcome[1].startswith(f"pid={os.getpid()} ") and not lock.exists() and not lock.is_symlink()
+    assert len(warned) == 1 and str(lock) in warned[0] and "taking" in warned[0], warned
+    if keep is not None:  # a link is removed, never what it points to
+        assert keep.read_text() == "mine\n"
+    if kind == "folder-with-a-file":  # moved aside, not deleted
+        assert (folder / ".lock.stale" / "inside.txt").read_text() == "mine\n"
+
+
+def test_train_py_takes_over_a_dangling_link_lock(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").symlink_to(tmp_path / "nowhere")
+    with pytest.warns(UserWarning, match="is a link, no process's lock"):
+        outcome = _within(60, lambda: train_script.main([*ANALYTIC_ARGV, "--out", str(out)]))
+    assert outcome[0] == "ok", outcome[1]
+    assert outcome[1]["agent"] == "harmonic" and not (out / ".lock").is_symlink()
