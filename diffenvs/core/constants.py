@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,8 +32,10 @@ def plain_constants(problem: Definition, params_type: type | None = None) -> Non
 
     Called first in a definition's ``__post_init__``, so that the checks and the physics see
     plain ``int``/``float`` (a ``numpy.float32`` constant would otherwise make the Python-float
-    physics of the Gymnasium face compute in float32). With ``params_type``, ``params`` must
-    be an instance of it (``TypeError`` otherwise). Bools and tensors are left as they are.
+    physics compute in float32). With ``params_type``, ``params`` must be an instance of it or a
+    mapping of some of its fields (``{"pole_length": 0.5}``: a spec read back from JSON, a command
+    line's ``dict(...)``, a Hydra config), which builds one; ``TypeError`` otherwise. Bools and
+    tensors are left as they are.
     """
 
     def plain(value: Any) -> Any:
@@ -51,14 +53,31 @@ def plain_constants(problem: Definition, params_type: type | None = None) -> Non
     if params_type is None:
         return
     params = problem.params
+    if isinstance(params, Mapping):  # a spec read back from JSON, a command line's dict(...), a Hydra config
+        params = params_from_mapping(params_type, params)
+        object.__setattr__(problem, "params", params)
     if not isinstance(params, params_type):
-        raise TypeError(f"params must be a {params_type.__name__}, got {type(params).__name__}: {params!r}")
+        raise TypeError(f"params must be a {params_type.__name__} or a mapping of its fields, "
+                        f"got {type(params).__name__}: {params!r}")
     if not dataclasses.is_dataclass(params) or isinstance(params, type):
         return
     changes = {f.name: plain(getattr(params, f.name)) for f in dataclasses.fields(params)
                if isinstance(getattr(params, f.name), (np.integer, np.floating))}
     if changes:
         object.__setattr__(problem, "params", dataclasses.replace(params, **changes))
+
+
+def params_from_mapping(params_type: type, mapping: Mapping[Any, Any]) -> Any:
+    """``params_type(**mapping)``: a mapping of some of its fields (the others keep their defaults).
+
+    ``TypeError`` names the keys that are no field of ``params_type``, and the fields there are.
+    """
+    names = [f.name for f in dataclasses.fields(params_type) if f.init] if dataclasses.is_dataclass(params_type) else []
+    unknown = [key for key in mapping if key not in names]
+    if unknown:
+        raise TypeError(f"params has no field {', '.join(map(repr, unknown))}: the fields of "
+                        f"{params_type.__name__} are {names}")
+    return params_type(**dict(mapping))
 
 
 def check_episode(problem: Definition) -> None:
