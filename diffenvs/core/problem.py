@@ -210,11 +210,64 @@ class Problem(ABC, Generic[ParamsT]):
         """An RGB frame (``uint8``, height x width x 3) of a physical state."""
         raise NotImplementedError(f"{type(self).__name__} has no rendering")
 
+    def render_episode(self, states: np.ndarray) -> np.ndarray:
+        """The frame of an episode so far: ``states`` holds its physical states, one row each, the current one last.
+
+        The Gymnasium face renders through this; by default it draws the current state
+        (:meth:`render`). A problem drawn in a phase plane overrides it to draw the path too.
+        """
+        return self.render(states[-1])
+
+
+def _number(value: Any) -> Any:
+    """A tensor as the number (0-d) or numpy array it holds, detached; anything else as it is."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    value = value.detach().cpu()
+    if value.dim() == 0:
+        return bool(value) if value.dtype == torch.bool else value.item()
+    return value.numpy()
+
+
+def numeric_constants(problem: Problem[Any]) -> Problem[Any]:
+    """``problem`` with its tensor constants (fields, and fields of its ``params``) as numbers, checked again.
+
+    The problem is built again from its fields (``dataclasses.replace``), so its ``__post_init__``
+    checks the values; a problem without tensor constants is returned as it is.
+    """
+    if not dataclasses.is_dataclass(problem):
+        return problem
+    fields = [f for f in dataclasses.fields(problem) if f.init]
+    changes = {f.name: _number(getattr(problem, f.name)) for f in fields
+               if isinstance(getattr(problem, f.name), torch.Tensor)}
+    params = problem.params
+    if dataclasses.is_dataclass(params) and not isinstance(params, type) \
+            and any(f.name == "params" for f in fields):
+        numbers = {f.name: _number(getattr(params, f.name)) for f in dataclasses.fields(params)
+                   if f.init and isinstance(getattr(params, f.name), torch.Tensor)}
+        if numbers:
+            changes["params"] = dataclasses.replace(params, **numbers)
+    return dataclasses.replace(problem, **changes) if changes else problem
+
 
 class ProblemAttributes:
-    """The documented attributes every face exposes from its ``problem``."""
+    """The documented attributes every face exposes from its ``problem``.
 
-    problem: Problem[Any]
+    A face computes with numbers: setting its ``problem`` turns the constants given as tensors
+    (a 0-d tensor a number, others numpy arrays) into what the same constants given as numbers
+    would be, and builds the problem again, so that its checks see them: a negative or NaN mass
+    given as a tensor is refused as the same float is (``ValueError`` naming it). Only the
+    gradient path differentiates constants (``rollout(..., params=...)``).
+    """
+
+    @property
+    def problem(self) -> Problem[Any]:
+        """The definition this face steps."""
+        return self.__dict__["_problem"]
+
+    @problem.setter
+    def problem(self, problem: Problem[Any]) -> None:
+        self._problem = numeric_constants(problem)
 
     @property
     def dt(self) -> float:
