@@ -1,26 +1,35 @@
-"""The Gymnasium face: one environment, numpy in and out, stepping on Python floats.
+"""The Gymnasium face: one environment, numpy in and out, stepping a batch of one in torch.
 
-A single environment is four numbers: torch's per-call overhead would dominate, so the
-definition's component-wise physics runs here on Python floats (:data:`SCALAR`), the same
-code and step rule the batched torch faces run.
+A single environment takes the vector face's arithmetic on a batch of one: the same torch
+kernels, the same order, float64, the same counter-based draws (the step of
+:func:`~diffenvs.core.vector_step.batched_step`: the control from the action, the one
+:func:`~diffenvs.core.transition.transition`, the float32 observation). ``gymnasium.make(id)``
+and ``gymnasium.make_vec(id, num_envs=1)`` therefore agree to the last bit, which Gymnasium's
+own vector-equivalence check asks for; on Python floats (``math.sin`` against torch's kernels)
+they differed in the last bit on four ids.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.error import ResetNeeded
 
 from diffenvs.core import random
-from diffenvs.core.numerics import SCALAR
+from diffenvs.core.numerics import TORCH, Components, stack
 from diffenvs.core.problem import Held, Problem, ProblemAttributes
 from diffenvs.core.transition import OBSERVATION_LIMIT, transition
 from diffenvs.core.validation import as_finite_array, check_options
+
+#: the single face's precision (the vector face's default)
+DTYPE = torch.float64
 
 
 def observation_space(problem: Problem) -> spaces.Box:
@@ -40,29 +49,46 @@ def initial_draws(problem: Problem, key: Any, episode: Any) -> np.ndarray:
 
 
 def render_fps(dt: float) -> int:
-    """Frames per second of ``human`` rendering: one frame per step, between 1 and 1000."""
+    """Frames per second of ``human`` rendering and of recorded videos: one frame per step, between 1 and 1000."""
     fps = 1.0 / dt
     return 1000 if fps > 1000 else max(1, round(fps))
+
+
+def spec_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A spec's keyword arguments with a dataclass ``params`` written as the mapping of its fields.
+
+    ``params=`` takes a mapping as well as the dataclass (:func:`~diffenvs.core.constants.plain_constants`),
+    so the spec stays a description that ``EnvSpec.to_json``/``from_json`` and ``gymnasium.make(env.spec)``
+    carry: a dataclass of numbers is not JSON.
+    """
+    params = kwargs.get("params")
+    if params is None or isinstance(params, Mapping) or not dataclasses.is_dataclass(params) \
+            or isinstance(params, type):
+        return kwargs
+    fields = {f.name: getattr(params, f.name) for f in dataclasses.fields(params) if f.init}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in fields.values()):
+        return kwargs  # arrays or tensors: the spec keeps the object itself
+    return {**kwargs, "params": fields}
 
 
 class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
     """Gymnasium environment built from a :class:`~diffenvs.core.problem.Problem`.
 
-    Subclasses set :attr:`problem_type`; keyword arguments build the problem. The current
-    physical state is :attr:`state` (numpy, the order of ``problem.state_names``), the
-    seconds per step :attr:`dt`, the constants :attr:`params`.
-    ``reset(options={"state": s})`` starts from the physical state ``s``.
+    Subclasses set :attr:`problem_type`; keyword arguments build the problem (``params`` as its
+    dataclass or as a mapping of its fields). The current physical state is :attr:`state` (numpy,
+    the order of ``problem.state_names``), the seconds per step :attr:`dt`, the constants
+    :attr:`params`. ``reset(options={"state": s})`` starts from the physical state ``s``.
 
     A step whose state, reward or observation is not representable (inf, nan, beyond the
-    float32 range, or an arithmetic error of the Python-float physics) keeps the last good
-    state and truncates the episode with ``info["nonfinite_state"]``, as the vector face does.
+    float32 range) keeps the last good state, shows the last observation again and truncates the
+    episode with ``info["nonfinite_state"]``, as the vector face does.
 
-    The environment ends its episodes itself after ``max_steps`` steps (or earlier), so its
-    id is registered without a ``TimeLimit``; the spec that ``gymnasium.make`` sets reports
-    ``max_episode_steps = max_steps`` for the arguments it was made with, so that
-    ``gymnasium.wrappers.TimeAwareObservation`` and other readers of ``env.spec`` see the
-    episode's real length. (``gymnasium.make(id, max_episode_steps=n)`` still adds a
-    ``TimeLimit`` of ``n`` steps, and the wrapper's spec then reports ``n``.)
+    The episode's length is the problem's ``max_steps``: the environment ends its episodes itself
+    (the horizon is part of the problem: the terminal cost is paid there, the observed time is
+    ``t / T``), so its id is registered without a ``TimeLimit`` and its spec's
+    ``max_episode_steps`` is ``None``, as registered: no length is claimed that no wrapper applies.
+    ``gymnasium.make(id, max_episode_steps=n)`` adds Gymnasium's ``TimeLimit``, which can only end an
+    episode earlier; a longer episode is ``max_steps=n``.
     """
 
     problem_type: ClassVar[type[Problem[Any]]]
@@ -76,24 +102,28 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = observation_space(self.problem)
         self.action_space = action_space(self.problem)
         self.metadata = {**self.metadata, "render_fps": render_fps(self.problem.dt)}
+        #: the constants as the step computes with them (arrays as float64 tensors)
+        self._params = self.problem.params_like(self.problem.params, torch.zeros((), dtype=DTYPE))
         self._key: np.uint64 | None = None
         self._episode = 0
-        self._x: tuple[float, ...] | None = None
-        self._x0: tuple[float, ...] = ()
+        self._x: Components | None = None  # the internal state, components of one row
+        self._x0: Components = ()
+        self._observation = torch.zeros(0)
         self._steps = 0
         self._done = False
+        self._trail: list[np.ndarray] = []
         self._figure: Any = None
 
     # ---- documented attributes ---------------------------------------------------------
     @property
     def spec(self) -> EnvSpec | None:
-        """The spec ``gymnasium.make`` set, with ``max_episode_steps`` the episode's length ``max_steps``."""
+        """The spec ``gymnasium.make`` set (a dataclass ``params`` recorded as the mapping of its fields)."""
         return self.__dict__.get("_spec")
 
     @spec.setter
     def spec(self, spec: EnvSpec | None) -> None:
-        if spec is not None and spec.max_episode_steps is None:
-            spec = dataclasses.replace(spec, max_episode_steps=self.problem.max_steps)
+        if spec is not None:
+            spec = dataclasses.replace(spec, kwargs=spec_kwargs(spec.kwargs))
         self._spec = spec
 
     @property
@@ -101,7 +131,10 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         """The physical state, float64, in the order of ``problem.state_names``."""
         if self._x is None:
             raise ResetNeeded("the environment has no state before reset()")
-        return np.array(self.problem.state_to_physical(self._x), dtype=np.float64)
+        return self._physical(self._x)
+
+    def _physical(self, x: Components) -> np.ndarray:
+        return stack(self.problem.state_to_physical(x)).double().numpy()[0]
 
     def episode_noise(self, steps: int | None = None) -> np.ndarray:
         """The standard normal process-noise draws of this episode, shape ``(steps, problem.step_noise)``.
@@ -116,7 +149,21 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         return random.normal(np.full(steps, self._key), np.full(steps, self._episode, np.uint64), counters,
                              self.problem.step_noise)
 
+    # ---- the arithmetic: the vector face's, on one row -------------------------------------
+    def _tensor(self, array: Any) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=DTYPE)
+
+    def _row(self, components: Components) -> Components:
+        """Components as tensors of one row (a constant component broadcast), as the vector face keeps them."""
+        return tuple(self._tensor(c).expand(1) if not isinstance(c, torch.Tensor) or c.dim() == 0 else c
+                     for c in components)
+
+    def _observe(self, k: int, x: Components) -> torch.Tensor:
+        t = torch.full((1,), k, dtype=torch.int32).to(DTYPE) * self.problem.dt
+        return stack(self.problem.observation(t, x, self._params, TORCH), like=t).to(torch.float32)
+
     # ---- Gymnasium API -----------------------------------------------------------------
+    @torch.no_grad()
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         options = check_options(options, ("state",))
@@ -125,60 +172,67 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         else:
             self._episode += 1
         problem = self.problem
+        self._params = problem.params_like(problem.params, torch.zeros((), dtype=DTYPE))
         if "state" in options:
             state = as_finite_array('options["state"]', options["state"], (problem.state_dim,))
             problem.check_state(state)
-            x = problem.state_from_physical(tuple(state.tolist()), problem.params, SCALAR)
+            x = self._row(problem.state_from_physical(self._tensor(state[None]).unbind(-1), self._params, TORCH))
         else:
-            draws = initial_draws(problem, self._key, np.uint64(self._episode)).tolist()
-            x = problem.initial_state(draws, problem.params, SCALAR)
-        observation = problem.observation(0.0, x, problem.params, SCALAR)
-        if not all(-OBSERVATION_LIMIT <= o <= OBSERVATION_LIMIT for o in observation):
+            draws = self._tensor(initial_draws(problem, np.array([self._key]), np.array([self._episode], np.uint64)))
+            x = self._row(problem.initial_state(draws, self._params, TORCH))
+        observation = self._observe(0, x)
+        if not bool((observation.double().abs() <= OBSERVATION_LIMIT).all()):
             source = 'options["state"]' if "state" in options else "the start drawn from the constructor's constants"
-            raise ValueError(f"{source} gives an observation outside the float32 range: {observation}")
+            raise ValueError(f"{source} gives an observation outside the float32 range: {observation[0].tolist()}")
         self._x, self._x0, self._steps, self._done = x, x, 0, False
+        self._observation = observation
+        self._trail = []
+        if self.render_mode is not None:
+            self._trail.append(self._physical(x))
         if self.render_mode == "human":
             self.render()
-        return np.array(observation, dtype=np.float32), {}
+        return observation[0].numpy().copy(), {}
 
+    @torch.no_grad()
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         x, key = self._x, self._key
         if x is None or key is None:
             raise ResetNeeded("call reset() before step()")
         if self._done:
             raise ResetNeeded("the episode has ended; call reset() before step()")
-        problem = self.problem
-        a = as_finite_array("action", action, (problem.control_dim,))
-        u = problem.control_from_action(tuple(a.tolist()), SCALAR)
+        problem, params = self.problem, self._params
+        a = self._tensor(as_finite_array("action", action, (problem.control_dim,))[None])
         noise = None
         if problem.step_noise:
-            noise = tuple(random.normal_scalar(key, self._episode, self._steps + 1, problem.step_noise))
-        try:
-            step = transition(problem, self._steps, x, Held(u), x0=self._x0, params=problem.params, ns=SCALAR,
-                              noise=noise)
-        except ArithmeticError:  # Python floats raise (x / 0.0, an overflowing **) where tensors give inf or nan
-            step = None
+            counters = np.array([self._steps + 1], np.uint64)
+            draws = random.normal(np.array([key]), np.array([self._episode], np.uint64), counters, problem.step_noise)
+            noise = self._tensor(draws).unbind(-1)
+        # batched_step's arithmetic on one row: the step index in the state's dtype, the control from the action
+        k = torch.full((1,), self._steps, dtype=torch.int32).to(DTYPE)
+        control = Held(problem.control_from_action(a.unbind(-1), TORCH))
+        step = transition(problem, k, x, control, x0=self._x0, params=params, ns=TORCH, noise=noise)
+        observation = stack(step.observation or (), like=k).to(torch.float32)
+        reward = float(step.reward.to(torch.float64)[0])
         info: dict[str, Any] = {}
-        if step is None or not step.finite:
+        if not bool(step.finite[0]):
             self._done = True
             info["nonfinite_state"] = True  # the state left the representable range: keep the last good one
-            return self._observation(x), 0.0, False, True, info
-        self._x, self._steps = step.x, self._steps + 1
-        terminated, truncated = bool(step.terminated), bool(step.truncated)
+            return self._observation[0].numpy().copy(), 0.0, False, True, info
+        self._x, self._steps, self._observation = self._row(step.x), self._steps + 1, observation
+        terminated, truncated = bool(step.terminated[0]), bool(step.truncated[0])
         self._done = terminated or truncated
+        if self.render_mode is not None:
+            self._trail.append(self._physical(self._x))
         if self.render_mode == "human":
             self.render()
-        return np.array(step.observation, dtype=np.float32), float(step.reward), terminated, truncated, info
-
-    def _observation(self, x: tuple[float, ...]) -> np.ndarray:
-        obs = self.problem.observation(self._steps * self.problem.dt, x, self.problem.params, SCALAR)
-        return np.array(obs, dtype=np.float32)
+        return observation[0].numpy().copy(), reward, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
+        """The frame of the current state; problems that draw a path (a phase plane) draw this episode's trail."""
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' to make()")
             return None
-        frame = self.problem.render(self.state)
+        frame = self.problem.render_episode(np.array(self._trail) if self._trail else self.state[None])
         if self.render_mode == "rgb_array":
             return frame
         import matplotlib.pyplot as plt
