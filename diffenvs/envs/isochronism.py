@@ -145,11 +145,20 @@ class Isochronism(OdeProblem[IsochronismParams]):
         return (x[0],) if self.observe == "position" else (x[0], x[1], t / self.horizon)
 
     def render(self, state: np.ndarray) -> np.ndarray:
-        x, v = (float(s) for s in state)
-        radius = max(3.0, 1.2 * math.hypot(x, v))
+        return self.render_episode(np.asarray(state, np.float64)[None])
+
+    def render_episode(self, states: np.ndarray) -> np.ndarray:
+        """The phase plane :math:`(x, \\dot x)`: axes with a tick per unit, the origin, the start :math:`X(0)` (the
+        ring every trajectory must come back to at :math:`T`), the path so far and the current state."""
+        states = np.asarray(states, np.float64)
+        finite = states[np.isfinite(states).all(axis=1)]
+        extent = float(np.abs(finite).max()) if len(finite) else 0.0
+        radius = max(3.0, 1.2 * extent)
         canvas = Canvas(320, 320, (-radius, radius), (-radius, radius))
-        canvas.line(-radius, 0.0, radius, 0.0, canvas.pixel, (180, 180, 180))
-        canvas.line(0.0, -radius, 0.0, radius, canvas.pixel, (180, 180, 180))
+        canvas.axes(1.0 if radius < 12 else 10 ** math.floor(math.log10(radius / 2)))
+        canvas.path(states[:, 0], states[:, 1], (150, 180, 230))
+        canvas.ring(float(states[0, 0]), float(states[0, 1]), 6 * canvas.pixel, 2 * canvas.pixel, (220, 120, 40))
+        x, v = (float(s) for s in states[-1])
         canvas.disc(x, v, 4 * canvas.pixel, (40, 90, 200))
         return canvas.image
 
@@ -159,4 +168,4 @@ def harmonic_force(x: Any, params: IsochronismParams = IsochronismParams()) -> A
     return -((2 * math.pi / params.period) ** 2) * x
 
 
-IsochronismEnv, IsochronismVectorEnv = register_problem(Isochronism, "DiffIsochronism-v0", __doc__, order=3)
+IsochronismEnv, IsochronismVectorEnv = register_problem(Isochronism, "DiffIsochronism-v0", __doc__, order=3, namespace="diffenvs")

@@ -46,6 +46,7 @@ Version History
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -281,11 +282,20 @@ class LinearSysID(Problem[LinearSysIDParams]):
         return (state1, a, gram1, cross1), reward, False
 
     def render(self, state: np.ndarray) -> np.ndarray:
-        radius = max(2.0, 1.2 * float(np.abs(state[:2]).max()))
+        return self.render_episode(np.asarray(state, np.float64)[None])
+
+    def render_episode(self, states: np.ndarray) -> np.ndarray:
+        """The plane of the first two state components (the first against 0 when ``d`` is 1): axes with a tick per
+        unit, the origin, the path so far and the current state."""
+        states = np.asarray(states, np.float64)
+        plane = states[:, :2] if self.d > 1 else np.stack([states[:, 0], np.zeros(len(states))], axis=1)
+        finite = plane[np.isfinite(plane).all(axis=1)]
+        extent = float(np.abs(finite).max()) if len(finite) else 0.0
+        radius = max(2.0, 1.2 * extent)
         canvas = Canvas(320, 320, (-radius, radius), (-radius, radius))
-        canvas.line(-radius, 0.0, radius, 0.0, canvas.pixel, (180, 180, 180))
-        canvas.line(0.0, -radius, 0.0, radius, canvas.pixel, (180, 180, 180))
-        canvas.disc(float(state[0]), float(state[1]) if self.d > 1 else 0.0, 4 * canvas.pixel, (40, 90, 200))
+        canvas.axes(1.0 if radius < 12 else 10 ** math.floor(math.log10(radius / 2)))
+        canvas.path(plane[:, 0], plane[:, 1], (150, 180, 230))
+        canvas.disc(float(plane[-1, 0]), float(plane[-1, 1]), 4 * canvas.pixel, (40, 90, 200))
         return canvas.image
 
 
@@ -296,4 +306,4 @@ def estimation_error(gram: Any, cross: Any, a: Any) -> Any:
     return lib.sqrt((difference * difference).sum((-2, -1)))
 
 
-LinearSysIDEnv, LinearSysIDVectorEnv = register_problem(LinearSysID, "DiffLinearSysID-v0", __doc__, order=4)
+LinearSysIDEnv, LinearSysIDVectorEnv = register_problem(LinearSysID, "DiffLinearSysID-v0", __doc__, order=4, namespace="diffenvs")
