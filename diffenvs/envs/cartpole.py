@@ -185,4 +185,4 @@ class Cartpole(OdeProblem[CartpoleParams]):
         return canvas.image
 
 
-CartpoleEnv, CartpoleVectorEnv = register_problem(Cartpole, "DiffCartpole-v0", __doc__, order=2)
+CartpoleEnv, CartpoleVectorEnv = register_problem(Cartpole, "DiffCartpole-v0", __doc__, order=2, namespace="diffenvs")

@@ -207,4 +207,4 @@ class DecayDesign(Problem[DecayDesignParams]):
         return canvas.image
 
 
-DecayDesignEnv, DecayDesignVectorEnv = register_problem(DecayDesign, "DiffDecayDesign-v0", __doc__, order=5)
+DecayDesignEnv, DecayDesignVectorEnv = register_problem(DecayDesign, "DiffDecayDesign-v0", __doc__, order=5, namespace="diffenvs")

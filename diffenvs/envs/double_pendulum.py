@@ -294,4 +294,5 @@ class DoublePendulum(OdeProblem[DoublePendulumParams]):
         return canvas.image
 
 
-DoublePendulumEnv, DoublePendulumVectorEnv = register_problem(DoublePendulum, "DiffDoublePendulum-v0", __doc__, order=6)
+DoublePendulumEnv, DoublePendulumVectorEnv = register_problem(DoublePendulum, "DiffDoublePendulum-v0", __doc__, order=6,
+                                                              namespace="diffenvs")

@@ -196,4 +196,4 @@ class Zermelo(OdeProblem[ZermeloParams]):
         return canvas.image
 
 
-ZermeloEnv, ZermeloVectorEnv = register_problem(Zermelo, "DiffZermelo-v0", __doc__, order=1)
+ZermeloEnv, ZermeloVectorEnv = register_problem(Zermelo, "DiffZermelo-v0", __doc__, order=1, namespace="diffenvs")
