@@ -47,3 +47,17 @@ def test_the_agents_name_the_extra_they_need() -> None:
     done = run_without_extra("import agents")
     assert done.returncode != 0
     assert "pip install \"diffenvs[agents]\"" in done.stderr and "stable-baselines3" in done.stderr
+
+
+def test_the_documented_wrappers_dependencies_are_declared() -> None:
+    """docs/faces.md sends torch learners to Gymnasium's ``NumpyToTorch``, which imports ``array_api_compat``:
+    the package declares it (through Gymnasium's own ``torch`` extra, or by name)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    requirements = [r.replace(" ", "").lower() for r in project["dependencies"]]
+    declared = any(re.match(r"gymnasium\[[^\]]*torch[^\]]*\]", r) or r.startswith("array-api-compat")
+                   for r in requirements)
+    assert declared, requirements
