@@ -325,8 +325,26 @@ def compile_cache(warm: bool) -> Iterator[None]:
                 os.environ[CACHE_VARIABLE] = before
 
 
+def check_out_file(path: Path) -> None:
+    """Raise ``ValueError`` naming ``--out`` unless the report can be written to ``path``: checked before the
+    benchmark's minutes, not after them. Refused: a folder, a path through a file, a place this process cannot
+    write into. Nothing is created."""
+    if path.is_dir():
+        raise ValueError(f"--out must name a file for the markdown report, got {str(path)!r}, a folder")
+    parent = path.parent
+    while not parent.exists() and parent.parent != parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out must name a file for the markdown report, got {str(path)!r}, whose parent "
+                         f"{str(parent)!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"--out must name a file this process can write, got {str(path)!r}")
+
+
 def main(argv: list[str] | None = None) -> str:
     args = cli.parse(SpeedConfig, argv, description=__doc__)
+    if args.out is not None:
+        check_out_file(args.out)
     with compile_cache(args.warm_cache):
         return _run(args)
 
