@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -402,3 +403,128 @@ def test_env_kwargs_params_set_the_problem_s_constants() -> None:
         cli.parse_env_kwargs('{"params": 3}', None, "DiffCartpole-v0")
     with pytest.raises(ValueError, match="DiffLinearSysID-v0 takes no params"):
         cli.parse_env_kwargs('{"params": {"gamma": 2}}', None, "DiffLinearSysID-v0")
+
+
+# ---- non-finite run files, --report-only under the lock and on nothing ---------------------------------------------
+REPORT_ONLY = ["--quick", "--report-only", "--no-progress"]
+
+
+@pytest.mark.parametrize("field, value", [("final_cost", float("nan")), ("seconds", float("inf")),
+                                          ("curve", [{"transitions": 10.0, "seconds": 0.0, "cost": float("nan")}])])
+def test_a_run_file_holding_a_non_finite_number_is_named_and_left_out(fake, tmp_path, capsys, field, value) -> None:
+    common = ["--quick", "--envs", ENV, "--agents", "fake", "--seeds", "2", "--out", str(tmp_path), "--workers", "1",
+              "--no-progress"]
+    assert benchmark_script.main(common) == 0
+    path = tmp_path / "runs" / f"quick__{ENV}__fake__seed1.json"
+    record = json.loads(path.read_text())
+    record[field] = value
+    path.write_text(json.dumps(record))  # NaN and Infinity: JSON readers take them
+    with pytest.raises(benchmark.RunFileError, match=rf"run file .*seed1\.json: .*{field.split('_')[0]}.* not (a )?finite"):
+        benchmark.read_run(path)
+    capsys.readouterr()
+    assert benchmark_script.main([*REPORT_ONLY, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"quick__{ENV}__fake__seed1.json (its {field}" in out or "seed1.json (a learning-curve point" in out
+    assert "| DiffZermelo-v0 | fake |" in (tmp_path / "table.md").read_text()
+    # a sweep moves it aside and runs it again rather than failing on it
+    fake.clear()
+    assert benchmark_script.main(common) == 0 and fake == [1]
+
+
+def test_report_only_takes_the_sweep_lock(fake, tmp_path, capsys) -> None:
+    common = ["--quick", "--envs", ENV, "--agents", "fake", "--out", str(tmp_path), "--workers", "1", "--no-progress"]
+    assert benchmark_script.main(common) == 0
+    table = (tmp_path / "table.md").read_bytes()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / benchmark.LOCK_FILE).write_text(f"pid={holder.pid} host={socket.gethostname()}\n")
+        (tmp_path / "runs" / f"quick__{ENV}__fake__seed0.json").unlink()  # a live sweep between two runs
+        capsys.readouterr()
+        assert benchmark_script.main([*REPORT_ONLY, "--out", str(tmp_path)]) == 2
+        assert f"in use by process {holder.pid}" in capsys.readouterr().err
+        assert (tmp_path / "table.md").read_bytes() == table  # the live sweep's report is not replaced by a partial one
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("content", ["nothing", "empty-runs", "junk"])
+def test_report_only_on_a_folder_without_runs_is_an_error(tmp_path, capsys, content) -> None:
+    if content != "nothing":
+        (tmp_path / "runs").mkdir()
+    if content == "junk":
+        (tmp_path / "runs" / "a.json").write_text("[1, 2]")
+        (tmp_path / "runs" / "b.json").write_bytes(b"\xff\x00")
+    assert benchmark_script.main([*REPORT_ONLY, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--report-only" in err and str(tmp_path) in err
+    if content == "junk":
+        assert "a.json (holds a JSON list" in err and "b.json (not UTF-8" in err
+    assert not (tmp_path / "table.md").exists()
+
+
+def test_a_sweep_takes_over_a_dangling_link_lock(fake, tmp_path) -> None:
+    (tmp_path / benchmark.LOCK_FILE).symlink_to(tmp_path / "nowhere")
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(quiet_sweep(specs(), tmp_path)), daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the sweep still waits for a dangling link"
+    results, failures, warnings = outcome[0]
+    assert len(results) == 2 and "is a link, no process's lock" in warnings[0]
+
+
+# ---- a killed sweep's workers end with it -------------------------------------------------------------------------
+SLOW_RUN = '''
+import os, time
+def execute(spec):
+    open(os.path.join(os.environ["RUN_MARKS"], str(os.getpid())), "w").close()
+    time.sleep(120)
+    return {"spec": spec, "error": "slept"}
+'''
+
+SWEEP = '''
+import sys
+sys.path.insert(0, sys.argv[1])
+import slow_run
+from agents import benchmark
+from agents.benchmark.backends import local
+specs = benchmark.plan_runs(["DiffZermelo-v0"], ["analytic"], [0], "quick") * 2  # one run each for two workers
+for result in local(specs, 2, slow_run.execute):
+    pass
+'''
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_the_workers_of_a_killed_sweep_end_with_it(tmp_path) -> None:
+    (tmp_path / "slow_run.py").write_text(SLOW_RUN)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    sweep = subprocess.Popen([sys.executable, "-c", SWEEP, str(tmp_path)], env={**os.environ, "RUN_MARKS": str(marks)})
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 and time.monotonic() < deadline and sweep.poll() is None:
+            time.sleep(0.1)
+            workers = [int(p.name) for p in marks.iterdir()]
+        assert len(workers) == 2, "the two workers did not start"
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in workers), "the workers outlived their sweep"
+    finally:
+        sweep.kill()
+        for pid in workers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -109,6 +109,7 @@ from agents.benchmark.run import (
     run_path,
     sweep,
     sweep_lock,
+    sweep_locked,
 )
 from agents.files import write_json, write_text
 
@@ -118,7 +119,7 @@ __all__ = ["CSV_FIELDS", "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "LOCK_FILE", "MAX_S
            "check_starts", "collect", "compute_reference", "execute",
            "finished", "headline", "incomplete_episodes", "markdown_table", "normalised_gap", "plan_runs", "protocol",
            "protocol_costs", "read_run", "references", "report", "run_benchmark", "run_path", "seeds", "summarise", "sweep",
-           "sweep_lock",
+           "sweep_lock", "sweep_locked",
            "verdict", "write_json", "block", "splice", "table_text"]
 
 
@@ -139,7 +140,10 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
     to none of the environments (:func:`check_plan`), a ``readme`` document is missing or has no
     marked block, or a run file in the way is of another
     spec (see :func:`sweep`; ``config.replace`` overwrites it), and ``RuntimeError`` if another
-    sweep is writing into ``config.out``.
+    sweep is writing into ``config.out``. The sweep and the report are written under one hold of
+    ``<out>/sweep.lock`` (:func:`sweep_lock`), ``report_only`` included. ``report_only`` raises
+    ``ValueError`` on a folder with no run of the mode to report (none, or only files left out,
+    each named).
     """
     began = time.perf_counter()
     for name in config.readme:  # before the sweep, not after it
@@ -149,21 +153,30 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
         check_document(path.read_text(), name)
     specs: list[RunSpec] = []
     failures: list[RunFailure] = []
+    runs = Path(config.out) / "runs"
+    if config.report_only and not runs.is_dir():
+        raise ValueError(f"--report-only: {config.out} holds no benchmark runs (no folder {runs}); give the --out of "
+                         "a sweep")
     if not config.report_only:
         envs = list(dict.fromkeys(config.envs or diffenvs.ENV_IDS))
         agents = list(dict.fromkeys(config.agents or registry.agents()))
         specs = plan_runs(envs, agents, config.seed_list, config.mode)
         check_plan(specs, envs, list(dict.fromkeys(config.agents)))
-        _, failures = sweep(specs, config.out, config.workers, config.ray, config.ray_address or None, config.progress,
-                            replace=config.replace)
-    results, skipped = collect(config.out, config.mode)
-    if skipped:
-        log("left out of the report (another spec than the present one, or not a run's file):\n  "
-            + "\n  ".join(skipped))
-    refs = references(list(dict.fromkeys(r["env_id"] for r in results)), config.out, config.mode)
-    paths = report(results, refs, config.out)
-    for name in config.readme:
-        write_text(Path(name), splice(Path(name).read_text(), paths["table"].read_text()))
+    with sweep_lock(config.out):  # the report too: a report is never written beside a sweep still writing runs
+        if not config.report_only:
+            _, failures = sweep_locked(specs, config.out, config.workers, config.ray, config.ray_address or None,
+                                       config.progress, replace=config.replace)
+        results, skipped = collect(config.out, config.mode)
+        if skipped:
+            log("left out of the report (another spec than the present one, or not a run's file):\n  "
+                + "\n  ".join(skipped))
+        if not results and config.report_only:
+            raise ValueError(f"--report-only: no run of mode {config.mode!r} in {runs} to report"
+                             + ("; left out:\n  " + "\n  ".join(skipped) if skipped else ""))
+        refs = references(list(dict.fromkeys(r["env_id"] for r in results)), config.out, config.mode)
+        paths = report(results, refs, config.out)
+        for name in config.readme:
+            write_text(Path(name), splice(Path(name).read_text(), paths["table"].read_text()))
     wall = time.perf_counter() - began
     log(f"{len(results)} runs reported ({len(specs)} planned, {len(failures)} failed), {wall:.0f} s; "
         f"table: {paths['table']}")

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,21 +21,50 @@ from agents.benchmark.records import RunFailure, RunRecord
 Execute = Callable[[dict[str, Any]], RunRecord | RunFailure]
 
 
-def _init_worker() -> None:
+#: seconds between a worker's looks at whether the sweep that started it still runs
+WATCH_EVERY = 0.5
+
+
+def _die_with(parent: int) -> None:
+    """End this worker process when the process ``parent`` that started it ends, however it ends (a SIGKILL
+    included): on Linux the kernel sends SIGKILL at once (``prctl(PR_SET_PDEATHSIG)``), and everywhere a daemon
+    thread ends the process within :data:`WATCH_EVERY` seconds of its parent's pid ceasing to be its parent."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    if os.getppid() != parent:  # it died before the request above was made
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WATCH_EVERY)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-the-sweep", daemon=True).start()
+
+
+def _init_worker(parent: int | None = None) -> None:
     import torch
 
+    if parent is not None:
+        _die_with(parent)
     torch.set_num_threads(1)
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def local(specs: list[RunSpec], workers: int, execute: Execute) -> Iterable[RunRecord | RunFailure]:
-    """``execute`` each spec in ``workers`` spawned processes (1: in this process), yielding results as they finish."""
+    """``execute`` each spec in ``workers`` spawned processes (1: in this process), yielding results as they finish.
+
+    The worker processes end with this one, however it ends (:func:`_die_with`): a killed sweep leaves none computing.
+    """
     if workers == 1:  # in this process: no start-up cost, and agents registered at run time are visible
         for spec in specs:
             yield execute(spec.as_dict())
         return
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                                initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(execute, spec.as_dict()) for spec in specs]
         try:
             for future in concurrent.futures.as_completed(futures):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -148,7 +149,8 @@ def read_run(path: str | os.PathLike) -> RunRecord:
     """The run stored in ``path``, checked: it is whole, and it is the run its spec and its file name say.
 
     Raises :class:`RunFileError` naming the file and what is wrong: ``foreign=False`` if it
-    cannot be read as a run, ``foreign=True`` if its body (``env_id``, ``agent``, ``seed``,
+    cannot be read as a run (a number of its record or curve that is NaN or infinite included:
+    no finished run has one), ``foreign=True`` if its body (``env_id``, ``agent``, ``seed``,
     ``mode``, ``variant``) names another run than its spec, or its spec another than its name.
     """
     path = Path(path)
@@ -169,9 +171,13 @@ def read_run(path: str | os.PathLike) -> RunRecord:
         value = result[name]
         if not isinstance(value, kind) or isinstance(value, bool):
             raise RunFileError(path, f"its {name} is {value!r}, not of the type a run holds")
+    for name, kind in RUN_FIELDS.items():
+        if kind == (int, float) and not math.isfinite(result[name]):
+            raise RunFileError(path, f"its {name} is {result[name]!r}, not a finite number")
     for point in result["curve"]:
-        if not (isinstance(point, dict) and all(_number(point.get(name)) for name in CURVE_FIELDS)):
-            raise RunFileError(path, f"a learning-curve point is {point!r}, not numbers {', '.join(CURVE_FIELDS)}")
+        if not (isinstance(point, dict) and all(_number(point.get(name)) and math.isfinite(point[name])
+                                                for name in CURVE_FIELDS)):
+            raise RunFileError(path, f"a learning-curve point is {point!r}, not finite numbers {', '.join(CURVE_FIELDS)}")
     try:
         spec = RunSpec.from_dict(result["spec"])
     except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -366,30 +372,40 @@ def sweep(specs: Sequence[RunSpec], out: str | os.PathLike, workers: int = 0, us
             import ray  # noqa: F401
         except ImportError as error:
             raise RuntimeError(RAY_MISSING) from error
+    _by_run_file(specs)  # before the lock: a bad plan touches nothing
+    with sweep_lock(out, warn):
+        return sweep_locked(specs, out, workers, use_ray, ray_address, progress, replace, warn)
+
+
+def sweep_locked(specs: Sequence[RunSpec], out: str | os.PathLike, workers: int = 0, use_ray: bool = False,
+                 ray_address: str | None = None, progress: bool = True, replace: bool = False,
+                 warn: Callable[[str], None] = warn_stderr) -> tuple[list[RunRecord], list[RunFailure]]:
+    """:func:`sweep` for a caller that holds ``<out>/sweep.lock`` already (:func:`sweep_lock`)."""
+    if workers < 0:
+        raise ValueError(f"workers must be non-negative (0: one per CPU core), got {workers}")
     unique = _by_run_file(specs)
     out = Path(out)
-    with sweep_lock(out, warn):
-        for leftover in (out / "runs").glob(".*.partial"):  # a write cut short by a killed sweep (none runs now)
-            leftover.unlink(missing_ok=True)
-        done = _stored_runs(list(unique.values()), out, replace, warn)
-        # the slowest agents first, so that the sweep does not end on one long run
-        todo = sorted((spec for spec in unique.values() if spec.key not in done),
-                      key=lambda spec: -registry.get(spec.agent).cost)
-        failures: list[RunFailure] = []
-        bar = tqdm(total=len(unique), initial=len(done), desc="benchmark", unit="run", disable=not progress,
-                   dynamic_ncols=True)
-        if todo:
-            workers = workers or os.cpu_count() or 1
-            stream = ray_tasks(todo, ray_address, execute) if use_ray else local(todo, min(workers, len(todo)), execute)
-            for result in stream:
-                spec = RunSpec.from_dict(result["spec"])
-                if "error" in result:
-                    failures.append(result)
-                    bar.write(f"run {spec.key} failed:\n{result['error']}")
-                else:
-                    write_json(run_path(out, spec), result)
-                    done[spec.key] = result
-                bar.set_postfix_str(spec.key)
-                bar.update()
-        bar.close()
+    for leftover in (out / "runs").glob(".*.partial"):  # a write cut short by a killed sweep (none runs now)
+        leftover.unlink(missing_ok=True)
+    done = _stored_runs(list(unique.values()), out, replace, warn)
+    # the slowest agents first, so that the sweep does not end on one long run
+    todo = sorted((spec for spec in unique.values() if spec.key not in done),
+                  key=lambda spec: -registry.get(spec.agent).cost)
+    failures: list[RunFailure] = []
+    bar = tqdm(total=len(unique), initial=len(done), desc="benchmark", unit="run", disable=not progress,
+               dynamic_ncols=True)
+    if todo:
+        workers = workers or os.cpu_count() or 1
+        stream = ray_tasks(todo, ray_address, execute) if use_ray else local(todo, min(workers, len(todo)), execute)
+        for result in stream:
+            spec = RunSpec.from_dict(result["spec"])
+            if "error" in result:
+                failures.append(result)
+                bar.write(f"run {spec.key} failed:\n{result['error']}")
+            else:
+                write_json(run_path(out, spec), result)
+                done[spec.key] = result
+            bar.set_postfix_str(spec.key)
+            bar.update()
+    bar.close()
     return [done[key] for key in unique if key in done], failures
