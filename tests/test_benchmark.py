@@ -487,9 +487,11 @@ def test_two_sweeps_into_one_folder_merge_and_a_stale_run_is_left_out(tmp_path: 
     assert "left out of the report" in capsys.readouterr().out
     table = (tmp_path / "table.md").read_text()
     assert "| DiffZermelo-v0 |" not in table and "| DiffIsochronism-v0 | analytic |" in table
-    # the full mode's report does not take quick runs
-    assert benchmark_script.main(["--report-only", "--out", str(tmp_path), "--no-progress"]) == 0
-    assert "| DiffIsochronism-v0 |" not in (tmp_path / "table.md").read_text()
+    # the full mode's report does not take quick runs: with none of its own, it is an error, and the table stays
+    capsys.readouterr()
+    assert benchmark_script.main(["--report-only", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "no run of mode 'full'" in capsys.readouterr().err
+    assert (tmp_path / "table.md").read_text() == table
 
 
 def test_bootstrap_intervals_are_the_same_on_every_call_and_leave_numpy_s_stream_alone() -> None:
