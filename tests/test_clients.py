@@ -71,6 +71,18 @@ def test_make_vec_wrappers(env_id):
     env.close()
 
 
+#: ids whose single-face reward agrees with the vector face's to 1e-9 relative (seen: 3e-12), not bit for bit: the
+#: identification error's ill-conditioned least-squares solve and the design criterion's exponentials, in ``math`` and numpy
+#: against torch
+LAST_BITS = {"DiffLinearSysID-v0", "DiffDecayDesign-v0"}
+
+
+def same_reward(env_id: str, reward: float, vec_reward: np.ndarray) -> bool:
+    if env_id in LAST_BITS:
+        return reward == pytest.approx(float(vec_reward[0]), rel=1e-9, abs=1e-15)
+    return bool(reward == vec_reward)
+
+
 @pytest.mark.parametrize("seed", [0, 7, 123])
 @pytest.mark.parametrize("env_id", IDS)
 def test_vector_equiv(env_id, seed):
@@ -78,7 +90,9 @@ def test_vector_equiv(env_id, seed):
 
     Adapted: ``prev_done`` (a CartPoleVectorEnv attribute) is not asserted, and the state is compared row 0
     (the vector face's state is ``(num_envs, n)``). Every id's episodes are cut to 60 steps so that the
-    autoreset branch is reached.
+    autoreset branch is reached. Observations, states, flags and infos are equal on every id; the rewards of
+    :data:`LAST_BITS` to 1e-9 relative (the single face steps on Python floats, which is over ten times
+    faster than torch on a batch of one, and Python's ``math`` rounds differently from torch's kernels there).
     """
     env = gym.make(env_id, max_steps=60)
     envs = gym.make_vec(env_id, num_envs=1, max_steps=60)
@@ -102,7 +116,7 @@ def test_vector_equiv(env_id, seed):
         assert obs in env.observation_space
         assert vec_obs in envs.observation_space
         assert np.all(obs == vec_obs[0])
-        assert reward == vec_reward
+        assert same_reward(env_id, reward, vec_reward)
         assert term == vec_term
         assert trunc == vec_trunc
         assert info == vec_info

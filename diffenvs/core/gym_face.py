@@ -1,12 +1,11 @@
-"""The Gymnasium face: one environment, numpy in and out, stepping a batch of one in torch.
+"""The Gymnasium face: one environment, numpy in and out, stepping on Python floats.
 
-A single environment takes the vector face's arithmetic on a batch of one: the same torch
-kernels, the same order, float64, the same counter-based draws (the step of
-:func:`~diffenvs.core.vector_step.batched_step`: the control from the action, the one
-:func:`~diffenvs.core.transition.transition`, the float32 observation). ``gymnasium.make(id)``
-and ``gymnasium.make_vec(id, num_envs=1)`` therefore agree to the last bit, which Gymnasium's
-own vector-equivalence check asks for; on Python floats (``math.sin`` against torch's kernels)
-they differed in the last bit on four ids.
+A single environment is a few numbers: torch's per-call overhead would dominate (a batch of one
+in torch stepped over ten times slower), so the definition's component-wise physics runs here on
+Python floats (:data:`~diffenvs.core.numerics.SCALAR`), the same code, step rule and
+counter-based draws the batched torch faces run. ``gymnasium.make(id)`` and
+``gymnasium.make_vec(id, num_envs=1)`` agree to the last bits: Python's ``math`` and torch's
+kernels round ``sin``, ``cos``, ``exp`` and a few others differently in the last bit of float64.
 """
 
 from __future__ import annotations
@@ -17,19 +16,15 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.error import ResetNeeded
 
 from diffenvs.core import random
-from diffenvs.core.numerics import TORCH, Components, stack
+from diffenvs.core.numerics import SCALAR
 from diffenvs.core.problem import Held, Problem, ProblemAttributes
 from diffenvs.core.transition import OBSERVATION_LIMIT, transition
 from diffenvs.core.validation import as_finite_array, check_options
-
-#: the single face's precision (the vector face's default)
-DTYPE = torch.float64
 
 
 def observation_space(problem: Problem) -> spaces.Box:
@@ -102,13 +97,10 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = observation_space(self.problem)
         self.action_space = action_space(self.problem)
         self.metadata = {**self.metadata, "render_fps": render_fps(self.problem.dt)}
-        #: the constants as the step computes with them (arrays as float64 tensors)
-        self._params = self.problem.params_like(self.problem.params, torch.zeros((), dtype=DTYPE))
         self._key: np.uint64 | None = None
         self._episode = 0
-        self._x: Components | None = None  # the internal state, components of one row
-        self._x0: Components = ()
-        self._observation = torch.zeros(0)
+        self._x: tuple[float, ...] | None = None
+        self._x0: tuple[float, ...] = ()
         self._steps = 0
         self._done = False
         self._trail: list[np.ndarray] = []
@@ -131,10 +123,7 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         """The physical state, float64, in the order of ``problem.state_names``."""
         if self._x is None:
             raise ResetNeeded("the environment has no state before reset()")
-        return self._physical(self._x)
-
-    def _physical(self, x: Components) -> np.ndarray:
-        return stack(self.problem.state_to_physical(x)).double().numpy()[0]
+        return np.array(self.problem.state_to_physical(self._x), dtype=np.float64)
 
     def episode_noise(self, steps: int | None = None) -> np.ndarray:
         """The standard normal process-noise draws of this episode, shape ``(steps, problem.step_noise)``.
@@ -149,21 +138,7 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         return random.normal(np.full(steps, self._key), np.full(steps, self._episode, np.uint64), counters,
                              self.problem.step_noise)
 
-    # ---- the arithmetic: the vector face's, on one row -------------------------------------
-    def _tensor(self, array: Any) -> torch.Tensor:
-        return torch.as_tensor(array, dtype=DTYPE)
-
-    def _row(self, components: Components) -> Components:
-        """Components as tensors of one row (a constant component broadcast), as the vector face keeps them."""
-        return tuple(self._tensor(c).expand(1) if not isinstance(c, torch.Tensor) or c.dim() == 0 else c
-                     for c in components)
-
-    def _observe(self, k: int, x: Components) -> torch.Tensor:
-        t = torch.full((1,), k, dtype=torch.int32).to(DTYPE) * self.problem.dt
-        return stack(self.problem.observation(t, x, self._params, TORCH), like=t).to(torch.float32)
-
     # ---- Gymnasium API -----------------------------------------------------------------
-    @torch.no_grad()
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         options = check_options(options, ("state",))
@@ -172,60 +147,59 @@ class DiffEnv(ProblemAttributes, gym.Env[np.ndarray, np.ndarray]):
         else:
             self._episode += 1
         problem = self.problem
-        self._params = problem.params_like(problem.params, torch.zeros((), dtype=DTYPE))
         if "state" in options:
             state = as_finite_array('options["state"]', options["state"], (problem.state_dim,))
             problem.check_state(state)
-            x = self._row(problem.state_from_physical(self._tensor(state[None]).unbind(-1), self._params, TORCH))
+            x = problem.state_from_physical(tuple(state.tolist()), problem.params, SCALAR)
         else:
-            draws = self._tensor(initial_draws(problem, np.array([self._key]), np.array([self._episode], np.uint64)))
-            x = self._row(problem.initial_state(draws, self._params, TORCH))
-        observation = self._observe(0, x)
-        if not bool((observation.double().abs() <= OBSERVATION_LIMIT).all()):
+            draws = initial_draws(problem, self._key, np.uint64(self._episode)).tolist()
+            x = problem.initial_state(draws, problem.params, SCALAR)
+        observation = problem.observation(0.0, x, problem.params, SCALAR)
+        if not all(-OBSERVATION_LIMIT <= o <= OBSERVATION_LIMIT for o in observation):
             source = 'options["state"]' if "state" in options else "the start drawn from the constructor's constants"
-            raise ValueError(f"{source} gives an observation outside the float32 range: {observation[0].tolist()}")
+            raise ValueError(f"{source} gives an observation outside the float32 range: {observation}")
         self._x, self._x0, self._steps, self._done = x, x, 0, False
-        self._observation = observation
-        self._trail = []
-        if self.render_mode is not None:
-            self._trail.append(self._physical(x))
+        self._trail = [self.state] if self.render_mode is not None else []
         if self.render_mode == "human":
             self.render()
-        return observation[0].numpy().copy(), {}
+        return np.array(observation, dtype=np.float32), {}
 
-    @torch.no_grad()
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         x, key = self._x, self._key
         if x is None or key is None:
             raise ResetNeeded("call reset() before step()")
         if self._done:
             raise ResetNeeded("the episode has ended; call reset() before step()")
-        problem, params = self.problem, self._params
-        a = self._tensor(as_finite_array("action", action, (problem.control_dim,))[None])
+        problem = self.problem
+        a = as_finite_array("action", action, (problem.control_dim,))
+        u = problem.control_from_action(tuple(a.tolist()), SCALAR)
         noise = None
-        if problem.step_noise:
+        if problem.step_noise:  # the vector face's draws, by the same function
             counters = np.array([self._steps + 1], np.uint64)
             draws = random.normal(np.array([key]), np.array([self._episode], np.uint64), counters, problem.step_noise)
-            noise = self._tensor(draws).unbind(-1)
-        # batched_step's arithmetic on one row: the step index in the state's dtype, the control from the action
-        k = torch.full((1,), self._steps, dtype=torch.int32).to(DTYPE)
-        control = Held(problem.control_from_action(a.unbind(-1), TORCH))
-        step = transition(problem, k, x, control, x0=self._x0, params=params, ns=TORCH, noise=noise)
-        observation = stack(step.observation or (), like=k).to(torch.float32)
-        reward = float(step.reward.to(torch.float64)[0])
+            noise = tuple(draws[0].tolist())
+        try:
+            step = transition(problem, self._steps, x, Held(u), x0=self._x0, params=problem.params, ns=SCALAR,
+                              noise=noise)
+        except ArithmeticError:  # Python floats raise (x / 0.0, an overflowing **) where tensors give inf or nan
+            step = None
         info: dict[str, Any] = {}
-        if not bool(step.finite[0]):
+        if step is None or not step.finite:
             self._done = True
             info["nonfinite_state"] = True  # the state left the representable range: keep the last good one
-            return self._observation[0].numpy().copy(), 0.0, False, True, info
-        self._x, self._steps, self._observation = self._row(step.x), self._steps + 1, observation
-        terminated, truncated = bool(step.terminated[0]), bool(step.truncated[0])
+            return self._observation(x), 0.0, False, True, info
+        self._x, self._steps = step.x, self._steps + 1
+        terminated, truncated = bool(step.terminated), bool(step.truncated)
         self._done = terminated or truncated
         if self.render_mode is not None:
-            self._trail.append(self._physical(self._x))
+            self._trail.append(self.state)
         if self.render_mode == "human":
             self.render()
-        return observation[0].numpy().copy(), reward, terminated, truncated, info
+        return np.array(step.observation, dtype=np.float32), float(step.reward), terminated, truncated, info
+
+    def _observation(self, x: tuple[float, ...]) -> np.ndarray:
+        obs = self.problem.observation(self._steps * self.problem.dt, x, self.problem.params, SCALAR)
+        return np.array(obs, dtype=np.float32)
 
     def render(self) -> np.ndarray | None:
         """The frame of the current state; problems that draw a path (a phase plane) draw this episode's trail."""
