@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -159,3 +160,25 @@ def test_compiled_windows_need_an_actor_of_parameters_alone() -> None:
     ShacConfig(compile="on", stochastic=False, normalise=False)
     with pytest.raises(TypeError, match="stochastic"):
         ShacConfig(stochastic=1)  # type: ignore[arg-type]  # a wrong type on purpose
+
+
+def test_the_paper_check_script_writes_its_curves_and_table(tmp_path, monkeypatch) -> None:
+    """scripts/shac_paper.py on a tiny budget: one window of SHAC, its curve point scored by the swing-up's gap."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("shac_paper", Path(__file__).resolve().parents[1] / "scripts" / "shac_paper.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "shac_paper", script)  # its dataclasses look their module up
+    spec.loader.exec_module(script)
+    runs = script.main(["--agents", "shac", "--shac-transitions", "1600", "--eval-every", "1600", "--episodes", "1",
+                        "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "shac_paper.json").read_text())
+    assert saved["runs"][0]["agent"] == "shac" and len(runs[0]["curve"]) == 1
+    point = runs[0]["curve"][0]
+    assert point["gap"] == pytest.approx(point["cost"] / saved["zero_force_cost"])
+    assert point["transitions"] == 64 * 32 and "| shac | 0 |" in (tmp_path / "shac_paper.md").read_text()
+    with pytest.raises(ValueError, match="agents"):
+        script.PaperCheckConfig(agents=("sac",))
