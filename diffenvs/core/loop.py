@@ -9,6 +9,7 @@ into a :class:`Trajectory`. :func:`~diffenvs.core.rollout.rollout` runs it eager
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,7 @@ def loop(step: Step, policy: Policy | torch.Tensor, x: Components, start: Compon
     see :class:`Step`). Returns the trajectory and the controls before clipping.
     """
     like = step.like
+    step = dataclasses.replace(step, params=numbers_as_tensors(step.params, like))
     physical: list[Components] = []
     controls, raw, rewards = [], [], []
     dones: list[torch.Tensor | bool] = [done]
@@ -150,6 +152,21 @@ def loop(step: Step, policy: Policy | torch.Tensor, x: Components, start: Compon
     states = _stack_states(states0, physical, step)
     trajectory = Trajectory(states, torch.stack(controls), torch.stack(rewards), torch.stack(flags), times)
     return trajectory, torch.stack(raw)
+
+
+def numbers_as_tensors(params: Any, like: torch.Tensor) -> Any:
+    """``params`` (a dataclass) with its float fields as 0-d tensors of ``like``'s floating dtype and device.
+
+    An eager step multiplies by each constant several times; a Python float is converted to the
+    tensor's dtype in each product's forward and again in its backward (``aten::to``, about 80
+    dispatches of a float32 cartpole step), a 0-d tensor of that dtype is not. The values are those
+    the conversions would give; integers and flags stay numbers (a dimension, a choice).
+    """
+    if not (dataclasses.is_dataclass(params) and not isinstance(params, type) and like.is_floating_point()):
+        return params
+    changes = {f.name: like.new_tensor(getattr(params, f.name)) for f in dataclasses.fields(params)
+               if type(getattr(params, f.name)) is float}
+    return dataclasses.replace(params, **changes) if changes else params
 
 
 def _stack_states(states0: torch.Tensor, physical: list[Components], step: Step) -> torch.Tensor:

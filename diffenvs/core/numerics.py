@@ -249,13 +249,16 @@ def _rk4_stacked(f: Callable[[Any, Components, Any], Components], t: Any, x: Com
     same to the last bit."""
     like = x[0]
     state = torch.stack(x)
-    half = 0.5 * h
+    half, sixth = 0.5 * h, h / 6.0
+    # a step given as a number multiplies as a 0-d tensor of the state's dtype: the value it would be converted to
+    # anyway, without a conversion (``aten::to``) in each product's forward and backward
+    half_, h_, sixth_ = (like.new_tensor(c) if isinstance(c, (int, float)) else c for c in (half, h, sixth))
     k1 = _stack_like(f(t, x, args), like)
-    k2 = _stack_like(f(t + half, (state + half * k1).unbind(), args), like)
-    k3 = _stack_like(f(t + half, (state + half * k2).unbind(), args), like)
-    k4 = _stack_like(f(t + h, (state + h * k3).unbind(), args), like)
+    k2 = _stack_like(f(t + half, (state + half_ * k1).unbind(), args), like)
+    k3 = _stack_like(f(t + half, (state + half_ * k2).unbind(), args), like)
+    k4 = _stack_like(f(t + h, (state + h_ * k3).unbind(), args), like)
     total = torch.add(torch.add(k1, k2, alpha=2.0), k3, alpha=2.0) + k4
-    return (state + h / 6.0 * total).unbind()
+    return (state + sixth_ * total).unbind()
 
 
 def stack(components: Sequence[Any], like: torch.Tensor | None = None) -> torch.Tensor:

@@ -145,10 +145,11 @@ class Cartpole(OdeProblem[CartpoleParams]):
         (force,) = u
         m, big_m, length, g = params.pole_mass, params.cart_mass, params.pole_length, params.gravity
         sin, cos = ns.sin(phi), ns.cos(phi)
-        denominator = big_m + m * sin * sin
-        x_acceleration = (force + m * sin * (length * phi_dot * phi_dot - g * cos)) / denominator
-        phi_acceleration = (-force * cos - m * length * phi_dot * phi_dot * sin * cos
-                            + (big_m + m) * g * sin) / (length * denominator)
+        m_sin = m * sin
+        denominator = big_m + m_sin * sin
+        pull = force + m_sin * (length * phi_dot * phi_dot)  # f + m L phi_dot^2 sin phi, in both numerators
+        x_acceleration = (pull - (m * g) * sin * cos) / denominator
+        phi_acceleration = ((big_m + m) * g * sin - pull * cos) / (length * denominator)
         return cart_velocity, x_acceleration, phi_dot, phi_acceleration
 
     @property
