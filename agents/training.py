@@ -8,6 +8,7 @@ policy, gradient-based or not, goes through :func:`finish_run`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,7 +29,8 @@ RESULTS_FILE = "results.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 #: what the run in a folder is (environment, agent, its settings), written when the run claims the folder
 RUN_FILE = "run.json"
-#: every file a run may write (its results.json lists those it wrote, ``files``); no other file is ever a run's
+#: every file a run may write (its results.json lists those it wrote, with their digests: ``files``); no other file
+#: is ever a run's
 RUN_FILES = (RUN_FILE, RESULTS_FILE, CHECKPOINT_FILE, "loss.png", "trajectory.png", "control.png")
 
 
@@ -49,19 +51,32 @@ def _present(out: Path) -> list[str]:
     return [name for name in RUN_FILES if (out / name).is_file() and not (out / name).is_symlink()]
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def manifest(folder: str | os.PathLike, names: Sequence[str]) -> dict[str, str | None]:
+    """What a run's ``results.json`` lists as the files it wrote (``files``): each of ``names`` present in ``folder``
+    with the SHA-256 of its bytes, and ``results.json`` itself (None: it cannot hold its own digest)."""
+    folder = Path(folder)
+    return {**{name: _sha256(folder / name) for name in names if (folder / name).is_file()}, RESULTS_FILE: None}
+
+
 def written_files(out: str | os.PathLike) -> list[str]:
-    """The files of the run in ``out`` that the run itself wrote: the names of :data:`RUN_FILES` present there, narrowed
-    to the manifest of its ``results.json`` (``files``) where it has one. A name outside :data:`RUN_FILES` is never
-    one, whatever ``results.json`` lists: no run writes it."""
+    """The files of the run in ``out`` that the run itself wrote: the names of :data:`RUN_FILES` present there; where
+    its ``results.json`` has a manifest (``files``, :func:`manifest`), only those it lists with the digest of the
+    bytes there now (a file of a run's name the run did not write, or that was rewritten since, is not the run's). A
+    name outside :data:`RUN_FILES` is never one, whatever ``results.json`` lists: no run writes it."""
     out = Path(out)
     present = _present(out)
     try:
-        manifest = json.loads((out / RESULTS_FILE).read_text()).get("files")
+        listed = json.loads((out / RESULTS_FILE).read_text()).get("files")
     except (OSError, ValueError, AttributeError):
         return present
-    if not (isinstance(manifest, list) and all(isinstance(name, str) for name in manifest)):
+    if not isinstance(listed, dict):
         return present
-    return [name for name in present if name in manifest]
+    return [name for name in present
+            if name in listed and (listed[name] is None if name == RESULTS_FILE else listed[name] == _sha256(out / name))]
 
 
 def _commit_plan(staging: Path) -> dict[str, list[str]] | None:
@@ -280,8 +295,7 @@ def finish_run(out: str | os.PathLike, *, env_id: str, agent: str, policy: GymPo
         evaluation_seconds=time.perf_counter() - began, wall_time=float(train_seconds) + time.perf_counter() - began,
         config=config, plots=[p.name for p in plots], **(extra or {}),
     )
-    results["files"] = [name for name in (RUN_FILE, CHECKPOINT_FILE) if (out / name).is_file()] + \
-        [p.name for p in plots] + [RESULTS_FILE]
+    results["files"] = manifest(out, [RUN_FILE, CHECKPOINT_FILE, *(p.name for p in plots)])
     write_results(out, results)
     return results
 

@@ -4,6 +4,7 @@ command leaves nothing that refuses the corrected one."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import multiprocessing
@@ -86,16 +87,29 @@ def test_an_overwrite_that_fails_while_running_leaves_the_old_run_whole(finished
 def test_an_overwrite_removes_only_files_the_old_run_wrote(finished: Path) -> None:
     results = json.loads((finished / "results.json").read_text())
     results["plots"] = [*results["plots"], "notes.txt", "../outside.txt"]  # names the run never wrote
-    results["files"] = [*results["files"], "notes.txt"]
+    results["files"]["notes.txt"] = hashlib.sha256((finished / "notes.txt").read_bytes()).hexdigest()
     (finished / "results.json").write_text(json.dumps(results))
     (finished.parent / "outside.txt").write_text("mine too\n")
     new = train_script.main([*ANALYTIC_ARGV, "--out", str(finished), "--overwrite"])
-    assert new["agent"] == "harmonic" and new["files"] == [RUN_FILE, "trajectory.png", "control.png", "results.json"]
+    assert new["agent"] == "harmonic"
+    assert sorted(new["files"]) == sorted([RUN_FILE, "trajectory.png", "control.png", "results.json"])
     assert (finished / "notes.txt").read_text() == "mine\n" and (finished.parent / "outside.txt").exists()
     # the old run's checkpoint and loss plot are gone: the new run wrote neither
     assert sorted(p.name for p in finished.iterdir()) == ["control.png", "notes.txt", "results.json", RUN_FILE,
                                                           "trajectory.png"]
     assert json.loads((finished / RUN_FILE).read_text())["agent"] == "harmonic"
+
+
+def test_a_file_of_a_run_s_name_that_the_run_did_not_write_is_kept(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train_script.main([*ANALYTIC_ARGV, "--out", str(out)])  # an analytic run draws no loss plot
+    (out / "loss.png").write_bytes(b"the user's own plot")
+    results = json.loads((out / "results.json").read_text())
+    results["plots"].append("loss.png")
+    results["files"]["loss.png"] = "0" * 64  # listed, but not these bytes: the run did not write them
+    (out / "results.json").write_text(json.dumps(results))
+    train_script.main([*ANALYTIC_ARGV, "--out", str(out), "--overwrite"])
+    assert (out / "loss.png").read_bytes() == b"the user's own plot"
 
 
 def test_an_overwrite_killed_before_it_finishes_leaves_the_old_run(finished: Path) -> None:
