@@ -12,8 +12,10 @@ benchmark page holds the whole table (between the benchmark-table markers), the 
 A sweep into an existing folder resumes: finished runs are kept, the others are run. A run file
 of another spec (e.g. the same run under another budget) is never overwritten: the sweep stops
 first, naming it, unless --replace is given. The report covers every run file of the mode in
-<out>/runs with the present spec, whichever sweep wrote it. One sweep at a time writes into a
-folder (<out>/sweep.lock).
+<out>/runs with the present spec, whichever sweep wrote it; a run file that is not a whole run (a
+NaN or infinite number included) is named and left out. One sweep or report at a time writes into a
+folder (<out>/sweep.lock, --report-only included), and --report-only of a folder with no run of the
+mode is an error. A killed sweep's worker processes end with it.
 """
 
 from __future__ import annotations
