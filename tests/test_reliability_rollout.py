@@ -275,3 +275,32 @@ def test_linear_sysid_controls_are_projected_onto_the_ball_with_finite_gradients
                                                           [0.1 * gamma, 0, -0.1 * gamma, 0]], rtol=1e-12, atol=1e-15)
     (gradient,) = torch.autograd.grad(clipped.sum(), u)
     assert torch.isfinite(gradient).all() and (gradient[2:] == 1).all()  # inside the ball, and at its centre, the identity
+
+
+# ---- the episode's start is one the faces accept, in float32 or float64 -----------------------------------------
+@pytest.mark.parametrize(("problem", "bad_row", "message"), [
+    (DecayDesign(), [1.0, -0.5], "posterior_variance must be positive"),
+    (Zermelo(), [0.0, 2.5], "below the far bank"),
+])
+def test_rollout_refuses_the_start_states_the_faces_refuse(problem: Problem, bad_row: list[float], message: str) -> None:
+    good = [1.0, 0.5] if isinstance(problem, DecayDesign) else [0.0, 0.0]
+    x0 = torch.tensor([good, bad_row], dtype=torch.float64)
+    policy = torch.zeros(3, 2, problem.control_dim, dtype=torch.float64)
+    with pytest.raises(ValueError, match=f"x0 row 1 is not a start state of {type(problem).__name__}: .*{message}"):
+        diffenvs.rollout(problem, policy, x0, steps=3)
+    env = gym.make(problem.env_id)
+    with pytest.raises(ValueError, match=message):  # the face refuses the same state
+        env.reset(options={"state": np.array(bad_row)})
+    with pytest.raises(ValueError, match="episode_start row 1 is not a start state"):
+        diffenvs.rollout(problem, policy, torch.tensor([good, good], dtype=torch.float64), steps=3, first_step=2,
+                         episode_start=x0)
+    diffenvs.rollout(problem, policy, x0, steps=3, check=False)  # unchecked, as documented
+    diffenvs.rollout(problem, policy[:, :1], x0[:1], steps=3)  # a good start passes
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_rollout_refuses_half_precision_by_name(dtype: torch.dtype) -> None:
+    with pytest.raises(TypeError, match=f"x0 must be float32 or float64 .*got dtype {dtype}"):
+        diffenvs.rollout(Cartpole(), constant(0.0), starts().to(dtype), steps=2)
+    trajectory = diffenvs.rollout(Cartpole(), constant(0.0), starts().float(), steps=2)
+    assert trajectory.states.dtype == torch.float32

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from diffenvs.core.problem import OdeProblem, ParamsT, Problem
@@ -110,12 +111,36 @@ def check_policy_outputs(raw: torch.Tensor, states: torch.Tensor, first_step: An
                          "check=False skips this check")
 
 
+#: the precisions a rollout runs in (x0's dtype); half precision would integrate with 3 significant digits
+ROLLOUT_DTYPES = (torch.float32, torch.float64)
+
+
+def check_start_states(problem: Problem[Any], name: str, states: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming ``name`` and the row unless every physical start state ``(batch, n)`` is one the faces
+    accept (:meth:`~diffenvs.core.problem.Problem.check_state`, as ``reset(options={"state": ...})`` checks it).
+
+    One synchronisation, and a loop over the rows only for a problem that restricts its states.
+    """
+    if type(problem).check_state is Problem.check_state:  # no restriction: nothing to look at
+        return
+    # tolist, not numpy: it works under torch.func's transforms too, where a tensor has no storage to share
+    for row, state in enumerate(states.detach().to(torch.float64).tolist()):
+        try:
+            problem.check_state(np.asarray(state))
+        except ValueError as error:
+            raise ValueError(f"{name} row {row} is not a start state of {type(problem).__name__}: {error}; "
+                             "check=False skips this check") from None
+
+
 def _checked_x0(problem: Problem[Any], x0: Any, check: bool) -> None:
     if not isinstance(x0, torch.Tensor) or x0.dim() != 2 or x0.shape[-1] != problem.state_dim:
         raise ValueError(f"x0 must be a tensor of shape (batch, {problem.state_dim}), got "
                          f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
     if not x0.is_floating_point():
         raise ValueError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
+    if x0.dtype not in ROLLOUT_DTYPES:
+        raise TypeError(f"x0 must be float32 or float64 (the rollout runs in x0's dtype; half precision keeps about "
+                        f"3 significant digits), got dtype {x0.dtype}: convert it with x0.float() or x0.double()")
     if check and not bool(finite(x0).all()):
         (row,) = first_bad(finite(x0).all(-1))
         raise ValueError(f"x0 must be finite, got {x0[row].tolist()} in row {row}; check=False skips this check")

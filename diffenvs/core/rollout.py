@@ -35,8 +35,11 @@ and the step for the policy). The policy's controls are checked once, after the 
 synchronisation), and only where the state they came from is finite: a trajectory that diverges
 by itself is not an error here. (:class:`Adaptive` and :class:`Adjoint` check each step's control
 before integrating it, as their step-size control synchronises anyway; the whole-horizon adjoint
-solve checks the first control only, before the solve.) ``check=False`` skips these value checks
-(inside compiled or training loops); types, shapes, dtypes and ``params`` are checked either way.
+solve checks the first control only, before the solve.) It also checks that the episode's start
+(``episode_start``, else ``x0``) is a state the faces would start from
+(:meth:`~diffenvs.core.problem.Problem.check_state`: DecayDesign's variance positive, Zermelo's boat
+below the far bank). ``check=False`` skips these value checks (inside compiled or training loops); types,
+shapes, dtypes (``x0`` float32 or float64: half precision is refused) and ``params`` are checked either way.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from diffenvs.core.adjoint import whole_horizon_rollout
 from diffenvs.core.checks import (
     Policy,
     check_policy_outputs,
+    check_start_states,
     checked_arguments,
     checked_params,
     checked_tensor,
@@ -183,6 +187,9 @@ def rollout(problem: Problem[Any], policy: Policy | torch.Tensor, x0: torch.Tens
     check_integer("first_step", first_step, least=0)
     if episode_start is not None:
         checked_tensor("episode_start", episode_start, tuple(x0.shape), x0, check, "trajectory")
+    if check:  # the episode's start, as the faces check a given start state
+        check_start_states(problem, "x0" if episode_start is None else "episode_start",
+                           x0 if episode_start is None else episode_start)
     params = problem.params_like(checked_params(problem, params), x0)
     leaves = gradient_leaves(policy, params, solver)
     integrate = rk4_step if isinstance(solver, RK4) else odeint_integrator(solver, leaves)

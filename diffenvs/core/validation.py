@@ -74,12 +74,25 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
+#: numpy's kinds of real numbers: signed and unsigned integers, floats (not bools, complex numbers, strings, objects)
+REAL_KINDS = "iuf"
+
+
 def as_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """``value`` as a float64 array of exactly ``shape``, else ``ValueError`` (a short view of what came)."""
+    """``value`` as a float64 array of exactly ``shape``, else ``ValueError`` (a short view of what came).
+
+    Only real numbers are taken: an array (or nested list) of bools, complex numbers, strings or other objects
+    raises ``TypeError`` instead of being converted (``True`` is no 1.0, ``"0.5"`` no 0.5, and a complex number
+    would lose its imaginary part).
+    """
     try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as error:
+        raw = np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as error:  # ragged lists; tensors on a GPU or requiring grad
         raise ValueError(f"{name} must be an array of numbers of shape {shape}, got {reprlib.repr(value)}") from error
+    if raw.dtype.kind not in REAL_KINDS:
+        raise TypeError(f"{name} must be an array of real numbers (ints or floats) of shape {shape}, got "
+                        f"{reprlib.repr(value)} (numpy dtype {raw.dtype})")
+    array = raw.astype(np.float64, copy=False)
     if array.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got shape {array.shape}")
     return array
