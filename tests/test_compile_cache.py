@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch._inductor.config as inductor_config
+from torch._inductor import cpu_vec_isa
 
 from diffenvs.core.compiler import CACHE_VARIABLE, cache_folder, trusted_folder
 
@@ -33,6 +35,11 @@ from diffenvs.core.compiler import compile_counts
 from diffenvs.envs.cartpole import Cartpole, CartpoleParams
 
 torch.set_num_threads(1)
+from torch._inductor import cpu_vec_isa
+probes = []
+probe = cpu_vec_isa.VecISA.check_build
+# the probe of each vector instruction set the CPU claims (AVX-512's own checks of its extensions are not counted)
+cpu_vec_isa.VecISA.check_build = lambda isa, code: (code == isa._avx_code and probes.append(str(isa))) or probe(isa, code)
 for variant in sys.argv[1:]:
     parts = set(variant.split("+"))
     grad = "grad" in parts
@@ -50,7 +57,8 @@ for variant in sys.argv[1:]:
         loss = trajectory.costs.sum() + (trajectory.states ** 2).sum()
         grads = torch.autograd.grad(loss, [x0, *policy.parameters()]) if grad else []
     numbers = [loss.item(), *(g.abs().sum().item() for g in grads)]
-    print(json.dumps({"variant": variant, "counts": compile_counts(), "numbers": numbers}), flush=True)
+    print(json.dumps({"variant": variant, "counts": compile_counts(), "numbers": numbers, "probes": probes}),
+          flush=True)
 """
 
 
@@ -89,6 +97,11 @@ def test_a_second_process_loads_the_compiled_rollout_and_a_changed_one_compiles(
         cache, "grad", "reuse+grad", "reuse+structure", "constant", "structure", "float32")
     assert same["counts"] == {"compiled": 0, "loaded": 2, "uncached": 0}  # nothing compiled again
     assert same["numbers"] == first["numbers"]  # the same code: the same numbers, gradients included
+    # the CPU's vector instruction sets were probed by the first process (where it claims any) and not again
+    assert same["probes"] == [] and float32["probes"] == []
+    with inductor_config.patch({"cpp.vec_isa_ok": True}):  # no probe: what the CPU claims
+        claimed = cpu_vec_isa.valid_vec_isa_list.__wrapped__()
+    assert len(first["probes"]) >= (len(claimed) > 0)
     assert reused["counts"] == {"compiled": 0, "loaded": 4, "uncached": 0}
     assert reused["numbers"] == first["numbers"]
     assert absent["counts"] == reused["counts"]  # reuse_compiled never compiles: this one ran eagerly

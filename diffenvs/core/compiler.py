@@ -139,8 +139,41 @@ def _on_disk_cache() -> Iterator[bool]:
             yield False
         return
     with (temporary_cache_dir(str(folder)), inductor_config.patch(fx_graph_cache=True, fx_graph_remote_cache=False),
-          functorch_config.patch(enable_autograd_cache=True, enable_remote_autograd_cache=False)):
+          functorch_config.patch(enable_autograd_cache=True, enable_remote_autograd_cache=False),
+          inductor_config.patch({"cpp.vec_isa_ok": _vector_isa_verdict(folder)})):
         yield True
+
+
+def _vector_isa_verdict(folder: Path) -> bool | None:
+    """``True`` where this machine's CPU was found, once, to build and load code for every vector instruction set
+    it claims (recorded in ``folder``); ``None`` (TorchInductor probes, as by default) otherwise.
+
+    TorchInductor checks each claimed set (AVX2, AVX-512) once per process by compiling a test
+    program and loading it in a child Python; on a 2-core CPU the six probes were about a sixth of a
+    second process's load of compiled code. The verdict is recorded under the torch version and the
+    claimed sets, so a later process with the same CPU and torch skips the probe of each set (AVX-512's
+    checks of its own extensions, which decide compiler flags, still run); the compiled code's key
+    includes the verdict, the same in both processes.
+    """
+    from torch._inductor import config as inductor_config  # noqa: PLC0415
+    from torch._inductor import cpu_vec_isa  # noqa: PLC0415
+
+    with inductor_config.patch({"cpp.vec_isa_ok": True}):
+        claimed = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list.__wrapped__()]
+    digest = hashlib.sha256(f"{torch.__version__}\n{sys.platform}\n{claimed}".encode()).hexdigest()
+    records = folder / "vector-isa"
+    if (records / f"{digest}-usable").exists():
+        return True
+    if (records / f"{digest}-not-usable").exists():
+        return None
+    usable = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()] == claimed  # the probe, as TorchInductor runs it
+    record = records / f"{digest}-{'usable' if usable else 'not-usable'}"
+    try:
+        records.mkdir(mode=0o700, exist_ok=True)
+        record.touch()  # empty: the name is the verdict, so two processes recording it at once agree
+    except OSError as error:
+        warnings.warn(f"the compile cache could not record {record}: {error}", RuntimeWarning, stacklevel=4)
+    return True if usable else None
 
 
 def compile_tensor_function(function: Callable[..., tuple[torch.Tensor, ...]], inputs: Sequence[torch.Tensor],
