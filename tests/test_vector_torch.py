@@ -192,3 +192,46 @@ def test_the_compiled_step_runs_on_cuda() -> None:
     for _ in range(7):
         observation, reward, terminated, truncated, _ = vector.step(torch.zeros(64, 1, device="cuda"))
     assert observation.device.type == reward.device.type == terminated.device.type == "cuda"
+
+
+# ---- the compiled step's integrator and the step where nothing happens ---------------------------------------------
+@pytest.mark.parametrize("env_id", ["DiffCartpole-v0", "DiffDoublePendulum-v0"])
+def test_the_compiled_steps_integrator_is_the_faces_rk4_to_the_last_bit(env_id: str) -> None:
+    """The compiled step integrates component by component (one kernel keeps the stages in registers); the faces
+    integrate four or more components stacked: the same arithmetic, bit for bit."""
+    from diffenvs.core.numerics import TORCH, rk4_step
+    from diffenvs.core.problem import Held
+    from diffenvs.core.vector_step import Batch, CompiledStep
+
+    problem = gym.make(env_id).unwrapped.problem
+    generator = torch.Generator().manual_seed(0)
+    x = tuple(torch.randn(64, generator=generator, dtype=torch.float64) for _ in range(problem.state_dim))
+    control = Held((torch.randn(64, generator=generator, dtype=torch.float64),) * problem.control_dim)
+
+    def field(t: Any, z: Any, u: Any) -> Any:
+        return problem.vector_field(t, z, u.u, problem.params, TORCH)
+
+    assert len(x) >= 4  # stacked by rk4_step
+
+    stacked = rk4_step(field, 0.3, x, problem.dt, control)
+    integrate = CompiledStep(Batch(problem, problem.params, torch.float64, torch.device("cpu"), torch.float64), 1
+                             ).batch.integrate
+    assert integrate is not rk4_step
+    componentwise = integrate(field, 0.3, x, problem.dt, control)
+    assert all(torch.equal(a, b) for a, b in zip(stacked, componentwise))
+
+
+@pytest.mark.parametrize("array", ["numpy", "torch"])
+def test_a_step_without_flags_returns_fresh_flags(array: str) -> None:
+    vector = native(n=4, array=array, max_steps=3)
+    vector.reset(seed=0)
+    actions = np.zeros((4, 1), np.float32) if array == "numpy" else torch.zeros(4, 1)
+    _, _, terminated, truncated, info = vector.step(actions)
+    assert info == {} and not terminated.any() and not truncated.any()
+    terminated[0] = True  # the caller's array: nothing of the env's
+    assert not vector.unwrapped._batch_state.ended.any()
+    vector.step(actions)
+    _, _, terminated, truncated, _ = vector.step(actions)
+    assert (terminated | truncated).all()  # the third step ends the episodes (at the horizon): the flags are read
+    _, reward, terminated, truncated, _ = vector.step(actions)
+    assert not (terminated.any() or truncated.any()) and not reward.any()  # the restart

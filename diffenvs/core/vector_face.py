@@ -26,19 +26,20 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from diffenvs.core import random
-from diffenvs.core.gym_face import action_space, observation_space
+from diffenvs.core.gym_face import action_space, observation_space, render_fps
 from diffenvs.core.numerics import TORCH, stack
 from diffenvs.core.problem import Problem, ProblemAttributes
 from diffenvs.core.transition import OBSERVATION_LIMIT
 from diffenvs.core.validation import as_array, as_finite_batch, as_integer, check_options
 from diffenvs.core.vector_step import Batch, CompiledStep, Stepper, VectorState, batched_step, seeded_counters
 
-__all__ = ["ARRAYS", "DiffVectorEnv", "as_finite_batch", "check_autoreset_mode", "check_reset_mask",
+__all__ = ["ARRAYS", "DiffVectorEnv", "as_finite_batch", "check_autoreset_mode", "check_reset_mask", "checked_device",
            "intra_op_threads"]
 
 #: the array types a vector env can return
@@ -70,6 +71,26 @@ def check_autoreset_mode(mode: Any) -> AutoresetMode:
     except ValueError:
         raise ValueError(f"autoreset_mode must be a gymnasium.vector.AutoresetMode or one of "
                          f"{[m.value for m in AutoresetMode]}, got {mode!r}") from None
+
+
+def checked_device(device: Any) -> torch.device:
+    """``device`` (a name such as ``"cpu"`` or ``"cuda:1"``, a ``torch.device`` or a GPU index) as a ``torch.device`` that
+    can hold tensors here, else ``ValueError`` (``TypeError`` for another type) naming ``device``."""
+    if isinstance(device, (bool, np.bool_)) or not isinstance(device, (str, torch.device, int, np.integer)):
+        raise TypeError(f"device must be a torch.device, a device name such as 'cpu' or 'cuda:0', or a GPU index, "
+                        f"got {device!r} of type {type(device).__name__}")
+    try:
+        chosen = torch.device(int(device) if isinstance(device, np.integer) else device)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r} ({error})") from None
+    if chosen.type == "meta":
+        raise ValueError("device must hold values: 'meta' tensors have none; use 'cpu' or a GPU")
+    try:
+        torch.zeros((), device=chosen)
+    except (RuntimeError, AssertionError) as error:  # torch raises AssertionError where it was built without CUDA
+        raise ValueError(f"device {device!r} is not available here ({str(error).strip() or type(error).__name__})") \
+            from None
+    return chosen
 
 
 @contextlib.contextmanager
@@ -121,6 +142,11 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
     on ``device`` too (``final_obs`` stays an object array, of tensors). Each step returns new
     arrays: an observation returned is not overwritten by later steps.
 
+    Declared for clients: ``metadata["render_fps"]`` is the single environment's (one frame per step),
+    and :attr:`reward_space` a ``Box`` of shape ``(1,)`` in the rewards' dtype (TorchRL builds its reward
+    spec from it). Arguments are checked when the env is built: ``compile`` is a bool, ``device`` one that
+    can hold tensors here (``ValueError`` naming it otherwise).
+
     Threads: the step of a batch is short (a fraction of a millisecond at 16384 environments),
     and OpenMP's barriers between several threads stall whenever another process takes a core:
     on a loaded 2-core machine two threads ran 6 to 30 times slower than one. So the step runs on
@@ -131,7 +157,7 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
     """
 
     problem_type: ClassVar[type[Problem[Any]]]
-    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, dtype: torch.dtype = torch.float64,
                  device: str | torch.device = "cpu", compile: bool = False,
@@ -144,20 +170,29 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         if not (isinstance(array, str) and array in ARRAYS):
             raise ValueError(f"array must be one of {ARRAYS}, got {array!r}")
+        if not isinstance(compile, (bool, np.bool_)):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
+        device = checked_device(device)
         self.array = array
         #: the intra-op threads the step runs on (``None``: torch's setting)
         self.threads = None if threads is None else as_integer("threads", threads, or_none=True)
         self.autoreset_mode = check_autoreset_mode(autoreset_mode)
-        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.problem = self.problem_type(**problem_kwargs)
+        # the single environment's frame rate (one frame per step), for HumanRendering and RecordVideo
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode,
+                         "render_fps": render_fps(self.problem.dt)}
         self.num_envs, self.render_mode = num_envs, render_mode
-        self.dtype, self.device = dtype, torch.device(device)
+        self.dtype, self.device = dtype, device
         self.single_observation_space = observation_space(self.problem)
         self.single_action_space = action_space(self.problem)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         params = self.problem.params_like(self.problem.params, torch.zeros((), dtype=dtype, device=self.device))
         self.batch = Batch(self.problem, params, dtype, self.device, torch.float64 if array == "numpy" else dtype)
+        #: the dtype of one environment's reward as the steps return it, declared for TorchRL (which reads
+        #: ``reward_space`` and otherwise expects float32): shape ``(1,)``, TorchRL's shape of one reward
+        self.reward_space = spaces.Box(-np.inf, np.inf, shape=(1,),
+                                       dtype=np.float64 if self.batch.reward_dtype == torch.float64 else np.float32)
         self._step_fn: Stepper = CompiledStep(self.batch, self.threads) if compile \
             else functools.partial(batched_step, self.batch)
         #: whether the step is compiled (``compile=True``)
@@ -167,6 +202,9 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         #: episodes itself; normal draws (log, sin, cos) are made with numpy, as the single environment makes them
         self._draws_in_step = kind == "uniform" or count == 0
         self._batch_state: VectorState | None = None
+        #: ``VectorState.ended`` where no episode has ended (shared, so read-only)
+        self._none_ended = np.zeros(num_envs, dtype=bool)
+        self._none_ended.flags.writeable = False
 
     @property
     def state(self) -> np.ndarray:
@@ -177,9 +215,9 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
 
     # ---- conversions at the boundary ---------------------------------------------------
     def _out(self, value: torch.Tensor | np.ndarray) -> Any:
-        """An output in the env's array type: a tensor on its device, or a numpy array."""
+        """An output in the env's array type: a tensor on its device (the step's tensors are), or a numpy array."""
         if self.array == "torch":
-            return torch.as_tensor(value, device=self.device)
+            return value if isinstance(value, torch.Tensor) else torch.from_numpy(value).to(self.device)
         return value.cpu().numpy() if isinstance(value, torch.Tensor) else value
 
     def _out_info(self, info: dict[str, Any]) -> dict[str, Any]:
@@ -189,18 +227,29 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
                 for key, value in info.items()}
 
     def _actions(self, actions: Any) -> torch.Tensor:
-        """The actions as a contiguous tensor of the env's dtype on its device, of the action space's shape."""
+        """The actions as a contiguous tensor of the env's dtype on its device, of the action space's shape.
+
+        Real numbers only (a tensor of bools or complex numbers raises ``TypeError``, as an array of them does). Every
+        action is clipped to ``[-1, 1]`` by the step: a finite action beyond the float32 range is taken as the largest
+        float32 of its sign by a float32 env (what it clips to is the same), not as infinite.
+        """
         shape = tuple(self.action_space.shape or ())
         if isinstance(actions, torch.Tensor):
+            if actions.dtype == torch.bool or actions.dtype.is_complex:
+                raise TypeError(f"actions must be real numbers (ints or floats), got a tensor of dtype {actions.dtype}")
             if tuple(actions.shape) != shape:
                 raise ValueError(f"actions must have shape {shape}, got shape {tuple(actions.shape)}")
-            return actions.detach().to(self.device, self.dtype).contiguous()
-        array = np.asarray(actions) if isinstance(actions, np.ndarray) else None
-        if array is None or array.dtype not in (np.float32, np.float64):
-            array = as_array("actions", actions, shape)
-        if array.shape != shape:
-            raise ValueError(f"actions must have shape {shape}, got shape {array.shape}")
-        return torch.as_tensor(array, device=self.device).to(self.dtype).contiguous()
+            tensor = actions.detach().to(self.device)
+        else:
+            array = actions if isinstance(actions, np.ndarray) and actions.dtype in (np.float32, np.float64) \
+                else as_array("actions", actions, shape)
+            if array.shape != shape:
+                raise ValueError(f"actions must have shape {shape}, got shape {array.shape}")
+            tensor = torch.as_tensor(array, device=self.device)
+        if tensor.dtype == torch.float64 and self.dtype == torch.float32:  # finite stays finite
+            largest = torch.finfo(torch.float32).max
+            tensor = torch.where(torch.isinf(tensor), tensor, tensor.clamp(-largest, largest))
+        return tensor.to(self.dtype).contiguous()
 
     def _given_states(self, states: Any, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
         """The internal start states of ``options["state"]``'s rows ``indices``, checked."""
@@ -256,34 +305,42 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
             ended = np.flatnonzero(self._batch_state.ended)
             raise ResetNeeded(f"{len(ended)} environments have ended (the first: {ended[:5].tolist()}); autoreset_mode is "
                               'DISABLED: restart them with reset(options={"reset_mask": mask}) before step()')
+        if self.threads is None or self.threads == torch.get_num_threads():
+            return self._step(self._batch_state, self._actions(actions))
         with intra_op_threads(self.threads):
             return self._step(self._batch_state, self._actions(actions))
 
     def _step(self, state: VectorState, action: torch.Tensor) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
-        problem, batch = self.problem, self.batch
+        problem, batch, n = self.problem, self.batch, self.num_envs
         noise = None
         if problem.step_noise:
             counters = state.steps.cpu().numpy().astype(np.uint64) + np.uint64(1)
             noise = batch.tensor(random.normal(state.keys, state.episodes, counters, problem.step_noise))
         # next-step autoreset: environments whose episode ended at the previous step restart now
-        restarting = np.flatnonzero(state.ended)
+        restarting = np.flatnonzero(state.ended) if state.ended.any() else None
         restart = keys = episodes = None
-        if len(restarting) and self._draws_in_step:
+        if restarting is not None and self._draws_in_step:
             restart = torch.from_numpy(state.ended.copy()).to(self.device)
             keys, episodes = (torch.from_numpy(a.view(np.int64)).to(self.device) for a in (state.keys, state.episodes))
             episodes = episodes + restart  # their next episode (the counters advance once the step is taken)
         out = self._step_fn(state.steps, state.x, state.x0, action, noise, restart, keys, episodes)
-        if not bool(out.actions_finite):  # nothing has changed; the error names the rows
+        actions_finite, raised = out.status.tolist()  # one conversion
+        if not actions_finite:  # nothing has changed; the error names the rows
             as_finite_batch("actions", action.cpu().numpy(), tuple(self.action_space.shape or ()))
-        new = dataclasses.replace(state, x=out.x, x0=state.x0 if out.x0 is None else out.x0, steps=out.steps,
-                                  observation=out.observation)
-        terminated, truncated, finite = out.flags.cpu().numpy() != 0
-        reward = out.reward
+        reward, episodes_after = out.reward, state.episodes
         if restart is not None:
             episodes_after = state.episodes.copy()
             episodes_after[restarting] += np.uint64(1)
-            new = dataclasses.replace(new, episodes=episodes_after)
-        elif len(restarting):  # draws the step does not make: the start states come from numpy
+        new = VectorState(out.x, state.x0 if out.x0 is None else out.x0, out.steps, out.observation, state.keys,
+                          episodes_after, self._none_ended)
+        if not raised and (restarting is None or restart is not None):  # the common step: no flag, nothing to redo
+            self._batch_state = new
+            if self.array == "torch":
+                return (new.observation, reward, torch.zeros(n, dtype=torch.bool, device=self.device),
+                        torch.zeros(n, dtype=torch.bool, device=self.device), {})
+            return new.observation.cpu().numpy(), reward.cpu().numpy(), np.zeros(n, bool), np.zeros(n, bool), {}
+        terminated, truncated, finite = out.flags.cpu().numpy() != 0
+        if restarting is not None and restart is None:  # draws the step does not make: the start states from numpy
             new = batch.next_episode(new, restarting)[0]
             reward = reward.index_fill(0, torch.as_tensor(restarting, device=self.device), 0.0)
             terminated[restarting], truncated[restarting], finite[restarting] = False, False, True
@@ -324,7 +381,11 @@ class DiffVectorEnv(ProblemAttributes, VectorEnv):
         """
         if self._batch_state is None:
             raise ResetNeeded("call reset() before restart_episodes()")
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        given = np.asarray(indices.detach().cpu() if isinstance(indices, torch.Tensor) else indices)
+        if given.size and given.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers (environment indices), got {reprlib.repr(given.tolist())} of dtype "
+                            f"{given.dtype}" + (": for a mask, pass np.flatnonzero(mask)" if given.dtype == bool else ""))
+        indices = given.astype(np.int64).reshape(-1)
         if indices.size and (indices.min() < 0 or indices.max() >= self.num_envs):
             raise ValueError(f"indices must lie in [0, {self.num_envs}), got {reprlib.repr(indices.tolist())}")
         with intra_op_threads(self.threads):

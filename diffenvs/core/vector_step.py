@@ -26,7 +26,7 @@ import torch
 from diffenvs.core import random
 from diffenvs.core.compiler import Compiled, compile_tensor_function
 from diffenvs.core.gym_face import initial_draws
-from diffenvs.core.numerics import TORCH, stack
+from diffenvs.core.numerics import TORCH, Integrator, rk4_components, rk4_step, stack
 from diffenvs.core.problem import Held, Problem
 from diffenvs.core.transition import transition
 from diffenvs.core.validation import as_integer, is_integer
@@ -57,8 +57,10 @@ class VectorState:
 class StepOutput(NamedTuple):
     """What :func:`batched_step` returns: the next state, the episodes' start states (``None`` when none restarted),
     the step indices, the observation ``(num_envs, obs)`` float32, the reward, the flags ``(terminated, truncated,
-    finite)`` as 0/1 rows of one array (a vectorised store; a bool array is stored element by element), and whether
-    every action was finite."""
+    finite)`` as 0/1 rows of one array (a vectorised store; a bool array is stored element by element), whether
+    every action was finite, and ``status``: two bools, every action finite and any flag raised (an episode ended or a
+    state left the representable range), read in one conversion, so that a step where nothing happened needs no look
+    at the flags."""
 
     x: Tensors
     x0: Tensors | None
@@ -67,19 +69,22 @@ class StepOutput(NamedTuple):
     reward: torch.Tensor
     flags: torch.Tensor
     actions_finite: torch.Tensor
+    status: torch.Tensor
 
 
 @dataclass(frozen=True)
 class Batch:
     """The constants of a vector face's arithmetic: its ``problem``, the ``params`` as tensors of ``dtype`` on
-    ``device``, and the rewards' dtype (float64 for numpy arrays, as Gymnasium's vector envs; the env's dtype for
-    torch arrays)."""
+    ``device``, the rewards' dtype (float64 for numpy arrays, as Gymnasium's vector envs; the env's dtype for
+    torch arrays), and the one-step integrator (the faces' RK4; :func:`~diffenvs.core.numerics.rk4_components` where
+    the step is compiled)."""
 
     problem: Problem[Any]
     params: Any
     dtype: torch.dtype
     device: torch.device
     reward_dtype: torch.dtype
+    integrate: Integrator = rk4_step
 
     def tensor(self, array: Any) -> torch.Tensor:
         return torch.as_tensor(array, dtype=self.dtype, device=self.device)
@@ -148,7 +153,7 @@ def batched_step(batch: Batch, steps: torch.Tensor, x: Tensors, x0: Tensors, act
     k = steps.to(dtype)
     control = Held(problem.control_from_action(action.to(dtype).unbind(-1), TORCH))
     step = transition(problem, k, x, control, x0=x0, params=params, ns=TORCH,
-                      noise=None if noise is None else noise.unbind(-1))
+                      noise=None if noise is None else noise.unbind(-1), integrate=batch.integrate)
     x1, reward, observation = step.x, step.reward, step.observation or ()
     terminated, truncated, finite = step.terminated, step.truncated, step.finite
     steps1, x01 = steps + 1, None
@@ -164,8 +169,10 @@ def batched_step(batch: Batch, steps: torch.Tensor, x: Tensors, x0: Tensors, act
         terminated, truncated, finite = terminated & ~restart, truncated & ~restart, finite | restart
         steps1 = _rows(restart, 0, steps1)
     flags = torch.stack([f.to(k.dtype) for f in (terminated, truncated, finite)])
+    actions_finite = torch.isfinite(action).all()
+    raised = (terminated | truncated | ~finite).any()
     return StepOutput(x1, x01, steps1, stack(observation, like=k).to(torch.float32), reward.to(batch.reward_dtype),
-                      flags, torch.isfinite(action).all())
+                      flags, actions_finite, torch.stack([actions_finite, raised]))
 
 
 class Stepper(Protocol):
@@ -186,7 +193,7 @@ class CompiledStep:
     """
 
     def __init__(self, batch: Batch, threads: int | None) -> None:
-        self.batch = batch
+        self.batch = dataclasses.replace(batch, integrate=rk4_components)
         self.options = {} if threads is None else {"cpp.threads": threads}
         self._variants: dict[tuple[bool, bool], Compiled] = {}
 
@@ -203,8 +210,8 @@ class CompiledStep:
         outputs = list(self._variants[variant](*inputs))
         x1 = tuple(outputs[:n])
         x01 = tuple(outputs[n:2 * n]) if restarts else None
-        steps1, observation, reward, flags, finite = outputs[-5:]
-        return StepOutput(x1, x01, steps1, observation, reward, flags, finite)
+        steps1, observation, reward, flags, finite, status = outputs[-6:]
+        return StepOutput(x1, x01, steps1, observation, reward, flags, finite, status)
 
     def _flat(self, n: int, noisy: bool, restarts: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
         """:func:`batched_step` of a variant on flat tensors (what is traced): ``steps``, the ``n`` components of the
@@ -216,7 +223,8 @@ class CompiledStep:
             noise = rest.pop(0) if noisy else None
             restart, keys, episodes = rest if restarts else (None, None, None)
             out = batched_step(self.batch, steps, x, x0, action, noise, restart, keys, episodes)
-            return (*out.x, *(out.x0 or ()), out.steps, out.observation, out.reward, out.flags, out.actions_finite)
+            return (*out.x, *(out.x0 or ()), out.steps, out.observation, out.reward, out.flags, out.actions_finite,
+                    out.status)
 
         return flat
 
