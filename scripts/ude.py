@@ -23,6 +23,7 @@ post's grid. The script
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from diffenvs.core.problem import check_integer, check_positive
 from diffenvs.core.rollout import RK4
 from diffenvs.derivatives import solve
 from studies.ude import (
+    DATA_POINTS,
     SAVE_EVERY,
     TRUE_PARAMETERS,
     Ensemble,
@@ -55,6 +57,7 @@ from studies.ude import (
     regulariser,
     regulariser_points,
     relative_rms,
+    select_equations,
     simulate_sparse,
     sparse_regression,
     sweep,
@@ -73,6 +76,9 @@ class UdeConfig:
     """Folder for results.json, table.md and the plots."""
     seed: int = 0
     """Seed of the start state, the noise and the network's initial weights."""
+    seeds: tuple[int, ...] = ()
+    """Run the sweep, the refit and the recovery once per seed and print one table row each (no checks, no plots;
+    writes seeds.md and results.json); empty: the one seed of --seed, with checks and plots."""
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     """λ values of the sweep, the weight of the derivative regulariser (the post uses 1)."""
     holdout_every: int = 5
@@ -80,9 +86,12 @@ class UdeConfig:
     extrapolate_to: float = 10.0
     """End of the extrapolation (data end at 5)."""
     degree: int = 2
-    """Degree of the polynomial library of the sparse regression."""
+    """Degree of the polynomial library of the recovery."""
+    max_terms: int | None = None
+    """Most terms per component among the recovery's candidates (default: the library's size)."""
     threshold: float = 0.1
-    """STLSQ threshold: coefficients smaller in magnitude are cut."""
+    """Threshold of the earlier recipe's STLSQ, recorded beside the recovery for comparison: coefficients smaller in
+    magnitude are cut."""
     checks: bool = True
     """Check the regulariser's gradient and time the ways of computing it before training."""
     input_step: float = 1e-4
@@ -103,7 +112,15 @@ class UdeConfig:
             raise ValueError(f"extrapolate_to must be a finite time after 5, got {self.extrapolate_to!r}")
         for name in ("repeats", "threads", "degree"):
             check_integer(name, getattr(self, name))
+        if self.max_terms is not None:
+            check_integer("max_terms", self.max_terms)
         check_integer("holdout_every", self.holdout_every, least=2)
+        if self.holdout_every > DATA_POINTS:
+            raise ValueError(f"holdout_every must be at most {DATA_POINTS}, the number of data points (else no point is "
+                             f"held out and the sweep has nothing to validate on), got {self.holdout_every}")
+        for seed in self.seeds:
+            if not (isinstance(seed, int) and 0 <= seed <= cli.MAX_SEED):
+                raise ValueError(f"seeds must be integers from 0 to {cli.MAX_SEED}, got {self.seeds!r}")
 
 
 class Ude:
@@ -310,28 +327,127 @@ def checks_and_timings(config: UdeConfig, recipe: RecipeConfig, times: torch.Ten
 
 
 def recover(config: UdeConfig, final: Ensemble, data: torch.Tensor, all_clean: torch.Tensor,
-            all_times: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
-    """4. Equations from the trained network along the model's own trajectory on the data's range, and their solve;
-    printed, and returned with the solve."""
+            all_times: torch.Tensor, quiet: bool = False) -> tuple[dict[str, Any], torch.Tensor]:
+    """4. Equations from the trained network along the model's own trajectory on the data's range: candidates from the
+    network, the choice and the coefficients from the data (:func:`studies.ude.select_equations`); their solve from
+    the fitted start state. The earlier recipe (STLSQ on the same states) is recorded beside it. Printed unless
+    ``quiet``, and returned with the solve."""
     with torch.no_grad():
         states = final.solve(data[0], 101, dt=SAVE_EVERY * (len(data) - 1) / 100, steps=1)[:, 0, 0]
         targets, _ = final.network(states[None])
-    sparse = sparse_regression(states, targets[0], config.degree, config.threshold)
-    terms = sparse.terms()
+    chosen, candidates = select_equations(states, targets[0], data, config.degree, config.max_terms)
+    terms = chosen.model.terms()
     beta, gamma = -terms[0].get("u1 u2", 0.0), terms[1].get("u1 u2", 0.0)
     beta_error, gamma_error = abs(beta / 0.9 - 1), abs(gamma / 0.8 - 1)
-    recovered = simulate_sparse(sparse, data[0], all_times)
+    recovered = simulate_sparse(chosen.model, torch.tensor(chosen.start, dtype=torch.float64), all_times)
     n = len(data)
     fit_error = relative_rms(recovered[:n], all_clean[:n], (0, 1)).item()
     extrapolation_error = relative_rms(recovered[n:], all_clean[n:], (0, 1)).item()
+    stlsq = sparse_regression(states, targets[0], config.degree, config.threshold).terms()
     symbolic = {"terms": terms, "beta": beta, "gamma": gamma, "beta_relative_error": beta_error,
-                "gamma_relative_error": gamma_error, "structure_recovered": all(list(t) == ["u1 u2"] for t in terms),
-                "fit_relative_rms": fit_error, "extrapolation_relative_rms": extrapolation_error}
-    print(f"sparse regression (STLSQ, threshold {config.threshold:g}, degree {config.degree}): "
-          f"dU1 = {terms[0]}, dU2 = {terms[1]}; beta = {beta:.4f} ({100 * beta_error:.2f}% off 0.9), "
-          f"gamma = {gamma:.4f} ({100 * gamma_error:.2f}% off 0.8); its solve: relative RMS error "
-          f"{fit_error:.4f} on [0, 5], {extrapolation_error:.4f} on (5, {all_times[-1].item():g}]")
+                "gamma_relative_error": gamma_error, "structure_recovered": structure_recovered(terms),
+                "start": list(chosen.start), "rss": chosen.rss, "bic": chosen.bic,
+                "fit_relative_rms": fit_error, "extrapolation_relative_rms": extrapolation_error,
+                "candidates": [{"terms": list(c.terms), "kept": [list(t) for t in c.model.terms()], "rss": c.rss,
+                                "bic": c.bic} for c in candidates],
+                "stlsq_terms": stlsq, "stlsq_structure_recovered": structure_recovered(stlsq)}
+    if not quiet:
+        print(f"equations (candidates from the network, degree {config.degree}; chosen by extended BIC of their solve, "
+              f"fitted to the data, among {len(candidates)}): dU1 = {terms[0]}, dU2 = {terms[1]}; beta = {beta:.4f} "
+              f"({100 * beta_error:.2f}% off 0.9), gamma = {gamma:.4f} ({100 * gamma_error:.2f}% off 0.8); its solve: "
+              f"relative RMS error {fit_error:.4f} on [0, 5], {extrapolation_error:.4f} on (5, {all_times[-1].item():g}]"
+              f"\nthe earlier recipe (STLSQ, threshold {config.threshold:g}) keeps dU1: {', '.join(stlsq[0]) or 'nothing'}; "
+              f"dU2: {', '.join(stlsq[1]) or 'nothing'}")
     return symbolic, recovered
+
+
+def structure_recovered(terms: list[dict[str, float]]) -> bool:
+    """Whether each component keeps u1 u2 and nothing else."""
+    return all(list(t) == ["u1 u2"] for t in terms)
+
+
+def train_and_recover(config: UdeConfig, recipe: RecipeConfig, seed: int, data: torch.Tensor, all_clean: torch.Tensor,
+                      all_times: torch.Tensor, quiet: bool = False) -> dict[str, Any]:
+    """2. The sweep, 3. the refit with the λ of least validation error, 4. the recovery, for one seed's data."""
+    rows, _, _ = sweep(data, all_clean, config.lambdas, seed, recipe, config.holdout_every)
+    chosen = choose(rows)["lambda"]
+    text = table(rows, chosen)
+    if not quiet:
+        print(f"\nλ sweep (trained without every {config.holdout_every}th point, validated on those):\n{text}")
+    final, history = fit(data, [chosen], seed, recipe, desc=f"refit on all data, λ = {chosen:g}")
+    scores = {k: v[0] for k, v in evaluate(final, data, all_clean, holdout_mask(len(data), len(data) + 1),
+                                            recipe.steps).items() if k != "validation_rms"}
+    if not quiet:
+        print(f"refit on all {len(data)} points with λ = {chosen:g}: train RMS {scores['train_rms']:.4f}; learned terms "
+              f"relative RMS error {scores['terms_relative_rms']:.4f} (u1 {scores['terms_relative_rms_u1']:.4f}, "
+              f"u2 {scores['terms_relative_rms_u2']:.4f}); extrapolation to t = {all_times[-1].item():g}, relative RMS "
+              f"error {scores['extrapolation_relative_rms']:.4f}")
+    symbolic, recovered = recover(config, final, data, all_clean, all_times, quiet)
+    return {"rows": rows, "text": text, "chosen": chosen, "final": final, "history": history, "scores": scores,
+            "symbolic": symbolic, "recovered": recovered}
+
+
+def _names(terms: dict[str, float]) -> str:
+    return ", ".join(name.replace("u1^2", "u1²").replace("u2^2", "u2²").replace(" ", "") for name in terms) or "none"
+
+
+def seeds_table(rows: list[dict[str, Any]]) -> str:
+    """The per-seed table and its summary, markdown."""
+    lines = ["| seed | u(0) | λ | network's terms, rel. RMS error | terms kept in dU1 | terms kept in dU2 | β error | "
+             "γ error | recovered solve, rel. RMS on [0, 5] / (5, 10] | STLSQ (earlier recipe) keeps u1u2 alone |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | ({r['u0'][0]:.2f}, {r['u0'][1]:.2f}) | {r['lambda']:g} | "
+                     f"{r['network_terms_relative_rms']:.3f} | {_names(r['terms'][0])} | {_names(r['terms'][1])} | "
+                     f"{100 * r['beta_relative_error']:.2f}% | {100 * r['gamma_relative_error']:.2f}% | "
+                     f"{100 * r['fit_relative_rms']:.2f}% / {100 * r['extrapolation_relative_rms']:.2f}% | "
+                     f"{'yes' if r['stlsq_structure_recovered'] else 'no'} |")
+    summary = seeds_summary(rows)
+    good = [r for r in rows if r["structure_recovered"]]
+    lines.append("")
+    lines.append(f"u1u2 alone in both components on {summary['structure_recovered']} of {len(rows)} seeds "
+                 f"(STLSQ, the earlier recipe, on the same networks: {summary['stlsq_structure_recovered']}); "
+                 f"β and γ within 5% on {summary['within_5_percent']} of those {len(good)}.")
+    for key, label in (("beta_relative_error", "β error"), ("gamma_relative_error", "γ error"),
+                       ("fit_relative_rms", "recovered solve's rel. RMS error on [0, 5]"),
+                       ("extrapolation_relative_rms", "recovered solve's rel. RMS error on (5, 10]")):
+        lines.append(f"{label}: median {100 * summary[key]['median']:.2f}%, worst {100 * summary[key]['worst']:.2f}% "
+                     f"(seed {summary[key]['worst_seed']}).")
+    return "\n".join(lines) + "\n"
+
+
+def seeds_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts over the seeds, and the median and worst of each error."""
+    summary: dict[str, Any] = {
+        "seeds": len(rows), "structure_recovered": sum(r["structure_recovered"] for r in rows),
+        "stlsq_structure_recovered": sum(r["stlsq_structure_recovered"] for r in rows),
+        "within_5_percent": sum(r["structure_recovered"] and r["beta_relative_error"] < 0.05
+                                and r["gamma_relative_error"] < 0.05 for r in rows)}
+    for key in ("beta_relative_error", "gamma_relative_error", "fit_relative_rms", "extrapolation_relative_rms"):
+        values = [r[key] for r in rows]
+        worst = max(range(len(values)), key=values.__getitem__)
+        summary[key] = {"median": statistics.median(values), "worst": values[worst], "worst_seed": rows[worst]["seed"]}
+    return summary
+
+
+def run_seeds(config: UdeConfig, recipe: RecipeConfig, all_times: torch.Tensor) -> dict[str, Any]:
+    """Steps 2-4 on each of ``config.seeds`` (data, noise and initial weights all from the seed): one table row each."""
+    rows = []
+    for seed in tqdm(config.seeds, desc="seeds"):
+        _, clean, data = make_data(seed)
+        all_clean = true_trajectory(clean[0], all_times)
+        run = train_and_recover(config, recipe, seed, data, all_clean, all_times, quiet=True)
+        symbolic, scores = run["symbolic"], run["scores"]
+        row = {"seed": seed, "u0": clean[0].tolist(), "lambda": run["chosen"],
+               "network_terms_relative_rms": scores["terms_relative_rms"],
+               "network_extrapolation_relative_rms": scores["extrapolation_relative_rms"],
+               **{k: symbolic[k] for k in ("terms", "beta_relative_error", "gamma_relative_error", "structure_recovered",
+                                           "fit_relative_rms", "extrapolation_relative_rms", "stlsq_terms",
+                                           "stlsq_structure_recovered")}}
+        rows.append(row)
+        tqdm.write(f"seed {seed}: dU1 = {_names(row['terms'][0])}; dU2 = {_names(row['terms'][1])}; β "
+                   f"{100 * row['beta_relative_error']:.2f}% off, γ {100 * row['gamma_relative_error']:.2f}% off")
+    return {"seeds": rows, "summary": seeds_summary(rows), "text": seeds_table(rows)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -349,22 +465,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"data: u0 = {clean[0].tolist()}, {len(times)} times on [0, 5], noise 5e-3 x mean; "
           f"network 87 weights; extrapolation to t = {all_times[-1].item():g}")
     results: dict[str, Any] = {"config": config, "recipe": recipe}
+    if config.seeds:
+        report = run_seeds(config, recipe, all_times)
+        wall = time.perf_counter() - began
+        print(f"\n{report['text']}")
+        table_path = write_text(out / "seeds.md", report["text"])
+        results.update(seeds=report["seeds"], summary=report["summary"], wall_time=wall)
+        path = write_results(out, results)
+        print(f"wrote {path} and {table_path} in {wall:.1f} s")
+        return results
     if config.checks:
         results.update(checks_and_timings(config, recipe, times, data))
 
-    # 2. the sweep, 3. the refit with the λ of least validation error
-    rows, _, _ = sweep(data, all_clean, config.lambdas, config.seed, recipe, config.holdout_every)
-    chosen = choose(rows)["lambda"]
-    text = table(rows, chosen)
-    print(f"\nλ sweep (trained without every {config.holdout_every}th point, validated on those):\n{text}")
-    final, history = fit(data, [chosen], config.seed, recipe, desc=f"refit on all data, λ = {chosen:g}")
-    scores = {k: v[0] for k, v in evaluate(final, data, all_clean, holdout_mask(len(data), len(data) + 1),
-                                            recipe.steps).items() if k != "validation_rms"}
-    print(f"refit on all {len(data)} points with λ = {chosen:g}: train RMS {scores['train_rms']:.4f}; learned terms "
-          f"relative RMS error {scores['terms_relative_rms']:.4f} (u1 {scores['terms_relative_rms_u1']:.4f}, "
-          f"u2 {scores['terms_relative_rms_u2']:.4f}); extrapolation to t = {all_times[-1].item():g}, relative RMS error "
-          f"{scores['extrapolation_relative_rms']:.4f}")
-    symbolic, recovered = recover(config, final, data, all_clean, all_times)
+    run = train_and_recover(config, recipe, config.seed, data, all_clean, all_times)
+    rows, text, chosen, final, history = run["rows"], run["text"], run["chosen"], run["final"], run["history"]
+    scores, symbolic, recovered = run["scores"], run["symbolic"], run["recovered"]
 
     with torch.no_grad():
         fitted = final.solve(data[0], count, steps=recipe.steps)[:, 0, 0]

@@ -35,6 +35,7 @@ choice of :math:`\lambda`) and :mod:`studies.ude.recovery` (the sparse regressio
 
 from studies.ude.ensemble import Ensemble
 from studies.ude.problem import (
+    DATA_POINTS,
     NOISE,
     SAVE_EVERY,
     TRUE_PARAMETERS,
@@ -48,7 +49,15 @@ from studies.ude.problem import (
     true_regulariser,
     true_trajectory,
 )
-from studies.ude.recovery import SparseModel, simulate_sparse, sparse_regression
+from studies.ude.recovery import (
+    Candidate,
+    SparseModel,
+    best_supports,
+    fit_to_data,
+    select_equations,
+    simulate_sparse,
+    sparse_regression,
+)
 from studies.ude.training import (
     AdamRecord,
     HistoryRecord,
@@ -63,8 +72,10 @@ from studies.ude.training import (
 )
 
 __all__ = [
-    "TRUE_PARAMETERS", "SAVE_EVERY", "NOISE", "lotka_volterra", "make_data", "true_trajectory", "Rbf", "make_network",
+    "TRUE_PARAMETERS", "SAVE_EVERY", "DATA_POINTS", "NOISE", "lotka_volterra", "make_data", "true_trajectory", "Rbf",
+    "make_network",
     "regulariser_points", "regulariser", "true_regulariser", "missing_terms", "Ensemble", "RecipeConfig", "AdamRecord",
     "LbfgsRecord", "HistoryRecord", "fit", "evaluate", "sweep", "choose", "holdout_mask", "relative_rms",
-    "SparseModel", "sparse_regression", "simulate_sparse",
+    "SparseModel", "sparse_regression", "simulate_sparse", "best_supports", "fit_to_data", "Candidate",
+    "select_equations",
 ]

@@ -16,12 +16,15 @@ from diffenvs.core.rollout import Adaptive
 from diffenvs.derivatives import input_jacobian, solve
 
 __all__ = [
-    "TRUE_PARAMETERS", "SAVE_EVERY", "NOISE", "lotka_volterra", "true_trajectory", "make_data", "Rbf", "make_network",
+    "TRUE_PARAMETERS", "SAVE_EVERY", "DATA_POINTS", "NOISE", "lotka_volterra", "true_trajectory", "make_data", "Rbf",
+    "make_network",
     "regulariser_points", "regulariser", "true_regulariser", "missing_terms",
 ]
 
 TRUE_PARAMETERS = (1.3, 0.9, 0.8, 1.8)  # α, β, γ, δ
 SAVE_EVERY = 0.25
+DATA_POINTS = 21
+"""Saved states of the data: every 0.25 on [0, 5]."""
 NOISE = 5e-3
 
 
@@ -42,7 +45,7 @@ def make_data(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ``(21, 2)``: the post's recipe, seeded. The start state is ``5 * rand(2)``, the noise ``5e-3 * mean(X) * randn``."""
     generator = torch.Generator().manual_seed(seed)
     u0 = 5.0 * torch.rand(1, 2, generator=generator, dtype=torch.float64)
-    times = torch.arange(21, dtype=torch.float64) * SAVE_EVERY
+    times = torch.arange(DATA_POINTS, dtype=torch.float64) * SAVE_EVERY
     clean = true_trajectory(u0[0], times)
     noise = torch.randn(clean.shape, generator=generator, dtype=torch.float64)
     return times, clean, clean + NOISE * clean.mean(0) * noise
