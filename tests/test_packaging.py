@@ -53,8 +53,9 @@ def test_the_documented_wrappers_dependencies_are_declared() -> None:
     """docs/faces.md sends torch learners to Gymnasium's ``NumpyToTorch``, which imports ``array_api_compat``:
     the package declares it (through Gymnasium's own ``torch`` extra, or by name)."""
     import re
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     requirements = [r.replace(" ", "").lower() for r in project["dependencies"]]
