@@ -81,12 +81,7 @@ def sparse_regression(states: np.ndarray | torch.Tensor, targets: np.ndarray | t
     except ImportError as error:
         raise ImportError('the sparse regression needs the optional extra \'ude\' (pysindy): pip install "diffenvs[ude]"') \
             from error
-    states = np.asarray(states, dtype=np.float64)
-    targets = np.asarray(targets, dtype=np.float64)
-    if states.ndim != 2 or states.shape[1] != 2:
-        raise ValueError(f"states must have shape (n, 2), got {states.shape}")
-    if targets.ndim != 2 or targets.shape[0] != states.shape[0]:
-        raise ValueError(f"targets must have shape ({states.shape[0]}, outputs), got {targets.shape}")
+    states, targets = _check_pair(states, targets)
     check_integer("degree", degree)
     check_positive("threshold", threshold)
     library = _polynomial_library(torch.from_numpy(states), degree).numpy()
