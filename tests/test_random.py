@@ -11,9 +11,9 @@ def test_scalar_and_batched_draws_agree() -> None:
     episodes = np.array([0, 2, 7], np.uint64)
     batch_uniform = random.uniform(keys, episodes, 4, 6)
     batch_normal = random.normal(keys, episodes, 4, 5)
-    for i in range(3):
-        np.testing.assert_array_equal(random.uniform_scalar(keys[i], episodes[i], 4, 6), batch_uniform[i])
-        np.testing.assert_allclose(random.normal_scalar(keys[i], episodes[i], 4, 5), batch_normal[i], rtol=1e-14)
+    for i in range(3):  # one environment draws as a batch of one (the single face's call)
+        np.testing.assert_array_equal(random.uniform(keys[i:i + 1], episodes[i:i + 1], 4, 6)[0], batch_uniform[i])
+        np.testing.assert_array_equal(random.normal(keys[i:i + 1], episodes[i:i + 1], 4, 5)[0], batch_normal[i])
 
 
 def test_draws_look_uniform_and_normal() -> None:

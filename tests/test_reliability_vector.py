@@ -15,7 +15,6 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import diffenvs
 from diffenvs.core import numerics
-from diffenvs.core import random as counter_random
 from diffenvs.core.vector_face import as_finite_batch
 
 IDS = diffenvs.ENV_IDS
@@ -101,15 +100,6 @@ def libm(function: Any) -> Any:
     return lambda t: torch.as_tensor(elementwise(t.cpu().numpy()).astype(np.float64), dtype=t.dtype, device=t.device)
 
 
-def libm_normal(key: np.ndarray, episode: np.ndarray, step: np.ndarray | int, count: int) -> np.ndarray:
-    """:func:`diffenvs.core.random.normal` through ``normal_scalar`` (libm), environment by environment."""
-    key = np.asarray(key)
-    keys, episodes, steps = np.broadcast_arrays(key, np.asarray(episode), np.asarray(step))
-    rows = [counter_random.normal_scalar(int(k), int(e), int(s), count)
-            for k, e, s in zip(keys.ravel(), episodes.ravel(), steps.ravel())]
-    return np.array(rows, dtype=np.float64).reshape(key.shape + (count,))
-
-
 def play_against_singles(env_id: str, steps: int | None = None, n: int = 3, seed: int = 11) -> dict[str, list]:
     """The vector face and N single envs (next-step autoreset) with the same actions: each output of both, per step."""
     vector, singles = native(env_id, n), [gym.make(env_id) for _ in range(n)]
@@ -153,7 +143,6 @@ def test_with_libms_functions_the_vector_face_is_the_single_env_bit_for_bit(env_
     LinearSysID's final reward, whose least-squares solve is LAPACK's (MKL under torch, OpenBLAS under numpy)."""
     for name in ("sin", "cos", "exp", "log1p", "erf", "sqrt"):
         monkeypatch.setattr(numerics.TORCH, name, libm(getattr(math, name)))
-    monkeypatch.setattr(counter_random, "normal", libm_normal)
     record = play_against_singles(env_id)
     assert np.sum(record["ended"]) >= 3
     for key in ("observation", "reward", "terminated", "truncated", "state"):

@@ -10,9 +10,6 @@ SplitMix64 (Steele, Lea & Flood, 2014), which passes BigCrush.
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import numpy as np
 import torch
 from gymnasium.utils import seeding
@@ -40,30 +37,6 @@ def _hash(key: np.ndarray, episode: np.ndarray, step: np.ndarray | int, count: i
 
 
 _MASK = 2**64 - 1
-
-
-def _mix_int(z: int) -> int:
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
-
-
-def uniform_scalar(key: int | np.integer[Any], episode: int, step: int, count: int) -> list[float]:
-    """:func:`uniform` of one environment in Python integers (the same bits, no array overhead)."""
-    golden = 0x9E3779B97F4A7C15
-    h = _mix_int((int(key) + golden) & _MASK)
-    h = _mix_int((h + int(episode) * golden) & _MASK)
-    h = _mix_int((h + int(step) * golden) & _MASK)
-    return [(_mix_int((h + i * golden) & _MASK) >> 11) * 2.0**-53 for i in range(1, count + 1)]
-
-
-def normal_scalar(key: int | np.integer[Any], episode: int, step: int, count: int) -> list[float]:
-    """:func:`normal` of one environment as Python floats (Box--Muller with ``math``)."""
-    pairs = (count + 1) // 2
-    u = uniform_scalar(key, episode, step, 2 * pairs)
-    radius = [math.sqrt(-2.0 * math.log1p(-v)) for v in u[:pairs]]
-    angle = [2.0 * math.pi * v for v in u[pairs:]]
-    return ([r * math.cos(a) for r, a in zip(radius, angle)] + [r * math.sin(a) for r, a in zip(radius, angle)])[:count]
 
 
 def uniform(key: np.ndarray, episode: np.ndarray, step: np.ndarray | int, count: int) -> np.ndarray:
