@@ -2,8 +2,19 @@
 
 A card's ``"rl"`` section may hold an ``"objective"``: ``{"env_kwargs": ..., "label": ...,
 "why": ...}``, the environment keyword arguments a baseline trains with instead of the
-evaluation objective, with a short label and the reason (e.g. the cartpole's dense quadratic
-cost where the default pays only at T). An agent's own section may replace it.
+evaluation objective, with a short label and the reason. An agent's own section may replace
+it (``"ppo"``, ``"sac"``, ``"td3"``, ``"shac"``).
+
+One rule for every environment: a critic learner trains on the scored objective, or on a
+proxy whose optimum *under the learner's own discount* is the scored one, never on another
+cost. A critic learner maximises :math:`\sum_k \gamma^k r_k`; a scored cost paid late (at a
+horizon :math:`T`, or at a time limit) is shrunk by :math:`\gamma^k`, which may reward
+postponing it. So either the learner's :math:`\gamma` is 1 (Zermelo, whose episodes end at
+different times), or the reward is the scored cost shaped for that :math:`\gamma` (the
+swing-ups' ``cost="terminal-shaped"`` with ``discount`` = the learner's :math:`\gamma`: over a
+fixed horizon the discounted return is :math:`c(s_0) - \gamma^{K-1}c(s_K)`).
+``tests/test_objectives.py`` plays simple policies and the reference on each learner's
+discounted objective, with its discount as the agent reads it, and checks both.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ reference optimum is 0 (a lower bound) and there is no reference controller.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,27 +95,73 @@ QUADRATIC = dict(iterations=400, learning_rate=0.05, final_learning_rate=0.001, 
 
 def neural_ode(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Tuned per objective: the terminal swing-up cost, or the LQR's quadratic running cost."""
-    return dict(SWING_UP if env_kwargs.get("cost", "terminal") == "terminal" else QUADRATIC)
+    return dict(QUADRATIC if env_kwargs.get("cost", "terminal") == "quadratic" else SWING_UP)
 
 
-#: what the critic-based learners (the RL baselines and SHAC) train on, and why
-DENSE_OBJECTIVE = {"env_kwargs": {"cost": "quadratic"}, "label": "quadratic (dense)",
-                   "why": "the default pays -(phi(T)^2 + phidot(T)^2) only at T; the LQR running cost rewards "
-                          "uprightness each step"}
+#: the critic-based learners (their card sections' names: the RL baselines, then SHAC)
+CRITIC_LEARNERS = ("ppo", "sac", "td3", "shac")
 
+
+def learner_discount(agent: str, settings: Mapping[str, Any]) -> float:
+    """The discount ``agent`` trains with given its card ``settings`` (the ``"rl"`` section updated by the agent's,
+    or SHAC's own): their ``"gamma"``, else the RL baselines' rl-baselines3-zoo entry (``"zoo"``) or SB3's default, as
+    :func:`agents.rl.hyperparameters` reads them, and SHAC's paper value (:class:`agents.shac.ShacConfig`)."""
+    if settings.get("gamma") is not None:
+        return float(settings["gamma"])
+    if agent == "shac":
+        from agents.shac import ShacConfig  # the agents' modules: imported only when a card is built
+
+        return float(ShacConfig().gamma)
+    from agents.rl_zoo import ALGORITHMS, from_zoo
+
+    gamma = from_zoo(agent, settings.get("zoo", "default")).gamma
+    return float(inspect.signature(ALGORITHMS[agent].__init__).parameters["gamma"].default if gamma is None else gamma)
+
+
+def shaped_objective(gamma: float, cost: str) -> dict[str, Any]:
+    """The training objective of a critic learner that discounts by ``gamma``: the scored terminal cost, shaped."""
+    return {"env_kwargs": {"cost": "terminal-shaped", "discount": gamma}, "label": f"terminal, shaped (gamma {gamma})",
+            "why": f"the scored cost {cost} is paid only at T; shaped with the potential -c(s) and the learner's "
+                   f"discount {gamma}, each step pays c(s_k) - gamma c(s_k+1) and the discounted return is "
+                   "c(s_0) - gamma^(K-1) c(s_K), so the optimum is the scored one"}
+
+
+def critic_sections(cost: str, rl: Mapping[str, Any], own: Mapping[str, Mapping[str, Any]] | None = None
+                    ) -> dict[str, dict[str, Any]]:
+    """The card sections ``"ppo"``, ``"sac"``, ``"td3"`` and ``"shac"`` (each ``own`` section, if given, with an
+    ``"objective"``): each learner trains on the scored terminal ``cost`` shaped for its own discount
+    (:func:`learner_discount` of the ``rl`` section updated by its own; SHAC's own alone), the environment's
+    ``cost="terminal-shaped"``."""
+    own = dict(own or {})
+    sections = {}
+    for agent in CRITIC_LEARNERS:
+        section = dict(own.get(agent, {}))
+        settings = section if agent == "shac" else {**rl, **section}
+        sections[agent] = {**section, "objective": shaped_objective(learner_discount(agent, settings), cost)}
+    return sections
+
+
+#: One training objective for the swing-up, the scored one: every learner minimises phi(T)^2 + phidot(T)^2. The
+#: gradient and zeroth-order agents train on it as it is; the critic learners (the RL baselines and SHAC) on its
+#: potential-based shaping for their own discount (``cost="terminal-shaped"``, see diffenvs.envs.cartpole), whose
+#: discounted return is c(s_0) - gamma^(K-1) c(s_K): over the fixed horizon, with t/T observed, its optimum is the
+#: scored one for any gamma. (Before, they trained on the LQR running cost, Q = diag(1e-4, 0, 100, 0), R = 1e-2,
+#: whose optimum is another policy than the scored cost's.)
 #: rl-baselines3-zoo's nearest task: Pendulum-v1 (hyperparams/{ppo,sac,td3}.yml, entry Pendulum-v1). Both swing an
-#: underactuated pendulum up with one bounded force or torque, and the baselines train on a dense quadratic cost of the
-#: form of Pendulum's reward; the zoo tunes Pendulum-v1 for 20k (SAC, TD3) and 100k (PPO) transitions, the order of
-#: this card's budgets. The literal analogue, InvertedPendulumSwingupBulletEnv-v0, is tuned for 300k (SAC, TD3) and 2M
-#: (PPO) transitions: its PPO rollouts of 8 x 2048 transitions would leave three updates in the 60k budget.
-RL = {"zoo": "Pendulum-v1", "objective": DENSE_OBJECTIVE}
+#: underactuated pendulum up with one bounded force or torque; the zoo tunes Pendulum-v1 for 20k (SAC, TD3) and 100k
+#: (PPO) transitions, the order of this card's budgets. The literal analogue, InvertedPendulumSwingupBulletEnv-v0, is
+#: tuned for 300k (SAC, TD3) and 2M (PPO) transitions: its PPO rollouts of 8 x 2048 transitions would leave three
+#: updates in the 60k budget. The zoo's discounts are kept (PPO 0.9, TD3 0.98, SAC 0.99): the shaped objective has the
+#: scored optimum at any discount, but at PPO's 0.9 the cost paid at step 100 weighs 0.9^99 = 3e-5 at the first step.
+RL = {"zoo": "Pendulum-v1"}
+CRITICS = critic_sections("phi(T)^2 + phidot(T)^2", RL)
 
 
 CARD = register(Card(
     env_id=ENV_ID,
     presets={"swingup": {"initial_noise": 0.0},
              "upright": {"initial_angle": 0.1, "initial_noise": 0.0, "cost": "quadratic"}},
-    agents={"neural-ode": neural_ode, "rl": RL},
+    agents={"neural-ode": neural_ode, "rl": RL, **CRITICS},
     protocol=Protocol(episodes=20),
     # five seeds for the agents whose runs train for minutes (RL, neural-ODE), ten for SHAC, ES and CMA-ES
     seeds={"full": {"rl": 5, "neural-ode": 5, "neural-ode-default": 5}},

@@ -38,6 +38,21 @@ Rewards
     :math:`(-\pi, \pi]`. ``cost="quadratic"``: each step pays
     :math:`-\int (s^\top Q s + R f^2)\,dt` over the step with :math:`s = (x, \dot x, \bar\phi, \dot\phi)`,
     :math:`Q = \mathrm{diag}(10^{-4}, 0, 100, 0)`, :math:`R = 10^{-2}` (the report's LQR weights).
+    ``cost="terminal-shaped"`` (a training reward for learners that discount by
+    :math:`\gamma` = ``discount``): the terminal cost :math:`c(s) = \bar\phi^2 + \dot\phi^2`
+    paid as the potential-based shaping with :math:`\Phi = -c`,
+
+    .. math::
+        r_k = c(s_k) - \gamma\, c(s_{k+1}) \quad (k < K - 1), \qquad
+        r_{K-1} = c(s_{K-1}) - c(s_K)
+
+    (:func:`terminal_shaped_reward`; :math:`K` = ``max_steps``). Its discounted return
+    telescopes, :math:`\sum_{k<K} \gamma^k r_k = c(s_0) - \gamma^{K-1} c(s_K)`, for every
+    policy and start: the start's cost (which no action changes) minus :math:`\gamma^{K-1} > 0`
+    times the report's terminal cost. The horizon is fixed (no event ends an episode early)
+    and :math:`t/T` is observed, so a policy maximises this discounted return exactly when it
+    minimises :math:`c(s_K)`: the optimum is the report's, for any :math:`\gamma \in (0, 1]`.
+    With ``discount=1`` the return is :math:`c(s_0) - c(s_K)`.
 
 Starting State
     :math:`(x, \dot x, \phi, \dot\phi) = (0, 0, \phi_0, 0) + \mathcal U(-\epsilon, \epsilon)^4`
@@ -50,13 +65,15 @@ Episode End
 
 Arguments
     ``gymnasium.make("DiffCartpole-v0", params=CartpoleParams(), cost="terminal",
-    max_force=50.0, max_steps=100, dt=0.02, initial_angle=math.pi, initial_noise=0.05)``:
-    ``max_steps`` steps per episode of ``dt`` seconds each. Deprecated: ``horizon=T`` in
+    max_force=50.0, max_steps=100, dt=0.02, initial_angle=math.pi, initial_noise=0.05,
+    discount=1.0)``: ``max_steps`` steps per episode of ``dt`` seconds each; ``discount``
+    in (0, 1] is read by ``cost="terminal-shaped"`` only. Deprecated: ``horizon=T`` in
     seconds (``max_steps = T / dt``, which must be a whole number). Numpy scalars are accepted
     as numbers, bools are not; ``initial_noise`` is at most the largest float32.
 
 Version History
-    v0: first release.
+    v0: first release. Changed within v0: ``cost="terminal-shaped"`` and ``discount``
+    (added; the other objectives are unchanged).
 """
 
 from __future__ import annotations
@@ -83,6 +100,13 @@ from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
 
+def check_discount(discount: Any) -> None:
+    """Raise ``ValueError`` unless ``discount`` is a number in (0, 1]."""
+    check_finite("discount", discount, least=0.0)
+    if not 0.0 < discount <= 1.0:
+        raise ValueError(f"discount must be in (0, 1], got {discount!r}")
+
+
 @dataclass(frozen=True)
 class CartpoleParams:
     """Physical constants (SI units)."""
@@ -97,6 +121,28 @@ class CartpoleParams:
 STATE_WEIGHTS = (1e-4, 0.0, 100.0, 0.0)
 FORCE_WEIGHT = 1e-2
 
+#: the objectives: the report's terminal cost, the LQR running cost, the terminal cost shaped for a discount
+COSTS = ("terminal", "quadratic", "terminal-shaped")
+
+
+def terminal_shaped_reward(cost: Any, next_cost: Any, last: Any, discount: float, ns: ArrayNamespace) -> Any:
+    r"""The step reward of a terminal cost :math:`c` shaped for the discount :math:`\gamma`.
+
+    .. math:: r_k = c(s_k) - \gamma\,c(s_{k+1}) \quad\text{before the last step}, \qquad
+              r_{K-1} = c(s_{K-1}) - c(s_K),
+
+    the potential-based shaping :math:`\gamma\Phi(s_{k+1}) - \Phi(s_k)` with :math:`\Phi = -c`
+    and :math:`\Phi = 0` after the end, plus the terminal payment :math:`-c(s_K)`. Over a fixed
+    horizon of :math:`K` steps, :math:`\sum_{k<K}\gamma^k r_k = c(s_0) - \gamma^{K-1}c(s_K)`: the
+    sums of :math:`\gamma^{k+1}c(s_{k+1})` and :math:`\gamma^k c(s_k)` cancel term by term
+    except the first and the last. ``cost`` is :math:`c(s_k)`, ``next_cost``
+    :math:`c(s_{k+1})`, ``last`` whether the step is the last (a bool or a boolean array);
+    shapes broadcast. Shared by the cartpole and the double pendulum.
+    """
+    if isinstance(last, bool):
+        return cost - (next_cost if last else discount * next_cost)
+    return cost - ns.where(last, next_cost, discount * next_cost)
+
 
 @renamed_horizon("horizon", seconds=True)
 @dataclass(frozen=True)
@@ -110,6 +156,8 @@ class Cartpole(OdeProblem[CartpoleParams]):
     dt: float = 0.02
     initial_angle: float = math.pi
     initial_noise: float = 0.05
+    discount: float = 1.0
+    r""":math:`\gamma \in (0, 1]` of ``cost="terminal-shaped"``: the discount of the learner trained on it."""
 
     state_names: ClassVar = ("cart_position", "cart_velocity", "pole_angle", "pole_angle_velocity")
     state_units: ClassVar = ("m", "m/s", "rad", "rad/s")
@@ -123,7 +171,8 @@ class Cartpole(OdeProblem[CartpoleParams]):
 
     def __post_init__(self) -> None:
         plain_constants(self, CartpoleParams)
-        check_choice("cost", self.cost, ("terminal", "quadratic"))
+        check_choice("cost", self.cost, COSTS)
+        check_discount(self.discount)
         check_positive_fields(self.params, ("cart_mass", "pole_mass", "pole_length", "gravity"))
         for name in ("max_force", "dt"):
             check_positive(name, getattr(self, name))
@@ -160,11 +209,19 @@ class Cartpole(OdeProblem[CartpoleParams]):
         s = (x[0], x[1], wrap_angle(x[2], ns), x[3])
         return sum(q * si * si for q, si in zip(STATE_WEIGHTS, s) if q) + FORCE_WEIGHT * u[0] * u[0]
 
-    def terminal_cost(self, x, x0, params, ns):
-        if self.cost != "terminal":
-            return None
+    def swing_up_cost(self, x: Components, ns: ArrayNamespace) -> Any:
+        r"""The report's terminal cost :math:`c(s) = \bar\phi^2 + \dot\phi^2` (rad², rad²/s²) of a state."""
         phi = wrap_angle(x[2], ns)
         return phi * phi + x[3] * x[3]
+
+    def terminal_cost(self, x, x0, params, ns):
+        return self.swing_up_cost(x, ns) if self.cost == "terminal" else None
+
+    def step_reward(self, x, x1, cost_increment, x0, terminal_due, params, ns):  # noqa: D102 (see the module)
+        if self.cost != "terminal-shaped":
+            return super().step_reward(x, x1, cost_increment, x0, terminal_due, params, ns)
+        return terminal_shaped_reward(self.swing_up_cost(x, ns), self.swing_up_cost(x1, ns), terminal_due,
+                                      self.discount, ns)
 
     def initial_state(self, draws: Any, params: Any, ns: ArrayNamespace) -> Components:
         base = (0.0, 0.0, self.initial_angle, 0.0)

@@ -88,7 +88,14 @@ Rewards
     both poles). ``cost="quadratic"``: each step pays :math:`-\int (s^\top Q s + R f^2)\,dt`
     over the step with :math:`s = (x, \bar\theta_1, \bar\theta_2, \dot x, \dot\theta_1, \dot\theta_2)`,
     :math:`Q = \mathrm{diag}(10^{-4}, 100, 100, 0, 0, 0)`, :math:`R = 10^{-2}` (the cartpole's
-    LQR weights, on both angles).
+    LQR weights, on both angles). ``cost="terminal-shaped"`` (a training reward for learners
+    that discount by :math:`\gamma` = ``discount``): the terminal cost :math:`c(s)` above paid
+    as the cartpole's potential-based shaping
+    (:func:`diffenvs.envs.cartpole.terminal_shaped_reward`),
+    :math:`r_k = c(s_k) - \gamma c(s_{k+1})` before the last step and
+    :math:`c(s_{K-1}) - c(s_K)` at it, whose discounted return is
+    :math:`c(s_0) - \gamma^{K-1}c(s_K)` for every policy: over the fixed horizon, with
+    :math:`t/T` observed, its optimum is the terminal cost's for any :math:`\gamma \in (0, 1]`.
 
 Starting State
     :math:`(x, \theta_1, \theta_2, \dot x, \dot\theta_1, \dot\theta_2) = (0, \theta_0, \theta_0, 0, 0, 0)
@@ -112,12 +119,14 @@ Episode End
 
 Arguments
     ``gymnasium.make("DiffDoublePendulum-v0", params=DoublePendulumParams(), cost="terminal",
-    max_force=30.0, max_steps=200, dt=0.02, initial_angle=math.pi, initial_noise=0.05)``:
-    ``max_steps`` steps per episode of ``dt`` seconds each. Numpy scalars are accepted as
+    max_force=30.0, max_steps=200, dt=0.02, initial_angle=math.pi, initial_noise=0.05,
+    discount=1.0)``: ``max_steps`` steps per episode of ``dt`` seconds each; ``discount`` in
+    (0, 1] is read by ``cost="terminal-shaped"`` only. Numpy scalars are accepted as
     numbers, bools are not; ``initial_noise`` is at most the largest float32.
 
 Version History
-    v0: first release.
+    v0: first release. Changed within v0: ``cost="terminal-shaped"`` and ``discount``
+    (added; the other objectives are unchanged).
 """
 
 from __future__ import annotations
@@ -141,6 +150,7 @@ from diffenvs.core.problem import (
 )
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
+from diffenvs.envs.cartpole import COSTS, check_discount, terminal_shaped_reward
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,8 @@ class DoublePendulum(OdeProblem[DoublePendulumParams]):
     dt: float = 0.02
     initial_angle: float = math.pi
     initial_noise: float = 0.05
+    discount: float = 1.0
+    r""":math:`\gamma \in (0, 1]` of ``cost="terminal-shaped"``: the discount of the learner trained on it."""
 
     state_names: ClassVar = ("cart_position", "pole1_angle", "pole2_angle", "cart_velocity", "pole1_angle_velocity",
                              "pole2_angle_velocity")
@@ -188,7 +200,8 @@ class DoublePendulum(OdeProblem[DoublePendulumParams]):
 
     def __post_init__(self) -> None:
         plain_constants(self, DoublePendulumParams)
-        check_choice("cost", self.cost, ("terminal", "quadratic"))
+        check_choice("cost", self.cost, COSTS)
+        check_discount(self.discount)
         check_positive_fields(self.params, _PARAM_NAMES)
         for name in ("max_force", "dt"):
             check_positive(name, getattr(self, name))
@@ -263,11 +276,19 @@ class DoublePendulum(OdeProblem[DoublePendulumParams]):
         s = (x[0], wrap_angle(x[1], ns), wrap_angle(x[2], ns), x[3], x[4], x[5])
         return sum(q * si * si for q, si in zip(STATE_WEIGHTS, s) if q) + FORCE_WEIGHT * u[0] * u[0]
 
-    def terminal_cost(self, x, x0, params, ns):
-        if self.cost != "terminal":
-            return None
+    def swing_up_cost(self, x: Components, ns: ArrayNamespace) -> Any:
+        r"""The terminal cost :math:`c(s) = \bar\theta_1^2 + \bar\theta_2^2 + \dot\theta_1^2 + \dot\theta_2^2` of a state."""
         theta1, theta2 = wrap_angle(x[1], ns), wrap_angle(x[2], ns)
         return theta1 * theta1 + theta2 * theta2 + x[4] * x[4] + x[5] * x[5]
+
+    def terminal_cost(self, x, x0, params, ns):
+        return self.swing_up_cost(x, ns) if self.cost == "terminal" else None
+
+    def step_reward(self, x, x1, cost_increment, x0, terminal_due, params, ns):  # noqa: D102 (see the module)
+        if self.cost != "terminal-shaped":
+            return super().step_reward(x, x1, cost_increment, x0, terminal_due, params, ns)
+        return terminal_shaped_reward(self.swing_up_cost(x, ns), self.swing_up_cost(x1, ns), terminal_due,
+                                      self.discount, ns)
 
     def initial_state(self, draws: Any, params: Any, ns: ArrayNamespace) -> Components:
         base = (0.0, self.initial_angle, self.initial_angle, 0.0, 0.0, 0.0)

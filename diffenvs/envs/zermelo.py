@@ -20,8 +20,11 @@ Action Space
     (rad); actions outside ``[-1, 1]`` are clipped.
 
 Observation Space
-    ``Box((2,), float32)``: ``(x, y)`` in metres, unbounded. The physical state
-    ``env.unwrapped.state`` is the same ``(x, y)``.
+    ``Box((3,), float32)``: ``(x, y, t/T)``, the position in metres (unbounded) and the
+    time as a fraction of the time limit :math:`T` (in ``[0, 1]``): the time limit is part of
+    the task (it prices the crossing still to do), so a learner sees how much time is left,
+    as rl-baselines3-zoo's ``TimeFeatureWrapper`` gives it. The physical state
+    ``env.unwrapped.state`` is ``(x, y)``.
 
 Rewards
     :math:`-(x_{k+1} - x_k)` per step, so the return is :math:`-x` at the crossing. If the
@@ -41,8 +44,14 @@ Rewards
     default parameters).
 
 Starting State
-    :math:`(0, 0)` (deterministic), or any state through ``reset(options={"state": ...})``
-    with :math:`y < \ell`.
+    :math:`(x_0, y_0) = (s_x (2 d_1 - 1),\; s_y d_2)` with :math:`d_1, d_2 \sim \mathcal U(0, 1)`:
+    uniform in the box :math:`[-s_x, s_x] \times [0, s_y]` (m) by the near bank, with
+    ``initial_x_spread`` :math:`s_x \ge 0` and ``initial_y_spread`` :math:`0 \le s_y < \ell`;
+    both default to 0, the deterministic start :math:`(0, 0)`. Or any state through
+    ``reset(options={"state": ...})`` with :math:`y < \ell`. The optimum from
+    :math:`(x_0, y_0)` is :math:`x_0 + \frac{1}{v}\int_{y_0}^{\ell}\sqrt{w(y)^2 - v^2}\,dy`
+    (Pontryagin's slope :math:`dx/dy = \sqrt{w^2 - v^2}/v`): the start's height matters, its
+    :math:`x_0` only shifts the cost.
 
 Episode End
     Terminates when the boat reaches :math:`y = \ell`; the final state is the state *at*
@@ -53,8 +62,9 @@ Episode End
     (nothing more is paid).
 
 Arguments
-    ``gymnasium.make("DiffZermelo-v0", params=ZermeloParams(), dt=0.02, max_steps=500)``:
-    ``max_steps`` steps of ``dt`` seconds each. Deprecated: ``time_limit=T`` in seconds
+    ``gymnasium.make("DiffZermelo-v0", params=ZermeloParams(), dt=0.02, max_steps=500,
+    initial_x_spread=0.0, initial_y_spread=0.0)``: ``max_steps`` steps of ``dt`` seconds
+    each; the start box of Starting State (m). Deprecated: ``time_limit=T`` in seconds
     (``max_steps = T / dt``, which must be a whole number).
 
 Version History
@@ -62,7 +72,11 @@ Version History
     straight-across completion :math:`\Delta x(y_T)`; before, it paid only :math:`x_T`, so
     never crossing (heading upstream, :math:`x_T \approx 1.0`) beat the optimal crossing
     (1.41). Returns of episodes that cross are unchanged; results of truncated episodes
-    recorded before the change are not comparable.
+    recorded before the change are not comparable. Changed within v0: the observation is
+    ``(x, y, t/T)`` (it was ``(x, y)``), and the start may be drawn from a box
+    (``initial_x_spread``, ``initial_y_spread``; the default start is still :math:`(0, 0)`,
+    but every reset now takes two uniform draws from the episode's random stream). Policies
+    trained on the two-component observation do not run on the new one.
 """
 
 from __future__ import annotations
@@ -74,8 +88,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from diffenvs.core.horizon import renamed_horizon
-from diffenvs.core.numerics import ArrayNamespace, Components, HasExp
-from diffenvs.core.problem import OdeProblem, check_episode, check_positive, check_positive_fields, plain_constants
+from diffenvs.core.numerics import ArrayNamespace, Components, HasExp, columns
+from diffenvs.core.problem import (
+    FLOAT32_MAX,
+    OdeProblem,
+    check_episode,
+    check_finite,
+    check_positive,
+    check_positive_fields,
+    plain_constants,
+)
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
 
@@ -129,16 +151,21 @@ class Zermelo(OdeProblem[ZermeloParams]):
     params: ZermeloParams = field(default_factory=ZermeloParams)
     dt: float = 0.02
     max_steps: int = 500
+    initial_x_spread: float = 0.0
+    """:math:`s_x` (m): the start's :math:`x_0` is uniform on :math:`[-s_x, s_x]` (0: :math:`x_0 = 0`)."""
+    initial_y_spread: float = 0.0
+    """:math:`s_y` (m), below the far bank: the start's :math:`y_0` is uniform on :math:`[0, s_y]` (0: :math:`y_0 = 0`)."""
 
     state_names: ClassVar = ("x", "y")
     state_units: ClassVar = ("m", "m")
-    observation_names: ClassVar = ("x", "y")
-    observation_low: ClassVar = (-np.inf, -np.inf)
-    observation_high: ClassVar = (np.inf, np.inf)
+    observation_names: ClassVar = ("x", "y", "time_fraction")
+    observation_low: ClassVar = (-np.inf, -np.inf, 0.0)
+    observation_high: ClassVar = (np.inf, np.inf, 1.0)
     control_names: ClassVar = ("heading",)
     control_units: ClassVar = ("rad",)
     horizon_ends: ClassVar = "truncated"
     whole_horizon_solve: ClassVar = False  # the crossing (an event) ends the episode inside the horizon
+    initial_draws: ClassVar = ("uniform", 2)
 
     def __post_init__(self) -> None:
         plain_constants(self, ZermeloParams)
@@ -150,6 +177,12 @@ class Zermelo(OdeProblem[ZermeloParams]):
                 p.boat_speed < p.wind_min <= p.wind_max):
             raise ValueError("params must have boat_speed < wind_min <= wind_max (the wind everywhere stronger than the "
                              f"boat, as in the report), got {p!r}")
+        # the start's x is observed: it must stay inside the float32 range
+        check_finite("initial_x_spread", self.initial_x_spread, least=0.0, bound=FLOAT32_MAX)
+        check_finite("initial_y_spread", self.initial_y_spread, least=0.0)
+        if isinstance(p.river_width, (int, float)) and not self.initial_y_spread < p.river_width:
+            raise ValueError(f"initial_y_spread must be below the river width {p.river_width} (a start before the far "
+                             f"bank), got {self.initial_y_spread}")
 
     @property
     def control_low(self) -> tuple[float, ...]:
@@ -174,10 +207,12 @@ class Zermelo(OdeProblem[ZermeloParams]):
         return straight_across_deviation(x[1], params, ns)
 
     def initial_state(self, draws, params, ns):
-        return 0.0, 0.0
+        r""":math:`(s_x (2 d_1 - 1), s_y d_2)` (m) from the uniform draws :math:`d_1, d_2`."""
+        d1, d2 = columns(draws)
+        return self.initial_x_spread * (2.0 * d1 - 1.0), self.initial_y_spread * d2
 
     def observation(self, t, x, params, ns):
-        return x
+        return x[0], x[1], t / self.horizon
 
     def check_state(self, state: np.ndarray) -> None:
         if not state[1] < self.params.river_width:
