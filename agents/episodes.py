@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -77,7 +77,7 @@ def batch_policy(function: Callable[[np.ndarray], np.ndarray]) -> BatchPolicy:
     return function if accepts_batch(function) else _Batched(function)
 
 
-def accepts_batch(policy: Any) -> bool:
+def accepts_batch(policy: Any) -> TypeGuard[BatchPolicy]:
     """Whether ``policy`` declares that it takes a batch of observations (``policy.batched is True``)."""
     return getattr(policy, "batched", False) is True
 
@@ -245,12 +245,11 @@ def run_episodes(env_id: str, policy: GymPolicy, episodes: int = 10, env_kwargs:
     """
     if face not in FACES:
         raise ValueError(f"face must be one of {FACES}, got {face!r}")
-    batched = accepts_batch(policy)
-    if face == "vector" and not batched:
+    if face != "gymnasium" and accepts_batch(policy):
+        return run_batched(env_id, policy, episodes, env_kwargs, seed, states)
+    if face == "vector":
         raise ValueError("policy must accept a batch of observations (batched = True, see batch_policy) for "
                          "face='vector'")
-    if face == "vector" or (face == "auto" and batched):
-        return run_batched(env_id, policy, episodes, env_kwargs, seed, states)
     played = play(env_id, policy, episodes, env_kwargs, seed, states)
     return np.array([e.cost for e in played]), np.array([e.terminated for e in played], dtype=bool)
 
