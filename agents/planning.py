@@ -335,6 +335,21 @@ def plan(problem: LinearSysID, matrix: torch.Tensor, prior: torch.Tensor, steps:
     return controller, _ascend(controller, objective, runs, config, callback, progress)
 
 
+def backward_transitions(criteria: torch.Tensor, steps: int, config: PlannerConfig) -> int:
+    r"""The environment transitions a backward pass went through in a :func:`plan` that returned ``criteria``
+    ``(iterations + 1, runs)``.
+
+    Every iteration but the last evaluates the criterion on ``noise_samples`` rollouts of ``steps`` steps per run and
+    backpropagates it once; the last (and the one a callback stopped at) is only evaluated. So :math:`K` completed
+    Adam steps on :math:`R` runs with :math:`S` noise draws count :math:`K R S T`, where the forward rollouts count
+    :math:`(K + 1) R S T`.
+    """
+    if criteria.dim() != 2 or criteria.shape[0] < 1:
+        raise ValueError(f"criteria must be plan's (iterations + 1, runs) criteria, got shape {tuple(criteria.shape)}")
+    check_integer("steps", steps)
+    return (criteria.shape[0] - 1) * criteria.shape[1] * config.noise_samples * steps
+
+
 def _check_plan_inputs(d: int, matrix: torch.Tensor, prior: torch.Tensor, steps: int) -> None:
     if not (isinstance(steps, int) and steps >= d + 1):
         raise ValueError(f"steps must be an integer >= d + 1 = {d + 1} (x_0 = 0 adds nothing to G, and the "

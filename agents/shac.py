@@ -319,7 +319,7 @@ def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback: A
     start = initial_states(problem, n, generator, dtype)
     x, k, alive = start, 0, torch.ones(n, dtype=torch.bool)
     history: list[dict[str, float]] = []
-    transitions, seconds = 0, 0.0
+    transitions, backward, seconds = 0, 0, 0.0
     bar = tqdm(range(config.iterations), disable=not progress, desc=f"shac {env_id}", dynamic_ncols=True)
     for iteration in bar:
         began = time.perf_counter()
@@ -328,6 +328,7 @@ def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback: A
         trajectory, actor_loss, critic_loss, grad_norm = _window(problem, nets, config, solver, x, k, h, start, alive,
                                                                  generator, dtype)
         transitions += n * h
+        backward += n * h  # the actor's loss is backpropagated once through the window's N x h steps
         k += h
         if k >= problem.max_steps:  # every episode is over: fresh starts
             start = initial_states(problem, n, generator, dtype)
@@ -336,7 +337,8 @@ def _train(problem: Problem, config: ShacConfig, dtype: torch.dtype, callback: A
             x, alive = trajectory.states[-1].detach(), alive & ~trajectory.done[-1]
         seconds += time.perf_counter() - began
         metrics = {"iteration": iteration, "actor_loss": actor_loss, "critic_loss": critic_loss,
-                   "grad_norm": grad_norm, "transitions": transitions, "seconds": seconds}
+                   "grad_norm": grad_norm, "transitions": transitions, "backward_transitions": backward,
+                   "seconds": seconds}
         if nets.actor.log_std is not None:
             metrics["log_std"] = float(nets.actor.log_std.detach().mean())
         history.append(metrics)
@@ -386,19 +388,20 @@ NAME = "shac"
 SETTINGS = ("objective", *(f.name for f in dataclasses.fields(ShacConfig) if f.name not in ("iterations", "seed")))
 
 
-def card_config(env_id: str) -> ShacConfig:
-    """The paper's settings with the card's deviations (its ``"shac"`` section; a key outside :data:`SETTINGS` is a
-    ``ValueError``)."""
-    values = card(env_id).settings(NAME, known=SETTINGS)
+def card_config(env_id: str, env_kwargs: dict[str, Any] | None = None) -> ShacConfig:
+    """The paper's settings with the card's deviations (its ``"shac"`` section on ``env_kwargs``, e.g.
+    ``{"gamma": 0.999}`` for the discount per step; a key outside :data:`SETTINGS` is a ``ValueError``)."""
+    values = card(env_id).settings(NAME, env_kwargs=env_kwargs, known=SETTINGS)
     values.pop("objective", None)
     return ShacConfig(**values)
 
 
 def _train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
+    settings = card_config(env_id, env_kwargs)  # the card's section on the variant's own arguments
     objective = training_objective(env_id, NAME)  # a critic learns what the RL baselines' critics learn
     env_kwargs = {**env_kwargs, **objective.env_kwargs}
     problem = problem_of(env_id, **env_kwargs)
-    config = budget_config(budget, seed, problem.max_steps, card_config(env_id))
+    config = budget_config(budget, seed, problem.max_steps, settings)
     curve: list[dict[str, float]] = []
     next_point: list[float] = [0.0]  # transitions of the next curve point
 
@@ -408,12 +411,14 @@ def _train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Bud
         if transitions >= next_point[0] or iteration + 1 == config.iterations or stop:
             next_point[0] = transitions + budget.eval_every
             curve.append({"transitions": float(transitions), "seconds": float(seconds),
-                          "cost": float(curve_cost(gym_policy(actor, problem)))})
+                          "cost": float(curve_cost(gym_policy(actor, problem))),
+                          "backward_transitions": float(metrics["backward_transitions"])})
         return stop
 
     result = train(env_id, config, env_kwargs, callback=on_step, progress=False)
     details = {"iterations": len(result.history), "num_envs": config.num_envs, "horizon": config.horizon,
-               "trained_on": objective.label}
+               "gamma": config.gamma, "trained_on": objective.label,
+               "backward_transitions": int(result.history[-1]["backward_transitions"]) if result.history else 0}
     return Trained(result.gym_policy(), curve, result.transitions, result.seconds, details)
 
 

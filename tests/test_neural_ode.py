@@ -73,7 +73,7 @@ def test_output_layer_respects_the_control_bounds() -> None:
     # Zermelo: the heading is sigmoid-affine onto [0, pi]
     zermelo = problem_of("DiffZermelo-v0")
     network = PolicyNetwork(zermelo).double()
-    obs = torch.randn(5, 2, dtype=torch.float64)
+    obs = torch.randn(5, len(zermelo.observation_names), dtype=torch.float64)
     z = network.output(network.hidden(obs))
     torch.testing.assert_close(network(obs), math.pi * torch.sigmoid(2 * z))
     # the small initial output layer starts near the middle of the range
@@ -81,7 +81,7 @@ def test_output_layer_respects_the_control_bounds() -> None:
     # a symmetric network is odd about the centre of the range
     odd = PolicyNetwork(zermelo, symmetric=True).double()
     torch.testing.assert_close(odd(-obs) - math.pi / 2, -(odd(obs) - math.pi / 2))
-    assert odd(torch.zeros(1, 2, dtype=torch.float64)).item() == pytest.approx(math.pi / 2)
+    assert odd(torch.zeros(1, obs.shape[1], dtype=torch.float64)).item() == pytest.approx(math.pi / 2)
 
 
 @pytest.mark.parametrize("symmetric", [False, True])

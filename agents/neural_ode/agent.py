@@ -44,6 +44,13 @@ def budget_config(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Bu
     return dataclasses.replace(config, iterations=iterations, lbfgs_steps=lbfgs_steps, seed=seed)
 
 
+def backward_transitions(history: list[dict[str, float]]) -> int:
+    r"""The environment transitions a backward pass went through in a run of ``history``: every loss evaluation
+    (``batch_size`` rollouts of ``steps`` steps) is backpropagated once, so Adam's :math:`K` iterations and the
+    L-BFGS finish's :math:`E` evaluations count :math:`(K + E)\, B\, T`, as its forward ``transitions``."""
+    return int(history[-1]["backward_transitions"]) if history else 0
+
+
 def _train(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost,
            untuned: bool = False) -> Trained:
     config = budget_config(env_id, env_kwargs, seed, budget, untuned)
@@ -58,12 +65,14 @@ def _train(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, c
         if transitions >= next_point[0] or last or stop:
             next_point[0] = transitions + budget.eval_every
             cost = float(curve_cost(gym_policy(policy, problem)))
-            curve.append({"transitions": float(transitions), "seconds": float(seconds), "cost": cost})
+            curve.append({"transitions": float(transitions), "seconds": float(seconds), "cost": cost,
+                          "backward_transitions": float(metrics["backward_transitions"])})
         return stop
 
     result = train(env_id, config, env_kwargs, callback=on_step, progress=False)
     details = {"iterations": len(result.history), "batch_size": config.batch_size,
-               "rollout_steps": config.steps or problem.max_steps, "trained_on": "default"}
+               "rollout_steps": config.steps or problem.max_steps, "trained_on": "default",
+               "backward_transitions": backward_transitions(result.history)}
     return Trained(result.gym_policy(), curve, result.transitions, result.seconds, details)
 
 

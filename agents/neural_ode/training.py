@@ -35,8 +35,10 @@ class NeuralOdeResult(TrainedNetwork):
     """What :func:`train` returns: the trained ``policy`` (torch path), its ``problem`` and the learning ``history``.
 
     ``history`` holds one dict per iteration (``iteration``, ``loss``, ``grad_norm``,
-    ``learning_rate``, ``transitions``, ``seconds``); ``transitions`` counts every simulated
-    transition of the gradient path (batch x steps per iteration), ``seconds`` the training
+    ``learning_rate``, ``transitions``, ``backward_transitions``, ``seconds``); ``transitions`` counts every
+    simulated transition of the gradient path (batch x steps per rollout), ``backward_transitions`` those a backward
+    pass went through (every rollout here is backpropagated once, through the solver or by the adjoint's backward
+    solve over the same steps, so the two are equal), ``seconds`` the training
     wall time (summed over the runs a checkpoint resumed); ``stopped`` says a callback stopped it early.
     """
 
@@ -243,6 +245,7 @@ def _loop(run: _Run, on_step: Callback | None, checkpoint: str | Path | None, pr
     start = len(history)
     seconds = history[-1]["seconds"] if history else 0.0
     transitions = history[-1]["transitions"] if history else 0
+    backward = history[-1].get("backward_transitions", transitions) if history else 0
     bar = tqdm(range(start, total), initial=start, total=total, disable=not progress,
                desc=f"neural-ode {run.env_id}", dynamic_ncols=True)
     stopped = False
@@ -252,8 +255,10 @@ def _loop(run: _Run, on_step: Callback | None, checkpoint: str | Path | None, pr
         loss, grad_norm, learning_rate, evaluations = step(iteration)
         seconds += time.perf_counter() - began
         transitions += evaluations * config.batch_size * run.steps
+        backward += evaluations * config.batch_size * run.steps  # each loss evaluation is backpropagated once
         metrics = {"iteration": iteration, "loss": loss.item(), "grad_norm": grad_norm.item(),
-                   "learning_rate": learning_rate, "transitions": transitions, "seconds": seconds}
+                   "learning_rate": learning_rate, "transitions": transitions, "backward_transitions": backward,
+                   "seconds": seconds}
         history.append(metrics)
         bar.set_postfix(loss=f"{metrics['loss']:.4g}", grad=f"{metrics['grad_norm']:.2g}")
         stopped = bool(on_step(iteration, dict(metrics), run.policy)) if on_step is not None else False
