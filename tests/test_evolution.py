@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from agents import benchmark, registry
+from agents import benchmark, cards, registry
 from agents.evolution import (
     EvolutionConfig,
+    OpenAIES,
     centred_ranks,
+    default_population,
     es_gradient,
     flat_weights,
     generation_transitions,
     load_weights,
+    network_dimension,
     population_costs,
     train,
 )
+from agents.evolution.strategies import CovarianceES
 from agents.neural_ode import PolicyNetwork, initial_states
 from agents.registry import Budget
 from diffenvs import problem_of, rollout
@@ -116,14 +121,17 @@ def test_the_es_agent_runs_through_the_benchmark(tmp_path: Path) -> None:
     (run,) = results
     budget = specs[0].budget
     assert run["family"] == "zeroth-order" and 0 < run["transitions"] <= budget.transitions
-    assert run["transitions"] % (16 * 1 * 10) == 0 and run["details"]["rollout_steps"] == 10
+    per_generation = generation_transitions(EvolutionConfig(), "DiffDecayDesign-v0")
+    assert run["transitions"] % per_generation == 0 and run["details"]["rollout_steps"] == 10
+    assert run["details"]["population"] == per_generation // 10 and run["details"]["backward_transitions"] == 0
     assert len(run["curve"]) >= budget.transitions // budget.eval_every - 1
     assert math.isfinite(run["final_cost"]) and (tmp_path / "runs" / f"{specs[0].key}.json").exists()
 
 
-@pytest.mark.parametrize("field, value", [("population", 7), ("population", 1), ("sigma", 0.0), ("sigma", math.nan),
-                                          ("learning_rate", -1.0), ("weight_decay", -0.1), ("batch_size", -1),
-                                          ("steps", 1.5), ("strategy", "nes"), ("width", 0)])
+@pytest.mark.parametrize("field, value", [("population", 7), ("population", 1), ("population", -2), ("sigma", 0.0),
+                                          ("sigma", math.nan), ("learning_rate", -1.0), ("weight_decay", -0.1),
+                                          ("batch_size", -1), ("steps", 1.5), ("steps", "tuned"), ("steps", -1),
+                                          ("strategy", "nes"), ("width", 0)])
 def test_bad_config_values_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         EvolutionConfig(**{field: value})
@@ -141,3 +149,73 @@ def test_the_network_is_the_neural_ode_agent_s_own_on_each_environment() -> None
     assert result.policy.symmetric  # the odd network of the isochronism card, as for the neural-ODE agent
     observation = torch.tensor([[0.3]], dtype=torch.float64)
     assert torch.allclose(result.policy(-observation), -result.policy(observation))
+
+
+# ---- the defaults: each strategy's published ones, on the shared network ----------------------------------------------
+def test_the_defaults_are_salimans_et_al_s_and_the_cmaes_package_s() -> None:
+    config = EvolutionConfig()
+    # Salimans et al. (2017), configurations/humanoid.json: noise_stdev 0.02, Adam stepsize 0.01, l2coeff 0.005;
+    # one episode per perturbation; population 0: the strategy's default for the network's weights
+    assert (config.sigma, config.learning_rate, config.weight_decay) == (0.02, 0.01, 0.005)
+    assert (config.population, config.batch_size, config.steps) == (0, 1, 0)
+    # the network is the neural-ODE agent's, by design: the report's 2 x 16 tanh layers, its output scale
+    assert (config.width, config.depth, config.init_scale) == (16, 2, 0.1)
+    assert EvolutionConfig(strategy="cma-es", population=3).population == 3  # odd is fine without antithetic pairs
+
+
+@pytest.mark.parametrize("env_id", ["DiffCartpole-v0", "DiffZermelo-v0", "DiffDoublePendulum-v0"])
+def test_cma_es_runs_the_cmaes_package_s_default_population(env_id: str) -> None:
+    from cmaes import CMA
+
+    config = EvolutionConfig(strategy="cma-es")
+    problem = problem_of(env_id)
+    network = PolicyNetwork(problem, config.width, config.depth, config.init_scale)
+    n = sum(p.numel() for p in network.parameters())
+    assert network_dimension(config, env_id) == n
+    package = CMA(mean=torch.zeros(n, dtype=torch.float64).numpy(), sigma=1.0).population_size
+    assert package == 4 + math.floor(3 * math.log(n)) == default_population("cma-es", n)
+    search = CovarianceES(flat_weights(network).to(torch.float64), config)
+    assert search.population == package and search.ask().shape == (package, n)
+    # OpenAI-ES: the same number rounded up to even (antithetic pairs)
+    es = OpenAIES(flat_weights(network).to(torch.float64), EvolutionConfig(), torch.Generator().manual_seed(0))
+    assert es.population == package + package % 2 and es.ask().shape == (es.population, n)
+    assert generation_transitions(EvolutionConfig(), env_id) == es.population * problem.max_steps
+
+
+def test_the_rollouts_run_to_the_horizon_unless_asked_for_the_neural_ode_agent_s_steps() -> None:
+    # Zermelo's card tunes the neural-ODE agent's rollouts to 300 of the 500 steps: ES no longer inherits them
+    assert EvolutionConfig().resolved("DiffZermelo-v0", {}) == (1, 500)
+    assert EvolutionConfig(steps="neural-ode").resolved("DiffZermelo-v0", {}) == (1, 300)
+    assert EvolutionConfig(steps="neural-ode").resolved(CARTPOLE, QUADRATIC) == (1, 10)  # no tuned steps: the horizon
+    assert EvolutionConfig(steps=7, batch_size=0).resolved("DiffCartpole-v0", {}) == (8, 7)  # the tuned batch of 8
+
+
+def test_the_l2_term_is_added_at_the_scale_of_salimans_et_al_s_code() -> None:
+    # their update is Adam on -g + l2coeff theta, g = sum_i f_i eps_i / n without 1/sigma; here g_hat has the
+    # 1/sigma, so the step is on sigma g_hat + lambda theta
+    config = EvolutionConfig(population=4, sigma=0.02, weight_decay=0.005)
+    theta = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    search = OpenAIES(theta, config, torch.Generator().manual_seed(3))
+    search.ask()
+    epsilon = search.epsilon.clone()
+    costs = torch.tensor([3.0, 1.0, 2.0, 4.0], dtype=torch.float64)
+    search.optimizer.step = lambda: None  # keep the gradient handed to Adam
+    search.tell(costs)
+    expected = 0.02 * es_gradient(epsilon, centred_ranks(costs), 0.02) + 0.005 * theta
+    assert torch.allclose(search.theta.grad, expected, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("agent", ["es", "cma-es"])
+def test_the_evolution_agents_report_defaults_unless_a_card_sets_their_settings(
+        monkeypatch: pytest.MonkeyPatch, agent: str) -> None:
+    entry = registry.get(agent)
+    for env_id in ("DiffZermelo-v0", "DiffCartpole-v0", "DiffDoublePendulum-v0", "DiffIsochronism-v0",
+                   "DiffLinearSysID-v0", "DiffDecayDesign-v0"):
+        assert not entry.tuned(env_id, {}), env_id
+    card = cards.card("DiffZermelo-v0")
+    monkeypatch.setitem(cards.CARDS, "DiffZermelo-v0", dataclasses.replace(card, agents={**card.agents,
+                                                                                        agent: {"sigma": 0.1}}))
+    assert entry.tuned("DiffZermelo-v0", {})
+    monkeypatch.setitem(cards.CARDS, "DiffZermelo-v0", dataclasses.replace(card, agents={**card.agents,
+                                                                                        "zeroth-order": {"steps": 5}}))
+    assert entry.tuned("DiffZermelo-v0", {})

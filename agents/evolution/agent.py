@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,8 @@ class EvolutionResult(TrainedNetwork):
 
     ``history`` has one dict per generation (``generation``, ``mean_cost`` and ``best_cost`` of
     the population, ``transitions``, ``seconds``); ``curve`` the points
-    ``{"transitions", "seconds", "cost"}`` of ``curve_cost`` on the mean weights.
+    ``{"transitions", "seconds", "cost", "backward_transitions"}`` of ``curve_cost`` on the mean weights (no
+    backward pass: ``backward_transitions`` is 0).
     """
 
     config: EvolutionConfig
@@ -34,14 +36,23 @@ class EvolutionResult(TrainedNetwork):
     policy: PolicyNetwork
     batch_size: int
     steps: int
+    population: int = 0
+    """Members per generation (the config's, or the strategy's default for the network's weights)."""
     history: list[dict[str, float]] = field(default_factory=list)
     curve: list[dict[str, float]] = field(default_factory=list)
+
+
+def network_dimension(config: EvolutionConfig, env_id: str, env_kwargs: dict[str, Any] | None = None) -> int:
+    """The number of weights :math:`n` of the policy network on ``env_id`` (the search space's dimension)."""
+    problem = problem_of(env_id, **dict(env_kwargs or {}))
+    widths = [len(problem.observation_names), *[config.width] * config.depth, problem.control_dim]
+    return sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(widths, widths[1:]))
 
 
 def generation_transitions(config: EvolutionConfig, env_id: str, env_kwargs: dict[str, Any] | None = None) -> int:
     """Simulated transitions of one generation: population x batch x rollout steps."""
     batch_size, steps = config.resolved(env_id, dict(env_kwargs or {}))
-    return config.population * batch_size * steps
+    return config.population_for(network_dimension(config, env_id, env_kwargs)) * batch_size * steps
 
 
 def train(env_id: str, budget: Budget, config: EvolutionConfig | None = None, env_kwargs: dict[str, Any] | None = None,
@@ -85,13 +96,15 @@ def _loop(result: EvolutionResult, budget: Budget, curve_cost: CurveCost | None)
     config, problem, network = result.config, result.problem, result.policy
     generator = torch.Generator().manual_seed(config.seed)
     search = strategy(flat_weights(network), config, generator)
-    per_generation = config.population * result.batch_size * result.steps
+    result.population = search.population
+    per_generation = search.population * result.batch_size * result.steps
     transitions, seconds, next_point = 0, 0.0, budget.eval_every
 
     def point() -> None:
         if curve_cost is not None:
             cost = float(curve_cost(gym_policy(load_weights(network, search.mean), problem)))
-            result.curve.append({"transitions": float(transitions), "seconds": seconds, "cost": cost})
+            result.curve.append({"transitions": float(transitions), "seconds": seconds, "cost": cost,
+                                 "backward_transitions": 0.0})
 
     while not result.history or (transitions + per_generation <= budget.transitions and seconds < budget.seconds):
         began = time.perf_counter()
@@ -121,29 +134,44 @@ def _loop(result: EvolutionResult, budget: Budget, curve_cost: CurveCost | None)
 SETTINGS = tuple(f.name for f in dataclasses.fields(EvolutionConfig) if f.name not in ("strategy", "seed"))
 
 
-def card_config(env_id: str, agent: str, strategy_name: str, seed: int) -> EvolutionConfig:
+def card_settings(env_id: str, agent: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card's settings for ``agent`` on ``env_kwargs``: its family's section (``"zeroth-order"``) updated by its own
+    (a key outside :data:`SETTINGS` is a ``ValueError``); empty where the card sets none."""
+    return card(env_id).settings(agent, "zeroth-order", env_kwargs=env_kwargs, known=SETTINGS)
+
+
+def card_config(env_id: str, agent: str, strategy_name: str, seed: int,
+                env_kwargs: dict[str, Any] | None = None) -> EvolutionConfig:
     """The default :class:`EvolutionConfig` of ``strategy_name`` with the run's seed and the card's settings for
-    ``agent`` (a key outside :data:`SETTINGS` is a ``ValueError``)."""
-    values = card(env_id).settings(agent, "zeroth-order", known=SETTINGS)
-    return EvolutionConfig(strategy=strategy_name, seed=seed, **values)
+    ``agent`` (:func:`card_settings`)."""
+    return EvolutionConfig(strategy=strategy_name, seed=seed, **card_settings(env_id, agent, env_kwargs))
+
+
+def _tuned(agent: str) -> Callable[[str, dict[str, Any]], bool]:
+    def tuned(env_id: str, env_kwargs: dict[str, Any]) -> bool:
+        """Whether a card section sets the agent's settings on ``env_id`` (else it runs its published defaults)."""
+        return bool(card_settings(env_id, agent, env_kwargs))
+
+    return tuned
 
 
 def _adapter(agent: str, strategy_name: str) -> TrainFunction:
     def train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget,
                     curve_cost: CurveCost) -> Trained:
         """The benchmark adapter: the card's :class:`EvolutionConfig` (default: the defaults) with the run's seed."""
-        config = card_config(env_id, agent, strategy_name, seed)
+        config = card_config(env_id, agent, strategy_name, seed, env_kwargs)
         result = train(env_id, budget, config, env_kwargs, curve_cost)
-        details = {"generations": len(result.history), "population": config.population, "sigma": config.sigma,
+        details = {"generations": len(result.history), "population": result.population, "sigma": config.sigma,
                    "batch_size": result.batch_size, "rollout_steps": result.steps, "trained_on": "default",
-                   "config": dataclasses.asdict(config)}
+                   "config": dataclasses.asdict(config), "backward_transitions": 0}  # rollouts only, no backward pass
         return Trained(result.gym_policy(), result.curve, result.transitions, result.seconds, details)
 
     return train_agent
 
 
-ES = register(Agent("es", "zeroth-order", "OpenAI-ES (antithetic, centred ranks, Adam) on the neural-ODE agent's "
-                    "network, batched rollouts without derivatives (agents.evolution)", _adapter("es", "openai-es"),
-                    cost=2.0))
-CMA_ES = register(Agent("cma-es", "zeroth-order", "CMA-ES (the cmaes package) on the neural-ODE agent's network, "
-                        "batched rollouts without derivatives (agents.evolution)", _adapter("cma-es", "cma-es"), cost=2.0))
+ES = register(Agent("es", "zeroth-order", "OpenAI-ES (antithetic, centred ranks, Adam; Salimans et al.'s settings) on "
+                    "the neural-ODE agent's network, batched rollouts without derivatives (agents.evolution)",
+                    _adapter("es", "openai-es"), cost=2.0, tuned=_tuned("es")))
+CMA_ES = register(Agent("cma-es", "zeroth-order", "CMA-ES (the cmaes package's defaults) on the neural-ODE agent's "
+                        "network, batched rollouts without derivatives (agents.evolution)", _adapter("cma-es", "cma-es"),
+                        cost=2.0, tuned=_tuned("cma-es")))

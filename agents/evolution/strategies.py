@@ -9,7 +9,10 @@ OpenAI-ES (Salimans et al. 2017) estimates the gradient of the Gaussian-smoothed
 from :math:`n` antithetic members :math:`\theta \pm \sigma\varepsilon_i`, :math:`i = 1 \dots n/2`
 (:math:`\varepsilon_{n/2+i} = -\varepsilon_i`), where :math:`f_i` is member :math:`i`'s cost or,
 for robustness to its scale, its centred rank (:func:`centred_ranks`); Adam descends
-:math:`\hat g + \lambda\theta`. CMA-ES is the maintained ``cmaes`` package behind the same two calls.
+:math:`\sigma\hat g + \lambda\theta`: the L2 term is added at the scale of Salimans et al.'s released code, whose
+estimate has no :math:`1/\sigma` (Adam is blind to the scale of the estimate alone, not to its ratio to
+:math:`\lambda\theta`). CMA-ES is the maintained ``cmaes`` package behind the same two calls. Both take their
+population from :meth:`EvolutionConfig.population_for` (0: the strategy's default for the number of weights).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from agents.evolution.config import EvolutionConfig
 
 class Strategy(Protocol):
     """What the training loop needs of a search strategy."""
+
+    population: int
+    """Members per generation."""
 
     def ask(self) -> torch.Tensor:
         """The generation's members, ``(population, dimension)``."""
@@ -72,6 +78,7 @@ class OpenAIES:
     def __init__(self, theta: torch.Tensor, config: EvolutionConfig, generator: torch.Generator):
         self.config, self.generator = config, generator
         self.theta = theta.detach().clone()
+        self.population = config.population_for(self.theta.numel())
         self.optimizer = torch.optim.Adam([self.theta], lr=config.learning_rate)
         self.epsilon: torch.Tensor | None = None
 
@@ -80,7 +87,7 @@ class OpenAIES:
         return self.theta
 
     def ask(self) -> torch.Tensor:
-        pairs = self.config.population // 2
+        pairs = self.population // 2
         self.epsilon = torch.randn((pairs, self.theta.numel()), generator=self.generator, dtype=self.theta.dtype)
         step = self.config.sigma * self.epsilon
         return torch.cat([self.theta + step, self.theta - step])
@@ -89,7 +96,7 @@ class OpenAIES:
         if self.epsilon is None:
             raise RuntimeError("tell() before ask()")
         gradient = es_gradient(self.epsilon, centred_ranks(costs), self.config.sigma)
-        self.theta.grad = gradient + self.config.weight_decay * self.theta
+        self.theta.grad = self.config.sigma * gradient + self.config.weight_decay * self.theta
         self.optimizer.step()
         self.epsilon = None
 
@@ -101,8 +108,12 @@ class CovarianceES:
         from cmaes import CMA
 
         self.dtype, self.threads = theta.dtype, config.threads
+        self.population = config.population_for(theta.numel())  # 0: the package's own default, 4 + floor(3 ln n)
         self.optimizer = CMA(mean=theta.detach().cpu().numpy().astype(np.float64), sigma=config.sigma,
-                             population_size=config.population, seed=config.seed)
+                             population_size=config.population or None, seed=config.seed)
+        if self.optimizer.population_size != self.population:
+            raise RuntimeError(f"the cmaes package's default population is {self.optimizer.population_size}, "
+                               f"not 4 + floor(3 ln n) = {self.population}: update default_population")
         self.members: list[np.ndarray] = []
 
     @property
