@@ -1,4 +1,4 @@
-"""What a critic-based learner trains on: the objective an environment's card gives the RL baselines (and SHAC).
+r"""What a critic-based learner trains on: the objective an environment's card gives the RL baselines (and SHAC).
 
 A card's ``"rl"`` section may hold an ``"objective"``: ``{"env_kwargs": ..., "label": ...,
 "why": ...}``, the environment keyword arguments a baseline trains with instead of the

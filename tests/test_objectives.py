@@ -10,6 +10,8 @@ crosses the river).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable
 
@@ -20,9 +22,12 @@ import scipy.integrate
 import torch
 
 import diffenvs
-from agents import analytic
+from agents import analytic, rl, shac
+from agents.benchmark.config import TEST_SEED
+from agents.cards import card
 from agents.cards import zermelo as zermelo_card
 from agents.episodes import EVAL_SEED, GymPolicy, play, start_states
+from agents.objectives import training_objective
 from diffenvs.core.numerics import SCALAR, TORCH
 from diffenvs.envs.zermelo import Zermelo, ZermeloParams, straight_across_deviation, wind
 
@@ -148,3 +153,129 @@ def test_a_shorter_or_longer_rollout_cannot_escape_the_completion() -> None:
     assert upstream_cost(problem, 600) == pytest.approx(full, rel=1e-12)  # past the time limit: frozen
     cartpole = diffenvs.problem_of("DiffCartpole-v0")
     assert diffenvs.core.rollout.time_limited(cartpole, 30) is cartpole  # an objective at T: a prefix stays a prefix
+
+
+# ---- each critic learner's discounted objective ---------------------------------------------
+#: the learners that maximise a discounted return: the RL baselines and SHAC
+CRITICS = ("ppo", "sac", "td3", "shac")
+#: the environments whose scored cost is paid late (at a time limit, or only at the horizon T)
+LATE_COSTS = ("DiffZermelo-v0", "DiffCartpole-v0", "DiffDoublePendulum-v0")
+#: episodes from the protocol's test starts (reset(seed=TEST_SEED + i)) per check
+DISCOUNTED_EPISODES = 3
+#: how far a policy's discounted cost may fall below the line through the others (relative to the spread the line
+#: explains), and below the reference: the discounted returns are float64 sums of the same steps' rewards
+LINE_TOLERANCE = 1e-6
+DISCOUNTED_TOLERANCE = {"DiffZermelo-v0": TOLERANCE["DiffZermelo-v0"], "DiffCartpole-v0": 1e-9,
+                        "DiffDoublePendulum-v0": 1e-9}
+
+
+def learner_gamma(env_id: str, agent: str) -> float:
+    """The discount ``agent`` trains with on ``env_id``, read as the agent reads it: SHAC's card config, else the RL
+    baseline's hyperparameters (``None``: SB3's default of the algorithm)."""
+    if agent == "shac":
+        return float(shac.card_config(env_id).gamma)
+    gamma = rl.hyperparameters(env_id, agent).gamma
+    return float(inspect.signature(rl.SB3_CLASSES[agent].__init__).parameters["gamma"].default if gamma is None else gamma)
+
+
+def episode_rewards(env_id: str, env_kwargs: dict, policy: GymPolicy, seed: int) -> np.ndarray:
+    """The rewards (float64) of one Gymnasium episode ``reset(seed=seed)`` of ``policy``."""
+    env = gym.make(env_id, **env_kwargs)
+    observation, _ = env.reset(seed=seed)
+    rewards, done = [], False
+    while not done:
+        observation, reward, terminated, truncated, _ = env.step(policy(observation))
+        rewards.append(float(reward))
+        done = terminated or truncated
+    env.close()
+    return np.array(rewards)
+
+
+def discounted(rewards: np.ndarray, gamma: float) -> float:
+    r"""The discounted cost :math:`-\sum_k \gamma^k r_k`."""
+    return float(-(rewards * gamma ** np.arange(len(rewards))).sum())
+
+
+def played_policies(env_id: str, protocol: dict) -> dict[str, Callable[[int], GymPolicy]]:
+    """The simple policies (``always +1`` is Zermelo's upstream heading) and the reference controller where there is
+    one, each as ``episode index -> Gymnasium policy``."""
+    shape = gym.make(env_id).action_space.shape
+    policies: dict[str, Callable[[int], GymPolicy]] = {
+        name: (lambda i, p=policy: episode_policy(p, i)) for name, policy in simple_policies(shape).items()}
+    answer = analytic.reference(env_id, protocol)
+    if answer is not None and answer.policy is not None:
+        policies["reference"] = lambda i: answer.gym_policy
+    return policies
+
+
+def costs_on_both_objectives(env_id: str, agent: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
+    """``(scored, discounted, gamma)``: per policy, the scored costs and the costs on the agent's discounted training
+    objective (its training env kwargs, its observation) of the episodes from the protocol's test starts."""
+    protocol = card(env_id).protocol.env_kwargs
+    training = {**protocol, **training_objective(env_id, agent).env_kwargs}
+    gamma = learner_gamma(env_id, agent)
+    scored, discounted_costs = {}, {}
+    for name, policy in played_policies(env_id, protocol).items():
+        seeds = [TEST_SEED + i for i in range(DISCOUNTED_EPISODES)]
+        scored[name] = np.array([-episode_rewards(env_id, protocol, policy(i), s).sum() for i, s in enumerate(seeds)])
+        discounted_costs[name] = np.array([discounted(episode_rewards(env_id, training, policy(i), s), gamma)
+                                           for i, s in enumerate(seeds)])
+    return scored, discounted_costs, gamma
+
+
+@functools.cache
+def cached_costs(env_id: str, agent: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
+    return costs_on_both_objectives(env_id, agent)
+
+
+def line_through(scored: np.ndarray, costs: np.ndarray) -> tuple[float, float, float]:
+    """The least-squares line ``costs = slope * scored + offset`` over the policies, and its largest miss relative to
+    the spread of the costs it explains."""
+    slope, offset = np.polyfit(scored, costs, 1)
+    miss = float(np.abs(costs - (slope * scored + offset)).max())
+    explained = float(abs(slope) * (scored.max() - scored.min()))
+    return float(slope), float(offset), miss / explained if explained > 0 else math.inf
+
+
+@pytest.mark.parametrize("agent", CRITICS)
+@pytest.mark.parametrize("env_id", LATE_COSTS)
+def test_each_learners_discounted_objective_is_the_scored_cost_rescaled(env_id: str, agent: str) -> None:
+    """From each start, the cost a critic learner minimises (its discounted training return, with its gamma) is an
+    increasing affine function of the scored cost, over every played policy: then every policy, the unknown optimum
+    included, ranks the same on both, and the reference optimum is the learner's optimum. (Zermelo with gamma = 1:
+    the same cost; the swing-ups' shaped cost: c(s_0) - gamma^(K-1) c(s_K), slope gamma^(K-1).) The LQR running cost
+    the swing-ups' critics trained on, and any gamma < 1 on Zermelo, fail this."""
+    scored, costs, gamma = cached_costs(env_id, agent)
+    names = sorted(scored)
+    for episode in range(DISCOUNTED_EPISODES):
+        j = np.array([scored[name][episode] for name in names])
+        d = np.array([costs[name][episode] for name in names])
+        slope, _, miss = line_through(j, d)
+        table = {name: (round(float(a), 6), round(float(b), 6)) for name, a, b in zip(names, j, d)}
+        assert slope > 0 and miss <= LINE_TOLERANCE, (
+            f"{env_id}, {agent} (gamma {gamma}), start {episode}: the discounted training cost is not an increasing "
+            f"affine function of the scored cost (slope {slope:.3g}, miss {miss:.3g}); (scored, discounted): {table}")
+
+
+@pytest.mark.parametrize("agent", CRITICS)
+@pytest.mark.parametrize("env_id", LATE_COSTS)
+def test_the_reference_is_best_on_each_learners_discounted_objective(env_id: str, agent: str) -> None:
+    """No simple policy beats the reference on the discounted objective the learner maximises (mean over the
+    protocol's test starts). The reference's discounted cost: its controller's (Zermelo: Pontryagin's heading), or,
+    without a controller (the swing-ups), the optimum carried through each start's line of the test above."""
+    scored, costs, gamma = cached_costs(env_id, agent)
+    if "reference" in costs:
+        reference = float(costs["reference"].mean())
+    else:
+        protocol = card(env_id).protocol.env_kwargs
+        answer, names = analytic.reference(env_id, protocol), sorted(scored)
+        starts = start_states(env_id, protocol, DISCOUNTED_EPISODES, seed=TEST_SEED)
+        optima = [answer.analytic(starts[i:i + 1], TEST_SEED + i)["optimum"] for i in range(DISCOUNTED_EPISODES)]
+        lines = [line_through(np.array([scored[n][i] for n in names]), np.array([costs[n][i] for n in names]))
+                 for i in range(DISCOUNTED_EPISODES)]
+        reference = float(np.mean([slope * optimum + offset for optimum, (slope, offset, _) in zip(optima, lines)]))
+    means = {name: float(c.mean()) for name, c in costs.items() if name != "reference"}
+    beaten = {name: cost for name, cost in means.items() if cost < reference - DISCOUNTED_TOLERANCE[env_id]}
+    assert not beaten, (f"{env_id}, {agent} (gamma {gamma}): {beaten} beat the reference's discounted cost "
+                        f"{reference:.6g} (tolerance {DISCOUNTED_TOLERANCE[env_id]}); scored costs: "
+                        f"{ {name: round(float(c.mean()), 4) for name, c in scored.items()} }")

@@ -9,8 +9,8 @@ Description
         \dot x = v\cos u + w(y), \qquad \dot y = v \sin u, \qquad
         w(y) = w_{\min} + (w_{\max} - w_{\min})\exp\!\Big(-\frac{(y - \ell/2)^2}{(\ell/10)^2}\Big).
 
-    The objective is the downstream deviation :math:`x` when the far bank :math:`y = \ell`
-    is reached. Pontryagin's principle gives :math:`\cos u = -v / w(y)` (see
+    The objective is the downstream deviation :math:`x - x_0` (from the start's
+    :math:`x_0`) when the far bank :math:`y = \ell` is reached. Pontryagin's principle gives :math:`\cos u = -v / w(y)` (see
     ``agents.cards.zermelo``); it minimises :math:`dx/dy` at every height, so no crossing ends
     further upstream. An episode the time limit cuts short is scored as if the boat then
     headed straight across (see Rewards), so not crossing never pays.
@@ -27,7 +27,7 @@ Observation Space
     ``env.unwrapped.state`` is ``(x, y)``.
 
 Rewards
-    :math:`-(x_{k+1} - x_k)` per step, so the return is :math:`-x` at the crossing. If the
+    :math:`-(x_{k+1} - x_k)` per step, so the return is :math:`-(x - x_0)` at the crossing. If the
     time limit comes first, its last step also pays the deviation :math:`\Delta x(y_T)` of
     a fixed feasible completion, heading straight across (:math:`u = \pi/2`:
     :math:`\dot x = w(y)`, :math:`\dot y = v`) from :math:`(x_T, y_T)` to the far bank:
@@ -38,10 +38,10 @@ Rewards
           \Big(\operatorname{erf}\frac{\ell - c}{\sigma} - \operatorname{erf}\frac{y - c}{\sigma}\Big)\Big]
 
     with the wind's centre :math:`c = \ell/2` and width :math:`\sigma = \ell/10`
-    (:meth:`Zermelo.timeout_cost`). The cost (minus the return) is therefore :math:`x` at
-    the crossing, or :math:`x_T + \Delta x(y_T)` at the time limit: the deviation of a
-    complete crossing either way, never below Pontryagin's optimum (1.4126 m with the
-    default parameters).
+    (:meth:`Zermelo.timeout_cost`). The cost (minus the return) is therefore :math:`x - x_0` at
+    the crossing, or :math:`x_T - x_0 + \Delta x(y_T)` at the time limit: the deviation of a
+    complete crossing either way, never below Pontryagin's optimum (1.4126 m from
+    :math:`y_0 = 0` with the default parameters).
 
 Starting State
     :math:`(x_0, y_0) = (s_x (2 d_1 - 1),\; s_y d_2)` with :math:`d_1, d_2 \sim \mathcal U(0, 1)`:
@@ -49,9 +49,9 @@ Starting State
     ``initial_x_spread`` :math:`s_x \ge 0` and ``initial_y_spread`` :math:`0 \le s_y < \ell`;
     both default to 0, the deterministic start :math:`(0, 0)`. Or any state through
     ``reset(options={"state": ...})`` with :math:`y < \ell`. The optimum from
-    :math:`(x_0, y_0)` is :math:`x_0 + \frac{1}{v}\int_{y_0}^{\ell}\sqrt{w(y)^2 - v^2}\,dy`
-    (Pontryagin's slope :math:`dx/dy = \sqrt{w^2 - v^2}/v`): the start's height matters, its
-    :math:`x_0` only shifts the cost.
+    :math:`(x_0, y_0)` is :math:`\frac{1}{v}\int_{y_0}^{\ell}\sqrt{w(y)^2 - v^2}\,dy`
+    (Pontryagin's slope :math:`dx/dy = \sqrt{w^2 - v^2}/v`): the start's height matters; its
+    :math:`x_0` changes only what is observed (the problem is the same at every :math:`x`).
 
 Episode End
     Terminates when the boat reaches :math:`y = \ell`; the final state is the state *at*
@@ -74,9 +74,9 @@ Version History
     (1.41). Returns of episodes that cross are unchanged; results of truncated episodes
     recorded before the change are not comparable. Changed within v0: the observation is
     ``(x, y, t/T)`` (it was ``(x, y)``), and the start may be drawn from a box
-    (``initial_x_spread``, ``initial_y_spread``; the default start is still :math:`(0, 0)`,
-    but every reset now takes two uniform draws from the episode's random stream). Policies
-    trained on the two-component observation do not run on the new one.
+    (``initial_x_spread``, ``initial_y_spread``; the default start is still :math:`(0, 0)`, with
+    no random draw). Policies trained on the two-component observation do not run on the new
+    one. Costs from a start with :math:`x_0 \ne 0` are the deviation :math:`x - x_0`, as before.
 """
 
 from __future__ import annotations
@@ -165,7 +165,6 @@ class Zermelo(OdeProblem[ZermeloParams]):
     control_units: ClassVar = ("rad",)
     horizon_ends: ClassVar = "truncated"
     whole_horizon_solve: ClassVar = False  # the crossing (an event) ends the episode inside the horizon
-    initial_draws: ClassVar = ("uniform", 2)
 
     def __post_init__(self) -> None:
         plain_constants(self, ZermeloParams)
@@ -206,8 +205,15 @@ class Zermelo(OdeProblem[ZermeloParams]):
         r"""The straight-across completion :math:`\Delta x(y)` (m) of the module docstring's Rewards."""
         return straight_across_deviation(x[1], params, ns)
 
+    @property
+    def initial_draws(self) -> tuple[str, int]:  # type: ignore[override]  # per instance (the box), over a class constant
+        """Two uniform draws where the start box is not a point, none for the deterministic start."""
+        return ("uniform", 2) if self.initial_x_spread or self.initial_y_spread else ("uniform", 0)
+
     def initial_state(self, draws, params, ns):
-        r""":math:`(s_x (2 d_1 - 1), s_y d_2)` (m) from the uniform draws :math:`d_1, d_2`."""
+        r""":math:`(s_x (2 d_1 - 1), s_y d_2)` (m) from the uniform draws :math:`d_1, d_2`; :math:`(0, 0)` without."""
+        if not self.initial_draws[1]:
+            return 0.0, 0.0
         d1, d2 = columns(draws)
         return self.initial_x_spread * (2.0 * d1 - 1.0), self.initial_y_spread * d2
 
