@@ -169,11 +169,11 @@ DISCOUNTED_TOLERANCE = {"DiffZermelo-v0": TOLERANCE["DiffZermelo-v0"], "DiffCart
                         "DiffDoublePendulum-v0": 1e-9}
 
 
-def learner_gamma(env_id: str, agent: str) -> float:
-    """The discount ``agent`` trains with on ``env_id``, read as the agent reads it: SHAC's card config, else the RL
-    baseline's hyperparameters (``None``: SB3's default of the algorithm)."""
+def learner_gamma(env_id: str, agent: str, env_kwargs: dict) -> float:
+    """The discount ``agent`` trains with on ``env_id`` (with the protocol's ``env_kwargs``), read as the agent reads
+    it: SHAC's card config, else the RL baseline's hyperparameters (``None``: SB3's default of the algorithm)."""
     if agent == "shac":
-        return float(shac.card_config(env_id).gamma)
+        return float(shac.card_config(env_id, env_kwargs).gamma)
     gamma = rl.hyperparameters(env_id, agent).gamma
     return float(inspect.signature(rl.SB3_CLASSES[agent].__init__).parameters["gamma"].default if gamma is None else gamma)
 
@@ -213,7 +213,7 @@ def costs_on_both_objectives(env_id: str, agent: str) -> tuple[dict[str, np.ndar
     objective (its training env kwargs, its observation) of the episodes from the protocol's test starts."""
     protocol = card(env_id).protocol.env_kwargs
     training = {**protocol, **training_objective(env_id, agent).env_kwargs}
-    gamma = learner_gamma(env_id, agent)
+    gamma = learner_gamma(env_id, agent, protocol)
     scored, discounted_costs = {}, {}
     for name, policy in played_policies(env_id, protocol).items():
         seeds = [TEST_SEED + i for i in range(DISCOUNTED_EPISODES)]
