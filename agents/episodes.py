@@ -232,6 +232,11 @@ def _as_numpy(actions: Any) -> np.ndarray:
     return np.array(actions)
 
 
+def has_vector_face(env_id: str) -> bool:
+    """Whether ``env_id`` is registered with a vector entry point (every diffenvs id is)."""
+    return env_id in gym.registry and gym.registry[env_id].vector_entry_point is not None
+
+
 def run_episodes(env_id: str, policy: GymPolicy, episodes: int = 10, env_kwargs: dict[str, Any] | None = None,
                  seed: int = EVAL_SEED, states: np.ndarray | None = None, *,
                  face: str = "auto") -> tuple[np.ndarray, np.ndarray]:
@@ -239,13 +244,14 @@ def run_episodes(env_id: str, policy: GymPolicy, episodes: int = 10, env_kwargs:
     termination (rather than truncation).
 
     ``face``: ``"auto"`` plays them on the vector face (:func:`run_batched`) where the policy
-    accepts a batch (:func:`accepts_batch`), else on the Gymnasium face (:func:`play`);
+    accepts a batch (:func:`accepts_batch`) and the environment has a vector face (a diffenvs id;
+    e.g. ``Pendulum-v1`` has none), else on the Gymnasium face (:func:`play`);
     ``"gymnasium"`` always on the Gymnasium face; ``"vector"`` always on the vector face
     (``ValueError`` for a policy that does not declare ``batched = True``).
     """
     if face not in FACES:
         raise ValueError(f"face must be one of {FACES}, got {face!r}")
-    if face != "gymnasium" and accepts_batch(policy):
+    if accepts_batch(policy) and (face == "vector" or (face == "auto" and has_vector_face(env_id))):
         return run_batched(env_id, policy, episodes, env_kwargs, seed, states)
     if face == "vector":
         raise ValueError("policy must accept a batch of observations (batched = True, see batch_policy) for "

@@ -246,11 +246,13 @@ def _train_oracle(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Bu
     problem = problem_as(LinearSysID, env_id, env_kwargs)
     config = planner_config(env_id, "oracle")
     start = time.perf_counter()
-    controls, simulated = plan_controls(problem, true_matrix(problem), torch.Generator().manual_seed(seed), config)
+    controls, simulated, backward = plan_controls(problem, true_matrix(problem), torch.Generator().manual_seed(seed),
+                                                  config)
     seconds = time.perf_counter() - start
     policy = open_loop_policy(problem, controls)
-    return Trained(policy, [{"transitions": float(simulated), "seconds": seconds, "cost": float(curve_cost(policy))}],
-                   simulated, seconds, {"trained_on": "–", "planned_on": "the true A"})
+    return Trained(policy, [{"transitions": float(simulated), "seconds": seconds, "cost": float(curve_cost(policy)),
+                             "backward_transitions": float(backward)}],
+                   simulated, seconds, {"trained_on": "–", "planned_on": "the true A", "backward_transitions": backward})
 
 
 def _train_gaussian(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
@@ -274,7 +276,7 @@ def _train_planning(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: 
     gram = torch.zeros(1, d, d, dtype=torch.float64)
     cross = torch.zeros_like(gram)
     curve: list[dict[str, float]] = []
-    transitions, seconds = 0, 0.0
+    transitions, backward, seconds = 0, 0, 0.0
     controls = torch.as_tensor(_gaussian_controls(problem, seed))[:, None]
     while True:
         start = time.perf_counter()
@@ -282,15 +284,18 @@ def _train_planning(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: 
         new_gram, new_cross = play(problem, truth, controls, noise)
         gram, cross = gram + new_gram, cross + new_cross
         transitions += steps
-        planned, simulated = plan_controls(problem, estimate(gram, cross)[0], generator, config)
+        planned, simulated, differentiated = plan_controls(problem, estimate(gram, cross)[0], generator, config)
         transitions += simulated
+        backward += differentiated
         seconds += time.perf_counter() - start
         policy = open_loop_policy(problem, planned)
-        curve.append({"transitions": float(transitions), "seconds": seconds, "cost": float(curve_cost(policy))})
+        curve.append({"transitions": float(transitions), "seconds": seconds, "cost": float(curve_cost(policy)),
+                      "backward_transitions": float(backward)})
         if transitions + steps + simulated > budget.transitions or seconds >= budget.seconds:
             break
         controls = torch.as_tensor(planned)[:, None]
-    return Trained(policy, curve, transitions, seconds, {"trained_on": "default", "experiments": len(curve)})
+    return Trained(policy, curve, transitions, seconds,
+                   {"trained_on": "default", "experiments": len(curve), "backward_transitions": backward})
 
 
 register(Agent("planning", "gradient", "adaptive differentiable planning, report Algorithm 1 (agents.identification)",

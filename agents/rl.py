@@ -37,7 +37,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import diffenvs  # noqa: F401  (registers the ids)
 from agents.cards import card
-from agents.episodes import GymPolicy, evaluate
+from agents.episodes import BatchPolicy, GymPolicy, batch_policy, evaluate
 from agents.objectives import TrainingObjective as TrainingObjective  # the objective's type, also this module's
 from agents.objectives import training_objective
 from agents.registry import Agent, Budget, CurveCost, Trained, register
@@ -115,14 +115,18 @@ def observation_normaliser(model: BaseAlgorithm) -> Callable[[np.ndarray], np.nd
     return normalise
 
 
-def deterministic_policy(model: BaseAlgorithm) -> GymPolicy:
-    """The model's deterministic action as a Gymnasium policy, its observation normalisation frozen now."""
+def deterministic_policy(model: BaseAlgorithm) -> BatchPolicy:
+    """The model's deterministic action as a Gymnasium policy, its observation normalisation frozen now.
+
+    It takes one observation or a batch ``(B, obs)`` (SB3's ``predict`` and the frozen normaliser work row by row),
+    so that evaluation plays its episodes at once on the vector face (:func:`agents.episodes.run_episodes`).
+    """
     normalise = observation_normaliser(model)
 
     def policy(observation: np.ndarray) -> np.ndarray:
         return model.predict(normalise(np.asarray(observation)), deterministic=True)[0]
 
-    return policy
+    return batch_policy(policy)
 
 
 class LearningCurve(BaseCallback):
@@ -218,7 +222,9 @@ def describe(env_id: str, algorithm: str) -> dict[str, Any]:
     defaults = Hyperparameters()
     settings = {name: value for name, value in dataclasses.asdict(hp).items()
                 if name != "zoo" and (value != getattr(defaults, name) or (name == "noise_std" and hp.noise_type))}
-    return {"trained_on": training_objective(env_id, algorithm).label, "zoo": hp.zoo, **settings}
+    # no backward pass goes through the simulator: SB3's gradients are of its networks on stored transitions
+    return {"trained_on": training_objective(env_id, algorithm).label, "zoo": hp.zoo, **settings,
+            "backward_transitions": 0}
 
 
 def _benchmark_train(algorithm: str) -> Callable[..., Trained]:

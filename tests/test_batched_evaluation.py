@@ -242,3 +242,12 @@ def test_a_policy_returning_one_action_for_a_batch_is_refused() -> None:
     policy = batch_policy(lambda observation: np.zeros(1, np.float32))
     with pytest.raises(ValueError, match=r"policy must return actions of shape \(3, 1\).*got shape \(1,\)"):
         run_batched("DiffCartpole-v0", policy, 3)
+
+
+def test_a_batch_policy_on_an_environment_without_a_vector_face_plays_on_the_gymnasium_face() -> None:
+    from agents.episodes import batch_policy, has_vector_face, run_episodes
+
+    zero = batch_policy(lambda observation: np.zeros((*np.shape(observation)[:-1], 1), dtype=np.float32))
+    assert not has_vector_face("Pendulum-v1") and has_vector_face("DiffZermelo-v0")
+    costs, terminated = run_episodes("Pendulum-v1", zero, 2, seed=0)
+    assert costs.shape == (2,) and not terminated.any()

@@ -108,8 +108,6 @@ def test_planning_count_refuses_what_is_not_a_plan_s_criteria() -> None:
         backward_transitions(torch.zeros(3, 1), 0, PlannerConfig())
 
 
-@pytest.mark.xfail(strict=True, reason="the planning agent's adapter (agents.identification) does not report "
-                                        "backward_transitions yet")
 def test_the_planning_agent_reports_the_count() -> None:
     trained = registry.get("planning").train("DiffLinearSysID-v0", {}, 0, Budget(1), no_curve)
     assert trained.details["backward_transitions"] > 0
@@ -126,8 +124,6 @@ def test_the_evolution_agents_report_no_backward_pass(agent: str) -> None:
     assert [p["backward_transitions"] for p in trained.curve] == [0.0, 0.0]
 
 
-@pytest.mark.xfail(strict=True, reason="the RL agents' details (agents.rl.describe) do not report "
-                                        "backward_transitions yet")
 def test_an_rl_agent_reports_no_backward_pass() -> None:
     from agents.rl import describe
 

@@ -15,14 +15,12 @@ labelled ``env_id [label]``, for the agent families they name, under the same ob
 Each result is compared with the environment's reference (:func:`compute_reference`): the
 analytic answer of the environment's card (:func:`agents.analytic.reference`): a closed-form
 optimum where there is one, else what the card computes (the oracle planner for system
-identification). The *gap* is normalised:
+identification). Every environment is scored by one normalisation,
 
-.. math:: \\text{gap} = \\frac{J - J^\\star}{|J^\\star|} \\;\\text{if}\\; J^\\star \\ne 0, \\qquad
-          \\frac{J - J^\\star}{J_0 - J^\\star} \\;\\text{if}\\; J^\\star = 0,
+.. math:: \\text{gap} = \\frac{J - J^\\star}{J_0 - J^\\star},
 
-with :math:`J_0` the cost of the zero action (doing nothing). So
-"within 1%" means 1% of the optimum, or 1% of the way from doing nothing to the optimum
-where the optimum is zero.
+with :math:`J_0` the cost of the zero action (doing nothing) on the same starts: 0 is the
+reference, 1 doing nothing, so "within 1%" means 1% of the way from doing nothing to the optimum.
 
 An episode that ends by truncation in an environment whose objective is paid on arrival
 (``problem.horizon_ends == "truncated"``: e.g. a far bank never reached) has not reached the objective; its cost is
@@ -30,7 +28,14 @@ recorded but flagged, and such a run or curve point never counts as reaching a t
 
 Summaries over seeds are interquartile means with 95% stratified-bootstrap intervals
 (:mod:`~agents.benchmark.stats`, on ``rliable``); seeds per mode come from the card, else
-:data:`DEFAULT_SEEDS`.
+:data:`DEFAULT_SEEDS`. A target (10%, 1%) counts only where a run's validation curve stays within it
+to the end of training, and the time to it is an IQM over all seeds, a seed that does not keep it
+counted at its whole training (censored, never dropped). The verdict per environment compares the
+best gradient agent with the best baseline, both chosen on the validation starts, by the probability
+of improvement of their test gaps and their speed to 1% kept (:func:`verdict`), and prints its reason.
+Aggregates over environments (the performance profile) weigh each environment equally. Runs record
+the protocol version that planned them (:data:`PROTOCOL_VERSION`); runs of another version are
+never mixed in.
 
 Runs are independent: the sweep runs them in parallel processes (spawned, one torch thread
 each) or as Ray tasks (``use_ray``, the optional extra ``ray``). Each finished run is written
@@ -68,8 +73,10 @@ from agents import registry
 from agents.benchmark.config import (
     DEFAULT_BUDGETS,
     DEFAULT_SEEDS,
+    MAX_EPISODES,
     MAX_SEEDS,
     MODES,
+    PROTOCOL_VERSION,
     QUICK_EPISODES,
     TARGETS,
     TEST_SEED,
@@ -89,12 +96,14 @@ from agents.benchmark.report import (
     block,
     check_document,
     headline,
+    improvement,
     markdown_table,
     report,
     splice,
     summarise,
     table_text,
     verdict,
+    verdict_table,
 )
 from agents.benchmark.run import (
     LOCK_FILE,
@@ -113,14 +122,16 @@ from agents.benchmark.run import (
 )
 from agents.files import write_json, write_text
 
-__all__ = ["CSV_FIELDS", "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "LOCK_FILE", "MAX_SEEDS", "MODES", "QUICK_EPISODES", "TARGETS",
+__all__ = ["CSV_FIELDS", "DEFAULT_BUDGETS", "DEFAULT_SEEDS", "LOCK_FILE", "MAX_EPISODES", "MAX_SEEDS", "MODES",
+           "PROTOCOL_VERSION", "QUICK_EPISODES", "TARGETS",
            "TEST_SEED", "CurvePoint", "RunFailure", "RunRecord", "RunStarts",
            "VALIDATION_SEED", "BenchmarkConfig", "CurveCost", "RunFileError", "RunSpec", "budget", "check_plan",
            "check_starts", "collect", "compute_reference", "execute",
-           "finished", "headline", "incomplete_episodes", "markdown_table", "normalised_gap", "plan_runs", "protocol",
+           "finished", "headline", "improvement", "incomplete_episodes", "markdown_table", "normalised_gap", "plan_runs",
+           "protocol",
            "protocol_costs", "read_run", "references", "report", "run_benchmark", "run_path", "seeds", "summarise", "sweep",
            "sweep_lock", "sweep_locked",
-           "verdict", "write_json", "block", "splice", "table_text"]
+           "verdict", "verdict_table", "write_json", "block", "splice", "table_text"]
 
 
 def check_plan(specs: list[RunSpec], envs: list[str], agents: list[str]) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from agents.benchmark.config import TARGETS
 from agents.benchmark.records import RunRecord
 from agents.benchmark.reference import env_label, mean_se, normalised_gap, on_validation
-from agents.benchmark.stats import profile
+from agents.benchmark.stats import iqm, iqm_curve, profile
 from agents.plots import pyplot, save
 
 #: gaps below this (including negative ones: a cost at or below the reference) are drawn at it
@@ -33,8 +33,40 @@ def _gap(cost: float, reference: dict[str, Any]) -> float:
     return math.nan if gap is None else gap
 
 
+#: points of the grid on which the runs' curves are read for their IQM band
+GRID_POINTS = 60
+
+
+def _on_grid(points: Sequence[tuple[float, float]], grid: np.ndarray) -> np.ndarray:
+    """A curve's values ``[(x, y), ...]`` (x increasing) read at ``grid`` as a step function: the last y at or
+    before each grid point."""
+    xs = np.array([x for x, _ in points], dtype=np.float64)
+    ys = np.array([y for _, y in points], dtype=np.float64)
+    return ys[np.clip(np.searchsorted(xs, grid, side="right") - 1, 0, len(ys) - 1)]
+
+
+def iqm_band(curves: Sequence[Sequence[tuple[float, float]]], log: bool = True
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The IQM over runs of curves ``[(x, y), ...]`` with its 95% bootstrap band, on a shared grid of x.
+
+    The grid spans the x where every run has a point (from the latest first point to the earliest last one),
+    log-spaced if ``log``. Returns ``(grid, iqm, band)``, or ``None`` where the runs share no span.
+    """
+    curves = [c for c in curves if c]
+    if not curves:
+        return None
+    low, high = max(c[0][0] for c in curves), min(c[-1][0] for c in curves)
+    if not high > low > (0 if log else -math.inf):
+        return None
+    grid = np.geomspace(low, high, GRID_POINTS) if log else np.linspace(low, high, GRID_POINTS)
+    values = np.stack([_on_grid(c, grid) for c in curves])
+    middle, band = iqm_curve(values)
+    return grid, middle, band
+
+
 def plot_curves(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Learning curves (validation starts): gap against transitions and against seconds, log axes, a row per environment."""
+    """Learning curves (validation starts): per agent the IQM over all its runs of the normalised gap, with its 95%
+    bootstrap band, against transitions and against seconds, log axes, a row per environment."""
     plt = pyplot()
     envs = list(dict.fromkeys(env_label(r) for r in results))
     colours = _colours(list(dict.fromkeys(r["agent"] for r in results)))
@@ -42,28 +74,29 @@ def plot_curves(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], p
     for row, env in enumerate(envs):
         runs = [r for r in results if env_label(r) == env]
         reference = on_validation(refs.get(runs[0]["env_id"], {"optimum": None}))
-        labelled: set[str] = set()
         has_reference = reference.get("optimum") is not None
-        for result in runs:
-            agent = result["agent"]
-            points = [p for p in result["curve"] if not p.get("incomplete", 0)]
-            if not points:
-                continue
-            if has_reference:
-                gaps = np.maximum([_gap(p["cost"], reference) for p in points], GAP_FLOOR)
-            else:
-                gaps = np.array([p["cost"] for p in points], dtype=np.float64)
-            label = None if agent in labelled else agent
-            labelled.add(agent)
-            spent = {"transitions": [p["transitions"] for p in points], "seconds": [p["seconds"] for p in points]}
-            for column, (key, values) in enumerate(spent.items()):
+        for agent in dict.fromkeys(r["agent"] for r in runs):
+            mine = [r for r in runs if r["agent"] == agent]
+            label = f"{agent} ({len(mine)})"
+            for column, key in enumerate(("transitions", "seconds")):
                 ax = axes[row, column]
-                x = np.array(values, dtype=np.float64)
-                if np.all(x <= 0):  # no training: a level line
-                    ax.axhline(gaps[-1], color=colours[agent], ls=":", lw=1.5, label=label)
-                else:
-                    ax.plot(np.maximum(x, 1e-3 if key == "seconds" else 1), gaps, color=colours[agent], lw=1.2,
-                            marker=".", ms=3, alpha=0.8, label=label)
+                curves = [[(float(p["transitions"] if key == "transitions" else p["seconds"]),
+                            _gap(p["cost"], reference) if has_reference else p["cost"]) for p in r["curve"]]
+                          for r in mine]
+                if all(not c or c[-1][0] <= 0 for c in curves):  # no training: a level line at the IQM
+                    finals = [c[-1][1] for c in curves if c]
+                    if finals:
+                        ax.axhline(max(iqm(finals), GAP_FLOOR) if has_reference else iqm(finals), color=colours[agent],
+                                   ls=":", lw=1.5, label=label if column == 0 else None)
+                    continue
+                band = iqm_band(curves)
+                if band is None:
+                    continue
+                grid, middle, interval = band
+                floor = GAP_FLOOR if has_reference else -math.inf
+                ax.plot(grid, np.maximum(middle, floor), color=colours[agent], lw=1.4, label=label if column == 0 else None)
+                ax.fill_between(grid, np.maximum(interval[0], floor), np.maximum(interval[1], floor),
+                                color=colours[agent], alpha=0.15, lw=0)
         for column, key in enumerate(("environment transitions", "training seconds")):
             ax = axes[row, column]
             ax.set_xscale("log")
@@ -73,13 +106,14 @@ def plot_curves(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], p
                 for target in TARGETS:
                     ax.axhline(target, color="0.5", ls="--", lw=0.8)
                 ax.set_yscale("log")
-                ax.set_ylabel("gap to reference")
+                ax.set_ylabel("normalised gap (IQM)")
             else:
-                ax.set_ylabel("cost (no reference)")
+                ax.set_ylabel("cost (IQM; no reference)")
             ax.set_title(f"{env} (reference: {reference.get('name') or 'none'})", fontsize=9)
         axes[row, 0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"Learning curves on the validation starts: gap to the reference (dashed: 10% and 1%; "
-                 f"gaps ≤ {GAP_FLOOR:g} drawn at {GAP_FLOOR:g}; dotted: agents without training)", fontsize=10)
+    fig.suptitle(f"Learning curves on the validation starts: IQM over all runs of (J − J*)/(J0 − J*), shaded 95% "
+                 f"bootstrap band (dashed: 10% and 1%; gaps ≤ {GAP_FLOOR:g} drawn at {GAP_FLOOR:g}; dotted: agents "
+                 f"without training; (n): runs)", fontsize=9)
     return save(fig, path, dpi=110)
 
 
@@ -131,7 +165,8 @@ PROFILE_TAUS = np.logspace(-4, 1, 101)
 
 def plot_profile(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
     r"""Performance profile: per agent (and variant), the fraction of its runs with final gap :math:`\le \tau`, over
-    :math:`\tau`, pooled across the environments with a reference; shaded: the 95% stratified-bootstrap interval."""
+    :math:`\tau`, averaged with equal weights over the environments with a reference; shaded: the 95%
+    stratified-bootstrap interval."""
     plt = pyplot()
     gaps: dict[str, dict[str, list[float]]] = {}
     for result in results:
@@ -151,8 +186,8 @@ def plot_profile(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], 
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("normalised gap τ (final score, test starts)")
-    ax.set_ylabel("fraction of runs with gap ≤ τ")
+    ax.set_ylabel("fraction of runs with gap ≤ τ\n(mean over environments)")
     if gaps:
         ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("Performance profile across environments (shaded: 95% stratified-bootstrap interval)", fontsize=9)
+    ax.set_title("Performance profile, environments weighted equally (shaded: 95% stratified-bootstrap interval)", fontsize=9)
     return save(fig, path, dpi=110)

@@ -18,9 +18,11 @@ class _CurvePointFields(TypedDict):
 
 class CurvePoint(_CurvePointFields, total=False):
     """One learning-curve point: training ``transitions`` and ``seconds`` spent so far, the mean ``cost`` on the
-    validation starts, and ``incomplete``, how many of those episodes did not reach the objective."""
+    validation starts, ``incomplete``, how many of those episodes did not reach the objective, and, where the agent
+    counts them, ``backward_transitions``, the transitions its backward passes went through so far."""
 
     incomplete: int
+    backward_transitions: float
 
 
 class RunStarts(TypedDict):

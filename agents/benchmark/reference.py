@@ -14,7 +14,7 @@ import numpy as np
 
 from agents.benchmark.config import TEST_SEED, VALIDATION_SEED, protocol
 from agents.cards import Protocol, card
-from agents.episodes import evaluate, start_states
+from agents.episodes import batch_policy, evaluate, start_states
 from agents.files import write_json
 
 
@@ -35,10 +35,10 @@ def compute_reference(env_id: str, proto: Protocol) -> dict[str, Any]:
     env.close()
     if shape is None:
         raise ValueError(f"the action space of {env_id} must have a shape (a Box)")
-    zeros: np.ndarray = np.zeros(shape, dtype=np.float32)
 
+    @batch_policy
     def zero_action(observation: np.ndarray) -> np.ndarray:
-        return zeros
+        return np.zeros((*np.shape(observation)[:-1], *shape), dtype=np.float32)
 
     reference = card(env_id).reference(env_id, kwargs)
     numbers = {}
@@ -75,11 +75,16 @@ def on_validation(reference: dict[str, Any]) -> dict[str, Any]:
 
 
 def normalised_gap(cost: float, reference: dict[str, Any]) -> float | None:
-    """(cost - optimum) / |optimum|, or / (zero-action cost - optimum) where the optimum is 0; None without a reference."""
+    r"""The one normalisation of every environment, :math:`(J - J^\star) / (J_0 - J^\star)`.
+
+    :math:`J^\star` is the reference's ``optimum``, :math:`J_0` the cost of the zero action on the same starts: 0 is
+    the optimum, 1 doing nothing, whatever the units and the sign of the cost. ``None`` without a reference, or where
+    the zero action is not worse than the reference (no scale to measure progress on).
+    """
     optimum = reference.get("optimum")
     if optimum is None:
         return None
-    scale = abs(optimum) if optimum != 0 else reference["zero_action_cost"] - optimum
+    scale = reference["zero_action_cost"] - optimum
     return (cost - optimum) / scale if scale > 0 else None
 
 

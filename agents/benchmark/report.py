@@ -5,36 +5,73 @@ from __future__ import annotations
 import csv
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agents import registry
-from agents.benchmark.config import TARGETS
+from agents.benchmark.config import PROTOCOL_VERSION, TARGETS
 from agents.benchmark.plots import plot_curves, plot_final, plot_profile
 from agents.benchmark.records import RunRecord
 from agents.benchmark.reference import env_label, normalised_gap, on_validation
-from agents.benchmark.stats import Estimate, iqm, iqm_ci
+from agents.benchmark.stats import Estimate, iqm, iqm_ci, probability_of_improvement
 from agents.files import atomic_write, jsonable, write_json, write_text
 
 
-def time_to_target(result: RunRecord, reference: dict[str, Any], target: float) -> tuple[float, float] | None:
-    """(transitions, seconds) at the first validation curve point within ``target`` of the reference, None if never."""
+def curve_gaps(result: RunRecord, reference: dict[str, Any]) -> list[tuple[float, float, float | None]]:
+    """The run's learning curve as ``(transitions, seconds, gap)`` on the validation reference; the gap of a point
+    with episodes that did not reach the objective is ``None`` (it never counts as within a target)."""
     reference = on_validation(reference)
-    for point in result["curve"]:
-        gap = normalised_gap(point["cost"], reference)
-        if gap is not None and gap <= target and not point.get("incomplete", 0):
-            return point["transitions"], point["seconds"]
-    return None
+    return [(point["transitions"], point["seconds"],
+             None if point.get("incomplete", 0) else normalised_gap(point["cost"], reference))
+            for point in result["curve"]]
+
+
+def time_to_target(result: RunRecord, reference: dict[str, Any], target: float) -> tuple[float, float] | None:
+    """(transitions, seconds) at the first validation curve point from which every later point, to the end of
+    training, stays within ``target`` of the reference; ``None`` if the run does not end there.
+
+    A curve that touches the target and leaves it again has not reached it: only a target kept counts.
+    """
+    reached: tuple[float, float] | None = None
+    for transitions, seconds, gap in curve_gaps(result, reference):
+        if gap is not None and gap <= target:
+            reached = reached or (transitions, seconds)
+        else:
+            reached = None
+    return reached
+
+
+def censored_time(result: RunRecord, reference: dict[str, Any], target: float) -> tuple[float, float, bool]:
+    """``(transitions, seconds, reached)``: :func:`time_to_target`, or the run's whole training (transitions and
+    seconds spent) where it did not keep the target: censored at the budget, never dropped."""
+    reached = time_to_target(result, reference, target)
+    if reached is None:
+        return float(result["transitions"]), float(result["seconds"]), False
+    return float(reached[0]), float(reached[1]), True
 
 
 def best_gap(result: RunRecord, reference: dict[str, Any]) -> float | None:
     """The smallest normalised gap over the run's complete learning-curve points (validation starts only)."""
-    reference = on_validation(reference)
-    gaps = [gap for point in result["curve"] if not point.get("incomplete", 0)
-            and (gap := normalised_gap(point["cost"], reference)) is not None]
+    gaps = [gap for _, _, gap in curve_gaps(result, reference) if gap is not None]
     return min(gaps) if gaps else None
+
+
+def last_gap(result: RunRecord, reference: dict[str, Any]) -> float | None:
+    """The normalised gap of the run's last learning-curve point (validation starts), what the headline selects on:
+    its cost as evaluated, a priced completion included (``None`` without a point or a reference)."""
+    if not result["curve"]:
+        return None
+    return normalised_gap(result["curve"][-1]["cost"], on_validation(reference))
+
+
+def backward_transitions(result: RunRecord) -> float | None:
+    """The transitions the run's backward passes went through (``details["backward_transitions"]``; ``None`` where
+    the run does not say)."""
+    value = result.get("details", {}).get("backward_transitions")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def disclosure(agent: str, family: str) -> str:
@@ -66,8 +103,10 @@ def _estimate(values: Sequence[float]) -> Estimate | None:
 def summarise(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (environment, variant, agent), in the order first met: IQMs over seeds with 95% intervals.
 
-    ``gap`` is the final score (test starts); the times to each target and ``best_gap`` come
-    from the learning curves (validation starts), the times over the seeds that reached the target.
+    ``gap`` is the final score (test starts), with ``final_gaps`` per seed; the times to each target kept to the
+    end of training come from the learning curves (validation starts), over *all* seeds, a seed that does not keep
+    the target counted at its whole training (censored, ``reached_<target>`` says how many kept it);
+    ``last_gap`` (the IQM of the last validation point's gap) is what the headline selects rows on.
     """
     groups: dict[tuple[str, str, str], list[RunRecord]] = {}
     for result in results:
@@ -83,16 +122,21 @@ def summarise(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]]) -> 
                                "incomplete_runs": sum(1 for r in runs if r["incomplete"])}
         row["cost"] = iqm([r["final_cost"] for r in runs])
         gaps = [gap for r in runs if (gap := normalised_gap(r["final_cost"], reference)) is not None]
+        row["final_gaps"] = gaps if len(gaps) == len(runs) else None
         row["gap"] = _estimate(gaps) if len(gaps) == len(runs) else None
         row["transitions"] = iqm([r["transitions"] for r in runs])
         row["seconds"] = iqm([r["seconds"] for r in runs])
+        backward = [b for r in runs if (b := backward_transitions(r)) is not None]
+        row["backward_transitions"] = iqm(backward) if len(backward) == len(runs) else None
         for target in TARGETS:
-            reached = [t for r in runs if (t := time_to_target(r, reference, target)) is not None]
-            row[f"reached_{target}"] = len(reached)
-            row[f"transitions_{target}"] = _estimate([t[0] for t in reached])
-            row[f"seconds_{target}"] = _estimate([t[1] for t in reached])
+            times = [censored_time(r, reference, target) for r in runs] if row["gap"] is not None else []
+            row[f"reached_{target}"] = sum(reached for _, _, reached in times)
+            row[f"transitions_{target}"] = _estimate([t for t, _, _ in times]) if row[f"reached_{target}"] else None
+            row[f"seconds_{target}"] = _estimate([t for _, t, _ in times]) if row[f"reached_{target}"] else None
         best = [b for r in runs if (b := best_gap(r, reference)) is not None]
         row["best_gap"] = iqm(best) if best else None
+        last = [b for r in runs if (b := last_gap(r, reference)) is not None]
+        row["last_gap"] = iqm(last) if len(last) == len(runs) else None
         rows.append(row)
     return rows
 
@@ -128,9 +172,9 @@ def seconds(value: float | None) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The benchmark's tables in markdown: final results, then time to the 10% and 1% targets."""
+    """The benchmark's tables in markdown: final results, then time to the 10% and 1% targets kept to the end."""
     lines = ["| environment | agent | may use | settings | trained on | seeds | final cost | reference | gap | "
-             "transitions | training s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "transitions | backward transitions | training s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     flagged = False
     for row in rows:
         cost = number(row["cost"])
@@ -140,24 +184,26 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(f"| {row['environment']} | {row['agent']} | {row['uses']} | {row['settings']} | {row['trained_on']} | "
                      f"{row['seeds']} | "
                      f"{cost} | {number(row['optimum'])} | {interval(row['gap'], percent)} | "
-                     f"{count(row['transitions'])} | {seconds(row['seconds'])} |")
-    lines += ["", "| environment | agent | transitions to 10% | seconds to 10% | transitions to 1% | seconds to 1% | "
-              "best validation gap |", "|---|---|---|---|---|---|---|"]
+                     f"{count(row['transitions'])} | {count(row.get('backward_transitions'))} | {seconds(row['seconds'])} |")
+    lines += ["", "| environment | agent | kept 10% | transitions to 10% | seconds to 10% | kept 1% | transitions to 1% | "
+              "seconds to 1% | last validation gap |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         cells = []
         for target in TARGETS:
-            reached = row[f"reached_{target}"]
-            share = "" if reached in (0, row["seeds"]) else f" ({reached}/{row['seeds']})"
-            cells += [interval(row[f"transitions_{target}"], count) + share, interval(row[f"seconds_{target}"], seconds)]
-        lines.append(f"| {row['environment']} | {row['agent']} | {' | '.join(cells)} | {percent(row['best_gap'])} |")
+            cells += [f"{row[f'reached_{target}']}/{row['seeds']}", interval(row[f"transitions_{target}"], count),
+                      interval(row[f"seconds_{target}"], seconds)]
+        lines.append(f"| {row['environment']} | {row['agent']} | {' | '.join(cells)} | {percent(row.get('last_gap'))} |")
     notes = ["", "Interquartile mean (IQM) over seeds, with its 95% stratified-bootstrap interval [low, high] where it "
-             "has width (rliable). gap = (cost − reference) / |reference|, or / (zero-action cost − reference) where the "
-             "reference is 0, on the test starts, which serve the final score only. Targets and best validation gap: "
-             "learning-curve points on the validation starts, disjoint from the test starts; the first point within the "
-             "target, over the seeds that reached it ((k/n): only k of n seeds did). may use: what the agent may use. "
-             "settings: the agent's published defaults (RL: rl-baselines3-zoo's for the nearest task), or tuned here by "
-             "hand on this environment; the verdict compares agents of equal tuning. [label]: a variant of the "
-             "environment under the same objective."]
+             "has width (rliable). gap = (cost − reference) / (zero-action cost − reference), one normalisation for "
+             "every environment (0: the reference, 1: doing nothing), on the test starts, which serve the final score "
+             "only. backward transitions: environment transitions that a backward pass went through (gradient agents; "
+             "– where a run does not count them). Targets: on the validation learning curves, disjoint from the test "
+             "starts, a target counts only where the curve stays within it to the end of training (kept k/n: seeds "
+             "that do); the times are IQMs over all seeds, a seed that does not keep the target counted at its whole "
+             "training (censored at the budget); – where no seed keeps it. may use: what the agent may use. settings: "
+             "the agent's published defaults (RL: rl-baselines3-zoo's for the nearest task), or tuned here by hand on "
+             "this environment; the verdict compares agents of equal tuning. [label]: a variant of the environment "
+             "under the same objective."]
     if flagged:
         notes.append("† (k/n): in k of n runs some evaluation episodes ended at the time limit without reaching the "
                      "objective (an arrival the episode never made, such as a river crossing); their cost is not that of "
@@ -167,65 +213,92 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 #: the families a gradient agent is compared against in the headline
 BASELINES = ("rl", "zeroth-order")
+#: the target of the verdict's speed comparison
+VERDICT_TARGET = min(TARGETS)
 
 
 def _best(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The row that reaches 1% with the fewest transitions (IQM), else 10%, else with the smallest final gap."""
-    def key(row: dict[str, Any]) -> tuple[float, ...]:
-        to = [row[f"transitions_{t}"][0] if _reaches(row, t) else math.inf for t in sorted(TARGETS)]
-        return (*to, row["gap"][0] if row["gap"] else math.inf)
-    return min(rows, key=key)
+    """The row with the smallest IQM of its last validation gap (selected on validation, never on the test starts)."""
+    return min(rows, key=lambda row: math.inf if row.get("last_gap") is None else row["last_gap"])
 
 
-def _reaches(row: dict[str, Any], target: float) -> bool:
-    """Whether at least half of the row's seeds reach ``target`` on their validation curves."""
+def _keeps(row: dict[str, Any], target: float) -> bool:
+    """Whether at least half of the row's seeds keep ``target`` to the end of training."""
     return 2 * row[f"reached_{target}"] >= row["seeds"] > 0
 
 
-def _progress(row: dict[str, Any]) -> str:
-    parts = []
-    for target in sorted(TARGETS):
-        share = f"{row[f'reached_{target}']}/{row['seeds']} seeds"
-        if row[f"reached_{target}"]:
-            parts.append(f"to {100 * target:g}% {interval(row[f'transitions_{target}'], count)} transitions, "
-                         f"{interval(row[f'seconds_{target}'], seconds)} s ({share})")
-        else:
-            parts.append(f"never {100 * target:g}% ({share})")
-    return f"{row['environment']} {row['agent']} ({row['uses']}): " + "; ".join(parts)
+def improvement(gradient: dict[str, Any], baseline: dict[str, Any]) -> Estimate | None:
+    """P(a gradient run's final test gap is below a baseline run's), with its 95% interval; ``None`` without gaps."""
+    if not gradient.get("final_gaps") or not baseline.get("final_gaps"):
+        return None
+    return probability_of_improvement(-np.asarray(gradient["final_gaps"]), -np.asarray(baseline["final_gaps"]))
 
 
-def verdict(gradient: dict[str, Any], baseline: dict[str, Any], target: float = min(TARGETS)) -> str:
-    """Which side wins at ``target``: the gradient agent if it gets there with ≥10× fewer transitions and less
-    wall time (95% intervals apart), the baseline if it needs fewer of both; else neither."""
-    mine, theirs = _reaches(gradient, target), _reaches(baseline, target)
+def _apart(low_side: Sequence[float], high_side: Sequence[float], factor: float = 1.0) -> bool:
+    """Whether ``factor`` × the upper end of ``low_side``'s interval is below the lower end of ``high_side``'s."""
+    return factor * low_side[2] < high_side[1]
+
+
+def verdict(gradient: dict[str, Any], baseline: dict[str, Any], target: float = VERDICT_TARGET) -> str:
+    """Who wins, and why: the final score and the speed to ``target`` kept, each decided only outside the intervals.
+
+    * Score: the probability of improvement :math:`P` that a gradient run ends with a smaller test gap than a
+      baseline run; a side is better if the 95% interval of :math:`P` lies wholly above (or below) 1/2.
+    * Speed: a side keeps the target if at least half its seeds do. If one side keeps it and the other does not,
+      the first is faster; if both do, the gradient agent is faster with ≥10× fewer transitions and less wall time,
+      the baseline with fewer transitions and less wall time (intervals of the censored IQMs apart).
+    * The verdict: a side wins if it is better on one and not worse on the other; otherwise it is mixed or unclear.
+    """
     goal = f"{100 * target:g}%"
-    if mine and not theirs:
-        return f"the gradient agent wins: it reaches {goal}, the baseline does not"
-    if theirs and not mine:
-        return f"the baseline wins: it reaches {goal}, the gradient agent does not"
-    if not mine:
-        better = "the gradient agent" if _best([gradient, baseline]) is gradient else "the baseline"
-        return f"neither reaches {goal}; {better} gets closer"
-    steps, time = (gradient[f"transitions_{target}"], baseline[f"transitions_{target}"]), \
-        (gradient[f"seconds_{target}"], baseline[f"seconds_{target}"])
-    if 10 * steps[0][2] <= steps[1][1] and time[0][2] < time[1][1]:
-        return f"the gradient agent wins: ≥10× fewer transitions and less wall time to {goal}"
-    if steps[1][2] < steps[0][1] and time[1][2] < time[0][1]:
-        return f"the baseline wins: fewer transitions and less wall time to {goal}"
-    ratio, speed = steps[1][0] / max(steps[0][0], 1.0), time[1][0] / max(time[0][0], 1e-9)
-    return (f"no clear winner at {goal}: the baseline needs {ratio:.3g}× the transitions and {speed:.3g}× the wall "
-            f"time of the gradient agent (IQMs; the gradient agent wins only with ≥10× and < 1× outside the intervals)")
+    p = improvement(gradient, baseline)
+    if p is None:
+        score, score_reason = 0, "no final gaps to compare"
+    else:
+        score = 1 if p.low > 0.5 else -1 if p.high < 0.5 else 0
+        score_reason = f"P(gradient run ends closer) = {interval(p, lambda v: f'{v:.2f}')}"
+    mine, theirs = _keeps(gradient, target), _keeps(baseline, target)
+    kept = f"kept {goal}: {gradient[f'reached_{target}']}/{gradient['seeds']} against " \
+           f"{baseline[f'reached_{target}']}/{baseline['seeds']} seeds"
+    if mine != theirs:
+        speed = 1 if mine else -1
+        speed_reason = kept
+    elif not mine:
+        speed, speed_reason = 0, f"neither keeps {goal} ({kept})"
+    else:
+        steps = (gradient[f"transitions_{target}"], baseline[f"transitions_{target}"])
+        time = (gradient[f"seconds_{target}"], baseline[f"seconds_{target}"])
+        ratio = steps[1][0] / max(steps[0][0], 1.0)
+        speed_ratio = time[1][0] / max(time[0][0], 1e-9)
+        if _apart(steps[0], steps[1], 10.0) and _apart(time[0], time[1]):
+            speed = 1
+        elif _apart(steps[1], steps[0]) and _apart(time[1], time[0]):
+            speed = -1
+        else:
+            speed = 0
+        speed_reason = (f"to {goal} kept the baseline needs {ratio:.3g}× the transitions and {speed_ratio:.3g}× the "
+                        f"wall time of the gradient agent (censored IQMs; {kept})")
+    if score >= 0 and speed >= 0 and score + speed > 0:
+        outcome = "the gradient agent wins"
+    elif score <= 0 and speed <= 0 and score + speed < 0:
+        outcome = "the baseline wins"
+    elif score * speed < 0:
+        outcome = "mixed: " + ("the gradient agent ends closer, the baseline is faster" if score > 0
+                               else "the baseline ends closer, the gradient agent is faster")
+    else:
+        outcome = "no clear winner"
+    return f"{outcome} ({score_reason}; {speed_reason})"
 
 
-def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
+def headline(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per environment: the best gradient agent against the best baseline (:data:`BASELINES`, every variant).
 
-    The verdict compares agents of equal tuning: the best gradient agent on its defaults against
-    the baselines, which run theirs. Where an agent tuned here does better, a second line gives
-    its verdict, labelled as unequal tuning. Transitions and seconds to 10% and 1% (IQM [95% CI]
-    on the validation curves) and the :func:`verdict`.
+    "Best" is the smallest IQM of the last validation gap (:func:`_best`): the rows are chosen on the validation
+    starts. The comparison is at equal tuning: the best gradient agent on its defaults against the baselines, which
+    run theirs. Where an agent tuned here does better, a second comparison gives its verdict, labelled as unequal
+    tuning. Each comparison: ``env_id``, ``tuning``, the two rows, the probability of improvement and the
+    :func:`verdict`.
     """
-    lines = []
+    comparisons = []
     for env_id in dict.fromkeys(row["env_id"] for row in rows):
         mine = [r for r in rows if r["env_id"] == env_id and r["optimum"] is not None]
         gradients = [r for r in mine if r["family"] == "gradient"]
@@ -235,36 +308,61 @@ def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
         baseline = _best(baselines)
         untuned = [r for r in gradients if r["settings"] == "defaults"]
         best = _best(gradients)
-        if untuned:
-            gradient = _best(untuned)
-            lines.append(f"{env_id}, equal tuning (defaults): {verdict(gradient, baseline)}. "
-                         f"Gradient: {_progress(gradient)}. Baseline: {_progress(baseline)}.")
+        pairs = [("equal (defaults)", _best(untuned))] if untuned else []
         if best["settings"] != "defaults":
-            lines.append(f"{env_id}, gradient agent tuned here (unequal tuning): {verdict(best, baseline)}. "
-                         f"Gradient: {_progress(best)}. Baseline: {_progress(baseline)}.")
-    return lines
+            pairs.append(("unequal (gradient agent tuned here)", best))
+        for tuning, gradient in pairs:
+            comparisons.append({"env_id": env_id, "tuning": tuning, "gradient": gradient, "baseline": baseline,
+                                "improvement": improvement(gradient, baseline), "verdict": verdict(gradient, baseline)})
+    return comparisons
 
 
 CSV_FIELDS = ("env_id", "variant", "mode", "agent", "family", "uses", "seed", "final_cost", "incomplete", "gap",
-              "transitions", "seconds", "total_seconds", "trained_on", "transitions_to_10pct", "seconds_to_10pct",
-              "transitions_to_1pct", "seconds_to_1pct")
+              "transitions", "backward_transitions", "seconds", "total_seconds", "trained_on", "transitions_to_10pct",
+              "seconds_to_10pct", "kept_10pct", "transitions_to_1pct", "seconds_to_1pct", "kept_1pct")
 
 
 def _csv_row(result: RunRecord, reference: dict[str, Any]) -> dict[str, Any]:
-    reach = {t: time_to_target(result, reference, t) or (None, None) for t in TARGETS}
+    reach = {t: censored_time(result, reference, t) for t in TARGETS}
     return {"env_id": result["env_id"], "variant": result.get("variant", ""), "mode": result.get("mode", ""),
             "agent": result["agent"], "family": result["family"], "uses": disclosure(result["agent"], result["family"]),
             "seed": result["seed"], "final_cost": result["final_cost"], "incomplete": result["incomplete"],
             "gap": normalised_gap(result["final_cost"], reference), "transitions": result["transitions"],
+            "backward_transitions": backward_transitions(result),
             "seconds": result["seconds"], "total_seconds": result["total_seconds"],
             "trained_on": result.get("details", {}).get("trained_on", "default"),
-            "transitions_to_10pct": reach[0.1][0], "seconds_to_10pct": reach[0.1][1],
-            "transitions_to_1pct": reach[0.01][0], "seconds_to_1pct": reach[0.01][1]}
+            "transitions_to_10pct": reach[0.1][0], "seconds_to_10pct": reach[0.1][1], "kept_10pct": reach[0.1][2],
+            "transitions_to_1pct": reach[0.01][0], "seconds_to_1pct": reach[0.01][1], "kept_1pct": reach[0.01][2]}
+
+
+#: the line of ``table.md`` after which its verdicts (:func:`verdict_table`) follow: the README's summary
+VERDICTS = "Verdicts, one per environment and tuning:"
+
+
+def verdict_table(comparisons: Sequence[dict[str, Any]]) -> str:
+    """The :func:`headline`'s comparisons as a markdown table, with the rule that decides them."""
+    lines = ["| environment | tuning | gradient agent | its final gap | best baseline | its final gap | "
+             "P(gradient ends closer) | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        gradient, baseline = c["gradient"], c["baseline"]
+        lines.append(f"| {c['env_id']} | {c['tuning']} | {gradient['agent']} | {interval(gradient['gap'], percent)} | "
+                     f"{baseline['agent']} | {interval(baseline['gap'], percent)} | "
+                     f"{interval(c['improvement'], lambda v: f'{v:.2f}')} | {c['verdict']} |")
+    notes = ["", "Per environment, the gradient agent and the baseline (RL or zeroth order) with the smallest last "
+             "validation gap (IQM over seeds), first at equal tuning (gradient agents on their defaults), then the "
+             "best gradient agent of all where it is one tuned here. gap: IQM over seeds of the final test gap, with "
+             "its 95% bootstrap interval. P(gradient ends closer): the probability of improvement (rliable), that a "
+             "gradient run's test gap is below a baseline run's, with its 95% interval. Verdict: a side ends closer if "
+             "that interval lies wholly above (or below) 1/2; a side is faster to 1% kept to the end of training if "
+             "only it keeps 1% on at least half its seeds, or, both keeping it, with ≥10× fewer transitions and less "
+             "wall time (the gradient agent) or fewer transitions and less wall time (the baseline), censored IQM "
+             "intervals apart; a side wins if it is better on one and not worse on the other."]
+    return "\n".join(lines + notes) + "\n"
 
 
 def table_text(summary: Sequence[dict[str, Any]]) -> str:
-    """The text of ``table.md`` from :func:`summarise`'s rows: the tables, then the headline lines."""
-    return markdown_table(summary) + "\n" + "\n".join(f"- {line}" for line in headline(summary)) + "\n"
+    """The text of ``table.md`` from :func:`summarise`'s rows: the tables, then the verdicts (:func:`verdict_table`)."""
+    return markdown_table(summary) + "\n" + VERDICTS + "\n\n" + verdict_table(headline(summary))
 
 
 #: the lines between which a document (the docs' benchmark page) holds a copy of a report's ``table.md``
@@ -272,49 +370,16 @@ BLOCK_BEGIN, BLOCK_END = "<!-- benchmark table: begin -->", "<!-- benchmark tabl
 #: the lines between which a document (the README) holds :func:`summary_text` of a report's ``table.md``
 SUMMARY_BEGIN, SUMMARY_END = "<!-- benchmark summary: begin -->", "<!-- benchmark summary: end -->"
 
-#: one of :func:`headline`'s lines, as ``table.md`` lists it
-_HEADLINE = re.compile(r"- (?P<env>\S+), (?:equal tuning \((?P<defaults>defaults)\)|gradient agent (?P<tuned>tuned here) "
-                       r"\(unequal tuning\)): (?P<verdict>.+?)\. Gradient: (?P<gradient>.+?) \([^()]*\): .*?"
-                       r"\. Baseline: (?P<baseline>.+?) \([^()]*\): ")
-
-
-def _final_gaps(table: str) -> dict[str, str]:
-    """``"<environment> <agent>"`` -> its ``gap`` cell, from the first table of ``table``."""
-    lines = table.split("\n\n", 1)[0].splitlines()
-    gaps = {}
-    for line in lines[2:]:
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        gaps[f"{cells[0]} {cells[1]}"] = cells[8]
-    return gaps
-
 
 def summary_text(table: str) -> str:
-    """The summary of a report's ``table.md`` text (:func:`table_text`): one row per line of the :func:`headline`.
+    """The summary of a report's ``table.md`` text (:func:`table_text`): its verdict table, after :data:`VERDICTS`.
 
-    Each row names the environment, the gradient agent (its ``settings``) and the best baseline
-    that the headline compares, their final gaps (the first table's ``gap`` cells) and the verdict.
-    Raises ``ValueError`` if a headline line does not read as :func:`headline` writes it.
+    Raises ``ValueError`` if the text has no verdicts.
     """
-    gaps = _final_gaps(table)
-    lines = ["| environment | gradient agent | its final gap | best baseline | its final gap | verdict at 1% |",
-             "|---|---|---|---|---|---|"]
-    for line in table.splitlines():
-        if not line.startswith("- "):
-            continue
-        match = _HEADLINE.match(line)
-        if match is None:
-            raise ValueError(f"table.md has a headline line that does not read as a verdict: {line[:80]!r}")
-        gradient, baseline = match["gradient"], match["baseline"]
-        settings = match["defaults"] or match["tuned"]
-        lines.append(f"| {match['env']} | {gradient.rsplit(' ', 1)[1]} ({settings}) | {gaps.get(gradient, '–')} | "
-                     f"{baseline.rsplit(' ', 1)[1]} | {gaps.get(baseline, '–')} | {match['verdict']} |")
-    notes = ["", "Per environment, the gradient agent and the baseline (RL or zeroth order) that reach 1% of the "
-             "reference with the fewest transitions (else 10%, else that end closest), first at equal tuning (gradient "
-             "agents on their defaults), then the best gradient agent of all where it is one tuned here. gap: "
-             "interquartile mean over seeds of (cost − reference) / |reference| on the test starts, with its 95% "
-             "bootstrap interval; verdict: who reaches 1% of the reference first on the validation learning curves "
-             "(the gradient agent wins with ≥10× fewer transitions and less wall time)."]
-    return "\n".join(lines + notes) + "\n"
+    begin = table.find(VERDICTS)
+    if begin < 0:
+        raise ValueError(f"table.md has no verdicts (no line {VERDICTS!r})")
+    return table[begin + len(VERDICTS):].strip("\n") + "\n"
 
 
 def block(document: str, begin_marker: str = BLOCK_BEGIN, end_marker: str = BLOCK_END) -> str:
@@ -358,6 +423,11 @@ def splice(document: str, text: str) -> str:
     return document
 
 
+def _versions(results: Sequence[RunRecord]) -> list[int]:
+    """The protocol versions of ``results`` (a run whose spec names none is of version 1); none: the present one."""
+    return sorted({int(r.get("spec", {}).get("version", 1)) for r in results}) or [PROTOCOL_VERSION]
+
+
 def report(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], out: str | os.PathLike,
            plots: bool = True) -> dict[str, Path]:
     """Write ``results.csv``, ``results.json``, ``table.md`` (and ``curves.png``, ``final.png``, ``profile.png``)."""
@@ -373,7 +443,11 @@ def report(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], out: s
 
     atomic_write(paths["csv"], write_csv, newline="")
     summary = summarise(results, refs)
-    write_json(paths["json"], jsonable({"references": refs, "summary": summary, "runs": list(results)}))
+    verdicts = [{"env_id": c["env_id"], "tuning": c["tuning"], "gradient": c["gradient"]["agent"],
+                 "baseline": c["baseline"]["agent"], "improvement": c["improvement"], "verdict": c["verdict"]}
+                for c in headline(summary)]
+    write_json(paths["json"], jsonable({"protocol": _versions(results), "references": refs, "summary": summary,
+                                        "verdicts": verdicts, "runs": list(results)}))
     write_text(paths["table"], table_text(summary))
     if plots and results:
         paths["curves"] = plot_curves(results, refs, out / "curves.png")

@@ -74,9 +74,9 @@ class CurveCost:
         return cost
 
     def flag(self, curve: Sequence[Mapping[str, float]]) -> list[CurvePoint]:
-        """The curve points with ``incomplete``: episodes of that evaluation that did not reach the objective."""
-        return [{"transitions": point["transitions"], "seconds": point["seconds"], "cost": point["cost"],
-                 "incomplete": self.incomplete.get(point["cost"], 0)} for point in curve]
+        """The curve points (every key the agent gave them) with ``incomplete``: episodes of that evaluation that did
+        not reach the objective."""
+        return [cast(CurvePoint, {**point, "incomplete": self.incomplete.get(point["cost"], 0)}) for point in curve]
 
 
 def execute(spec_data: dict[str, Any]) -> RunRecord | RunFailure:

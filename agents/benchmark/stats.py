@@ -8,9 +8,15 @@ r"""Aggregate statistics over seeds, as Agarwal et al. (2021) advise, through th
   (``rliable.library.get_interval_estimates``): runs are resampled with replacement within
   each stratum (an environment), never across.
 * A performance profile (:func:`profile`) is the fraction of runs with a normalised gap
-  :math:`\le \tau`, over :math:`\tau`, pooled across environments, with the same bootstrap
-  drawn independently per environment (``StratifiedIndependentBootstrap``: environments may
-  have different numbers of seeds).
+  :math:`\le \tau`, over :math:`\tau`: the fraction within each environment, averaged over the
+  environments with equal weights (an environment with more seeds does not count more), with the
+  bootstrap drawn independently per environment (``StratifiedIndependentBootstrap``).
+* An IQM curve (:func:`iqm_curve`) is the IQM over all runs at each point of a shared grid, each
+  point with its own interval (runs resampled per point, as rliable's sample-efficiency curves).
+* The probability of improvement (:func:`probability_of_improvement`) is
+  :math:`P(X > Y) = \frac{1}{nm}\sum_{i,j} [\mathbb{1}(x_i > y_j) + \tfrac12 \mathbb{1}(x_i = y_j)]`,
+  the Mann-Whitney statistic (``rliable.metrics.probability_of_improvement``), with the two sets
+  of runs resampled independently.
 
 Every bootstrap is seeded (:data:`BOOTSTRAP_SEED`), so a report is reproducible.
 """
@@ -22,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
+import scipy.stats
 from rliable import library, metrics
 
 #: numbers, as a sequence or an array (flattened)
@@ -62,7 +69,9 @@ def iqm_ci(values: Values, reps: int | None = None) -> Estimate:
 
 
 def profile(gaps_per_env: Sequence[Values], taus: Values, reps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    r"""The performance profile :math:`P(\tau)` = fraction of runs (all environments pooled) with gap :math:`\le \tau`.
+    r"""The performance profile :math:`P(\tau) = \frac{1}{E}\sum_e \frac{1}{n_e}\#\{i: g_{e,i} \le \tau\}`: the
+    fraction of runs with gap :math:`\le \tau` in each environment, averaged with equal weights over the :math:`E`
+    environments.
 
     ``gaps_per_env``: one sequence of final normalised gaps per environment. Returns
     ``(profile, interval)``: ``(len(taus),)`` and ``(2, len(taus))``, the 95% interval of a
@@ -74,13 +83,47 @@ def profile(gaps_per_env: Sequence[Values], taus: Values, reps: int | None = Non
     thresholds = np.asarray(taus, dtype=np.float64)
 
     def fraction(*resampled: np.ndarray) -> np.ndarray:
-        pooled = np.concatenate(resampled)
-        return (pooled[:, None] <= thresholds[None, :]).mean(axis=0)
+        return np.mean([(gaps[:, None] <= thresholds[None, :]).mean(axis=0) for gaps in resampled], axis=0)
 
     point = fraction(*strata)
     if all(s.size == 1 for s in strata):
         return point, np.stack([point, point])
     return point, _interval(list(strata), fraction, reps)
+
+
+def iqm_curve(values: np.ndarray, reps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The IQM over runs at each point of a curve, and its 95% bootstrap interval.
+
+    ``values``: ``(runs, points)``, finite. Returns ``(iqm, interval)`` of shapes ``(points,)`` and
+    ``(2, points)``; runs are resampled independently at each point. One run: a zero-width band.
+    """
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 2 or array.size == 0:
+        raise ValueError(f"values must be a non-empty (runs, points) array, got shape {array.shape}")
+    _checked(array)
+
+    def per_point(scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scipy.stats.trim_mean(scores, 0.25, axis=0), dtype=np.float64)
+
+    point = per_point(array)
+    if array.shape[0] == 1:
+        return point, np.stack([point, point])
+    return point, _interval(array, per_point, reps)
+
+
+def probability_of_improvement(x: Values, y: Values, reps: int | None = None) -> Estimate:
+    """:math:`P(X > Y)` of one score of ``x`` over one of ``y`` (higher is better; pass ``-gap`` for gaps), with its
+    95% interval from resampling each set independently. One run on each side: a zero-width interval."""
+    xs, ys = _checked(x)[:, None], _checked(y)[:, None]
+
+    def probability(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.array([metrics.probability_of_improvement(a, b)])
+
+    point = float(probability(xs, ys)[0])
+    if xs.shape[0] == 1 and ys.shape[0] == 1:
+        return Estimate(point, point, point)
+    low, high = _interval([xs, ys], probability, reps)[:, 0]
+    return Estimate(point, float(low), float(high))
 
 
 def _interval(scores: np.ndarray | list[np.ndarray], function: Callable[..., np.ndarray], reps: int | None

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
-from agents.planning import InputSequence, PlannerConfig, plan
-from agents.references import GymPolicy, Reference, played_cost, problem_as
+from agents.episodes import BatchPolicy, batch_policy
+from agents.planning import InputSequence, PlannerConfig, backward_transitions, plan
+from agents.references import Reference, played_cost, problem_as
 from agents.registry import Budget
 from diffenvs.envs.linear_sysid import LinearSysID
 
@@ -33,33 +34,37 @@ def true_matrix(problem: LinearSysID) -> torch.Tensor:
     return torch.as_tensor(problem.params.A, dtype=torch.float64)
 
 
-def open_loop_policy(problem: LinearSysID, controls: np.ndarray) -> GymPolicy:
+def open_loop_policy(problem: LinearSysID, controls: np.ndarray) -> BatchPolicy:
     """A Gymnasium policy that plays ``controls`` ``(steps, m)`` (physical) in time order.
 
-    The step is read from the observation's last component, the time fraction ``t / T``.
+    The step is read from the observation's last component, the time fraction ``t / T``, row by row: it takes one
+    observation or a batch (:func:`agents.episodes.batch_policy`).
     """
     controls = np.asarray(controls, dtype=np.float64)
     steps = controls.shape[0]
 
     def policy(observation: np.ndarray) -> np.ndarray:
-        k = min(int(round(float(observation[-1]) * steps)), steps - 1)
+        fraction = np.asarray(observation)[..., -1].astype(np.float64)
+        k = np.minimum(np.rint(fraction * steps).astype(np.int64), steps - 1)
         return np.asarray(problem.action_from_control(controls[k]), dtype=np.float32)
 
-    return policy
+    return batch_policy(policy)
 
 
 def plan_controls(problem: LinearSysID, matrix: torch.Tensor, generator: torch.Generator,
-                  config: PlannerConfig | None = None) -> tuple[np.ndarray, int]:
+                  config: PlannerConfig | None = None) -> tuple[np.ndarray, int, int]:
     """Inputs ``(steps, d)`` of one episode planned on ``matrix`` ``(d, d)`` by ``config`` (default:
-    :class:`PlannerConfig`'s defaults; an open-loop sequence), and the transitions the planner simulated."""
+    :class:`PlannerConfig`'s defaults; an open-loop sequence), the transitions the planner simulated and those its
+    backward passes went through (:func:`agents.planning.backward_transitions`)."""
     config = PlannerConfig() if config is None else config
     prior = torch.zeros(1, problem.d, problem.d, dtype=torch.float64)
-    controller, _ = plan(problem, matrix[None], prior, problem.max_steps, config, generator)
+    controller, criteria = plan(problem, matrix[None], prior, problem.max_steps, config, generator)
     if not isinstance(controller, InputSequence):
         raise TypeError("only the 'sequence' planner form gives an open-loop plan")
     with torch.no_grad():
         controls = controller.controls()[:, 0].numpy()
-    return controls, (config.iterations + 1) * problem.max_steps * config.noise_samples
+    return (controls, (config.iterations + 1) * problem.max_steps * config.noise_samples,
+            backward_transitions(criteria, problem.max_steps, config))
 
 
 #: the oracle's plans already made in this process, by (problem, seed): planning is deterministic, so a
@@ -67,11 +72,11 @@ def plan_controls(problem: LinearSysID, matrix: torch.Tensor, generator: torch.G
 _ORACLE_PLANS: dict[tuple[str, int], np.ndarray] = {}
 
 
-def oracle_policy(problem: LinearSysID, seed: int) -> GymPolicy:
+def oracle_policy(problem: LinearSysID, seed: int) -> BatchPolicy:
     """The plan of the planner on the true matrix, as a policy (planned once per problem and seed in a process)."""
     key = (repr(problem) + repr(np.asarray(problem.params.A).tolist()), seed)
     if key not in _ORACLE_PLANS:
-        _ORACLE_PLANS[key], _ = plan_controls(problem, true_matrix(problem), torch.Generator().manual_seed(seed))
+        _ORACLE_PLANS[key], _, _ = plan_controls(problem, true_matrix(problem), torch.Generator().manual_seed(seed))
     return open_loop_policy(problem, _ORACLE_PLANS[key])
 
 
