@@ -5,12 +5,18 @@ and the minimum deviation (the cost, :math:`x(\ell) - x_0`) by quadrature
 :math:`\int_{y_0}^{\ell} \frac{v\cos u + w(y)}{v \sin u}\,dy
 = \int_{y_0}^{\ell} \frac{\sqrt{w(y)^2 - v^2}}{v}\,dy` from each start :math:`(x_0, y_0)`.
 
-Protocol. The starts are drawn uniformly in the box :math:`x_0 \in [-0.5, 0.5]`,
+Protocol. The starts are drawn uniformly on the segment :math:`x_0 = 0`,
 :math:`y_0 \in [0, 0.5]` m by the near bank (:data:`START_BOX`, the environment's
-``initial_x_spread`` and ``initial_y_spread``), so that the validation starts (learning
-curves), the test starts (final score) and the training starts differ; 100 episodes per
-evaluation. The wind is not drawn: it is a constant of the problem (``ZermeloParams``), not
-part of the state the starts draw, and one environment instance has one wind.
+``initial_y_spread``), so that the validation starts (learning curves), the test starts
+(final score) and the training starts differ; 100 episodes per evaluation. The optimum
+depends on :math:`y_0` (1.4126 m from the bank, 1.1833 m from :math:`y_0 = 0.5`). The start's
+:math:`x_0` is not drawn: the problem is the same at every :math:`x` (the cost is the
+deviation :math:`x - x_0`), so drawing it would only add an input the policy must learn to
+ignore (the environment's ``initial_x_spread`` draws it where that is wanted: with
+:math:`x_0 \in [-0.5, 0.5]` the tuned neural-ODE agent ended 2.25%, 0.97% and 1.45% above
+Pontryagin on seeds 0-2, against 0.89%, 0.75% and 0.81% with :math:`x_0 = 0`). The wind is
+not drawn: it is a constant of the problem (``ZermeloParams``), not part of the state the
+starts draw, and one environment instance has one wind.
 
 Discount. The crossing's cost is paid as :math:`-\Delta x` per step and the time limit
 pays the straight-across completion :math:`\Delta x(y_T)` at its last step. A discount
@@ -101,8 +107,9 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> Reference:
         along_episode("y (m), along the Pontryagin path", lambda e: e.states[:-1, 1]), plane=(0, 1))
 
 
-#: the neural-ODE agent's tuned settings: 300-step rollouts (6 s), long enough to cross from any start of the box; one
-#: start per iteration, drawn from the protocol's box
+#: the neural-ODE agent's tuned settings: 300-step rollouts (6 s), long enough to cross from any start; one start per
+#: iteration, drawn from the protocol's (seeds 0-2 from the protocol's starts: 0.89%, 0.75%, 0.81% above Pontryagin over
+#: 100 evaluation episodes; 0.34% from the fixed start (0, 0), seed 0)
 TUNED = dict(iterations=200, learning_rate=0.05, final_learning_rate=0.002, steps=300)
 
 #: rl-baselines3-zoo's nearest task: Pendulum-v1 (hyperparams/{ppo,sac,td3}.yml, entry Pendulum-v1). The zoo has no
@@ -117,8 +124,8 @@ ZOO = {"zoo": "Pendulum-v1", "gamma": 1.0}
 #: SHAC's settings: the paper's, but gamma = 1 (0.99 in the paper), for the reason of the module docstring
 SHAC = {"gamma": 1.0}
 
-#: the protocol's start box (m): x0 uniform on [-0.5, 0.5], y0 on [0, 0.5], by the near bank
-START_BOX = {"initial_x_spread": 0.5, "initial_y_spread": 0.5}
+#: the protocol's starts (m): x0 = 0, y0 uniform on [0, 0.5], by the near bank
+START_BOX = {"initial_y_spread": 0.5}
 
 CARD = register(Card(
     env_id=ENV_ID,
