@@ -41,6 +41,9 @@ class Budget:
     """Cap on training wall time (learning-curve evaluation excluded)."""
     eval_every: int = 1_000
     """Transitions between learning-curve points."""
+    cap: str = ""
+    """Why this budget is below the one the environment gives every other learner: the agent's own published
+    setting (e.g. rl-baselines3-zoo's ``n_timesteps``); empty for the common budget. The benchmark's table marks it."""
 
     def __post_init__(self) -> None:
         for name in ("transitions", "eval_every"):

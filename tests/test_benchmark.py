@@ -581,3 +581,13 @@ def test_one_command_splices_the_docs_page_and_the_readme_and_a_bad_document_is_
     table = (tmp_path / "out" / "table.md").read_text()
     assert table.strip() in page.read_text() and "old" not in page.read_text()
     assert "old" not in readme.read_text() and readme.read_text().startswith("# readme\n")
+
+
+def test_a_capped_budget_is_marked_with_its_reason() -> None:
+    capped = [{**r, "spec": {"budget": {"cap": "the zoo's n_timesteps (20k)"}}} if r["agent"] == "sac" else r
+              for r in RESULTS]
+    table = benchmark.markdown_table(benchmark.summarise(capped, REFERENCES))
+    assert "| 20,000 ‡ |" in table and "DiffCartpole-v0 sac: the zoo's n_timesteps (20k)" in table
+    assert "‡" not in benchmark.markdown_table(benchmark.summarise(RESULTS, REFERENCES))
+    with pytest.raises(ValueError, match="transitions"):
+        Budget(transitions=-1, cap="why")

@@ -125,6 +125,7 @@ def summarise(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]]) -> 
         row["final_gaps"] = gaps if len(gaps) == len(runs) else None
         row["gap"] = _estimate(gaps) if len(gaps) == len(runs) else None
         row["transitions"] = iqm([r["transitions"] for r in runs])
+        row["cap"] = runs[0].get("spec", {}).get("budget", {}).get("cap", "")
         row["seconds"] = iqm([r["seconds"] for r in runs])
         backward = [b for r in runs if (b := backward_transitions(r)) is not None]
         row["backward_transitions"] = iqm(backward) if len(backward) == len(runs) else None
@@ -176,7 +177,12 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| environment | agent | may use | settings | trained on | seeds | final cost | reference | gap | "
              "transitions | backward transitions | training s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     flagged = False
+    caps: dict[str, str] = {}
     for row in rows:
+        spent = count(row["transitions"])
+        if row.get("cap"):
+            caps[f"{row['environment']} {row['agent']}"] = row["cap"]
+            spent += " ‡"
         cost = number(row["cost"])
         if row["incomplete_runs"]:
             cost += f" † ({row['incomplete_runs']}/{row['seeds']})"
@@ -184,7 +190,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(f"| {row['environment']} | {row['agent']} | {row['uses']} | {row['settings']} | {row['trained_on']} | "
                      f"{row['seeds']} | "
                      f"{cost} | {number(row['optimum'])} | {interval(row['gap'], percent)} | "
-                     f"{count(row['transitions'])} | {count(row.get('backward_transitions'))} | {seconds(row['seconds'])} |")
+                     f"{spent} | {count(row.get('backward_transitions'))} | {seconds(row['seconds'])} |")
     lines += ["", "| environment | agent | kept 10% | transitions to 10% | seconds to 10% | kept 1% | transitions to 1% | "
               "seconds to 1% | last validation gap |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -204,6 +210,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
              "the agent's published defaults (RL: rl-baselines3-zoo's for the nearest task), or tuned here by hand on "
              "this environment; the verdict compares agents of equal tuning. [label]: a variant of the environment "
              "under the same objective."]
+    if caps:
+        notes.append("‡ a budget below the one every other learner gets on the environment, the agent's own published "
+                     "setting: " + "; ".join(f"{name}: {why}" for name, why in caps.items()) + ".")
     if flagged:
         notes.append("† (k/n): in k of n runs some evaluation episodes ended at the time limit without reaching the "
                      "objective (an arrival the episode never made, such as a river crossing); their cost is not that of "
