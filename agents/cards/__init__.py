@@ -37,6 +37,12 @@ from agents.registry import Budget
 QUICK_SECONDS = 15.0
 
 
+def zoo_budget(task: str, transitions: int) -> str:
+    """The reason a baseline's budget is below an environment's common one (:attr:`agents.registry.Budget.cap`):
+    rl-baselines3-zoo's ``n_timesteps`` for ``task``, the budget its hyperparameters are published for."""
+    return f"rl-baselines3-zoo's n_timesteps for {task} ({transitions:,}), the budget its settings are published for"
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How an environment is evaluated in the benchmark."""

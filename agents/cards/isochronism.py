@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, Variant, register
+from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, Variant, register, zoo_budget
 from agents.references import Episode, Reference, problem_as, zero_optimum
 from agents.registry import Budget
 from diffenvs.envs.isochronism import Isochronism, harmonic_force
@@ -69,10 +69,12 @@ CARD = register(Card(
         # where a run stays within minutes, and the zeroth-order agents at a tenth of it. Every baseline runs with
         # both observations (the variant below).
         "full": {"gradient": Budget((150 + 5 * 20) * 256 * 1000, eval_every=2_560_000),
-                 "zeroth-order": Budget(6_400_000, eval_every=256_000), "ppo": Budget(100_000, eval_every=5_000),
+                 "zeroth-order": Budget(6_400_000, eval_every=256_000),
+                 "ppo": Budget(100_000, eval_every=5_000, cap=zoo_budget("Pendulum-v1", 100_000)),
                  # SHAC as the zeroth-order agents: its critic fit makes a window cost several rollouts of it
                  "shac": Budget(6_400_000, eval_every=256_000),
-                 "sac": Budget(20_000, eval_every=2_000), "td3": Budget(20_000, eval_every=2_000),
+                 "sac": Budget(20_000, eval_every=2_000, cap=zoo_budget("Pendulum-v1", 20_000)),
+                 "td3": Budget(20_000, eval_every=2_000, cap=zoo_budget("Pendulum-v1", 20_000)),
                  # the untuned agent: the report's 300 iterations of one 1000-step trajectory
                  "neural-ode-default": Budget(300_000, eval_every=30_000)},
     },

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
+from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register, zoo_budget
 from agents.episodes import BatchPolicy, batch_policy
 from agents.planning import InputSequence, PlannerConfig, backward_transitions, plan
 from agents.references import Reference, played_cost, problem_as
@@ -117,8 +117,10 @@ CARD = register(Card(
         # experiments)
         "full": {"gradient": Budget(100 * 16 * 100, eval_every=8_000),
                  "planning": Budget(60_000), "zeroth-order": Budget(160_000, eval_every=8_000),
-                 "ppo": Budget(160_000, eval_every=8_000), "sac": Budget(20_000, eval_every=1_000),
-                 "td3": Budget(20_000, eval_every=1_000), "neural-ode-default": Budget(160_000, eval_every=8_000)},
+                 "ppo": Budget(160_000, eval_every=8_000),
+                 "sac": Budget(20_000, eval_every=1_000, cap=zoo_budget("Pendulum-v1", 20_000)),
+                 "td3": Budget(20_000, eval_every=1_000, cap=zoo_budget("Pendulum-v1", 20_000)),
+                 "neural-ode-default": Budget(160_000, eval_every=8_000)},
     },
     reference=reference,
     tests=TestSettings(short={"max_steps": 6}),
