@@ -591,3 +591,14 @@ def test_a_capped_budget_is_marked_with_its_reason() -> None:
     assert "‡" not in benchmark.markdown_table(benchmark.summarise(RESULTS, REFERENCES))
     with pytest.raises(ValueError, match="transitions"):
         Budget(transitions=-1, cap="why")
+
+
+def test_the_cost_table_says_where_the_sweep_time_went() -> None:
+    from agents.benchmark.report import cost_table
+
+    runs = [{**RESULTS[0], "seconds": 2.0, "total_seconds": 5.0}, {**RESULTS[1], "seconds": 4.0, "total_seconds": 5.0},
+            {**RESULTS[4], "seconds": 80.0, "total_seconds": 90.0}]
+    table = cost_table(runs)
+    # neural-ode: training 2 + 4 = 6 s, evaluation 3 + 1 = 4 s, 10 of 100 s; sac: 80 and 10, 90 of 100
+    assert "| DiffZermelo-v0 | neural-ode | 2 | 6 | 4 | 10% |" in table
+    assert "| DiffCartpole-v0 | sac | 1 | 80 | 10 | 90% |" in table and "In all 100 s" in table

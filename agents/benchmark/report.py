@@ -369,9 +369,27 @@ def verdict_table(comparisons: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
-def table_text(summary: Sequence[dict[str, Any]]) -> str:
-    """The text of ``table.md`` from :func:`summarise`'s rows: the tables, then the verdicts (:func:`verdict_table`)."""
-    return markdown_table(summary) + "\n" + VERDICTS + "\n\n" + verdict_table(headline(summary))
+def cost_table(results: Sequence[RunRecord]) -> str:
+    """Where a sweep's time goes: per environment and agent, its runs' training and evaluation seconds (summed), and
+    their share of the whole; evaluation is what a run spent beyond training (``total_seconds - seconds``)."""
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for result in results:
+        groups.setdefault((env_label(result), result["agent"]), []).append(result)
+    total = sum(r["total_seconds"] for r in results) or 1.0
+    lines = ["| environment | agent | runs | training s | evaluation s | share of the sweep |", "|---|---|---|---|---|---|"]
+    for (env, agent), runs in groups.items():
+        training = sum(r["seconds"] for r in runs)
+        evaluation = sum(max(r["total_seconds"] - r["seconds"], 0.0) for r in runs)
+        lines.append(f"| {env} | {agent} | {len(runs)} | {seconds(training)} | {seconds(evaluation)} | "
+                     f"{percent((training + evaluation) / total)} |")
+    return "\n".join(lines) + f"\n\nIn all {seconds(total)} s of run time (one core each), {len(results)} runs.\n"
+
+
+def table_text(summary: Sequence[dict[str, Any]], results: Sequence[RunRecord] = ()) -> str:
+    """The text of ``table.md`` from :func:`summarise`'s rows: the tables, where the time went (:func:`cost_table`, if
+    ``results`` are given), then the verdicts (:func:`verdict_table`)."""
+    spent = f"Where the sweep's time went:\n\n{cost_table(results)}\n" if results else ""
+    return markdown_table(summary) + "\n" + spent + VERDICTS + "\n\n" + verdict_table(headline(summary))
 
 
 #: the lines between which a document (the docs' benchmark page) holds a copy of a report's ``table.md``
@@ -457,7 +475,7 @@ def report(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], out: s
                 for c in headline(summary)]
     write_json(paths["json"], jsonable({"protocol": _versions(results), "references": refs, "summary": summary,
                                         "verdicts": verdicts, "runs": list(results)}))
-    write_text(paths["table"], table_text(summary))
+    write_text(paths["table"], table_text(summary, results))
     if plots and results:
         paths["curves"] = plot_curves(results, refs, out / "curves.png")
         paths["final"] = plot_final(results, refs, out / "final.png")
