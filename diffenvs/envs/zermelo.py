@@ -43,6 +43,19 @@ Rewards
     complete crossing either way, never below Pontryagin's optimum (1.4126 m from
     :math:`y_0 = 0` with the default parameters).
 
+    ``cost="completion-shaped"`` (a training reward; the default is ``cost="deviation"``, the
+    above) pays the same cost as the potential-based shaping with the completed crossing
+    :math:`C(x, y) = x + \Delta x(y)` (the deviation if the boat headed straight across from
+    here) as potential: :math:`r_k = C(s_k) - C(s_{k+1})`, and nothing more at the time limit
+    (:math:`C` already holds the completion). At the crossing :math:`C = x`
+    (:math:`\Delta x(\ell) = 0`), at the time limit :math:`C = x_T + \Delta x(y_T)`, so the
+    undiscounted return is :math:`C(s_0)` minus the cost above, for every policy: the same
+    optimum, with a dense signal. Per second the boat pays
+    :math:`\dot C = v\cos u + w(y)(1 - \sin u)`: heading upstream costs
+    :math:`w - v > 0`, straight across 0, Pontryagin's heading gains
+    (:math:`\dot C = -\sqrt{w^2 - v^2}\,(1 - \sqrt{w^2 - v^2}/w) < 0`), where the default
+    reward pays upstream drift least per step and the crossing's deviation only later.
+
 Starting State
     :math:`(x_0, y_0) = (s_x (2 d_1 - 1),\; s_y d_2)` with :math:`d_1, d_2 \sim \mathcal U(0, 1)`:
     uniform in the box :math:`[-s_x, s_x] \times [0, s_y]` (m) by the near bank, with
@@ -63,8 +76,8 @@ Episode End
 
 Arguments
     ``gymnasium.make("DiffZermelo-v0", params=ZermeloParams(), dt=0.02, max_steps=500,
-    initial_x_spread=0.0, initial_y_spread=0.0)``: ``max_steps`` steps of ``dt`` seconds
-    each; the start box of Starting State (m). Deprecated: ``time_limit=T`` in seconds
+    initial_x_spread=0.0, initial_y_spread=0.0, cost="deviation")``: ``max_steps`` steps of
+    ``dt`` seconds each; the start box of Starting State (m); the reward of Rewards. Deprecated: ``time_limit=T`` in seconds
     (``max_steps = T / dt``, which must be a whole number).
 
 Version History
@@ -77,6 +90,7 @@ Version History
     (``initial_x_spread``, ``initial_y_spread``; the default start is still :math:`(0, 0)`, with
     no random draw). Policies trained on the two-component observation do not run on the new
     one. Costs from a start with :math:`x_0 \ne 0` are the deviation :math:`x - x_0`, as before.
+    Changed within v0: ``cost="completion-shaped"`` (added; the default reward is unchanged).
 """
 
 from __future__ import annotations
@@ -92,6 +106,7 @@ from diffenvs.core.numerics import ArrayNamespace, Components, HasExp, columns
 from diffenvs.core.problem import (
     FLOAT32_MAX,
     OdeProblem,
+    check_choice,
     check_episode,
     check_finite,
     check_positive,
@@ -143,6 +158,10 @@ def straight_across_deviation(y: Any, params: ZermeloParams, ns: ArrayNamespace)
     return (params.wind_min * (far - y) + gust) / params.boat_speed
 
 
+#: the rewards: the deviation (the objective), and its shaping by the straight-across completion
+COSTS = ("deviation", "completion-shaped")
+
+
 @renamed_horizon("time_limit", seconds=True, attribute="horizon")
 @dataclass(frozen=True)
 class Zermelo(OdeProblem[ZermeloParams]):
@@ -155,6 +174,8 @@ class Zermelo(OdeProblem[ZermeloParams]):
     """:math:`s_x` (m): the start's :math:`x_0` is uniform on :math:`[-s_x, s_x]` (0: :math:`x_0 = 0`)."""
     initial_y_spread: float = 0.0
     """:math:`s_y` (m), below the far bank: the start's :math:`y_0` is uniform on :math:`[0, s_y]` (0: :math:`y_0 = 0`)."""
+    cost: str = "deviation"
+    """The reward: ``"deviation"`` (the objective) or ``"completion-shaped"`` (its shaping, see Rewards)."""
 
     state_names: ClassVar = ("x", "y")
     state_units: ClassVar = ("m", "m")
@@ -169,6 +190,7 @@ class Zermelo(OdeProblem[ZermeloParams]):
     def __post_init__(self) -> None:
         plain_constants(self, ZermeloParams)
         check_positive("dt", self.dt)
+        check_choice("cost", self.cost, COSTS)
         check_episode(self)
         check_positive_fields(self.params, ("boat_speed", "river_width", "wind_min", "wind_max"))
         p = self.params
@@ -196,13 +218,19 @@ class Zermelo(OdeProblem[ZermeloParams]):
         return params.boat_speed * ns.cos(heading) + wind(x[1], params, ns), params.boat_speed * ns.sin(heading)
 
     def potential(self, x, params, ns):
+        r""":math:`x` (m), or the completed crossing :math:`x + \Delta x(y)` (m) for ``cost="completion-shaped"``."""
+        if self.cost == "completion-shaped":
+            return x[0] + straight_across_deviation(x[1], params, ns)
         return x[0]
 
     def event(self, x, params, ns):
         return x[1] - params.river_width
 
     def timeout_cost(self, x: Components, params: ZermeloParams, ns: ArrayNamespace) -> Any:
-        r"""The straight-across completion :math:`\Delta x(y)` (m) of the module docstring's Rewards."""
+        r"""The straight-across completion :math:`\Delta x(y)` (m) of the module docstring's Rewards (``None`` for
+        ``cost="completion-shaped"``, whose potential holds it)."""
+        if self.cost == "completion-shaped":
+            return None
         return straight_across_deviation(x[1], params, ns)
 
     @property
@@ -215,7 +243,7 @@ class Zermelo(OdeProblem[ZermeloParams]):
         if not self.initial_draws[1]:
             return 0.0, 0.0
         d1, d2 = columns(draws)
-        return self.initial_x_spread * (2.0 * d1 - 1.0), self.initial_y_spread * d2
+        return self.initial_x_spread * (2.0 * d1 - 1.0) + 0.0, self.initial_y_spread * d2  # + 0: no -0.0
 
     def observation(self, t, x, params, ns):
         return x[0], x[1], t / self.horizon
