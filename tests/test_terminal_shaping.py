@@ -1,11 +1,12 @@
-"""The swing-ups' shaped terminal cost and Zermelo's random starts, on every face.
+r"""The swing-ups' shaped terminal cost and Zermelo's random starts, on every face.
 
 ``cost="terminal-shaped"`` (the cartpole and the double pendulum) pays the terminal cost
 :math:`c` as :math:`r_k = c(s_k) - \\gamma c(s_{k+1})` before the last step and
 :math:`c(s_{K-1}) - c(s_K)` at it, so that :math:`\\sum_k \\gamma^k r_k = c(s_0) - \\gamma^{K-1} c(s_K)`:
 checked here on the Gymnasium face, the vector face and the gradient path (per step and the
 whole-horizon adjoint), with its gradient. Zermelo's start box: the draws, the faces, the
-bad input, and Pontryagin's quadrature optimum from random starts.
+bad input, and Pontryagin's quadrature optimum from random starts; its ``cost="completion-shaped"``,
+whose return is :math:`C(s_0)` minus the default cost with :math:`C = x + \Delta x(y)`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from agents.benchmark.config import TEST_SEED, VALIDATION_SEED, check_starts
 from agents.cards import card
 from agents.cards import zermelo as zermelo_card
 from agents.episodes import start_states
-from diffenvs.core.numerics import TORCH
+from diffenvs.core.numerics import SCALAR, TORCH
 from diffenvs.envs.cartpole import Cartpole
 from diffenvs.envs.double_pendulum import DoublePendulum
-from diffenvs.envs.zermelo import Zermelo
+from diffenvs.envs.zermelo import Zermelo, straight_across_deviation
 
 SWING_UPS = {"DiffCartpole-v0": Cartpole, "DiffDoublePendulum-v0": DoublePendulum}
 
@@ -200,3 +201,69 @@ def test_pontryagin_quadrature_is_exact_from_random_starts() -> None:
     w = zermelo_card.wind(y, params, np)
     slope = (params.boat_speed * np.cos(heading) + w) / (params.boat_speed * np.sin(heading))
     np.testing.assert_allclose(slope, np.sqrt(w * w - params.boat_speed ** 2) / params.boat_speed, rtol=1e-12)
+
+
+# ---- Zermelo: the deviation shaped by the completed crossing ------------------------------
+@pytest.mark.parametrize("action", [1.0, 0.95, 0.5, 0.0])
+def test_zermelo_shaped_return_is_the_start_completion_minus_the_cost_on_every_face(action: float) -> None:
+    """cost='completion-shaped' pays C(s_k) - C(s_k+1), C = x + dx(y): its return is C(s_0) minus the default cost, on
+    the Gymnasium face, the vector face and the gradient path, whether the boat crosses (0.5, 0.0) or the time limit
+    comes first (1.0 upstream, 0.95)."""
+    box = {"initial_y_spread": 0.5}
+    action = float(np.float32(action))
+    returns = {}
+    for cost in ("deviation", "completion-shaped"):
+        env = gym.make("DiffZermelo-v0", cost=cost, **box)
+        env.reset(seed=4)
+        start = env.unwrapped.state.copy()
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(np.array([action], np.float32))
+            total += reward
+            done = terminated or truncated
+        returns[cost] = total
+    problem = Zermelo(**box)
+    completion = start[0] + straight_across_deviation(start[1], problem.params, SCALAR)
+    assert returns["completion-shaped"] == pytest.approx(completion + returns["deviation"], rel=1e-12, abs=1e-12)
+    assert terminated == (action < 0.9)
+
+    shaped = Zermelo(cost="completion-shaped", **box)
+    vector = gym.make_vec("DiffZermelo-v0", num_envs=2, vectorization_mode="vector_entry_point", cost="completion-shaped",
+                          **box)
+    vector.reset(seed=4)
+    totals, ended = np.zeros(2), np.zeros(2, bool)
+    for _ in range(shaped.max_steps):
+        _, reward, terminated, truncated, _ = vector.step(np.full((2, 1), action, np.float32))
+        totals += np.where(ended, 0.0, reward)
+        ended |= terminated | truncated
+        if ended.all():
+            break
+    assert totals[0] == pytest.approx(returns["completion-shaped"], rel=1e-12, abs=1e-12)
+    heading = shaped.control_from_action((action,), SCALAR)[0]
+    trajectory = diffenvs.rollout(shaped, torch.full((shaped.max_steps, 1, 1), heading, dtype=torch.float64),
+                                  torch.tensor(start[None], dtype=torch.float64))
+    assert -trajectory.costs.item() == pytest.approx(returns["completion-shaped"], rel=1e-12, abs=1e-12)
+
+
+def test_zermelo_shaped_step_pays_the_completed_crossings_decrease() -> None:
+    """Per step: heading upstream at the near bank loses about (w - v) dt, straight across loses nothing, Pontryagin's
+    heading gains; with the default reward upstream pays least (dx = (w - v) dt, the others more)."""
+    problem, params = Zermelo(cost="completion-shaped"), Zermelo().params
+    start = torch.tensor([[0.0, 0.2]], dtype=torch.float64)
+    heading = {"upstream": math.pi, "across": math.pi / 2,
+               "pontryagin": float(zermelo_card.pontryagin_heading(0.2, params, SCALAR))}
+    def first_reward(episode: Zermelo, u: float) -> float:
+        controls = torch.full((1, 1, 1), u, dtype=torch.float64)
+        return diffenvs.rollout(episode, controls, start, steps=1).rewards[0, 0].item()
+
+    shaped = {name: first_reward(problem, u) for name, u in heading.items()}
+    plain = {name: first_reward(Zermelo(), u) for name, u in heading.items()}
+    drift = (zermelo_card.wind(0.2, params, SCALAR) - params.boat_speed) * problem.dt
+    assert shaped["upstream"] == pytest.approx(-drift, rel=1e-3) and abs(shaped["across"]) < 1e-9
+    assert shaped["pontryagin"] > 0
+    assert plain["upstream"] == pytest.approx(-drift, rel=1e-3) and plain["upstream"] > plain["pontryagin"]
+
+
+def test_zermelo_refuses_an_unknown_cost() -> None:
+    with pytest.raises(ValueError, match="cost"):
+        Zermelo(cost="shaped")
