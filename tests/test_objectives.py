@@ -175,7 +175,7 @@ def learner_gamma(env_id: str, agent: str, env_kwargs: dict) -> float:
     if agent == "shac":
         return float(shac.card_config(env_id, env_kwargs).gamma)
     gamma = rl.hyperparameters(env_id, agent).gamma
-    return float(inspect.signature(rl.SB3_CLASSES[agent].__init__).parameters["gamma"].default if gamma is None else gamma)
+    return float(inspect.signature(rl.SB3_CLASSES[agent]).parameters["gamma"].default if gamma is None else gamma)
 
 
 def episode_rewards(env_id: str, env_kwargs: dict, policy: GymPolicy, seed: int) -> np.ndarray:

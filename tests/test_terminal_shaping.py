@@ -180,8 +180,9 @@ def test_zermelo_protocol_draws_distinct_validation_and_test_starts() -> None:
 
 
 def test_pontryagin_quadrature_is_exact_from_random_starts() -> None:
-    """The card's reference optimum int sqrt(w^2 - v^2)/v dy from y0 (the cost x(l) - x0) matches a Pontryagin feedback rollout (the heading
-    inside RK4, the crossing located in the step) from five of the protocol's random starts, start by start."""
+    """The card's reference optimum int sqrt(w^2 - v^2)/v dy from y0 (the cost x(l) - x0) matches a Pontryagin
+    feedback rollout (the heading inside RK4, the crossing located in the step) from five of the protocol's random
+    starts, start by start."""
     protocol = card("DiffZermelo-v0").protocol.env_kwargs
     starts = start_states("DiffZermelo-v0", protocol, 5, seed=TEST_SEED)
     answer = analytic.reference("DiffZermelo-v0", protocol)

@@ -115,7 +115,9 @@ def learner_discount(agent: str, settings: Mapping[str, Any]) -> float:
     from agents.rl_zoo import ALGORITHMS, from_zoo
 
     gamma = from_zoo(agent, settings.get("zoo", "default")).gamma
-    return float(inspect.signature(ALGORITHMS[agent].__init__).parameters["gamma"].default if gamma is None else gamma)
+    if gamma is None:
+        return float(inspect.signature(ALGORITHMS[agent]).parameters["gamma"].default)
+    return float(gamma)
 
 
 def shaped_objective(gamma: float, cost: str) -> dict[str, Any]:
