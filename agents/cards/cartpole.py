@@ -100,19 +100,20 @@ def neural_ode(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 #: the critic-based learners (their card sections' names: the RL baselines, then SHAC)
 CRITIC_LEARNERS = ("ppo", "sac", "td3", "shac")
+#: SHAC's discount where its card section sets none: the paper's, ``agents.shac.ShacConfig.gamma`` (a card imports no
+#: agent; ``tests/test_terminal_shaping.py`` checks that the two agree)
+SHAC_GAMMA = 0.99
 
 
 def learner_discount(agent: str, settings: Mapping[str, Any]) -> float:
     """The discount ``agent`` trains with given its card ``settings`` (the ``"rl"`` section updated by the agent's,
     or SHAC's own): their ``"gamma"``, else the RL baselines' rl-baselines3-zoo entry (``"zoo"``) or SB3's default, as
-    :func:`agents.rl.hyperparameters` reads them, and SHAC's paper value (:class:`agents.shac.ShacConfig`)."""
+    :func:`agents.rl.hyperparameters` reads them, and SHAC's paper value :data:`SHAC_GAMMA`."""
     if settings.get("gamma") is not None:
         return float(settings["gamma"])
     if agent == "shac":
-        from agents.shac import ShacConfig  # the agents' modules: imported only when a card is built
-
-        return float(ShacConfig().gamma)
-    from agents.rl_zoo import ALGORITHMS, from_zoo
+        return SHAC_GAMMA
+    from agents.rl_zoo import ALGORITHMS, from_zoo  # the zoo's table (data, not an agent plug-in)
 
     gamma = from_zoo(agent, settings.get("zoo", "default")).gamma
     if gamma is None:
