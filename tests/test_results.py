@@ -17,7 +17,7 @@ RESULTS = ROOT / "results" / "benchmark"
 
 def test_the_docs_and_readme_tables_are_regenerated_from_the_committed_results() -> None:
     stored = json.loads((RESULTS / "results.json").read_text())
-    text = benchmark.table_text(benchmark.summarise(stored["runs"], stored["references"]))
+    text = benchmark.table_text(benchmark.summarise(stored["runs"], stored["references"]), stored["runs"])
     assert text == (RESULTS / "table.md").read_text()  # the report's own file
     page = (ROOT / "docs" / "benchmark.md").read_text()
     assert benchmark.block(page) == text  # the docs' copy of it
@@ -41,17 +41,45 @@ def test_splice_replaces_only_the_block_and_refuses_a_document_without_one() -> 
         benchmark.splice("no markers here", "| a | b |\n")
 
 
-def test_the_summary_has_one_row_per_headline_line_with_its_agents_gaps() -> None:
+def test_the_summary_is_the_verdict_table_of_the_report() -> None:
     text = (RESULTS / "table.md").read_text()
-    headline = [line for line in text.splitlines() if line.startswith("- ")]
-    rows = [line for line in summary_text(text).splitlines() if line.startswith("| Diff")]
-    assert len(rows) == len(headline) > 0
-    first = [cell.strip() for cell in rows[0].strip("|").split("|")]
-    assert first[0] == "DiffZermelo-v0" and first[1] == "neural-ode-default (defaults)" and first[3] == "sac"
-    assert f"| DiffZermelo-v0 | neural-ode-default | exact model gradients | defaults | default | 5 | 1.414 | 1.413 | " \
-           f"{first[2]} |" in text  # the gap is the table's own cell
-    assert first[5] == "the gradient agent wins: it reaches 1%, the baseline does not"
+    summary = summary_text(text)
+    assert summary.startswith("| environment | tuning | gradient agent |") and summary in text
+    stored = json.loads((RESULTS / "results.json").read_text())
+    rows = [line for line in summary.splitlines() if line.startswith("| Diff")]
+    assert len(rows) == len(stored["verdicts"]) > 0
+    for row, verdict in zip(rows, stored["verdicts"]):  # each row is a verdict that results.json records
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert (cells[0], cells[1], cells[2], cells[4], cells[7]) == (
+            verdict["env_id"], verdict["tuning"], verdict["gradient"], verdict["baseline"], verdict["verdict"])
     document = f"intro\n{SUMMARY_BEGIN}\nold\n{SUMMARY_END}\n"
-    assert benchmark.block(benchmark.splice(document, text), SUMMARY_BEGIN, SUMMARY_END) == summary_text(text)
-    with pytest.raises(ValueError, match="verdict"):
-        summary_text(text.replace(", equal tuning (defaults):", ", equal tuning:"))
+    assert benchmark.block(benchmark.splice(document, text), SUMMARY_BEGIN, SUMMARY_END) == summary
+    with pytest.raises(ValueError, match="verdicts"):
+        summary_text(text.replace("Verdicts, one per", "Verdict, one per"))
+
+
+def test_report_only_rebuilds_the_committed_report_byte_for_byte_from_a_clone(tmp_path: Path) -> None:
+    """What a fresh clone holds (the run files, the README, the docs' page) rebuilds the committed tables exactly:
+    ``--report-only`` on a copy of ``results/benchmark/runs`` gives the same ``table.md`` and ``results.csv``, and
+    splices the same blocks into copies of the README and the docs' page."""
+    import shutil
+    import subprocess
+    import sys
+
+    runs = sorted((RESULTS / "runs").glob("*.json"))
+    assert len(runs) > 0, "the run files of the committed report are committed"
+    tracked = subprocess.run(["git", "ls-files", "results/benchmark/runs"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode == 0:  # in a git checkout: every run file is tracked, so a clone has it
+        assert {Path(name).name for name in tracked.stdout.split()} >= {path.name for path in runs}
+    out = tmp_path / "benchmark"
+    shutil.copytree(RESULTS / "runs", out / "runs")
+    readme, page = tmp_path / "README.md", tmp_path / "benchmark.md"
+    shutil.copy(ROOT / "README.md", readme)
+    shutil.copy(ROOT / "docs" / "benchmark.md", page)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--report-only", "--out", str(out),
+                           "--readme", str(page), str(readme), "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for name in ("table.md", "results.csv"):
+        assert (out / name).read_bytes() == (RESULTS / name).read_bytes(), name
+    assert readme.read_bytes() == (ROOT / "README.md").read_bytes()
+    assert page.read_bytes() == (ROOT / "docs" / "benchmark.md").read_bytes()
