@@ -265,10 +265,18 @@ def test_table_from_a_fixed_results_file(tmp_path: Path) -> None:
     assert "† (k/n)" in notes
     [comparison] = benchmark.headline(benchmark.summarise(stored["runs"], stored["references"]))
     assert (comparison["env_id"], comparison["tuning"]) == ("DiffZermelo-v0", "unequal (gradient agent tuned here)")
-    # test gaps 0.005, 0.015 against -0.1, 0.2: the gradient run ends closer in 2 of 4 pairs
+    # test gaps 0.005, 0.015 against -0.1, 0.2: the gradient run ends closer in 2 of 4 pairs. To 1% kept, censored:
+    # neural-ode 3000 and 3000 transitions (2 and 4 s), PPO never (10000 and 10000, 10 and 12 s): 3.33x and 3.67x
     assert comparison["improvement"][0] == pytest.approx(0.5)
-    assert comparison["verdict"] == ("the gradient agent wins (P(gradient run ends closer) = 0.50 [0.00, 1.00]; "
-                                     "kept 1%: 1/2 against 0/2 seeds)")
+    assert comparison["verdict"] == (
+        "no clear winner (P(gradient run ends closer) = 0.50 [0.00, 1.00]; speed undecided: to 1% kept the baseline "
+        "needs 3.33× the transitions and 3.67× the wall time of the gradient agent (censored IQMs; kept 1%: 1/2 "
+        "against 0/2 seeds))")
+
+
+def comparison_of(results: list) -> str:
+    [comparison] = benchmark.headline(benchmark.summarise(results, REFERENCES))
+    return comparison["verdict"]
 
 
 def test_the_verdict_compares_agents_of_equal_tuning() -> None:
@@ -281,7 +289,7 @@ def test_the_verdict_compares_agents_of_equal_tuning() -> None:
     assert (equal["tuning"], equal["gradient"]["agent"]) == ("equal (defaults)", "neural-ode-default")
     assert equal["verdict"].startswith("no clear winner (") and "neither keeps 1%" in equal["verdict"]
     assert (unequal["tuning"], unequal["gradient"]["agent"]) == ("unequal (gradient agent tuned here)", "neural-ode")
-    assert unequal["verdict"].startswith("the gradient agent wins")
+    assert unequal["verdict"] == comparison_of(RESULTS[:4])
     # where the tuned agent is not the better one on validation, only the equal-tuning comparison is made
     assert len(benchmark.headline(benchmark.summarise(RESULTS[2:4] + untuned, REFERENCES))) == 1
 
@@ -445,27 +453,52 @@ def test_a_target_counts_only_where_it_is_kept_to_the_end_and_misses_are_censore
 
 
 def test_verdict_says_which_side_wins_and_why() -> None:
-    def row(transitions, seconds, reached=10, gaps=(0.0,) * 10):
+    def row(transitions, seconds, reached=10, gaps=(0.0,) * 10, budget=60_000):
         return {"seeds": 10, "reached_0.01": reached, "transitions_0.01": transitions, "seconds_0.01": seconds,
                 "reached_0.1": reached, "transitions_0.1": transitions, "seconds_0.1": seconds,
-                "final_gaps": list(gaps), "gap": (0.0, 0.0, 0.0)}
+                "final_gaps": list(gaps), "gap": (0.0, 0.0, 0.0), "budget": budget}
 
     fast = row((1_000, 900, 1_100), (1.0, 0.9, 1.1))
     slow = row((50_000, 40_000, 60_000), (10.0, 9.0, 11.0))
     # equal final gaps: the score decides nothing, the speed does
-    assert benchmark.verdict(fast, slow).startswith("the gradient agent wins (P(gradient run ends closer) = 0.50; "
-                                                   "to 1% kept the baseline needs 50× the transitions")
-    assert benchmark.verdict(slow, fast).startswith("the baseline wins")
+    assert benchmark.verdict(fast, slow).startswith(
+        "the gradient agent wins (P(gradient run ends closer) = 0.50; the gradient agent is faster: to 1% kept the "
+        "baseline needs 50× the transitions")
+    assert benchmark.verdict(slow, fast).startswith("the baseline wins (P(gradient run ends closer) = 0.50; the "
+                                                   "baseline is faster")
     cheap_but_slow = row((1_000, 900, 1_100), (20.0, 19.0, 21.0))
-    assert benchmark.verdict(cheap_but_slow, slow).startswith("no clear winner")
-    never = row(None, None, 0)
-    assert benchmark.verdict(never, fast) == ("the baseline wins (P(gradient run ends closer) = 0.50; kept 1%: 0/10 "
-                                              "against 10/10 seeds)")
+    assert benchmark.verdict(cheap_but_slow, slow).startswith("no clear winner (P(gradient run ends closer) = 0.50; "
+                                                             "speed undecided")
+    never = row((60_000, 60_000, 60_000), (12.0, 12.0, 12.0), reached=0)  # censored at the budget on every seed
+    assert benchmark.verdict(never, fast).endswith("(censored IQMs; kept 1%: 0/10 against 10/10 seeds))")
+    assert benchmark.verdict(never, fast).startswith("the baseline wins")
+    assert "speed undecided: neither keeps 1%" in benchmark.verdict(never, never)
+    # budgets that differ censor differently: the speed is not compared, the score alone decides
+    capped = row((20_000, 20_000, 20_000), (5.0, 5.0, 5.0), reached=0, gaps=[0.5 + 0.001 * i for i in range(10)],
+                 budget=20_000)
+    assert benchmark.verdict(slow, capped).startswith(
+        "the gradient agent wins (P(gradient run ends closer) = 1.00; speed not compared: the budgets differ (60,000 "
+        "against 20,000 transitions)")
     # ends closer on every pair, but slower: mixed
     closer = row((50_000, 40_000, 60_000), (10.0, 9.0, 11.0), gaps=[0.001 * i for i in range(10)])
     farther = row((1_000, 900, 1_100), (1.0, 0.9, 1.1), gaps=[0.5 + 0.001 * i for i in range(10)])
     assert benchmark.verdict(closer, farther).startswith("mixed: the gradient agent ends closer, the baseline is faster")
     assert benchmark.verdict(farther, closer).startswith("mixed: the baseline ends closer, the gradient agent is faster")
+
+
+def test_report_only_keeps_a_stored_reference_that_a_fresh_computation_repeats(tmp_path: Path, monkeypatch) -> None:
+    from agents.benchmark import reference as reference_module
+
+    fresh = {"env_id": "E", "optimum": 1.0 + 1e-14, "zero_action_cost": 2.0, "validation": {"optimum": 3.0}}
+    monkeypatch.setattr(reference_module, "compute_reference", lambda env_id, proto: dict(fresh))
+    monkeypatch.setattr(reference_module, "protocol", lambda env_id, mode: None)
+    stored = {"E": {**fresh, "optimum": 1.0}}
+    (tmp_path / "references.json").write_text(json.dumps(stored))
+    assert reference_module.references(["E"], tmp_path)["E"]["optimum"] == 1.0  # the last bits: the stored number
+    moved = {"E": {**fresh, "optimum": 1.5}}
+    (tmp_path / "references.json").write_text(json.dumps(moved))
+    assert reference_module.references(["E"], tmp_path)["E"]["optimum"] == 1.0 + 1e-14  # a changed card: the fresh one
+    assert json.loads((tmp_path / "references.json").read_text())["E"]["optimum"] == 1.0 + 1e-14
 
 
 # ---- disclosure, variants, seeds -------------------------------------------------------------------
@@ -510,8 +543,8 @@ def test_seeds_per_mode_with_a_card_override(monkeypatch) -> None:
     slow = dataclasses.replace(cards.card("DiffDecayDesign-v0"), seeds={"full": 5})
     monkeypatch.setitem(cards.CARDS, "DiffDecayDesign-v0", slow)
     assert benchmark.seeds("full", "DiffDecayDesign-v0") == 5
-    assert [s.seed for s in benchmark.plan_runs(["DiffZermelo-v0"], ["ppo"], None, "full")] == [0, 1, 2, 3, 4]  # its card
-    assert len(benchmark.plan_runs(["DiffZermelo-v0"], ["ppo"], [0, 1], "full")) == 2  # --seeds wins
+    assert [s.seed for s in benchmark.plan_runs(["DiffDecayDesign-v0"], ["ppo"], None, "full")] == [0, 1, 2, 3, 4]
+    assert len(benchmark.plan_runs(["DiffDecayDesign-v0"], ["ppo"], [0, 1], "full")) == 2  # --seeds wins
     assert benchmark.BenchmarkConfig().seed_list is None and benchmark.BenchmarkConfig(seeds=3).seed_list == [0, 1, 2]
 
 

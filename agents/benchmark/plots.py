@@ -50,9 +50,10 @@ def iqm_band(curves: Sequence[Sequence[tuple[float, float]]], log: bool = True
     """The IQM over runs of curves ``[(x, y), ...]`` with its 95% bootstrap band, on a shared grid of x.
 
     The grid spans the x where every run has a point (from the latest first point to the earliest last one),
-    log-spaced if ``log``. Returns ``(grid, iqm, band)``, or ``None`` where the runs share no span.
+    log-spaced if ``log``. Returns ``(grid, iqm, band)``, or ``None`` where the runs share no span (a run with a
+    value that is not finite, such as a gap where the zero action is no worse than the reference, is left out).
     """
-    curves = [c for c in curves if c]
+    curves = [c for c in curves if c and all(math.isfinite(y) for _, y in c)]  # a gap without a scale is not drawn
     if not curves:
         return None
     low, high = max(c[0][0] for c in curves), min(c[-1][0] for c in curves)
@@ -165,7 +166,8 @@ PROFILE_TAUS = np.logspace(-4, 1, 101)
 
 def plot_profile(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
     r"""Performance profile: per agent (and variant), the fraction of its runs with final gap :math:`\le \tau`, over
-    :math:`\tau`, averaged with equal weights over the environments with a reference; shaded: the 95%
+    :math:`\tau`, averaged with equal weights over the environments with a reference that the agent runs on (the
+    legend says how many: agents that run on different environments are not compared by it); shaded: the 95%
     stratified-bootstrap interval."""
     plt = pyplot()
     gaps: dict[str, dict[str, list[float]]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -53,14 +54,40 @@ def compute_reference(env_id: str, proto: Protocol) -> dict[str, Any]:
     return result
 
 
+#: how far (relative) a reference computed afresh may differ from the stored one and still be the same reference:
+#: the last bits of a simulation on another CPU or library build, far below any digit the report prints
+SAME_REFERENCE = 1e-9
+
+
+def _same(stored: Any, fresh: Any) -> bool:
+    """Whether two references are the same up to :data:`SAME_REFERENCE` in each number (and equal elsewhere)."""
+    if isinstance(fresh, dict):
+        return isinstance(stored, dict) and stored.keys() == fresh.keys() and all(_same(stored[k], fresh[k]) for k in fresh)
+    if isinstance(fresh, float) and isinstance(stored, (int, float)) and not isinstance(stored, bool):
+        return math.isclose(stored, fresh, rel_tol=SAME_REFERENCE, abs_tol=SAME_REFERENCE)
+    return bool(stored == fresh)
+
+
 def references(envs: Sequence[str], out: str | os.PathLike, mode: str = "full") -> dict[str, dict[str, Any]]:
     """References of ``envs`` on the starts of ``mode``'s protocol, computed afresh (a few seconds) and written to
     ``<out>/references.json``.
 
-    Not cached: a reference added or changed in a card shows in the next report.
+    Not cached: a reference added or changed in a card shows in the next report. Where the stored
+    ``references.json`` holds the same reference (its protocol, name and numbers equal up to
+    :data:`SAME_REFERENCE`), the stored numbers are kept, so that a report rebuilt on another machine is the same
+    byte for byte, whatever the last bits of its simulations.
     """
-    refs = {env_id: compute_reference(env_id, protocol(env_id, mode)) for env_id in envs}
-    write_json(Path(out) / "references.json", refs)
+    path = Path(out) / "references.json"
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        stored = {}
+    stored = stored if isinstance(stored, dict) else {}
+    refs = {}
+    for env_id in envs:
+        fresh = json.loads(json.dumps(compute_reference(env_id, protocol(env_id, mode))))
+        refs[env_id] = stored[env_id] if _same(stored.get(env_id), fresh) else fresh
+    write_json(path, refs)
     return refs
 
 

@@ -45,11 +45,12 @@ def time_to_target(result: RunRecord, reference: dict[str, Any], target: float) 
 
 
 def censored_time(result: RunRecord, reference: dict[str, Any], target: float) -> tuple[float, float, bool]:
-    """``(transitions, seconds, reached)``: :func:`time_to_target`, or the run's whole training (transitions and
-    seconds spent) where it did not keep the target: censored at the budget, never dropped."""
+    """``(transitions, seconds, reached)``: :func:`time_to_target`, or, where the run did not keep the target, its
+    budget of transitions (or what it spent, if more) and the seconds it trained: censored, never dropped."""
     reached = time_to_target(result, reference, target)
     if reached is None:
-        return float(result["transitions"]), float(result["seconds"]), False
+        budget = result.get("spec", {}).get("budget", {}).get("transitions", 0)
+        return float(max(budget, result["transitions"])), float(result["seconds"]), False
     return float(reached[0]), float(reached[1]), True
 
 
@@ -105,7 +106,7 @@ def summarise(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]]) -> 
 
     ``gap`` is the final score (test starts), with ``final_gaps`` per seed; the times to each target kept to the
     end of training come from the learning curves (validation starts), over *all* seeds, a seed that does not keep
-    the target counted at its whole training (censored, ``reached_<target>`` says how many kept it);
+    the target counted at its budget and training seconds (censored; ``reached_<target>`` says how many kept it);
     ``last_gap`` (the IQM of the last validation point's gap) is what the headline selects rows on.
     """
     groups: dict[tuple[str, str, str], list[RunRecord]] = {}
@@ -129,11 +130,12 @@ def summarise(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]]) -> 
         row["seconds"] = iqm([r["seconds"] for r in runs])
         backward = [b for r in runs if (b := backward_transitions(r)) is not None]
         row["backward_transitions"] = iqm(backward) if len(backward) == len(runs) else None
+        row["budget"] = runs[0].get("spec", {}).get("budget", {}).get("transitions")
         for target in TARGETS:
             times = [censored_time(r, reference, target) for r in runs] if row["gap"] is not None else []
             row[f"reached_{target}"] = sum(reached for _, _, reached in times)
-            row[f"transitions_{target}"] = _estimate([t for t, _, _ in times]) if row[f"reached_{target}"] else None
-            row[f"seconds_{target}"] = _estimate([t for _, t, _ in times]) if row[f"reached_{target}"] else None
+            row[f"transitions_{target}"] = _estimate([t for t, _, _ in times]) if times else None
+            row[f"seconds_{target}"] = _estimate([t for _, t, _ in times]) if times else None
         best = [b for r in runs if (b := best_gap(r, reference)) is not None]
         row["best_gap"] = iqm(best) if best else None
         last = [b for r in runs if (b := last_gap(r, reference)) is not None]
@@ -196,17 +198,20 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     for row in rows:
         cells = []
         for target in TARGETS:
-            cells += [f"{row[f'reached_{target}']}/{row['seeds']}", interval(row[f"transitions_{target}"], count),
-                      interval(row[f"seconds_{target}"], seconds)]
+            kept = row[f"reached_{target}"]
+            cells += [f"{kept}/{row['seeds']}", interval(row[f"transitions_{target}"], count) if kept else "–",
+                      interval(row[f"seconds_{target}"], seconds) if kept else "–"]
         lines.append(f"| {row['environment']} | {row['agent']} | {' | '.join(cells)} | {percent(row.get('last_gap'))} |")
     notes = ["", "Interquartile mean (IQM) over seeds, with its 95% stratified-bootstrap interval [low, high] where it "
              "has width (rliable). gap = (cost − reference) / (zero-action cost − reference), one normalisation for "
              "every environment (0: the reference, 1: doing nothing), on the test starts, which serve the final score "
              "only. backward transitions: environment transitions that a backward pass went through (gradient agents; "
              "– where a run does not count them). Targets: on the validation learning curves, disjoint from the test "
-             "starts, a target counts only where the curve stays within it to the end of training (kept k/n: seeds "
-             "that do); the times are IQMs over all seeds, a seed that does not keep the target counted at its whole "
-             "training (censored at the budget); – where no seed keeps it. may use: what the agent may use. settings: "
+             "starts, a target counts only from the first point after which the curve stays within it to the end of "
+             "training (the last point included; kept k/n: seeds that do); the times are IQMs over all seeds, a seed "
+             "that does not keep the target counted at its budget and its training seconds (censored); – where no "
+             "seed keeps it. PPO spends whole rollouts, so it may end up to one rollout past its budget. may use: "
+             "what the agent may use. settings: "
              "the agent's published defaults (RL: rl-baselines3-zoo's for the nearest task), or tuned here by hand on "
              "this environment; the verdict compares agents of equal tuning. [label]: a variant of the environment "
              "under the same objective."]
@@ -231,11 +236,6 @@ def _best(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return min(rows, key=lambda row: math.inf if row.get("last_gap") is None else row["last_gap"])
 
 
-def _keeps(row: dict[str, Any], target: float) -> bool:
-    """Whether at least half of the row's seeds keep ``target`` to the end of training."""
-    return 2 * row[f"reached_{target}"] >= row["seeds"] > 0
-
-
 def improvement(gradient: dict[str, Any], baseline: dict[str, Any]) -> Estimate | None:
     """P(a gradient run's final test gap is below a baseline run's), with its 95% interval; ``None`` without gaps."""
     if not gradient.get("final_gaps") or not baseline.get("final_gaps"):
@@ -248,44 +248,49 @@ def _apart(low_side: Sequence[float], high_side: Sequence[float], factor: float 
     return factor * low_side[2] < high_side[1]
 
 
+def _speed(gradient: dict[str, Any], baseline: dict[str, Any], target: float) -> tuple[int, str]:
+    """Who is faster to ``target`` kept (1: the gradient agent, -1: the baseline, 0: undecided), and why."""
+    goal = f"{100 * target:g}%"
+    kept = (f"kept {goal}: {gradient[f'reached_{target}']}/{gradient['seeds']} against "
+            f"{baseline[f'reached_{target}']}/{baseline['seeds']} seeds")
+    if not gradient[f"reached_{target}"] and not baseline[f"reached_{target}"]:
+        return 0, f"speed undecided: neither keeps {goal}"
+    if gradient.get("budget") != baseline.get("budget"):
+        return 0, (f"speed not compared: the budgets differ ({count(gradient.get('budget'))} against "
+                   f"{count(baseline.get('budget'))} transitions), so are the censored times; {kept}")
+    steps = (gradient[f"transitions_{target}"], baseline[f"transitions_{target}"])
+    time = (gradient[f"seconds_{target}"], baseline[f"seconds_{target}"])
+    if steps[0] is None or steps[1] is None or time[0] is None or time[1] is None:
+        return 0, f"speed undecided: no times to compare; {kept}"
+    if _apart(steps[0], steps[1], 10.0) and _apart(time[0], time[1]):
+        speed, outcome = 1, "the gradient agent is faster"
+    elif _apart(steps[1], steps[0]) and _apart(time[1], time[0]):
+        speed, outcome = -1, "the baseline is faster"
+    else:
+        speed, outcome = 0, "speed undecided"
+    ratio, seconds_ratio = steps[1][0] / max(steps[0][0], 1.0), time[1][0] / max(time[0][0], 1e-9)
+    return speed, (f"{outcome}: to {goal} kept the baseline needs {ratio:.3g}× the transitions and "
+                   f"{seconds_ratio:.3g}× the wall time of the gradient agent (censored IQMs; {kept})")
+
+
 def verdict(gradient: dict[str, Any], baseline: dict[str, Any], target: float = VERDICT_TARGET) -> str:
     """Who wins, and why: the final score and the speed to ``target`` kept, each decided only outside the intervals.
 
     * Score: the probability of improvement :math:`P` that a gradient run ends with a smaller test gap than a
-      baseline run; a side is better if the 95% interval of :math:`P` lies wholly above (or below) 1/2.
-    * Speed: a side keeps the target if at least half its seeds do. If one side keeps it and the other does not,
-      the first is faster; if both do, the gradient agent is faster with ≥10× fewer transitions and less wall time,
-      the baseline with fewer transitions and less wall time (intervals of the censored IQMs apart).
+      baseline run; a side ends closer if the 95% interval of :math:`P` lies wholly above (or below) 1/2.
+    * Speed, between rows of equal budgets of which at least one keeps the target on some seed: the IQMs over all
+      seeds of the transitions and seconds to the target kept, a seed that does not keep it censored at its budget
+      (:func:`censored_time`). The gradient agent is faster with ≥10× fewer transitions and less wall time, the
+      baseline with fewer transitions and less wall time, 95% intervals apart; otherwise speed is undecided.
     * The verdict: a side wins if it is better on one and not worse on the other; otherwise it is mixed or unclear.
     """
-    goal = f"{100 * target:g}%"
     p = improvement(gradient, baseline)
     if p is None:
         score, score_reason = 0, "no final gaps to compare"
     else:
         score = 1 if p.low > 0.5 else -1 if p.high < 0.5 else 0
         score_reason = f"P(gradient run ends closer) = {interval(p, lambda v: f'{v:.2f}')}"
-    mine, theirs = _keeps(gradient, target), _keeps(baseline, target)
-    kept = f"kept {goal}: {gradient[f'reached_{target}']}/{gradient['seeds']} against " \
-           f"{baseline[f'reached_{target}']}/{baseline['seeds']} seeds"
-    if mine != theirs:
-        speed = 1 if mine else -1
-        speed_reason = kept
-    elif not mine:
-        speed, speed_reason = 0, f"neither keeps {goal} ({kept})"
-    else:
-        steps = (gradient[f"transitions_{target}"], baseline[f"transitions_{target}"])
-        time = (gradient[f"seconds_{target}"], baseline[f"seconds_{target}"])
-        ratio = steps[1][0] / max(steps[0][0], 1.0)
-        speed_ratio = time[1][0] / max(time[0][0], 1e-9)
-        if _apart(steps[0], steps[1], 10.0) and _apart(time[0], time[1]):
-            speed = 1
-        elif _apart(steps[1], steps[0]) and _apart(time[1], time[0]):
-            speed = -1
-        else:
-            speed = 0
-        speed_reason = (f"to {goal} kept the baseline needs {ratio:.3g}× the transitions and {speed_ratio:.3g}× the "
-                        f"wall time of the gradient agent (censored IQMs; {kept})")
+    speed, speed_reason = _speed(gradient, baseline, target)
     if score >= 0 and speed >= 0 and score + speed > 0:
         outcome = "the gradient agent wins"
     elif score <= 0 and speed <= 0 and score + speed < 0:
@@ -362,10 +367,10 @@ def verdict_table(comparisons: Sequence[dict[str, Any]]) -> str:
              "best gradient agent of all where it is one tuned here. gap: IQM over seeds of the final test gap, with "
              "its 95% bootstrap interval. P(gradient ends closer): the probability of improvement (rliable), that a "
              "gradient run's test gap is below a baseline run's, with its 95% interval. Verdict: a side ends closer if "
-             "that interval lies wholly above (or below) 1/2; a side is faster to 1% kept to the end of training if "
-             "only it keeps 1% on at least half its seeds, or, both keeping it, with ≥10× fewer transitions and less "
-             "wall time (the gradient agent) or fewer transitions and less wall time (the baseline), censored IQM "
-             "intervals apart; a side wins if it is better on one and not worse on the other."]
+             "that interval lies wholly above (or below) 1/2; between rows of equal budgets, a side is faster to 1% "
+             "kept to the end of training with ≥10× fewer transitions and less wall time (the gradient agent) or "
+             "fewer transitions and less wall time (the baseline), the intervals of the censored IQMs apart; a side "
+             "wins if it is better on one and not worse on the other."]
     return "\n".join(lines + notes) + "\n"
 
 

@@ -51,7 +51,7 @@ class Protocol:
     """The objective every agent is evaluated on (the environment's default: empty)."""
     episodes: int = 20
     """Episodes of every evaluation: learning-curve points on the validation starts
-    (``reset(seed=20000 + i)``), the final score on the test starts (``reset(seed=10000 + i)``);
+    (``reset(seed=20000 + i)``), the final score on the test starts (``reset(seed=7300000 + i)``);
     see :mod:`agents.benchmark.config`."""
 
 

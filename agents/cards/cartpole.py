@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
+from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register, zoo_budget
 from agents.references import (
     LinearFeedback,
     Reference,
@@ -177,7 +177,8 @@ CARD = register(Card(
         # x 8 trajectories x 100 steps
         "full": {"gradient": Budget((300 + 5 * 20) * 8 * 100, eval_every=8_000),
                  "zeroth-order": Budget(320_000, eval_every=8_000), "ppo": Budget(320_000, eval_every=8_000),
-                 "sac": Budget(20_000, eval_every=1_000), "td3": Budget(20_000, eval_every=1_000),
+                 "sac": Budget(20_000, eval_every=1_000, cap=zoo_budget("Pendulum-v1", 20_000)),
+                 "td3": Budget(20_000, eval_every=1_000, cap=zoo_budget("Pendulum-v1", 20_000)),
                  # the untuned agent's batch of one takes a third of a second an iteration: 1,000 iterations
                  "neural-ode-default": Budget(100_000, eval_every=8_000)},
     },

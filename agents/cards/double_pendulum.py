@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register
+from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register, zoo_budget
 from agents.cards.cartpole import RL, critic_sections, neural_ode
 from agents.references import (
     LinearFeedback,
@@ -89,7 +89,8 @@ CARD = register(Card(
         # x 8 trajectories x 200 steps
         "full": {"gradient": Budget((300 + 5 * 20) * 8 * 200, eval_every=16_000),
                  "zeroth-order": Budget(160_000, eval_every=16_000), "ppo": Budget(160_000, eval_every=16_000),
-                 "sac": Budget(20_000, eval_every=2_000), "td3": Budget(20_000, eval_every=2_000),
+                 "sac": Budget(20_000, eval_every=2_000, cap=zoo_budget("Pendulum-v1", 20_000)),
+                 "td3": Budget(20_000, eval_every=2_000, cap=zoo_budget("Pendulum-v1", 20_000)),
                  "neural-ode-default": Budget(100_000, eval_every=16_000)},
     },
     reference=reference,
