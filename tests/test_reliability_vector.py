@@ -271,7 +271,7 @@ def test_num_envs_refuses_bools_and_accepts_numpy_integers() -> None:
         native("DiffZermelo-v0", np.int64(0))
     vector = native("DiffZermelo-v0", np.int64(3))
     assert vector.num_envs == 3 and type(vector.num_envs) is int
-    assert vector.reset(seed=0)[0].shape == (3, 2)
+    assert vector.reset(seed=0)[0].shape == (3, 3)  # (x, y, t/T) per row
 
 
 def test_a_bad_row_in_a_large_batch_is_named_briefly() -> None:

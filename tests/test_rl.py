@@ -44,14 +44,14 @@ def test_every_baseline_trains_on_every_environment(env_id: str, algorithm: str)
     assert result.model.num_timesteps == 300 and result.model._n_updates > 0
 
 
-def test_cartpole_trains_on_the_dense_cost_and_is_evaluated_on_the_default_objective() -> None:
+def test_cartpole_trains_on_the_shaped_cost_and_is_evaluated_on_the_default_objective() -> None:
     result = rl.train("DiffCartpole-v0", "td3", Budget(200, eval_every=200), hp=tiny("DiffCartpole-v0", "td3"),
                       eval_episodes=2)
-    assert result.model.get_env().get_attr("problem")[0].cost == "quadratic"
+    assert result.model.get_env().get_attr("problem")[0].cost == "terminal-shaped"
     default_cost = evaluate("DiffCartpole-v0", result.policy, 2).mean()
     assert result.curve[-1]["cost"] == pytest.approx(default_cost)
-    assert rl.describe("DiffCartpole-v0", "td3")["trained_on"] == "quadratic (dense)"
-    assert rl.describe("DiffZermelo-v0", "td3")["trained_on"] == "default"
+    assert rl.describe("DiffCartpole-v0", "td3")["trained_on"] == "terminal, shaped (gamma 0.98)"
+    assert rl.describe("DiffDecayDesign-v0", "td3")["trained_on"] == "default"
 
 
 def test_callback_stops_training_and_receives_the_curve_point() -> None:

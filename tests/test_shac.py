@@ -72,7 +72,7 @@ def test_the_budget_counts_the_short_last_window() -> None:
 
 
 def test_in_the_benchmark_shac_trains_on_the_critics_objective_and_is_scored_on_the_default() -> None:
-    """On the swing-up the card gives critic-based learners the dense quadratic cost; the curve scores the default."""
+    """On the swing-up the card gives critic-based learners the shaped terminal cost; the curve scores the default."""
     from agents.registry import Budget
     from agents.rl import training_objective
 
@@ -83,5 +83,6 @@ def test_in_the_benchmark_shac_trains_on_the_critics_objective_and_is_scored_on_
         return 1.0
 
     trained = registry.get("shac").train("DiffCartpole-v0", {}, 0, Budget(64 * 100, eval_every=64 * 100), curve_cost)
-    assert trained.details["trained_on"] == training_objective("DiffCartpole-v0").label == "quadratic (dense)"
+    assert trained.details["trained_on"] == training_objective("DiffCartpole-v0", "shac").label \
+        == "terminal, shaped (gamma 0.99)"
     assert trained.transitions == 64 * 100 and len(scored) == len(trained.curve) >= 1
