@@ -113,7 +113,7 @@ def plot_curves(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], p
             ax.set_title(f"{env} (reference: {reference.get('name') or 'none'})", fontsize=9)
         axes[row, 0].legend(fontsize=7, loc="best")
     fig.suptitle(f"Learning curves on the validation starts: IQM over all runs of (J − J*)/(J0 − J*), shaded 95% "
-                 f"bootstrap band (dashed: 10% and 1%; gaps ≤ {GAP_FLOOR:g} drawn at {GAP_FLOOR:g}; dotted: agents "
+                 f"bootstrap band\n(dashed: 10% and 1%; gaps ≤ {GAP_FLOOR:g} drawn at {GAP_FLOOR:g}; dotted: agents "
                  f"without training; (n): runs)", fontsize=9)
     return save(fig, path, dpi=110)
 
