@@ -166,7 +166,12 @@ DISCOUNTED_EPISODES = 3
 #: explains), and below the reference: the discounted returns are float64 sums of the same steps' rewards
 LINE_TOLERANCE = 1e-6
 DISCOUNTED_TOLERANCE = {"DiffZermelo-v0": TOLERANCE["DiffZermelo-v0"], "DiffCartpole-v0": 1e-9,
-                        "DiffDoublePendulum-v0": 1e-9}
+                        "DiffDoublePendulum-v0": 1e-9, "DiffDecayDesign-v0": TOLERANCE["DiffDecayDesign-v0"]}
+#: the environments whose reference is also checked against the simple policies on each learner's discounted
+#: objective: those paid late, and the decay design, whose information gain is paid at every measurement (the
+#: discounts weigh the first measurements more than the score does; measured: the greedy design -2.24 to -2.56
+#: discounted, the best simple policy, uniform random times, -1.30 to -1.61)
+DISCOUNTED_REFERENCE = (*LATE_COSTS, "DiffDecayDesign-v0")
 
 
 def learner_gamma(env_id: str, agent: str, env_kwargs: dict) -> float:
@@ -258,7 +263,7 @@ def test_each_learners_discounted_objective_is_the_scored_cost_rescaled(env_id: 
 
 
 @pytest.mark.parametrize("agent", CRITICS)
-@pytest.mark.parametrize("env_id", LATE_COSTS)
+@pytest.mark.parametrize("env_id", DISCOUNTED_REFERENCE)
 def test_the_reference_is_best_on_each_learners_discounted_objective(env_id: str, agent: str) -> None:
     """No simple policy beats the reference on the discounted objective the learner maximises (mean over the
     protocol's test starts). The reference's discounted cost: its controller's (Zermelo: Pontryagin's heading), or,
