@@ -144,9 +144,31 @@ def terminal_shaped_reward(cost: Any, next_cost: Any, last: Any, discount: float
     return cost - ns.where(last, next_cost, discount * next_cost)
 
 
+class SwingUpCosts:
+    """The swing-up's objectives from a problem's terminal cost ``swing_up_cost(x, ns)``: paid at T
+    (``cost="terminal"``), or shaped for the learner's ``discount`` (``cost="terminal-shaped"``,
+    :func:`terminal_shaped_reward`); any other ``cost`` is the problem's own. Shared by the cartpole and the double
+    pendulum, listed before :class:`~diffenvs.core.problem.OdeProblem` among their bases."""
+
+    cost: str
+    discount: float
+
+    def swing_up_cost(self, x: Components, ns: ArrayNamespace) -> Any:
+        raise NotImplementedError
+
+    def terminal_cost(self, x, x0, params, ns):
+        return self.swing_up_cost(x, ns) if self.cost == "terminal" else None
+
+    def step_reward(self, x, x1, cost_increment, x0, terminal_due, params, ns):  # noqa: D102 (see the module)
+        if self.cost != "terminal-shaped":
+            return super().step_reward(x, x1, cost_increment, x0, terminal_due, params, ns)
+        return terminal_shaped_reward(self.swing_up_cost(x, ns), self.swing_up_cost(x1, ns), terminal_due,
+                                      self.discount, ns)
+
+
 @renamed_horizon("horizon", seconds=True)
 @dataclass(frozen=True)
-class Cartpole(OdeProblem[CartpoleParams]):
+class Cartpole(SwingUpCosts, OdeProblem[CartpoleParams]):
     """The cartpole definition; see the module docstring."""
 
     params: CartpoleParams = field(default_factory=CartpoleParams)
@@ -213,15 +235,6 @@ class Cartpole(OdeProblem[CartpoleParams]):
         r"""The report's terminal cost :math:`c(s) = \bar\phi^2 + \dot\phi^2` (rad², rad²/s²) of a state."""
         phi = wrap_angle(x[2], ns)
         return phi * phi + x[3] * x[3]
-
-    def terminal_cost(self, x, x0, params, ns):
-        return self.swing_up_cost(x, ns) if self.cost == "terminal" else None
-
-    def step_reward(self, x, x1, cost_increment, x0, terminal_due, params, ns):  # noqa: D102 (see the module)
-        if self.cost != "terminal-shaped":
-            return super().step_reward(x, x1, cost_increment, x0, terminal_due, params, ns)
-        return terminal_shaped_reward(self.swing_up_cost(x, ns), self.swing_up_cost(x1, ns), terminal_due,
-                                      self.discount, ns)
 
     def initial_state(self, draws: Any, params: Any, ns: ArrayNamespace) -> Components:
         base = (0.0, 0.0, self.initial_angle, 0.0)

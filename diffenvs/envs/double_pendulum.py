@@ -150,7 +150,7 @@ from diffenvs.core.problem import (
 )
 from diffenvs.core.registration import register_problem
 from diffenvs.core.render import Canvas
-from diffenvs.envs.cartpole import COSTS, check_discount, terminal_shaped_reward
+from diffenvs.envs.cartpole import COSTS, SwingUpCosts, check_discount
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ _PARAM_NAMES = ("cart_mass", "pole1_mass", "pole2_mass", "pole1_length", "pole2_
 
 
 @dataclass(frozen=True)
-class DoublePendulum(OdeProblem[DoublePendulumParams]):
+class DoublePendulum(SwingUpCosts, OdeProblem[DoublePendulumParams]):
     """The double pendulum on a cart; see the module docstring."""
 
     params: DoublePendulumParams = field(default_factory=DoublePendulumParams)
@@ -280,15 +280,6 @@ class DoublePendulum(OdeProblem[DoublePendulumParams]):
         r"""The terminal cost :math:`c(s) = \bar\theta_1^2 + \bar\theta_2^2 + \dot\theta_1^2 + \dot\theta_2^2` of a state."""
         theta1, theta2 = wrap_angle(x[1], ns), wrap_angle(x[2], ns)
         return theta1 * theta1 + theta2 * theta2 + x[4] * x[4] + x[5] * x[5]
-
-    def terminal_cost(self, x, x0, params, ns):
-        return self.swing_up_cost(x, ns) if self.cost == "terminal" else None
-
-    def step_reward(self, x, x1, cost_increment, x0, terminal_due, params, ns):  # noqa: D102 (see the module)
-        if self.cost != "terminal-shaped":
-            return super().step_reward(x, x1, cost_increment, x0, terminal_due, params, ns)
-        return terminal_shaped_reward(self.swing_up_cost(x, ns), self.swing_up_cost(x1, ns), terminal_due,
-                                      self.discount, ns)
 
     def initial_state(self, draws: Any, params: Any, ns: ArrayNamespace) -> Components:
         base = (0.0, self.initial_angle, self.initial_angle, 0.0, 0.0, 0.0)
