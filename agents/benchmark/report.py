@@ -273,7 +273,8 @@ def _speed(gradient: dict[str, Any], baseline: dict[str, Any], target: float) ->
                    f"{seconds_ratio:.3g}× the wall time of the gradient agent (censored IQMs; {kept})")
 
 
-def verdict(gradient: dict[str, Any], baseline: dict[str, Any], target: float = VERDICT_TARGET) -> str:
+def verdict(gradient: dict[str, Any], baseline: dict[str, Any], target: float = VERDICT_TARGET,
+            p: Estimate | None = None) -> str:
     """Who wins, and why: the final score and the speed to ``target`` kept, each decided only outside the intervals.
 
     * Score: the probability of improvement :math:`P` that a gradient run ends with a smaller test gap than a
@@ -283,8 +284,10 @@ def verdict(gradient: dict[str, Any], baseline: dict[str, Any], target: float = 
       (:func:`censored_time`). The gradient agent is faster with ≥10× fewer transitions and less wall time, the
       baseline with fewer transitions and less wall time, 95% intervals apart; otherwise speed is undecided.
     * The verdict: a side wins if it is better on one and not worse on the other; otherwise it is mixed or unclear.
+
+    ``p``: :func:`improvement` of the two rows where the caller has it already (a bootstrap), else computed here.
     """
-    p = improvement(gradient, baseline)
+    p = improvement(gradient, baseline) if p is None else p
     if p is None:
         score, score_reason = 0, "no final gaps to compare"
     else:
@@ -326,8 +329,9 @@ def headline(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if best["settings"] != "defaults":
             pairs.append(("unequal (gradient agent tuned here)", best))
         for tuning, gradient in pairs:
+            p = improvement(gradient, baseline)
             comparisons.append({"env_id": env_id, "tuning": tuning, "gradient": gradient, "baseline": baseline,
-                                "improvement": improvement(gradient, baseline), "verdict": verdict(gradient, baseline)})
+                                "improvement": p, "verdict": verdict(gradient, baseline, p=p)})
     return comparisons
 
 
@@ -390,11 +394,14 @@ def cost_table(results: Sequence[RunRecord]) -> str:
     return "\n".join(lines) + f"\n\nIn all {seconds(total)} s of run time (one core each), {len(results)} runs.\n"
 
 
-def table_text(summary: Sequence[dict[str, Any]], results: Sequence[RunRecord] = ()) -> str:
+def table_text(summary: Sequence[dict[str, Any]], results: Sequence[RunRecord] = (),
+               comparisons: Sequence[dict[str, Any]] | None = None) -> str:
     """The text of ``table.md`` from :func:`summarise`'s rows: the tables, where the time went (:func:`cost_table`, if
-    ``results`` are given), then the verdicts (:func:`verdict_table`)."""
+    ``results`` are given), then the verdicts (:func:`verdict_table` of ``comparisons``, by default
+    :func:`headline` of ``summary``)."""
     spent = f"Where the sweep's time went:\n\n{cost_table(results)}\n" if results else ""
-    return markdown_table(summary) + "\n" + spent + VERDICTS + "\n\n" + verdict_table(headline(summary))
+    comparisons = headline(summary) if comparisons is None else comparisons
+    return markdown_table(summary) + "\n" + spent + VERDICTS + "\n\n" + verdict_table(comparisons)
 
 
 #: the lines between which a document (the docs' benchmark page) holds a copy of a report's ``table.md``
@@ -475,12 +482,13 @@ def report(results: Sequence[RunRecord], refs: dict[str, dict[str, Any]], out: s
 
     atomic_write(paths["csv"], write_csv, newline="")
     summary = summarise(results, refs)
+    comparisons = headline(summary)
     verdicts = [{"env_id": c["env_id"], "tuning": c["tuning"], "gradient": c["gradient"]["agent"],
                  "baseline": c["baseline"]["agent"], "improvement": c["improvement"], "verdict": c["verdict"]}
-                for c in headline(summary)]
+                for c in comparisons]
     write_json(paths["json"], jsonable({"protocol": _versions(results), "references": refs, "summary": summary,
                                         "verdicts": verdicts, "runs": list(results)}))
-    write_text(paths["table"], table_text(summary, results))
+    write_text(paths["table"], table_text(summary, results, comparisons))
     if plots and results:
         paths["curves"] = plot_curves(results, refs, out / "curves.png")
         paths["final"] = plot_final(results, refs, out / "final.png")
