@@ -13,7 +13,7 @@ import gymnasium as gym
 
 from agents import registry
 from agents.cards import QUICK_SECONDS, Protocol, card
-from agents.episodes import EVAL_SEED
+from agents.episodes import EVAL_SEED, TEST_SEED, VALIDATION_SEED
 from agents.registry import Budget
 
 #: the benchmark protocol's version, recorded in every report: 2 scores every environment by (J - J*)/(J0 - J*),
@@ -23,12 +23,6 @@ PROTOCOL_VERSION = 2
 #: the learning-curve targets: normalised gaps of 10% and 1%
 TARGETS = (0.1, 0.01)
 
-#: the final score's episodes start from ``reset(seed=TEST_SEED + i)``, and from nothing else. Protocol v2 moved them
-#: from 10000 + i, where ``scripts/train.py`` evaluates by default and so where its "tuned here" settings were chosen,
-#: to seeds that nothing else in the repository resets with
-TEST_SEED = 7_300_000
-#: every selection (learning-curve points, best gap, time to target) uses ``reset(seed=VALIDATION_SEED + i)``
-VALIDATION_SEED = 20_000
 #: the most episodes an evaluation may play: every range of starts (validation, test, ``scripts/train.py``'s
 #: ``EVAL_SEED + i``) stays disjoint from the others up to it
 MAX_EPISODES = 10_000

@@ -8,13 +8,14 @@ identification agents' (:mod:`agents.identification`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 import torch
 
 from agents.cards import QUICK_SECONDS, Card, Protocol, TestSettings, register, zoo_budget
-from agents.episodes import BatchPolicy, batch_policy
+from agents.episodes import VALIDATION_SEED, BatchPolicy, batch_policy, evaluate
 from agents.planning import InputSequence, PlannerConfig, backward_transitions, plan
 from agents.references import Reference, played_cost, problem_as
 from agents.registry import Budget
@@ -71,6 +72,13 @@ def plan_controls(problem: LinearSysID, matrix: torch.Tensor, generator: torch.G
 #: reference asked for again (every report, every test) reuses the plan instead of planning for seconds again
 _ORACLE_PLANS: dict[tuple[str, int], np.ndarray] = {}
 
+#: the planner seeds the reference chooses among: one plan is a local optimum of a noisy criterion, and at d = 4 the
+#: planner's seeds end 0.2% to 0.5% of J0 - J* apart on 200 episodes (0.0081 to 0.0088 against the zero input's 0.169)
+ORACLE_SEEDS = tuple(range(5))
+#: the validation episodes on which the reference chooses its planner seed (``reset(seed=VALIDATION_SEED + i)``,
+#: never the test starts): at 200 the standard error of a paired difference is about 0.2% of J0 - J*
+ORACLE_SELECTION_EPISODES = 200
+
 
 def oracle_policy(problem: LinearSysID, seed: int) -> BatchPolicy:
     """The plan of the planner on the true matrix, as a policy (planned once per problem and seed in a process)."""
@@ -80,8 +88,21 @@ def oracle_policy(problem: LinearSysID, seed: int) -> BatchPolicy:
     return open_loop_policy(problem, _ORACLE_PLANS[key])
 
 
+def best_oracle_seed(env_id: str, env_kwargs: dict[str, Any], seeds: tuple[int, ...] = ORACLE_SEEDS,
+                     episodes: int = ORACLE_SELECTION_EPISODES) -> int:
+    """The planner seed among ``seeds`` whose plan on the true matrix has the lowest mean cost on ``episodes``
+    validation episodes (``reset(seed=VALIDATION_SEED + i)``), as an agent chooses its settings."""
+    if not seeds:
+        raise ValueError("seeds must name at least one planner seed")
+    problem = problem_as(LinearSysID, env_id, env_kwargs)
+    costs = [float(evaluate(env_id, oracle_policy(problem, seed), episodes, env_kwargs, VALIDATION_SEED).mean())
+             for seed in seeds]
+    return seeds[int(np.argmin(costs))]
+
+
 def reference(env_id: str, env_kwargs: dict[str, Any]) -> Reference | None:
-    """The oracle: differentiable planning on the true A, its cost under the evaluation protocol.
+    """The oracle: differentiable planning on the true A, the best of :data:`ORACLE_SEEDS` planner seeds on the
+    validation episodes, its cost under the evaluation protocol.
 
     There is no closed form; the oracle knows what no agent is given (the true matrix), so it
     is the reference the others are measured against. ``None`` for ``matrix="random"``.
@@ -89,8 +110,14 @@ def reference(env_id: str, env_kwargs: dict[str, Any]) -> Reference | None:
     problem = problem_as(LinearSysID, env_id, env_kwargs)
     if not fixed_truth(problem):
         return None
-    return Reference("oracle", "differentiable planning on the true A (agents.planning), evaluated by the "
-                     "protocol", problem, None, played_cost(env_id, env_kwargs, lambda: oracle_policy(problem, seed=0)))
+
+    @functools.cache
+    def policy() -> BatchPolicy:  # chosen once, then played on the test and the validation starts
+        return oracle_policy(problem, best_oracle_seed(env_id, env_kwargs))
+
+    return Reference("oracle", f"differentiable planning on the true A (agents.planning), the best of "
+                     f"{len(ORACLE_SEEDS)} planner seeds on {ORACLE_SELECTION_EPISODES} validation episodes, "
+                     "evaluated by the protocol", problem, None, played_cost(env_id, env_kwargs, policy))
 
 
 #: the neural-ODE agent's tuned settings
@@ -106,17 +133,17 @@ RL = {"zoo": "Pendulum-v1", "gamma": 0.999}
 CARD = register(Card(
     env_id=ENV_ID,
     agents={"neural-ode": TUNED, "rl": RL},
-    protocol=Protocol(episodes=50),
-    # five seeds for the agents whose runs train for minutes (RL, the untuned neural-ODE agent), ten for the others
-    seeds={"full": {"rl": 5, "neural-ode-default": 5}},
+    # 200 test episodes: the noise of every step is drawn, and a paired difference of two agents' means has a
+    # standard error of about 0.2% of J0 - J* there (1% was below what v1's 50 episodes resolved)
+    protocol=Protocol(episodes=200),
     budgets={
         "quick": {"neural-ode": Budget(80_000, QUICK_SECONDS, 8_000), "planning": Budget(30_000, QUICK_SECONDS)},
         # equal footing: the neural-ODE agent's tuned run (160k transitions: 100 Adam iterations x 16 trajectories x
-        # 100 steps) for every learning agent, except SAC and TD3, capped at the zoo's 20k for Pendulum-v1 (an
-        # off-policy update per transition); the planner keeps its own 60k (it simulates its plans and plays
-        # experiments)
+        # 100 steps) for every learning agent, the planner included (its simulated plans and its played
+        # experiments: 15 experiments of 10,200), except SAC and TD3, capped at the zoo's 20k for Pendulum-v1 (an
+        # off-policy update per transition)
         "full": {"gradient": Budget(100 * 16 * 100, eval_every=8_000),
-                 "planning": Budget(60_000), "zeroth-order": Budget(160_000, eval_every=8_000),
+                 "planning": Budget(160_000), "zeroth-order": Budget(160_000, eval_every=8_000),
                  "ppo": Budget(160_000, eval_every=8_000),
                  "sac": Budget(20_000, eval_every=1_000, cap=zoo_budget("Pendulum-v1", 20_000)),
                  "td3": Budget(20_000, eval_every=1_000, cap=zoo_budget("Pendulum-v1", 20_000)),
