@@ -216,8 +216,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
              "this environment; the verdict compares agents of equal tuning. [label]: a variant of the environment "
              "under the same objective."]
     if caps:
-        notes.append("‡ a budget below the one every other learner gets on the environment, the agent's own published "
-                     "setting: " + "; ".join(f"{name}: {why}" for name, why in caps.items()) + ".")
+        notes.append("‡ a budget below the one every other learner gets on the environment, and why: "
+                     + "; ".join(f"{name}: {why}" for name, why in caps.items()) + ".")
     if flagged:
         notes.append("† (k/n): in k of n runs some evaluation episodes ended at the time limit without reaching the "
                      "objective (an arrival the episode never made, such as a river crossing); their cost is not that of "
