@@ -154,10 +154,14 @@ def critic_sections(cost: str, rl: Mapping[str, Any], own: Mapping[str, Mapping[
 #: underactuated pendulum up with one bounded force or torque; the zoo tunes Pendulum-v1 for 20k (SAC, TD3) and 100k
 #: (PPO) transitions, the order of this card's budgets. The literal analogue, InvertedPendulumSwingupBulletEnv-v0, is
 #: tuned for 300k (SAC, TD3) and 2M (PPO) transitions: its PPO rollouts of 8 x 2048 transitions would leave three
-#: updates in the 60k budget. The zoo's discounts are kept (PPO 0.9, TD3 0.98, SAC 0.99): the shaped objective has the
-#: scored optimum at any discount, but at PPO's 0.9 the cost paid at step 100 weighs 0.9^99 = 3e-5 at the first step.
+#: updates in the 60k budget. The zoo's discounts are kept for TD3 (0.98) and SAC (0.99). One deviation: the shaped
+#: objective has the scored optimum at any discount, but at PPO's 0.9 the cost paid at step 100 weighs 0.9^99 = 3e-5 at
+#: the first step, and a learner that looks ten steps ahead only follows the potential down, which a swing-up must
+#: first climb; PPO trains with SAC's 0.99 (0.99^99 = 0.37), the least of the zoo's discounts that sees the horizon.
 RL = {"zoo": "Pendulum-v1"}
-CRITICS = critic_sections("phi(T)^2 + phidot(T)^2", RL)
+#: the critic learners' own sections on the swing-ups (the deviation above)
+SWING_UP_OWN = {"ppo": {"gamma": 0.99}}
+CRITICS = critic_sections("phi(T)^2 + phidot(T)^2", RL, SWING_UP_OWN)
 
 
 CARD = register(Card(
@@ -165,9 +169,8 @@ CARD = register(Card(
     presets={"swingup": {"initial_noise": 0.0},
              "upright": {"initial_angle": 0.1, "initial_noise": 0.0, "cost": "quadratic"}},
     agents={"neural-ode": neural_ode, "rl": RL, **CRITICS},
-    protocol=Protocol(episodes=20),
-    # five seeds for the agents whose runs train for minutes (RL, neural-ODE), ten for SHAC, ES and CMA-ES
-    seeds={"full": {"rl": 5, "neural-ode": 5, "neural-ode-default": 5}},
+    # the starts are drawn (initial_noise 0.05 on every coordinate): 100 test episodes
+    protocol=Protocol(episodes=100),
     budgets={
         "quick": {"rl": Budget(10_000, QUICK_SECONDS, 2_000), "neural-ode": Budget(80_000, QUICK_SECONDS, 8_000)},
         # equal footing: the neural-ODE agent's tuned swing-up run (320k transitions) for every learning agent, except
@@ -179,8 +182,8 @@ CARD = register(Card(
                  "zeroth-order": Budget(320_000, eval_every=8_000), "ppo": Budget(320_000, eval_every=8_000),
                  "sac": Budget(20_000, eval_every=1_000, cap=zoo_budget("Pendulum-v1", 20_000)),
                  "td3": Budget(20_000, eval_every=1_000, cap=zoo_budget("Pendulum-v1", 20_000)),
-                 # the untuned agent's batch of one takes a third of a second an iteration: 1,000 iterations
-                 "neural-ode-default": Budget(100_000, eval_every=8_000)},
+                 "neural-ode-default": Budget(100_000, eval_every=8_000,
+                                              cap="1,000 iterations of one trajectory (a third of a second each)")},
     },
     reference=reference,
     controllers={"lqr": cartpole_lqr_policy},
