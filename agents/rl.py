@@ -179,14 +179,16 @@ class LearningCurve(BaseCallback):
 
 def train(env_id: str, algorithm: str, budget: Budget, seed: int = 0, env_kwargs: dict[str, Any] | None = None,
           callback: StepCallback | None = None, hp: Hyperparameters | None = None,
-          curve_cost: Callable[[GymPolicy], float] | None = None, eval_episodes: int = 5) -> RLResult:
+          curve_cost: Callable[[GymPolicy], float] | None = None, eval_episodes: int = 5,
+          objective: TrainingObjective | None = None) -> RLResult:
     """Train ``algorithm`` on ``env_id`` for ``budget.transitions`` transitions (at most ``budget.seconds``).
 
     Training uses ``env_kwargs`` updated with the card's training objective
     (:func:`training_objective`); every ``budget.eval_every`` transitions a learning-curve point
     is the mean cost of ``eval_episodes`` deterministic episodes of
     :func:`agents.episodes.evaluate` on ``env_kwargs`` as given, or ``curve_cost(policy)`` when
-    given (the benchmark's protocol). ``hp`` replaces the card's hyperparameters when given;
+    given (the benchmark's protocol). ``hp`` replaces the card's hyperparameters and ``objective``
+    its training objective when given;
     ``seed`` seeds the algorithm and the training environments' resets (environment ``i``:
     ``seed + i``). Training steps ``hp.n_envs`` environments at once, so it may end up to
     ``n_envs - 1`` transitions (PPO: up to one rollout) past ``budget.transitions``.
@@ -198,7 +200,8 @@ def train(env_id: str, algorithm: str, budget: Budget, seed: int = 0, env_kwargs
         raise TypeError(f"budget must be an agents.registry.Budget, got {type(budget).__name__}")
     env_kwargs = dict(env_kwargs or {})
     hp = hyperparameters(env_id, algorithm) if hp is None else hp
-    train_env = make_vec_env(env_id, hp.n_envs, seed, {**env_kwargs, **training_objective(env_id, algorithm).env_kwargs})
+    objective = training_objective(env_id, algorithm) if objective is None else objective
+    train_env = make_vec_env(env_id, hp.n_envs, seed, {**env_kwargs, **objective.env_kwargs})
     if hp.norm_obs or hp.norm_reward:  # the zoo's normalisation: its gamma for the return's scale
         train_env = VecNormalize(train_env, norm_obs=hp.norm_obs, norm_reward=hp.norm_reward,
                                  gamma=0.99 if hp.gamma is None else hp.gamma)

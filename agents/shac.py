@@ -81,7 +81,7 @@ from agents.cards import card
 from agents.episodes import TrainedNetwork, gym_policy
 from agents.neural_ode.config import training_solver
 from agents.neural_ode.network import initial_states
-from agents.objectives import training_objective
+from agents.objectives import TrainingObjective, training_objective
 from agents.registry import Agent, Budget, CurveCost, Trained, register
 from agents.shac_networks import Actor, Critic
 from diffenvs import RK4, Trajectory, problem_of, rollout
@@ -396,9 +396,13 @@ def card_config(env_id: str, env_kwargs: dict[str, Any] | None = None) -> ShacCo
     return ShacConfig(**values)
 
 
-def _train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost) -> Trained:
+def train_on_budget(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Budget, curve_cost: CurveCost,
+                    objective: TrainingObjective | None = None) -> Trained:
+    """Train SHAC with the card's settings within ``budget``, a curve point every ``budget.eval_every`` transitions
+    (``curve_cost`` of the policy). It trains on the card's objective for critic learners (a critic learns what the RL
+    baselines' critics learn), or on ``objective`` when given; the policy is scored on ``env_kwargs`` as given."""
     settings = card_config(env_id, env_kwargs)  # the card's section on the variant's own arguments
-    objective = training_objective(env_id, NAME)  # a critic learns what the RL baselines' critics learn
+    objective = training_objective(env_id, NAME) if objective is None else objective
     env_kwargs = {**env_kwargs, **objective.env_kwargs}
     problem = problem_of(env_id, **env_kwargs)
     config = budget_config(budget, seed, problem.max_steps, settings)
@@ -423,7 +427,7 @@ def _train_agent(env_id: str, env_kwargs: dict[str, Any], seed: int, budget: Bud
 
 
 #: In the benchmark SHAC trains on the objective its card gives critic-based learners (the ``"rl"`` section's
-#: ``objective``: e.g. the swing-up's dense quadratic cost, as in the paper's own cartpole task), and is scored, like
-#: every agent, on the card's evaluation objective.
+#: ``objective``: e.g. the swing-up's terminal cost shaped for SHAC's discount), and is scored, like every agent, on
+#: the card's evaluation objective.
 AGENT = register(Agent("shac", "gradient", "short-horizon actor-critic through the differentiable rollout, the SHAC "
-                       "paper's settings (agents.shac)", _train_agent, cost=3.0))
+                       "paper's settings (agents.shac)", train_on_budget, cost=3.0))

@@ -173,12 +173,27 @@ def test_the_paper_check_script_writes_its_curves_and_table(tmp_path, monkeypatc
     script = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "shac_paper", script)  # its dataclasses look their module up
     spec.loader.exec_module(script)
+    import agents.shac
+
+    trained_with: list[dict] = []
+    original = agents.shac.train
+
+    def recording_train(env_id, config=None, env_kwargs=None, **kwargs):  # type: ignore[no-untyped-def]
+        trained_with.append(dict(env_kwargs or {}))
+        return original(env_id, config, env_kwargs, **kwargs)
+
+    monkeypatch.setattr(agents.shac, "train", recording_train)
     runs = script.main(["--agents", "shac", "--shac-transitions", "1600", "--eval-every", "1600", "--episodes", "1",
                         "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "shac_paper.json").read_text())
     assert saved["runs"][0]["agent"] == "shac" and len(runs[0]["curve"]) == 1
     point = runs[0]["curve"][0]
     assert point["gap"] == pytest.approx(point["cost"] / saved["zero_force_cost"])
-    assert point["transitions"] == 64 * 32 and "| shac | 0 |" in (tmp_path / "shac_paper.md").read_text()
+    table = (tmp_path / "shac_paper.md").read_text()
+    assert point["transitions"] == 64 * 32 and "| shac | 0 |" in table
+    touched = point["gap"] <= 0.10  # one seed, one point: the summary's counts and censored medians follow from it
+    assert f"| shac | 10% | 1 | {int(touched)} | 2,048 | {int(touched)} | 2,048 |" in table
+    # the paper's dense reward, whatever the card gives the benchmark's critic learners
+    assert trained_with == [{"cost": "quadratic"}] and saved["runs"][0]["trained_on"] == script.DENSE.label
     with pytest.raises(ValueError, match="agents"):
         script.PaperCheckConfig(agents=("sac",))

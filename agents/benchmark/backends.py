@@ -53,25 +53,31 @@ def _init_worker(parent: int | None = None) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-def local(specs: list[RunSpec], workers: int, execute: Execute) -> Iterable[RunRecord | RunFailure]:
-    """``execute`` each spec in ``workers`` spawned processes (1: in this process), yielding results as they finish.
+def in_processes(function: Callable[[Any], Any], jobs: list[Any], workers: int) -> Iterable[Any]:
+    """``function(job)`` for each job in ``workers`` spawned processes of one torch thread each (1: in this process),
+    yielding the results as they finish. ``function`` must be importable by name (it is pickled by reference).
 
-    The worker processes end with this one, however it ends (:func:`_die_with`): a killed sweep leaves none computing.
+    The worker processes end with this one, however it ends (:func:`_die_with`): a killed run leaves none computing.
     """
     if workers == 1:  # in this process: no start-up cost, and agents registered at run time are visible
-        for spec in specs:
-            yield execute(spec.as_dict())
+        for job in jobs:
+            yield function(job)
         return
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                                 initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(execute, spec.as_dict()) for spec in specs]
+        futures = [pool.submit(function, job) for job in jobs]
         try:
             for future in concurrent.futures.as_completed(futures):
                 yield future.result()
         finally:
             for future in futures:
                 future.cancel()
+
+
+def local(specs: list[RunSpec], workers: int, execute: Execute) -> Iterable[RunRecord | RunFailure]:
+    """``execute`` each spec in ``workers`` spawned processes (1: in this process), yielding results as they finish."""
+    return in_processes(execute, [spec.as_dict() for spec in specs], workers)
 
 
 RAY_MISSING = ("--ray needs Ray, the optional extra 'ray': pip install 'diffenvs[ray]' "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,14 @@ def time_to_target(result: RunRecord, reference: dict[str, Any], target: float) 
 
     A curve that touches the target and leaves it again has not reached it: only a target kept counts.
     """
+    return first_kept(curve_gaps(result, reference), target)
+
+
+def first_kept(points: Iterable[tuple[float, float, float | None]], target: float) -> tuple[float, float] | None:
+    """(transitions, seconds) of the first of the ``(transitions, seconds, gap)`` points from which every later gap
+    stays within ``target`` (a gap of ``None`` never does); ``None`` if the last point is not within it."""
     reached: tuple[float, float] | None = None
-    for transitions, seconds, gap in curve_gaps(result, reference):
+    for transitions, seconds, gap in points:
         if gap is not None and gap <= target:
             reached = reached or (transitions, seconds)
         else:
