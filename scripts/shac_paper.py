@@ -108,9 +108,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return run(PaperCheckConfig(**job["config"]), job["agent"], job["seed"], job["zero_cost"])
 
 
-def first_within(curve: list[dict[str, float]], target: float, key: str = "transitions") -> float | None:
-    """``key`` (transitions or seconds) of the first curve point with a gap within ``target`` (None: never)."""
-    return next((p[key] for p in curve if p["gap"] <= target), None)
+def first_within(curve: list[dict[str, float]], target: float) -> float | None:
+    """Transitions of the first curve point with a gap within ``target`` (None: never)."""
+    return next((p["transitions"] for p in curve if p["gap"] <= target), None)
 
 
 def summary(runs: list[dict[str, Any]]) -> str:
