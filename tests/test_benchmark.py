@@ -399,6 +399,19 @@ def test_the_validation_reference_plays_the_validation_episodes_noise_and_all() 
 
 
 # ---- statistics --------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1,), (2,), (5, 1), (10, 1), (11, 7), (40, 3)])
+def test_the_bootstraps_iqm_is_scipys_trimmed_mean_bit_for_bit(shape) -> None:
+    import scipy.stats
+
+    rng = np.random.default_rng(sum(shape))
+    scores = rng.standard_normal(shape) * 10.0 ** rng.integers(-5, 6, size=shape)
+    scores[rng.random(shape) < 0.3] = 1.5  # ties across the cuts
+    for axis in (None, 0):
+        expected = np.asarray(scipy.stats.trim_mean(scores, 0.25, axis=axis), dtype=np.float64)
+        got = stats.trimmed_iqm(scores, axis)
+        assert got.shape == expected.shape and np.array_equal(got, expected)
+
+
 def test_iqm_and_its_interval_against_a_hand_computation() -> None:
     assert stats.iqm([7, 1, 100, 3, 2, 6, 5, 4]) == pytest.approx(4.5)  # drop 2 at each end: mean of 3, 4, 5, 6
     assert stats.iqm([0.005, 0.015]) == pytest.approx(0.01)  # fewer than 4 values: nothing dropped

@@ -18,7 +18,9 @@ r"""Aggregate statistics over seeds, as Agarwal et al. (2021) advise, through th
   the Mann-Whitney statistic (``rliable.metrics.probability_of_improvement``), with the two sets
   of runs resampled independently.
 
-Every bootstrap is seeded (:data:`BOOTSTRAP_SEED`), so a report is reproducible.
+Every bootstrap is seeded (:data:`BOOTSTRAP_SEED`), so a report is reproducible. Inside the bootstraps the IQM
+is :func:`trimmed_iqm`, scipy's own arithmetic without its per-call argument handling (which took 90% of a
+report's time); a test checks it equals ``scipy.stats.trim_mean`` bit for bit.
 """
 
 from __future__ import annotations
@@ -55,6 +57,18 @@ def iqm(values: Values) -> float:
     return float(metrics.aggregate_iqm(_checked(values)))
 
 
+def trimmed_iqm(scores: np.ndarray, axis: int | None = None) -> np.ndarray:
+    r"""``scipy.stats.trim_mean(scores, 0.25, axis)`` for a float64 numpy array, by the same operations (a partition
+    at the cuts :math:`\lfloor n/4 \rfloor` and :math:`n - \lfloor n/4 \rfloor - 1`, then the mean between them), so
+    the same bits, without scipy's per-call checks: the bootstraps call it hundreds of thousands of times."""
+    if axis is None:
+        scores, axis = scores.ravel(), 0
+    count = scores.shape[axis]
+    cut = int(0.25 * count)
+    kept = np.partition(scores, (cut, count - cut - 1), axis)
+    return np.asarray(np.mean(kept.take(np.arange(cut, count - cut), axis=axis), axis=axis))
+
+
 def iqm_ci(values: Values, reps: int | None = None) -> Estimate:
     """The IQM of ``values`` with its 95% bootstrap interval (``reps`` resamples, default :data:`REPS`).
 
@@ -64,7 +78,7 @@ def iqm_ci(values: Values, reps: int | None = None) -> Estimate:
     point = float(metrics.aggregate_iqm(array))
     if array.size == 1 or np.all(array == array[0]):
         return Estimate(point, point, point)
-    low, high = _interval(array[:, None], lambda scores: np.array([metrics.aggregate_iqm(scores)]), reps)[:, 0]
+    low, high = _interval(array[:, None], lambda scores: np.array([trimmed_iqm(scores)]), reps)[:, 0]
     return Estimate(point, float(low), float(high))
 
 
@@ -103,9 +117,9 @@ def iqm_curve(values: np.ndarray, reps: int | None = None) -> tuple[np.ndarray, 
     _checked(array)
 
     def per_point(scores: np.ndarray) -> np.ndarray:
-        return np.asarray(scipy.stats.trim_mean(scores, 0.25, axis=0), dtype=np.float64)
+        return trimmed_iqm(scores, axis=0)
 
-    point = per_point(array)
+    point = np.asarray(scipy.stats.trim_mean(array, 0.25, axis=0), dtype=np.float64)
     if array.shape[0] == 1:
         return point, np.stack([point, point])
     return point, _interval(array, per_point, reps)
