@@ -19,8 +19,8 @@ r"""Aggregate statistics over seeds, as Agarwal et al. (2021) advise, through th
   of runs resampled independently.
 
 Every bootstrap is seeded (:data:`BOOTSTRAP_SEED`), so a report is reproducible. Inside the bootstraps the IQM
-is :func:`trimmed_iqm`, scipy's own arithmetic without its per-call argument handling (which took 90% of a
-report's time); a test checks it equals ``scipy.stats.trim_mean`` bit for bit.
+and of the curves is :func:`trimmed_iqm`, scipy's own arithmetic without the per-call handling of its arguments
+(``scipy.stats.trim_mean`` called there took 226 of a report's 307 s); a test checks the two agree bit for bit.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
-import scipy.stats
 from rliable import library, metrics
 
 #: numbers, as a sequence or an array (flattened)
@@ -119,7 +118,7 @@ def iqm_curve(values: np.ndarray, reps: int | None = None) -> tuple[np.ndarray, 
     def per_point(scores: np.ndarray) -> np.ndarray:
         return trimmed_iqm(scores, axis=0)
 
-    point = np.asarray(scipy.stats.trim_mean(array, 0.25, axis=0), dtype=np.float64)
+    point = per_point(array)
     if array.shape[0] == 1:
         return point, np.stack([point, point])
     return point, _interval(array, per_point, reps)
