@@ -176,6 +176,19 @@ def _vector_isa_verdict(folder: Path) -> bool | None:
     return True if usable else None
 
 
+def _with_defaults(options: dict[str, Any] | None, inputs: Sequence[torch.Tensor]) -> dict[str, Any]:
+    """TorchInductor's ``options`` with this module's defaults beneath them: on the CPU, the wrapper that calls the
+    kernels generated in C++ (``cpp_wrapper``) instead of Python.
+
+    A compiled rollout chunk at batch 256 is some ten kernels and a few matrix products whose
+    arithmetic takes microseconds; the Python wrapper's bookkeeping around them (a view, an
+    allocation or a check per intermediate buffer, hundreds per call) took most of each call. In C++
+    the same calls cost a fraction (``python scripts/bench_compile.py`` measures it).
+    """
+    on_cpu = all(t.device.type == "cpu" for t in inputs)
+    return {**({"cpp_wrapper": True} if on_cpu else {}), **(options or {})}
+
+
 def compile_tensor_function(function: Callable[..., tuple[torch.Tensor, ...]], inputs: Sequence[torch.Tensor],
                             options: dict[str, Any] | None = None, key: str | None = None) -> Compiled:
     """``function`` traced on fake tensors shaped as ``inputs`` and compiled by TorchInductor (``options``: its
@@ -197,7 +210,7 @@ def compile_tensor_function(function: Callable[..., tuple[torch.Tensor, ...]], i
     example: list[Any] = [mode.from_tensor(t, static_shapes=True) for t in copies]
     hits = counters["inductor"]["fxgraph_cache_hit"] + counters["aot_autograd"]["autograd_cache_hit"]
     with _on_disk_cache() as cached, tracing(TracingContext(mode)):
-        compiled = torch._inductor.compile(graph, example, options)
+        compiled = torch._inductor.compile(graph, example, _with_defaults(options, copies))
     loaded = counters["inductor"]["fxgraph_cache_hit"] + counters["aot_autograd"]["autograd_cache_hit"] > hits
     _COUNTS["loaded" if loaded else "compiled"] += 1
     _COUNTS["uncached"] += not cached
