@@ -21,13 +21,15 @@ into a new, empty compile cache (their compile seconds are a first compile on th
 ``--warm-cache`` uses the machine's own (:mod:`diffenvs.core.compiler`), where they load what is
 cached. ``scripts/bench_compile.py`` measures the first compile against a second process.
 
-    python scripts/bench_envs.py            # full: about five minutes on a 2-core CPU
-    python scripts/bench_envs.py --quick    # seconds, smaller N and fewer repeats
+    python scripts/bench_envs.py                 # full: about 13 minutes on a 2-core CPU
+    python scripts/bench_envs.py --quick         # seconds, smaller N and fewer repeats
+    python scripts/bench_envs.py --device cuda   # the gradient path and the torch-array columns on a GPU
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import platform
@@ -49,11 +51,14 @@ from diffenvs.envs.cartpole import Cartpole
 
 
 def best_time(run: Callable[[], object], repeats: int) -> float:
-    """The fastest of ``repeats`` timings of ``run`` (seconds): the least disturbed by other load."""
+    """The fastest of ``repeats`` timings of ``run`` (seconds): the least disturbed by other load. On a GPU each
+    timing waits for the kernels ``run`` launched (``torch.cuda.synchronize``)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -144,18 +149,20 @@ class TanhPolicy(torch.nn.Module):
         return self.scale * torch.tanh(self.net(observation))
 
 
-def gradient_rows(batch: int, steps: int, repeats: int, compile: bool) -> dict[str, tuple[float, float, float | None]]:
-    """Forward and forward+backward seconds of a cartpole rollout, interleaved, per implementation.
+def gradient_rows(batch: int, steps: int, repeats: int, compile: bool, device: str = "cpu"
+                  ) -> dict[str, tuple[float, float, float | None]]:
+    """Forward and forward+backward seconds of a cartpole rollout on ``device``, interleaved, per implementation.
 
     Rows: diffenvs eager, diffenvs ``RK4(compile=True)`` (its default chunks of 2 steps) and, when JAX is
     installed, the same rollout in JAX (``scripts/jax_cartpole.py``); each row also gives its
     compile seconds (first call minus a later one; ``None`` for eager). The timings are the
-    fastest of ``repeats`` rounds that run every row in turn, so load spreads over all rows.
+    fastest of ``repeats`` rounds that run every row in turn, so load spreads over all rows. JAX runs
+    where its installation puts it (the CPU unless a GPU build of jaxlib is installed).
     """
     problem = Cartpole(max_steps=steps)
     torch.manual_seed(0)
-    policy = TanhPolicy(problem)
-    x0 = torch.zeros(batch, 4)
+    policy = TanhPolicy(problem).to(device)
+    x0 = torch.zeros(batch, 4, device=device)
     x0[:, 2] = torch.pi
     calls: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {}
     compile_seconds: dict[str, float | None] = {}
@@ -184,7 +191,8 @@ def gradient_rows(batch: int, steps: int, repeats: int, compile: bool) -> dict[s
     except ImportError:  # the optional extra 'speed' is not installed
         pass
     else:
-        jax_forward, jax_forward_backward, jax_loss, seconds = jax_cartpole.compiled(policy, x0, steps)
+        jax_forward, jax_forward_backward, jax_loss, seconds = jax_cartpole.compiled(copy.deepcopy(policy).cpu(),
+                                                                                     x0.cpu(), steps)
         if not math.isclose(jax_loss, loss, rel_tol=1e-4):
             raise RuntimeError(f"the JAX rollout's loss {jax_loss} differs from diffenvs' {loss}: not the same problem")
         calls["JAX lax.scan + jit"] = (jax_forward, jax_forward_backward)
@@ -225,12 +233,20 @@ class SpeedConfig:
     """numbers of environments of the vector face (empty: 1, 64, 1024, 16384; quick: 1, 64, 1024)"""
     warm_cache: cli.Switch = False
     """compile into the machine's compile cache (loading what it holds) instead of a new, empty one"""
+    device: str = "cpu"
+    """where the gradient path and the vector face's torch-array columns run: "cpu", or "cuda" where torch sees a GPU
+    (gymnasium's and the numpy columns stay on the CPU)"""
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if any(n < 1 for n in self.sizes):
             raise ValueError(f"sizes must be positive numbers of environments, got {self.sizes}")
+        kind = self.device.split(":")[0]
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} was asked for, but torch sees no CUDA device")
 
 
 def vector_face_table(emit: Callable[[str], None], args: SpeedConfig, sizes: tuple[int, ...], repeats: int,
@@ -245,10 +261,14 @@ def vector_face_table(emit: Callable[[str], None], args: SpeedConfig, sizes: tup
                                                                      vectorization_mode="vector_entry_point"),
                "DiffCartpole float64": diffcartpole,
                "DiffCartpole float32": lambda n: diffcartpole(n, dtype=torch.float32)}
+    on = "" if args.device == "cpu" else f" on {args.device}"
+    if args.device != "cpu":
+        columns[f"DiffCartpole float32, torch arrays{on}"] = lambda n: diffcartpole(n, dtype=torch.float32, array="torch",
+                                                                                   device=args.device)
     if not args.no_compile:
         columns["DiffCartpole float32 compiled"] = lambda n: diffcartpole(n, dtype=torch.float32, compile=True)
-        columns["DiffCartpole float32 compiled, torch arrays"] = lambda n: diffcartpole(n, dtype=torch.float32, compile=True,
-                                                                                        array="torch")
+        columns[f"DiffCartpole float32 compiled, torch arrays{on}"] = lambda n: diffcartpole(
+            n, dtype=torch.float32, compile=True, array="torch", device=args.device)
     gymnax = gymnax_runner(1, 1) is not None
     names = [*columns, *(["gymnax CartPole-v1 (jit + vmap, XLA's threads)"] if gymnax else [])]
     emit("| N | " + " | ".join(names) + " | best diffenvs / gymnasium |")
@@ -278,11 +298,12 @@ def gymnasium_face_table(emit: Callable[[str], None], quick: bool, repeats: int)
 
 def gradient_tables(emit: Callable[[str], None], args: SpeedConfig, repeats: int, all_threads: int) -> None:
     """The gradient path's table at one torch thread and at ``all_threads``."""
-    emit("## Gradient path: 100-step cartpole rollout, batch 256, 2x16 tanh policy, RK4, float32")
+    on = "" if args.device == "cpu" else f", diffenvs on {args.device}"
+    emit(f"## Gradient path: 100-step cartpole rollout, batch 256, 2x16 tanh policy, RK4, float32{on}")
     emit("Rows run in turn, fastest of the rounds; JAX's XLA runs with its own threads whatever torch's setting.")
     for threads in sorted({1, all_threads}):
         torch.set_num_threads(threads)
-        rows = gradient_rows(256, 100, 2 * repeats, not args.no_compile)
+        rows = gradient_rows(256, 100, 2 * repeats, not args.no_compile, args.device)
         jax_both = rows.get("JAX lax.scan + jit", (None, None, None))[1]
         emit("")
         emit(f"{threads} torch thread{'s' if threads > 1 else ''}:")
@@ -357,7 +378,7 @@ def _run(args: SpeedConfig) -> str:
     sizes = args.sizes or ((1, 64, 1024) if args.quick else (1, 64, 1024, 16384))
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     lines = [f"torch {torch.__version__}, gymnasium {gym.__version__}, {torch.get_num_threads()} torch threads, "
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; device: cpu (CUDA: {cuda})", ""]
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; device: {args.device} (CUDA: {cuda})", ""]
 
     def emit(line: str = "") -> None:
         print(line, flush=True)

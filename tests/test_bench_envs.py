@@ -10,7 +10,7 @@ import bench_envs  # noqa: E402
 
 def test_quick_benchmark_writes_every_section(tmp_path: Path, monkeypatch) -> None:
     rows = {"diffenvs eager": (1.0, 2.0, None), "JAX lax.scan + jit": (0.5, 1.0, 0.3)}
-    monkeypatch.setattr(bench_envs, "gradient_rows", lambda batch, steps, repeats, compile: rows)
+    monkeypatch.setattr(bench_envs, "gradient_rows", lambda batch, steps, repeats, compile, device: rows)
     monkeypatch.setattr(bench_envs, "saved_bytes", lambda solver, horizon, batch: 2**20)
     out = tmp_path / "speed.md"
     report = bench_envs.main(["--quick", "--no-compile", "--out", str(out), "--threads", "1"])
@@ -20,6 +20,31 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path, monkeypatch) -> No
         assert heading in text
     for env_id in ("DiffCartpole-v0", "DiffZermelo-v0"):
         assert env_id in text
+
+
+def test_a_device_torch_cannot_use_is_refused_by_name() -> None:
+    import pytest
+    import torch
+
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
+        bench_envs.SpeedConfig(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda' was asked for"):
+            bench_envs.SpeedConfig(device="cuda")
+
+
+def test_gradient_rows_on_the_named_device() -> None:
+    """The gradient rows run where ``device`` says: here the CPU, and a GPU where torch sees one."""
+    import pytest
+    import torch
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        rows = bench_envs.gradient_rows(4, 3, 1, False, device)
+        forward, both, _ = rows["diffenvs eager"]
+        assert 0 < forward and 0 < both
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the GPU rows are not run here")
 
 
 def test_saved_bytes_counts_what_backward_keeps() -> None:
