@@ -183,7 +183,8 @@ def _with_defaults(options: dict[str, Any] | None, inputs: Sequence[torch.Tensor
     A compiled rollout chunk at batch 256 is some ten kernels and a few matrix products whose
     arithmetic takes microseconds; the Python wrapper's bookkeeping around them (a view, an
     allocation or a check per intermediate buffer, hundreds per call) took most of each call. In C++
-    the same calls cost a fraction (``python scripts/bench_compile.py`` measures it).
+    they cost a fraction: a cartpole rollout's forward+backward at batch 256 went from 23.8 to 16.8 ms on one
+    core (``scripts/bench_envs.py``'s gradient rows), with the same kernels and so the same numbers, bit for bit.
     """
     on_cpu = all(t.device.type == "cpu" for t in inputs)
     return {**({"cpp_wrapper": True} if on_cpu else {}), **(options or {})}
