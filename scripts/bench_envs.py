@@ -47,6 +47,7 @@ from agents import cli
 from agents.files import write_text
 from diffenvs.core.compiler import CACHE_VARIABLE
 from diffenvs.core.memory import saved_tensor_bytes
+from diffenvs.core.vector_face import checked_device
 from diffenvs.envs.cartpole import Cartpole
 
 
@@ -242,11 +243,10 @@ class SpeedConfig:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if any(n < 1 for n in self.sizes):
             raise ValueError(f"sizes must be positive numbers of environments, got {self.sizes}")
-        kind = self.device.split(":")[0]
-        if kind not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device!r} was asked for, but torch sees no CUDA device")
+        # the vector face's check: a ValueError naming ``device`` where torch cannot hold tensors there
+        if checked_device(self.device).type not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or a CUDA device (timings wait for CUDA's kernels only), "
+                             f"got {self.device!r}")
 
 
 def vector_face_table(emit: Callable[[str], None], args: SpeedConfig, sizes: tuple[int, ...], repeats: int,
@@ -261,8 +261,9 @@ def vector_face_table(emit: Callable[[str], None], args: SpeedConfig, sizes: tup
                                                                      vectorization_mode="vector_entry_point"),
                "DiffCartpole float64": diffcartpole,
                "DiffCartpole float32": lambda n: diffcartpole(n, dtype=torch.float32)}
-    on = "" if args.device == "cpu" else f" on {args.device}"
-    if args.device != "cpu":
+    on = ""
+    if args.device != "cpu":  # the eager torch-array column too, where it runs elsewhere than the numpy ones
+        on = f" on {args.device}"
         columns[f"DiffCartpole float32, torch arrays{on}"] = lambda n: diffcartpole(n, dtype=torch.float32, array="torch",
                                                                                    device=args.device)
     if not args.no_compile:

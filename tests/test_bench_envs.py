@@ -3,6 +3,9 @@
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import bench_envs  # noqa: E402
@@ -23,28 +26,22 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path, monkeypatch) -> No
 
 
 def test_a_device_torch_cannot_use_is_refused_by_name() -> None:
-    import pytest
-    import torch
-
-    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
+    with pytest.raises(ValueError, match="device must name a torch device"):
         bench_envs.SpeedConfig(device="tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="device 'cuda' was asked for"):
+        with pytest.raises(ValueError, match="device 'cuda' is not available here"):
             bench_envs.SpeedConfig(device="cuda")
 
 
-def test_gradient_rows_on_the_named_device() -> None:
-    """The gradient rows run where ``device`` says: here the CPU, and a GPU where torch sees one."""
-    import pytest
-    import torch
+_NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        rows = bench_envs.gradient_rows(4, 3, 1, False, device)
-        forward, both, _ = rows["diffenvs eager"]
-        assert 0 < forward and 0 < both
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device: the GPU rows are not run here")
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=_NO_CUDA)])
+def test_gradient_rows_on_the_named_device(device: str) -> None:
+    """The gradient rows run where ``device`` says: the CPU, and a GPU where torch sees one."""
+    rows = bench_envs.gradient_rows(4, 3, 1, False, device)
+    forward, both, _ = rows["diffenvs eager"]
+    assert 0 < forward and 0 < both
 
 
 def test_saved_bytes_counts_what_backward_keeps() -> None:
