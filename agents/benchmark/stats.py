@@ -18,9 +18,10 @@ r"""Aggregate statistics over seeds, as Agarwal et al. (2021) advise, through th
   the Mann-Whitney statistic (``rliable.metrics.probability_of_improvement``), with the two sets
   of runs resampled independently.
 
-Every bootstrap is seeded (:data:`BOOTSTRAP_SEED`), so a report is reproducible. Inside the bootstraps the IQM
-and of the curves is :func:`trimmed_iqm`, scipy's own arithmetic without the per-call handling of its arguments
-(``scipy.stats.trim_mean`` called there took 226 of a report's 307 s); a test checks the two agree bit for bit.
+Every bootstrap is seeded (:data:`BOOTSTRAP_SEED`), so a report is reproducible. The IQM inside the bootstraps
+(of a set of final scores and of the curves) is :func:`trimmed_iqm`, scipy's own arithmetic without the per-call
+handling of its arguments (``scipy.stats.trim_mean`` called there took 226 of a report's 307 s); a test checks the
+two agree bit for bit.
 """
 
 from __future__ import annotations
